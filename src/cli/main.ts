@@ -1,0 +1,54 @@
+#!/usr/bin/env node
+import { Idefics2Error } from "../errors.js";
+import { runDemo } from "./demo-command.js";
+import { runDoctorCommand } from "./doctor-command.js";
+import { runGenerate } from "./generate-command.js";
+import { runSetup } from "./setup-command.js";
+import { UsageError } from "./usage-error.js";
+
+const USAGE = `Usage: idefics2 <command> [options]
+
+Commands:
+  setup [--dev] [--python PATH] [--home DIR]   create or check the Python environment
+  doctor [--json]                              interpreter, versions, CUDA devices, problems with fixes
+  generate --model DIR_OR_ID (--messages FILE.json | --prompt TEXT) [--image PATH_OR_URL]... [options]
+  demo [--quantization none|8bit|4bit]         the blog's two-image conversation on the embedded model
+
+Run \`idefics2 generate --help\` for the generation options.`;
+
+const commands: Record<string, (args: string[]) => Promise<number>> = {
+  setup: runSetup,
+  doctor: runDoctorCommand,
+  generate: runGenerate,
+  demo: runDemo,
+};
+
+async function main(argv: string[]): Promise<number> {
+  const [name, ...args] = argv;
+  if (name === undefined || name === "--help" || name === "-h" || name === "help") {
+    process.stdout.write(`${USAGE}\n`);
+    return name === undefined ? 2 : 0;
+  }
+  const command = commands[name];
+  if (!command) throw new UsageError(`unknown command "${name}"; expected one of ${Object.keys(commands).join(", ")}`);
+  return command(args);
+}
+
+// One line on stderr for every failure the user can act on; the Python traceback stays on the error object.
+main(process.argv.slice(2)).then(
+  (code) => {
+    process.exitCode = code;
+  },
+  (error: unknown) => {
+    if (error instanceof UsageError) {
+      process.stderr.write(`idefics2: ${error.message}\n${error.hint ?? "Run `idefics2 --help` for usage."}\n`);
+      process.exitCode = 2;
+    } else if (error instanceof Idefics2Error) {
+      process.stderr.write(`idefics2: error [${error.code}]: ${error.summary}\n`);
+      process.exitCode = 1;
+    } else {
+      process.stderr.write(`idefics2: unexpected error: ${error instanceof Error ? error.message : String(error)}\n`);
+      process.exitCode = 1;
+    }
+  },
+);

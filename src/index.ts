@@ -1,0 +1,36 @@
+export { Idefics2 } from "./model.js";
+export type { GenerationResult, ModelInfo, LoadProgress, LoadCallOptions } from "./model.js";
+export { GenerationStream } from "./generation-stream.js";
+export type { GenerateCallOptions } from "./prepare-generation.js";
+export { user, assistant, system, image, text, Message, Messages, ContentPart, ImagePart, TextPart, Role } from "./messages.js";
+export type { PartInput } from "./messages.js";
+export {
+  LoadOptions,
+  GenerationOptions,
+  QuantizationMode,
+  QuantizationOptions,
+  TorchDtype,
+  DeviceMap,
+  ImageLimits,
+} from "./options.js";
+export type { ResolvedLoadOptions, ResolvedGenerationOptions } from "./options.js";
+export { FinishReason, Usage, Timings, GenerateResult } from "./protocol/messages.js";
+export {
+  ErrorCode,
+  Idefics2Error,
+  PythonEnvironmentError,
+  InvalidInputError,
+  ImageError,
+  ModelLoadError,
+  GenerationError,
+  WorkerCrashedError,
+  ProtocolError,
+  AbortError,
+  TimeoutError,
+  ClosedError,
+} from "./errors.js";
+export type { Idefics2ErrorOptions, WorkerCrashDetails } from "./errors.js";
+export { ImageSource } from "./images/image-source.js";
+export { ensurePythonEnvironment } from "./runtime/python-environment.js";
+export type { PythonEnvironment } from "./runtime/python-environment.js";
+export { embeddedModelPath } from "./embedded-model.js";

@@ -1,0 +1,102 @@
+import { InvalidInputError } from "./errors.js";
+import { loadImage } from "./images/load-image.js";
+import type { ImageSource } from "./images/image-source.js";
+import { Messages, type ImagePart } from "./messages.js";
+import { GenerationOptions, type ImageLimits } from "./options.js";
+import { parseOrThrow } from "./parse-or-throw.js";
+import type { GenerateParams, WireMessage } from "./protocol/messages.js";
+
+/** Options of generate() and stream(): generation options plus the call's images, signal and timeout. */
+export type GenerateCallOptions = GenerationOptions & {
+  /** The pictures for the conversation's image parts, in order, as the blog passes them beside the messages. */
+  images?: ImageSource[];
+  signal?: AbortSignal;
+  /** Rejects with TimeoutError and cancels the generation after this many milliseconds. */
+  timeoutMs?: number;
+};
+
+export interface PreparedGeneration {
+  params: GenerateParams;
+  payload: Buffer;
+}
+
+// Validates everything and decodes every image before anything reaches the worker.
+export async function prepareGeneration(
+  messages: Messages,
+  options: GenerateCallOptions,
+  limits: ImageLimits,
+  stream: boolean,
+): Promise<PreparedGeneration> {
+  const { images, signal, timeoutMs, ...generation } = options;
+  const parsedMessages = parseOrThrow(Messages, messages, "INVALID_MESSAGES", "messages");
+  const parsedOptions = parseOrThrow(GenerationOptions, generation, "INVALID_OPTIONS", "generation option");
+  if (timeoutMs !== undefined && !(Number.isInteger(timeoutMs) && timeoutMs > 0)) {
+    throw new InvalidInputError("INVALID_OPTIONS", `Invalid generation option: \`timeoutMs\` must be a positive integer (got ${timeoutMs})`);
+  }
+  const sources = imageSources(parsedMessages, images);
+  const decoded = await Promise.all(sources.map((source) => loadImage(source, limits, signal)));
+
+  let offset = 0;
+  const wireImages = decoded.map((picture) => {
+    const entry = { offset, length: picture.data.length, width: picture.width, height: picture.height };
+    offset += picture.data.length;
+    return entry;
+  });
+  return {
+    params: {
+      messages: parsedMessages.map(toWire),
+      images: wireImages,
+      options: {
+        maxNewTokens: parsedOptions.maxNewTokens,
+        minNewTokens: parsedOptions.minNewTokens ?? null,
+        doSample: parsedOptions.doSample ?? null,
+        temperature: parsedOptions.temperature ?? null,
+        topP: parsedOptions.topP ?? null,
+        topK: parsedOptions.topK ?? null,
+        repetitionPenalty: parsedOptions.repetitionPenalty ?? null,
+        noRepeatNgramSize: parsedOptions.noRepeatNgramSize ?? null,
+        numBeams: parsedOptions.numBeams ?? null,
+        seed: parsedOptions.seed ?? null,
+        stopStrings: parsedOptions.stopStrings ?? null,
+      },
+      stream,
+    },
+    payload: Buffer.concat(decoded.map((picture) => picture.data)),
+  };
+}
+
+// Images come either on the image parts or beside the messages, never both, and one per image part.
+function imageSources(messages: Messages, images: ImageSource[] | undefined): ImageSource[] {
+  const parts = messages.flatMap((message) => message.content.filter((part): part is ImagePart => part.type === "image"));
+  const withSource = parts.filter((part) => part.source !== undefined);
+  if (images !== undefined) {
+    if (withSource.length > 0) {
+      throw new InvalidInputError("INVALID_MESSAGES", "Images were given both on image parts and in the `images` option", {
+        fix: "Either write image(source) in the messages or pass `images` beside them, not both.",
+      });
+    }
+    if (images.length !== parts.length) {
+      throw new InvalidInputError(
+        "INVALID_MESSAGES",
+        `The messages have ${parts.length} image part${parts.length === 1 ? "" : "s"} but ${images.length} image${images.length === 1 ? " was" : "s were"} given`,
+        { fix: "Give exactly one image per image() part, in order." },
+      );
+    }
+    return images;
+  }
+  if (withSource.length !== parts.length) {
+    throw new InvalidInputError(
+      "INVALID_MESSAGES",
+      `${parts.length - withSource.length} of ${parts.length} image parts have no source and no \`images\` were given`,
+      { fix: "Write image(pathOrUrlOrBytes) in the messages, or pass the pictures in order as the `images` option." },
+    );
+  }
+  return withSource.map((part) => part.source as ImageSource);
+}
+
+function toWire(message: Messages[number]): WireMessage {
+  return {
+    role: message.role,
+    content: message.content.map((part) => (part.type === "image" ? { type: "image" as const } : { type: "text" as const, text: part.text })),
+  };
+}
