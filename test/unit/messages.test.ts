@@ -1,4 +1,5 @@
 import { describe, expect, expectTypeOf, it } from "vitest";
+import type { ImageSource } from "../../src/images/image-source.js";
 import { assistant, image, Message, system, text, user } from "../../src/messages.js";
 
 describe("message builders", () => {
@@ -43,6 +44,6 @@ describe("message builders", () => {
 
   it("are typed as Message", () => {
     expectTypeOf(user("x")).toEqualTypeOf<Message>();
-    expectTypeOf(image).parameter(0).not.toBeAny();
+    expectTypeOf(image).parameter(0).toEqualTypeOf<ImageSource | undefined>();
   });
 });
