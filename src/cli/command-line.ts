@@ -3,9 +3,10 @@ import { InvalidInputError } from "../errors.js";
 import { UsageError } from "./usage-error.js";
 
 type Options = NonNullable<ParseArgsConfig["options"]>;
+type Parsed<O extends Options> = ReturnType<typeof parseArgs<{ args: string[]; options: O; strict: true; allowPositionals: false }>>;
 
 /** parseArgs with strict checking; unknown flags and missing values become a UsageError naming the flag. */
-export function parseCommandLine<O extends Options>(args: string[], options: O, usage: string) {
+export function parseCommandLine<O extends Options>(args: string[], options: O, usage: string): Parsed<O> {
   try {
     return parseArgs({ args, options, strict: true, allowPositionals: false });
   } catch (error) {
