@@ -1,3 +1,4 @@
+import { AbortError } from "./errors.js";
 import type { GenerateResult, TokenEventData } from "./protocol/messages.js";
 
 type Start = (onDelta: (delta: TokenEventData) => void) => Promise<GenerateResult>;
@@ -14,8 +15,10 @@ export class GenerationStream implements AsyncIterable<string> {
   #wake: (() => void) | undefined;
   #settled = false;
   #iterating = false;
+  readonly #signal: AbortSignal | undefined;
 
-  constructor(start: Start) {
+  constructor(start: Start, signal?: AbortSignal) {
+    this.#signal = signal;
     // Started at once, so `result` works without iterating.
     this.result = Promise.resolve()
       .then(() => start((delta) => this.#push(delta.text)))
@@ -40,6 +43,8 @@ export class GenerationStream implements AsyncIterable<string> {
     if (this.#iterating) throw new TypeError("A GenerationStream can be iterated only once");
     this.#iterating = true;
     for (;;) {
+      // An abort ends iteration at once, even while deltas received before it are still queued.
+      if (this.#signal?.aborted) throw new AbortError(this.#signal.reason);
       const delta = this.#deltas.shift();
       if (delta !== undefined) {
         yield delta;

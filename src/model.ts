@@ -106,7 +106,7 @@ export class Idefics2 {
         timeoutMs: options.timeoutMs,
         onEvent: (event) => event.event === "token" && onDelta(event.data),
       });
-    });
+    }, options.signal);
   }
 
   /** Versions, CUDA devices and memory as the worker sees them. */

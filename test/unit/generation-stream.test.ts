@@ -55,3 +55,24 @@ describe("GenerationStream", () => {
     await expect(stream[Symbol.asyncIterator]().next()).rejects.toThrow(TypeError);
   });
 });
+
+describe("GenerationStream with a signal", () => {
+  it("stops yielding queued deltas as soon as the signal aborts", async () => {
+    const controller = new AbortController();
+    const stream = new GenerationStream(async (onDelta) => {
+      for (const text of ["a", "b", "c", "d"]) onDelta({ text, tokenIds: [1] });
+      await new Promise((resolve) => setTimeout(resolve, 50));
+      return result;
+    }, controller.signal);
+    const seen: string[] = [];
+    await expect(
+      (async () => {
+        for await (const delta of stream) {
+          seen.push(delta);
+          if (seen.length === 2) controller.abort();
+        }
+      })(),
+    ).rejects.toBeInstanceOf(AbortError);
+    expect(seen).toEqual(["a", "b"]);
+  });
+});
