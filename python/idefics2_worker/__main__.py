@@ -1,0 +1,38 @@
+"""Entry point: `python -m idefics2_worker`. Only frames reach the real stdout."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+
+def _claim_stdout() -> int:
+    """Keeps a private fd on the real stdout for frames, then points fd 1 and sys.stdout at stderr."""
+    frames_fd = os.dup(1)
+    os.dup2(2, 1)
+    sys.stdout = sys.stderr
+    return frames_fd
+
+
+def main() -> int:
+    frames_fd = _claim_stdout()
+    # Imports come after the redirection: anything they print lands on stderr.
+    from . import PROTOCOL_VERSION
+    from .engine import Engine
+    from .framing import FrameWriter
+    from .info import info, versions
+    from .server import Server
+
+    writer = FrameWriter(os.fdopen(frames_fd, "wb", buffering=1 << 16))
+    writer.write({"type": "ready", "protocol": PROTOCOL_VERSION, "pid": os.getpid(), "versions": versions()})
+    server = Server(Engine(), sys.stdin.buffer, writer, info=info)
+    code = server.serve()
+    if not server.stopped_cleanly():
+        # A load cannot be interrupted; exit now rather than make the SDK wait for it.
+        sys.stderr.flush()
+        os._exit(code)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,99 @@
+"""Frames of docs/PROTOCOL.md: [u32 BE header length][u32 BE payload length][JSON header][payload]."""
+
+from __future__ import annotations
+
+import json
+import struct
+import threading
+from typing import Any, BinaryIO
+
+MAX_HEADER_BYTES = 16 * 1024 * 1024
+MAX_PAYLOAD_BYTES = 1024 * 1024 * 1024
+_PREFIX = struct.Struct(">II")
+
+
+class FrameError(Exception):
+    """The byte stream is not the protocol; `fatal` means the reader lost its place and must stop."""
+
+    def __init__(self, message: str, *, fatal: bool) -> None:
+        super().__init__(message)
+        self.fatal = fatal
+
+
+def encode_header(header: dict[str, Any]) -> bytes:
+    # NaN and Infinity are not JSON; refusing them here keeps the SDK's parser honest.
+    return json.dumps(header, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode("utf-8")
+
+
+def encode_frame(header: dict[str, Any], payload: bytes = b"") -> bytes:
+    """One whole frame as bytes (tests and small frames)."""
+    head = encode_header(header)
+    _check_lengths(len(head), len(payload))
+    return _PREFIX.pack(len(head), len(payload)) + head + payload
+
+
+def _check_lengths(header_len: int, payload_len: int) -> None:
+    if header_len > MAX_HEADER_BYTES:
+        raise FrameError(f"Frame header of {header_len} bytes exceeds the {MAX_HEADER_BYTES}-byte limit", fatal=True)
+    if payload_len > MAX_PAYLOAD_BYTES:
+        raise FrameError(f"Frame payload of {payload_len} bytes exceeds the {MAX_PAYLOAD_BYTES}-byte limit", fatal=True)
+
+
+def _read_exact(stream: BinaryIO, size: int, *, at_boundary: bool) -> bytes | None:
+    """Reads `size` bytes; None on end of stream at a frame boundary, FrameError on end inside a frame."""
+    buffer = bytearray(size)
+    view = memoryview(buffer)
+    filled = 0
+    while filled < size:
+        count = stream.readinto(view[filled:])  # type: ignore[attr-defined]
+        if not count:
+            if filled == 0 and at_boundary:
+                return None
+            raise FrameError(f"Stream ended inside a frame ({filled} of {size} bytes read)", fatal=True)
+        filled += count
+    return bytes(buffer)
+
+
+def read_frame(stream: BinaryIO) -> tuple[dict[str, Any], bytes] | None:
+    """Reads one frame; None at a clean end of stream."""
+    prefix = _read_exact(stream, _PREFIX.size, at_boundary=True)
+    if prefix is None:
+        return None
+    header_len, payload_len = _PREFIX.unpack(prefix)
+    _check_lengths(header_len, payload_len)
+    head = _read_exact(stream, header_len, at_boundary=False) or b""
+    payload = (_read_exact(stream, payload_len, at_boundary=False) or b"") if payload_len else b""
+    try:
+        header = json.loads(head.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise FrameError(f"Frame header is not UTF-8 JSON: {error}", fatal=False) from None
+    if not isinstance(header, dict) or not isinstance(header.get("type"), str):
+        raise FrameError("Frame header must be a JSON object with a string `type`", fatal=False)
+    return header, payload
+
+
+class FrameWriter:
+    """Writes whole frames to a binary stream; a lock keeps frames from two threads from interleaving."""
+
+    def __init__(self, stream: BinaryIO) -> None:
+        self._stream = stream
+        self._lock = threading.Lock()
+        self.closed = False
+
+    def write(self, header: dict[str, Any], payload: bytes = b"") -> bool:
+        """Sends one frame; False when the reader has gone away (broken pipe)."""
+        head = encode_header(header)
+        _check_lengths(len(head), len(payload))
+        with self._lock:
+            if self.closed:
+                return False
+            try:
+                self._stream.write(_PREFIX.pack(len(head), len(payload)) + head)
+                if payload:
+                    self._stream.write(payload)
+                self._stream.flush()
+            except (BrokenPipeError, ValueError, OSError):
+                # The SDK closed our stdout (or it was closed under us): nothing more can be said.
+                self.closed = True
+                return False
+            return True
