@@ -1,0 +1,54 @@
+#!/usr/bin/env node
+// Runs the worker's pytest suite (python/tests) on the test interpreter: IDEFICS2_PYTHON when set, else the
+// managed dev environment (created on first use by the built package). Exits with pytest's code.
+import { spawn } from "node:child_process";
+import { existsSync } from "node:fs";
+import path from "node:path";
+import { fileURLToPath, pathToFileURL } from "node:url";
+
+const root = path.resolve(fileURLToPath(new URL("..", import.meta.url)));
+
+async function testPython() {
+  if (process.env.IDEFICS2_PYTHON) return process.env.IDEFICS2_PYTHON;
+  const built = path.join(root, "dist", "runtime", "python-environment.js");
+  if (!existsSync(built)) {
+    process.stderr.write(`run-pytest: ${built} is missing; run \`npm run build\` first (or set IDEFICS2_PYTHON).\n`);
+    process.exit(1);
+  }
+  const { ensurePythonEnvironment } = await import(pathToFileURL(built).href);
+  const environment = await ensurePythonEnvironment({
+    dev: true,
+    onProgress: (event) => {
+      if (event.type === "stage") process.stderr.write(`[setup:${event.stage}] ${event.message}\n`);
+    },
+  });
+  return environment.python;
+}
+
+let python;
+try {
+  python = await testPython();
+} catch (error) {
+  process.stderr.write(`run-pytest: ${error?.summary ?? error?.message ?? String(error)}\n`);
+  process.exit(1);
+}
+
+const pythonPath = [path.join(root, "python"), process.env.PYTHONPATH].filter(Boolean).join(path.delimiter);
+const child = spawn(python, ["-m", "pytest", "python/tests", ...process.argv.slice(2)], {
+  cwd: root,
+  stdio: "inherit",
+  env: { ...process.env, PYTHONPATH: pythonPath, PYTHONUNBUFFERED: "1", PYTHONIOENCODING: "utf-8" },
+});
+for (const signal of ["SIGINT", "SIGTERM"]) process.on(signal, () => child.kill(signal));
+child.on("error", (error) => {
+  process.stderr.write(`run-pytest: cannot start ${python}: ${error.message}\n`);
+  process.exit(1);
+});
+child.on("exit", (code, signal) => {
+  if (code === 5) {
+    // pytest's "no tests collected": a suite that silently ran nothing is a failure here.
+    process.stderr.write("run-pytest: pytest collected no tests from python/tests\n");
+    process.exit(1);
+  }
+  process.exit(code ?? (signal ? 1 : 0));
+});

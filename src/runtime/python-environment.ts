@@ -1,0 +1,99 @@
+import { promises as fs } from "node:fs";
+import path from "node:path";
+import { z } from "zod";
+import { AbortError, InvalidInputError } from "../errors.js";
+import { checkPythonVersions } from "./check-python-versions.js";
+import { environmentHash } from "./environment-hash.js";
+import { idefics2Home } from "./idefics2-home.js";
+import { managedEnvironment } from "./managed-environment.js";
+import { probePythonVersions, PythonVersions, type PythonSource } from "./python-versions.js";
+import { requirementsFile } from "./requirement-pins.js";
+import { emitProgress, type SetupProgress } from "./setup-progress.js";
+
+export const PythonEnvironmentSource = z.enum(["option", "env", "managed"]);
+export type PythonEnvironmentSource = z.infer<typeof PythonEnvironmentSource>;
+
+/** The interpreter the worker runs on, where it came from, and what it has installed. */
+export const PythonEnvironment = z.object({
+  python: z.string(),
+  source: PythonEnvironmentSource,
+  versions: PythonVersions,
+});
+export type PythonEnvironment = z.infer<typeof PythonEnvironment>;
+
+export interface EnsurePythonEnvironmentOptions {
+  /** An interpreter to use as it is (never installed into). Beats IDEFICS2_PYTHON. */
+  python?: string | undefined;
+  /** Where managed environments live. Default: IDEFICS2_HOME, else the per-user cache folder. */
+  home?: string | undefined;
+  /** Install requirements-dev.txt (adds pytest and ruff) into the managed environment. */
+  dev?: boolean | undefined;
+  /** The interpreter that creates the managed venv. Default `python3` (`python` on Windows). */
+  basePython?: string | undefined;
+  /** When false, use the managed environment only if it is already made (ENV_SETUP_FAILED otherwise). Default true. */
+  create?: boolean | undefined;
+  signal?: AbortSignal | undefined;
+  onProgress?: ((event: SetupProgress) => void) | undefined;
+}
+
+/**
+ * Finds the interpreter for the worker: the `python` option, else IDEFICS2_PYTHON, else the managed venv at
+ * `<home>/envs/<hash>` (created on first use, reused after). Checks Python ≥ 3.10 and the packages the
+ * worker needs; throws PythonEnvironmentError (PYTHON_NOT_FOUND, PYTHON_TOO_OLD, MISSING_PYTHON_PACKAGE,
+ * ENV_SETUP_FAILED) or AbortError.
+ */
+export async function ensurePythonEnvironment(options: EnsurePythonEnvironmentOptions = {}): Promise<PythonEnvironment> {
+  validate(options);
+  const { signal, onProgress } = options;
+  if (signal?.aborted) throw new AbortError(signal.reason);
+
+  const given = options.python ? { python: options.python, source: "option" as const }
+    : process.env.IDEFICS2_PYTHON ? { python: process.env.IDEFICS2_PYTHON, source: "env" as const }
+    : undefined;
+  if (given) {
+    const python = asCommand(given.python);
+    emitProgress(onProgress, { type: "stage", stage: "probe", message: `Checking ${python}` });
+    const versions = await checked(python, given.source, signal);
+    emitProgress(onProgress, { type: "stage", stage: "ready", message: `Using ${python}` });
+    return { python, source: given.source, versions };
+  }
+
+  const basePython = asCommand(options.basePython ?? (process.platform === "win32" ? "python" : "python3"));
+  const dev = options.dev ?? false;
+  emitProgress(onProgress, { type: "stage", stage: "probe", message: `Checking the base interpreter ${basePython}` });
+  const base = await probePythonVersions(basePython, { source: "base", signal });
+  const tooOld = checkPythonVersions(base, { python: basePython, source: "base" });
+  if (tooOld?.code === "PYTHON_TOO_OLD") throw tooOld;
+
+  const file = requirementsFile(dev);
+  const files = dev ? [requirementsFile(false), file] : [file];
+  const requirements = await Promise.all(files.map((name) => fs.readFile(name, "utf8")));
+  const hash = environmentHash({ requirements, dev, basePythonVersion: base.python });
+  const envDir = path.join(idefics2Home(options.home), "envs", hash);
+  const { python, versions } = await managedEnvironment({ envDir, hash, dev, requirementsFile: file, basePython, create: options.create ?? true, signal, onProgress });
+  return { python, source: "managed", versions };
+}
+
+async function checked(python: string, source: PythonSource, signal: AbortSignal | undefined): Promise<PythonVersions> {
+  const versions = await probePythonVersions(python, { source, signal });
+  const problem = checkPythonVersions(versions, { python, source });
+  if (problem) throw problem;
+  return versions;
+}
+
+// A path is made absolute (the worker may run elsewhere); a bare name ("python3") is looked up on PATH.
+function asCommand(python: string): string {
+  return python.includes("/") || python.includes("\\") ? path.resolve(python) : python;
+}
+
+function validate(options: EnsurePythonEnvironmentOptions): void {
+  for (const key of ["python", "home", "basePython"] as const) {
+    const value = options[key];
+    if (value !== undefined && (typeof value !== "string" || value === "")) {
+      throw new InvalidInputError("INVALID_OPTIONS", `Expected the \`${key}\` option to be a non-empty string, got \`${String(value)}\` (${typeof value})`);
+    }
+  }
+  if (options.dev !== undefined && typeof options.dev !== "boolean") {
+    throw new InvalidInputError("INVALID_OPTIONS", `Expected the \`dev\` option to be a boolean, got \`${String(options.dev)}\` (${typeof options.dev})`);
+  }
+}

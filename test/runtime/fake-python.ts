@@ -1,0 +1,57 @@
+import { chmod, mkdir, writeFile } from "node:fs/promises";
+import path from "node:path";
+import type { PythonVersions } from "../../src/runtime/python-versions.js";
+
+export const goodVersions: PythonVersions = {
+  python: "3.11.7",
+  torch: "2.13.0+cpu",
+  transformers: "5.17.0",
+  bitsandbytes: "0.50.2",
+  accelerate: "1.15.0",
+  pillow: "13.0.0",
+  safetensors: "0.8.0",
+};
+
+const nothing = { torch: null, transformers: null, bitsandbytes: null, accelerate: null, pillow: null, safetensors: null };
+
+async function script(file: string, body: string): Promise<string> {
+  await mkdir(path.dirname(file), { recursive: true });
+  await writeFile(file, `#!/bin/sh\n${body}\n`);
+  await chmod(file, 0o755);
+  return file;
+}
+
+/** A one-line interpreter that answers the version probe with `versions`. */
+export function fakePython(dir: string, versions: PythonVersions): Promise<string> {
+  return script(path.join(dir, "python"), `echo '${JSON.stringify(versions)}'`);
+}
+
+/**
+ * A fake base interpreter: answers the probe as a bare Python 3.11, makes `-m venv DIR` a folder holding a
+ * fake venv python, whose `-m pip install` prints two lines, waits `pipSeconds`, and records the install
+ * in `<dir>/installs`; after the install its probe reports every package.
+ */
+export async function fakeBasePython(dir: string, pipSeconds = 0.3): Promise<{ python: string; installs: string; venvs: string }> {
+  const installs = path.join(dir, "installs");
+  const venvs = path.join(dir, "venvs");
+  const venvPython = await script(
+    path.join(dir, "venv-python"),
+    [
+      'env_dir="$(dirname "$(dirname "$0")")"',
+      'case "$1" in',
+      `  -c) if [ -f "$env_dir/installed" ]; then echo '${JSON.stringify(goodVersions)}'; else echo '${JSON.stringify({ python: "3.11.7", ...nothing })}'; fi ;;`,
+      `  -m) echo "Collecting torch==2.13.0"; sleep ${pipSeconds}; echo "Successfully installed torch-2.13.0"; touch "$env_dir/installed"; echo "$env_dir" >> '${installs}' ;;`,
+      "esac",
+    ].join("\n"),
+  );
+  const python = await script(
+    path.join(dir, "base-python"),
+    [
+      'case "$1" in',
+      `  -c) echo '${JSON.stringify({ python: "3.11.7", ...nothing })}' ;;`,
+      `  -m) mkdir -p "$3/bin" && cp '${venvPython}' "$3/bin/python" && echo "$3" >> '${venvs}' ;;`,
+      "esac",
+    ].join("\n"),
+  );
+  return { python, installs, venvs };
+}

@@ -1,0 +1,201 @@
+import { mkdtemp, readdir, readFile, rm, writeFile } from "node:fs/promises";
+import os from "node:os";
+import path from "node:path";
+import { afterEach, beforeEach, describe, expect, test, vi } from "vitest";
+import { PythonEnvironmentError } from "../../src/errors.js";
+import { ensurePythonEnvironment } from "../../src/runtime/python-environment.js";
+import type { SetupProgress } from "../../src/runtime/setup-progress.js";
+import { fakeBasePython, fakePython, goodVersions } from "./fake-python.js";
+
+let dir: string;
+beforeEach(async () => {
+  dir = await mkdtemp(path.join(os.tmpdir(), "idefics2-env-"));
+  vi.stubEnv("IDEFICS2_PYTHON", "");
+  vi.stubEnv("IDEFICS2_HOME", "");
+});
+afterEach(async () => {
+  vi.unstubAllEnvs();
+  await rm(dir, { recursive: true, force: true });
+});
+
+async function lines(file: string): Promise<string[]> {
+  return (await readFile(file, "utf8").catch(() => "")).split("\n").filter(Boolean);
+}
+
+async function rejection(promise: Promise<unknown>): Promise<PythonEnvironmentError> {
+  const error = await promise.then(() => undefined, (caught: unknown) => caught);
+  expect(error).toBeInstanceOf(PythonEnvironmentError);
+  return error as PythonEnvironmentError;
+}
+
+describe("interpreter resolution", () => {
+  test("the python option beats IDEFICS2_PYTHON, which beats the managed environment", async () => {
+    const option = await fakePython(path.join(dir, "option"), goodVersions);
+    const fromEnv = await fakePython(path.join(dir, "env"), goodVersions);
+    const base = await fakeBasePython(path.join(dir, "base"));
+    const home = path.join(dir, "home");
+
+    vi.stubEnv("IDEFICS2_PYTHON", fromEnv);
+    expect(await ensurePythonEnvironment({ python: option, home, basePython: base.python })).toEqual({
+      python: option,
+      source: "option",
+      versions: goodVersions,
+    });
+    expect(await ensurePythonEnvironment({ home, basePython: base.python })).toMatchObject({ python: fromEnv, source: "env" });
+
+    vi.stubEnv("IDEFICS2_PYTHON", "");
+    const managed = await ensurePythonEnvironment({ home, basePython: base.python });
+    expect(managed).toEqual({ python: expect.stringMatching(/\/envs\/[0-9a-f]{16}\/bin\/python$/), source: "managed", versions: goodVersions });
+    expect(managed.python.startsWith(path.join(home, "envs"))).toBe(true);
+  });
+
+  test("IDEFICS2_HOME places the managed environment when no home option is given", async () => {
+    const base = await fakeBasePython(path.join(dir, "base"));
+    vi.stubEnv("IDEFICS2_HOME", path.join(dir, "from-env-home"));
+    const managed = await ensurePythonEnvironment({ basePython: base.python });
+    expect(managed.python.startsWith(path.join(dir, "from-env-home", "envs"))).toBe(true);
+  });
+
+  test.each([
+    ["option", { python: "/nonexistent/idefics2/python" }, "from the `python` option"],
+    ["env", {}, "from IDEFICS2_PYTHON"],
+  ] as const)("a missing interpreter given by %s is PYTHON_NOT_FOUND naming the path and its origin", async (_, options, origin) => {
+    vi.stubEnv("IDEFICS2_PYTHON", "/nonexistent/idefics2/python");
+    const error = await rejection(ensurePythonEnvironment(options));
+    expect(error.code).toBe("PYTHON_NOT_FOUND");
+    expect(error.message).toContain("/nonexistent/idefics2/python");
+    expect(error.message).toContain(origin);
+  });
+
+  test("a file that is not a working interpreter is PYTHON_NOT_FOUND", async () => {
+    const broken = path.join(dir, "python");
+    await writeFile(broken, "#!/bin/sh\necho 'not json'\nexit 3\n", { mode: 0o755 });
+    const error = await rejection(ensurePythonEnvironment({ python: broken }));
+    expect(error.code).toBe("PYTHON_NOT_FOUND");
+    expect(error.message).toContain(broken);
+  });
+
+  test("an old Python is PYTHON_TOO_OLD naming the version and the path", async () => {
+    const old = await fakePython(dir, { ...goodVersions, python: "3.8.10" });
+    const error = await rejection(ensurePythonEnvironment({ python: old }));
+    expect(error.code).toBe("PYTHON_TOO_OLD");
+    expect(error.message).toBe(`Python 3.8.10 at ${old} (from the \`python\` option) is too old: idefics2 needs Python 3.10 or newer`);
+  });
+
+  test("missing packages are MISSING_PYTHON_PACKAGE naming each one and the pip command", async () => {
+    const bare = await fakePython(dir, { ...goodVersions, torch: null, transformers: "4.44.0", safetensors: null, bitsandbytes: null });
+    const error = await rejection(ensurePythonEnvironment({ python: bare }));
+    expect(error.code).toBe("MISSING_PYTHON_PACKAGE");
+    expect(error.message).toBe(`Python at ${bare} (from the \`python\` option) lacks torch, transformers>=5.0 (found 4.44.0), safetensors`);
+    expect(error.fix).toBe(`Run: ${bare} -m pip install torch transformers==5.17.0 safetensors==0.8.0`);
+  });
+
+  test("an invalid option is rejected naming the option and the value", async () => {
+    await expect(ensurePythonEnvironment({ python: "" })).rejects.toThrow("Expected the `python` option to be a non-empty string, got `` (string)");
+  });
+
+  test("an aborted signal stops before any process starts", async () => {
+    const reason = new Error("stop");
+    await expect(ensurePythonEnvironment({ python: "/x", signal: AbortSignal.abort(reason) })).rejects.toMatchObject({ code: "ABORTED", cause: reason });
+  });
+});
+
+describe("the managed environment", () => {
+  test("is created once, reported stage by stage with pip's lines, then reused without pip", async () => {
+    const base = await fakeBasePython(dir);
+    const home = path.join(dir, "home");
+    const events: SetupProgress[] = [];
+    const first = await ensurePythonEnvironment({ home, basePython: base.python, onProgress: (event) => events.push(event) });
+    expect(events.filter((event) => event.type === "stage").map((event) => event.stage)).toEqual(["probe", "venv", "pip", "verify", "ready"]);
+    expect(events.filter((event) => event.type === "log").map((event) => event.message)).toEqual([
+      "Collecting torch==2.13.0",
+      "Successfully installed torch-2.13.0",
+    ]);
+    const marker = JSON.parse(await readFile(path.join(path.dirname(path.dirname(first.python)), "ready.json"), "utf8"));
+    expect(marker).toMatchObject({ dev: false, versions: goodVersions, requirements: expect.stringMatching(/python\/requirements\.txt$/) });
+
+    const reuseEvents: SetupProgress[] = [];
+    const started = performance.now();
+    const second = await ensurePythonEnvironment({ home, basePython: base.python, onProgress: (event) => reuseEvents.push(event) });
+    expect(performance.now() - started).toBeLessThan(1_000);
+    expect(second).toEqual(first);
+    expect(reuseEvents.map((event) => event.stage)).toEqual(["probe", "reuse"]);
+    expect(await lines(base.installs)).toHaveLength(1);
+  });
+
+  test("the dev flag makes a separate environment from requirements-dev.txt", async () => {
+    const base = await fakeBasePython(dir);
+    const home = path.join(dir, "home");
+    const runtime = await ensurePythonEnvironment({ home, basePython: base.python });
+    const dev = await ensurePythonEnvironment({ home, basePython: base.python, dev: true });
+    expect(dev.python).not.toBe(runtime.python);
+    const marker = JSON.parse(await readFile(path.join(path.dirname(path.dirname(dev.python)), "ready.json"), "utf8"));
+    expect(marker.requirements).toMatch(/python\/requirements-dev\.txt$/);
+  });
+
+  test("two concurrent calls on one fresh home create it once; the second waits for the lock", async () => {
+    const base = await fakeBasePython(dir, 1);
+    const home = path.join(dir, "home");
+    const events: SetupProgress[][] = [[], []];
+    const [a, b] = await Promise.all(
+      events.map((log) => ensurePythonEnvironment({ home, basePython: base.python, onProgress: (event) => log.push(event) })),
+    );
+    expect(a).toEqual(b);
+    expect(await lines(base.venvs)).toHaveLength(1);
+    expect(await lines(base.installs)).toHaveLength(1);
+    const stages = events.map((log) => log.map((event) => event.stage));
+    expect(stages.filter((list) => list.includes("wait-lock") && list.at(-1) === "reuse")).toHaveLength(1);
+  });
+
+  test("a half-made environment without its marker is deleted and rebuilt", async () => {
+    const base = await fakeBasePython(dir);
+    const home = path.join(dir, "home");
+    const made = await ensurePythonEnvironment({ home, basePython: base.python });
+    const envDir = path.dirname(path.dirname(made.python));
+    await rm(path.join(envDir, "ready.json"));
+    await writeFile(path.join(envDir, "leftover"), "from an interrupted install");
+
+    const events: SetupProgress[] = [];
+    expect(await ensurePythonEnvironment({ home, basePython: base.python, onProgress: (event) => events.push(event) })).toEqual(made);
+    expect(events.map((event) => event.stage)).toContain("cleanup");
+    await expect(readFile(path.join(envDir, "leftover"))).rejects.toMatchObject({ code: "ENOENT" });
+    expect(await lines(base.installs)).toHaveLength(2);
+  });
+
+  test("a failing pip install is ENV_SETUP_FAILED with pip's last line, and leaves nothing behind", async () => {
+    const base = await fakeBasePython(dir);
+    await writeFile(path.join(dir, "venv-python"), "#!/bin/sh\necho 'ERROR: No matching distribution found for torch==2.13.0'\nexit 1\n");
+    const home = path.join(dir, "home");
+    const error = await rejection(ensurePythonEnvironment({ home, basePython: base.python }));
+    expect(error.code).toBe("ENV_SETUP_FAILED");
+    expect(error.message).toMatch(/requirements\.txt failed: ERROR: No matching distribution found for torch==2\.13\.0$/);
+    expect(await readdir(path.join(home, "envs"))).toEqual([]);
+  });
+
+  test("aborting during pip stops it, removes the unfinished environment and frees the lock", async () => {
+    const base = await fakeBasePython(dir, 10);
+    const home = path.join(dir, "home");
+    const controller = new AbortController();
+    const reason = new Error("user gave up");
+    const started = performance.now();
+    const setup = ensurePythonEnvironment({
+      home,
+      basePython: base.python,
+      signal: controller.signal,
+      onProgress: (event) => {
+        if (event.type === "log") controller.abort(reason);
+      },
+    });
+    await expect(setup).rejects.toMatchObject({ name: "AbortError", code: "ABORTED", cause: reason });
+    expect(performance.now() - started).toBeLessThan(5_000);
+    expect(await readdir(path.join(home, "envs"))).toEqual([]);
+  });
+
+  test("an old base interpreter is PYTHON_TOO_OLD before anything is created", async () => {
+    const old = await fakePython(dir, { ...goodVersions, python: "3.9.18" });
+    const error = await rejection(ensurePythonEnvironment({ home: path.join(dir, "home"), basePython: old }));
+    expect(error.code).toBe("PYTHON_TOO_OLD");
+    expect(error.message).toContain("3.9.18");
+  });
+});
+

@@ -1,0 +1,65 @@
+import { execa } from "execa";
+import { existsSync } from "node:fs";
+import path from "node:path";
+import { expect, test } from "vitest";
+import { packageRoot } from "../../src/runtime/package-root.js";
+import { workerCommand } from "../../src/runtime/worker-command.js";
+import { testPython } from "../helpers/python.js";
+
+test("the package root is the folder holding package.json and python/", () => {
+  expect(existsSync(path.join(packageRoot(), "package.json"))).toBe(true);
+  expect(existsSync(path.join(packageRoot(), "python", "requirements.txt"))).toBe(true);
+});
+
+test("the worker runs `python -m idefics2_worker` with PYTHONPATH at python/ and only the variables it needs", () => {
+  const parent = {
+    PATH: "/usr/bin",
+    HOME: "/home/someone",
+    HF_HOME: "/models",
+    HF_HUB_OFFLINE: "1",
+    TRANSFORMERS_VERBOSITY: "error",
+    CUDA_VISIBLE_DEVICES: "1",
+    BNB_CUDA_VERSION: "130",
+    TORCH_HOME: "/torch",
+    PYTORCH_CUDA_ALLOC_CONF: "expandable_segments:True",
+    NCCL_DEBUG: "INFO",
+    LD_LIBRARY_PATH: "/usr/local/cuda/lib64",
+    XDG_CACHE_HOME: "/cache",
+    https_proxy: "http://proxy:3128",
+    PYTHONPATH: "/somewhere/else",
+    PYTHONHOME: "/broken",
+    AWS_SECRET_ACCESS_KEY: "secret",
+    NODE_OPTIONS: "--inspect",
+  };
+  expect(workerCommand({ python: "/envs/x/bin/python" }, parent)).toEqual({
+    file: "/envs/x/bin/python",
+    args: ["-m", "idefics2_worker"],
+    env: {
+      PATH: "/usr/bin",
+      HOME: "/home/someone",
+      HF_HOME: "/models",
+      HF_HUB_OFFLINE: "1",
+      TRANSFORMERS_VERBOSITY: "error",
+      CUDA_VISIBLE_DEVICES: "1",
+      BNB_CUDA_VERSION: "130",
+      TORCH_HOME: "/torch",
+      PYTORCH_CUDA_ALLOC_CONF: "expandable_segments:True",
+      NCCL_DEBUG: "INFO",
+      LD_LIBRARY_PATH: "/usr/local/cuda/lib64",
+      XDG_CACHE_HOME: "/cache",
+      https_proxy: "http://proxy:3128",
+      PYTHONPATH: path.join(packageRoot(), "python"),
+      PYTHONUNBUFFERED: "1",
+      PYTHONIOENCODING: "utf-8",
+    },
+  });
+});
+
+test("the launch spec finds the worker package from a real interpreter", async () => {
+  const command = workerCommand({ python: testPython() });
+  const found = await execa(command.file, ["-c", "import importlib.util as u; print(u.find_spec('idefics2_worker').origin)"], {
+    env: command.env,
+    extendEnv: false,
+  });
+  expect(found.stdout).toBe(path.join(packageRoot(), "python", "idefics2_worker", "__init__.py"));
+});
