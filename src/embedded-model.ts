@@ -1,8 +1,8 @@
 import { join } from "node:path";
-import { packageRoot } from "./package-root.js";
+import { packageRoot } from "./runtime/package-root.js";
 
 /** The tiny Idefics2 shipped with the package (assets/tiny-idefics2), the default `model`. */
-export const embeddedModelPath: string = join(packageRoot, "assets", "tiny-idefics2");
+export const embeddedModelPath: string = join(packageRoot(), "assets", "tiny-idefics2");
 
 /** The demo pictures and the blog-shaped conversation about them (assets/demo). */
-export const demoAssetsPath: string = join(packageRoot, "assets", "demo");
+export const demoAssetsPath: string = join(packageRoot(), "assets", "demo");

@@ -1,6 +1,7 @@
 import { existsSync } from "node:fs";
 import { resolve } from "node:path";
-import { AbortError, ClosedError, PythonEnvironmentError } from "./errors.js";
+import { AbortError, ClosedError } from "./errors.js";
+import { checkBitsandbytes } from "./runtime/check-bitsandbytes.js";
 import { LoadOptions, type ImageLimits, type ResolvedLoadOptions } from "./options.js";
 import type { LoadParams, LoadResult, GenerateResult, InfoResult } from "./protocol/messages.js";
 import { ensurePythonEnvironment, type PythonEnvironment } from "./runtime/python-environment.js";
@@ -56,10 +57,9 @@ export class Idefics2 {
       onProgress: (event) => onProgress?.({ stage: event.stage, message: event.message }),
     });
     const quantization = typeof resolved.quantization === "string" ? resolved.quantization : resolved.quantization.mode;
-    if (quantization !== "none" && !environment.versions.bitsandbytes) {
-      throw new PythonEnvironmentError("MISSING_PYTHON_PACKAGE", `${quantization} quantization needs bitsandbytes, which ${environment.python} lacks`, {
-        fix: `Run \`${environment.python} -m pip install "bitsandbytes>=0.47,!=0.48.0"\`, or load with quantization "none".`,
-      });
+    if (quantization !== "none") {
+      const missing = checkBitsandbytes(environment.versions, environment.python);
+      if (missing) throw missing;
     }
 
     onProgress?.({ stage: "worker", message: `Starting the Python worker (${environment.python})` });
