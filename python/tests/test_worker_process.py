@@ -143,3 +143,32 @@ def test_a_missing_model_is_model_not_found_with_a_fix(worker: WorkerProcess) ->
     assert error["code"] == "MODEL_NOT_FOUND"
     assert error["fix"]
     assert "\n" not in error["message"]
+
+
+def test_beam_search_sends_the_whole_text_in_one_event_at_the_end(worker: WorkerProcess, loaded: object) -> None:
+    events, frame = worker.call("generate", *generate_params(4, numBeams=2))
+    assert frame["type"] == "result", frame
+    result = frame["result"]
+    assert [(e["data"]["text"], e["data"]["tokenIds"]) for e in events] == [(result["text"], result["tokenIds"])]
+
+
+def test_a_stop_string_ends_generation_with_finish_reason_stop_string(worker: WorkerProcess, loaded: object) -> None:
+    _, plain = worker.call("generate", *generate_params(12))
+    text = plain["result"]["text"]
+    words = text.split()
+    if len(words) < 2 or text.find(words[1]) + len(words[1]) >= len(text):
+        pytest.skip(f"the model's greedy text {text!r} has no word to stop on before its end")
+    stop = words[1]
+    _, frame = worker.call("generate", *generate_params(12, stopStrings=[stop]))
+    result = frame["result"]
+    assert result["finishReason"] == "stop_string"
+    assert result["text"].endswith(stop)
+    assert len(result["tokenIds"]) < len(plain["result"]["tokenIds"])
+
+
+def test_sampling_with_a_seed_is_repeatable(worker: WorkerProcess, loaded: object) -> None:
+    texts = [
+        worker.call("generate", *generate_params(6, doSample=True, temperature=1.5, seed=7))[1]["result"]["tokenIds"]
+        for _ in range(2)
+    ]
+    assert texts[0] == texts[1]
