@@ -31,6 +31,10 @@ export {
 } from "./errors.js";
 export type { Idefics2ErrorOptions, WorkerCrashDetails } from "./errors.js";
 export { ImageSource } from "./images/image-source.js";
-export { ensurePythonEnvironment } from "./runtime/python-environment.js";
-export type { PythonEnvironment } from "./runtime/python-environment.js";
+export { ensurePythonEnvironment, PythonEnvironment, PythonEnvironmentSource } from "./runtime/python-environment.js";
+export type { EnsurePythonEnvironmentOptions } from "./runtime/python-environment.js";
+export { PythonVersions } from "./runtime/python-versions.js";
+export { SetupProgress } from "./runtime/setup-progress.js";
+export { runDoctor, DoctorReport, DoctorProblem, DoctorProblemCode } from "./runtime/doctor.js";
+export type { DoctorOptions } from "./runtime/doctor.js";
 export { embeddedModelPath } from "./embedded-model.js";
