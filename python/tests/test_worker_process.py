@@ -6,6 +6,7 @@ import time
 from typing import Any
 
 import pytest
+import torch
 from conftest import TINY_MODEL, load_params
 from demo_inputs import generate_params
 from worker_process import WorkerProcess
@@ -130,8 +131,9 @@ def test_an_unknown_method_is_a_protocol_error_for_that_request(worker: WorkerPr
 def test_info_reports_versions_cuda_bitsandbytes_and_the_loaded_model(worker: WorkerProcess, loaded: object) -> None:
     _, frame = worker.call("info", timeout=30)
     info = frame["result"]
-    assert info["cuda"] == {"available": False, "devices": []}
-    assert info["bitsandbytes"]["backend"] == "CPU"
+    assert info["cuda"]["available"] == torch.cuda.is_available()
+    assert len(info["cuda"]["devices"]) == torch.cuda.device_count()
+    assert info["bitsandbytes"]["backend"] == ("CUDA" if torch.cuda.is_available() else "CPU")
     assert info["model"]["model"] == str(TINY_MODEL)
     assert info["versions"]["transformers"] == "5.17.0"
 
@@ -172,3 +174,22 @@ def test_sampling_with_a_seed_is_repeatable(worker: WorkerProcess, loaded: objec
         for _ in range(2)
     ]
     assert texts[0] == texts[1]
+
+
+def test_a_prompt_longer_than_the_context_is_context_overflow(worker: WorkerProcess, loaded: object) -> None:
+    params, payload = generate_params(4)
+    params["messages"][-1]["content"].append({"type": "text", "text": " word" * 5000})
+    _, frame = worker.call("generate", params, payload)
+    assert frame["error"]["code"] == "CONTEXT_OVERFLOW"
+    assert "4096" in frame["error"]["message"]
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a CUDA device")
+def test_asking_for_cuda_without_a_gpu_is_cuda_unavailable_and_keeps_the_model(
+    worker: WorkerProcess, loaded: object
+) -> None:
+    _, frame = worker.call("load", load_params(deviceMap="cuda:0"), timeout=30)
+    assert frame["error"]["code"] == "CUDA_UNAVAILABLE"
+    assert frame["error"]["fix"]
+    _, after = worker.call("generate", *generate_params(2))
+    assert after["type"] == "result"
