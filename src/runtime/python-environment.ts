@@ -3,7 +3,7 @@ import path from "node:path";
 import { z } from "zod";
 import { AbortError, InvalidInputError } from "../errors.js";
 import { checkPythonVersions } from "./check-python-versions.js";
-import { environmentHash } from "./environment-hash.js";
+import { environmentHash, requirementsDigest } from "./environment-hash.js";
 import { idefics2Home } from "./idefics2-home.js";
 import { managedEnvironment } from "./managed-environment.js";
 import { probePythonVersions, PythonVersions, type PythonSource } from "./python-versions.js";
@@ -26,7 +26,10 @@ export interface EnsurePythonEnvironmentOptions {
   python?: string | undefined;
   /** Where managed environments live. Default: IDEFICS2_HOME, else the per-user cache folder. */
   home?: string | undefined;
-  /** Install requirements-dev.txt (adds pytest and ruff) into the managed environment. */
+  /**
+   * Also install requirements-dev.txt (pytest, ruff) into the managed environment: the same environment
+   * `dev: false` uses, so it is created once; the extras are added on the first dev call (seconds) and recorded.
+   */
   dev?: boolean | undefined;
   /** The interpreter that creates the managed venv. Default `python3` (`python` on Windows). */
   basePython?: string | undefined;
@@ -38,8 +41,8 @@ export interface EnsurePythonEnvironmentOptions {
 
 /**
  * Finds the interpreter for the worker: the `python` option, else IDEFICS2_PYTHON, else the managed venv at
- * `<home>/envs/<hash>` (created on first use, reused after). Checks Python ≥ 3.10 and the packages the
- * worker needs; throws PythonEnvironmentError (PYTHON_NOT_FOUND, PYTHON_TOO_OLD, MISSING_PYTHON_PACKAGE,
+ * `<home>/envs/<hash>` (created on first use, reused after; one per runtime requirement set and base Python,
+ * `dev` or not). Checks Python ≥ 3.10 and the packages the worker needs; throws PythonEnvironmentError (PYTHON_NOT_FOUND, PYTHON_TOO_OLD, MISSING_PYTHON_PACKAGE,
  * ENV_SETUP_FAILED) or AbortError.
  */
 export async function ensurePythonEnvironment(options: EnsurePythonEnvironmentOptions = {}): Promise<PythonEnvironment> {
@@ -65,12 +68,22 @@ export async function ensurePythonEnvironment(options: EnsurePythonEnvironmentOp
   const tooOld = checkPythonVersions(base, { python: basePython, source: "base" });
   if (tooOld?.code === "PYTHON_TOO_OLD") throw tooOld;
 
-  const file = requirementsFile(dev);
-  const files = dev ? [requirementsFile(false), file] : [file];
-  const requirements = await Promise.all(files.map((name) => fs.readFile(name, "utf8")));
-  const hash = environmentHash({ requirements, dev, basePythonVersion: base.python });
+  // One environment per runtime requirement set and base Python; `dev` adds requirements-dev.txt into it.
+  const file = requirementsFile(false);
+  const hash = environmentHash({ requirements: [await fs.readFile(file, "utf8")], basePythonVersion: base.python });
+  const devFile = requirementsFile(true);
+  const devExtras = dev ? { requirementsFile: devFile, digest: requirementsDigest(await fs.readFile(devFile, "utf8")) } : undefined;
   const envDir = path.join(idefics2Home(options.home), "envs", hash);
-  const { python, versions } = await managedEnvironment({ envDir, hash, dev, requirementsFile: file, basePython, create: options.create ?? true, signal, onProgress });
+  const { python, versions } = await managedEnvironment({
+    envDir,
+    hash,
+    requirementsFile: file,
+    dev: devExtras,
+    basePython,
+    create: options.create ?? true,
+    signal,
+    onProgress,
+  });
   return { python, source: "managed", versions };
 }
 

@@ -1,7 +1,10 @@
 import { z } from "zod";
 
-/** The steps of finding or creating the Python environment, in the order they happen. */
-export const SetupStage = z.enum(["probe", "wait-lock", "reuse", "cleanup", "venv", "pip", "verify", "ready"]);
+/**
+ * The steps of finding or creating the Python environment, in the order they happen. `dev-extras` installs
+ * requirements-dev.txt into the environment (`dev: true`, once); `verify` follows `pip` and `dev-extras`.
+ */
+export const SetupStage = z.enum(["probe", "wait-lock", "reuse", "cleanup", "venv", "pip", "dev-extras", "verify", "ready"]);
 export type SetupStage = z.infer<typeof SetupStage>;
 
 /**

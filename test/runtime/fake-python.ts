@@ -28,8 +28,9 @@ export function fakePython(dir: string, versions: PythonVersions): Promise<strin
 
 /**
  * A fake base interpreter: answers the probe as a bare Python 3.11, makes `-m venv DIR` a folder holding a
- * fake venv python, whose `-m pip install` prints two lines, waits `pipSeconds`, and records the install
- * in `<dir>/installs`; after the install its probe reports every package.
+ * fake venv python, whose `-m pip install -r FILE` prints two lines, waits `pipSeconds`, and records
+ * `<env dir> <FILE's name>` in `<dir>/installs`; after the install its probe reports every package. While
+ * `<dir>/fail-dev` exists, installing requirements-dev.txt fails.
  */
 export async function fakeBasePython(dir: string, pipSeconds = 0.3): Promise<{ python: string; installs: string; venvs: string }> {
   const installs = path.join(dir, "installs");
@@ -40,7 +41,15 @@ export async function fakeBasePython(dir: string, pipSeconds = 0.3): Promise<{ p
       'env_dir="$(dirname "$(dirname "$0")")"',
       'case "$1" in',
       `  -c) if [ -f "$env_dir/installed" ]; then echo '${JSON.stringify(goodVersions)}'; else echo '${JSON.stringify({ python: "3.11.7", ...nothing })}'; fi ;;`,
-      `  -m) echo "Collecting torch==2.13.0"; sleep ${pipSeconds}; echo "Successfully installed torch-2.13.0"; touch "$env_dir/installed"; echo "$env_dir" >> '${installs}' ;;`,
+      "  -m) eval \"file=\\${$#}\"; name=\"$(basename \"$file\")\"",
+      '      if [ "$name" = requirements-dev.txt ]; then',
+      '        echo "Requirement already satisfied: torch==2.13.0"; sleep ' + String(pipSeconds),
+      `        if [ -f '${path.join(dir, "fail-dev")}' ]; then echo "ERROR: No matching distribution found for pytest==9.2.0"; exit 1; fi`,
+      '        echo "Successfully installed pytest-9.2.0 ruff-0.17.6"',
+      "      else",
+      `        echo "Collecting torch==2.13.0"; sleep ${pipSeconds}; echo "Successfully installed torch-2.13.0"; touch "$env_dir/installed"`,
+      "      fi",
+      `      echo "$env_dir $name" >> '${installs}' ;;`,
       "esac",
     ].join("\n"),
   );

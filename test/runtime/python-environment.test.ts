@@ -1,9 +1,11 @@
+import { createHash } from "node:crypto";
 import { mkdtemp, readdir, readFile, rm, writeFile } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 import { afterEach, beforeEach, describe, expect, test, vi } from "vitest";
 import { PythonEnvironmentError } from "../../src/errors.js";
 import { ensurePythonEnvironment } from "../../src/runtime/python-environment.js";
+import { requirementsFile } from "../../src/runtime/requirement-pins.js";
 import type { SetupProgress } from "../../src/runtime/setup-progress.js";
 import { fakeBasePython, fakePython, goodVersions } from "./fake-python.js";
 
@@ -112,7 +114,8 @@ describe("the managed environment", () => {
       "Successfully installed torch-2.13.0",
     ]);
     const marker = JSON.parse(await readFile(path.join(path.dirname(path.dirname(first.python)), "ready.json"), "utf8"));
-    expect(marker).toMatchObject({ dev: false, versions: goodVersions, requirements: expect.stringMatching(/python\/requirements\.txt$/) });
+    expect(marker).toMatchObject({ versions: goodVersions, requirements: expect.stringMatching(/python\/requirements\.txt$/) });
+    await expect(readFile(path.join(path.dirname(path.dirname(first.python)), "dev-ready.json"))).rejects.toMatchObject({ code: "ENOENT" });
 
     const reuseEvents: SetupProgress[] = [];
     const started = performance.now();
@@ -123,14 +126,98 @@ describe("the managed environment", () => {
     expect(await lines(base.installs)).toHaveLength(1);
   });
 
-  test("the dev flag makes a separate environment from requirements-dev.txt", async () => {
+  test("dev installs requirements-dev.txt into the same environment once; dev: false then reuses it", async () => {
     const base = await fakeBasePython(dir);
     const home = path.join(dir, "home");
     const runtime = await ensurePythonEnvironment({ home, basePython: base.python });
-    const dev = await ensurePythonEnvironment({ home, basePython: base.python, dev: true });
-    expect(dev.python).not.toBe(runtime.python);
-    const marker = JSON.parse(await readFile(path.join(path.dirname(path.dirname(dev.python)), "ready.json"), "utf8"));
-    expect(marker.requirements).toMatch(/python\/requirements-dev\.txt$/);
+    const envDir = path.dirname(path.dirname(runtime.python));
+
+    const events: SetupProgress[] = [];
+    const dev = await ensurePythonEnvironment({ home, basePython: base.python, dev: true, onProgress: (event) => events.push(event) });
+    expect(dev).toEqual(runtime);
+    expect(events.filter((event) => event.type === "stage").map((event) => event.stage)).toEqual(["probe", "reuse", "dev-extras", "verify", "ready"]);
+    expect(events.filter((event) => event.type === "log")).toEqual([
+      { type: "log", stage: "dev-extras", message: "Requirement already satisfied: torch==2.13.0" },
+      { type: "log", stage: "dev-extras", message: "Successfully installed pytest-9.2.0 ruff-0.17.6" },
+    ]);
+    expect(await lines(base.installs)).toEqual([`${envDir} requirements.txt`, `${envDir} requirements-dev.txt`]);
+    const devText = await readFile(requirementsFile(true), "utf8");
+    expect(JSON.parse(await readFile(path.join(envDir, "dev-ready.json"), "utf8"))).toMatchObject({
+      hash: path.basename(envDir),
+      devRequirements: createHash("sha256").update(devText).digest("hex"),
+      requirements: expect.stringMatching(/python\/requirements-dev\.txt$/),
+      versions: goodVersions,
+    });
+
+    for (const options of [{ dev: true }, { dev: false }, {}]) {
+      const reuseEvents: SetupProgress[] = [];
+      expect(await ensurePythonEnvironment({ home, basePython: base.python, ...options, onProgress: (event) => reuseEvents.push(event) })).toEqual(runtime);
+      expect(reuseEvents.map((event) => event.stage)).toEqual(["probe", "reuse"]);
+    }
+    expect(await lines(base.installs)).toHaveLength(2);
+    expect(await lines(base.venvs)).toEqual([envDir]);
+    expect(await readdir(path.join(home, "envs"))).toEqual([path.basename(envDir)]);
+  });
+
+  test("dev on a fresh home creates the runtime environment then adds the extras; a concurrent dev call waits and reuses both", async () => {
+    const base = await fakeBasePython(dir, 1);
+    const home = path.join(dir, "home");
+    const events: [SetupProgress[], SetupProgress[]] = [[], []];
+    const setup = (log: SetupProgress[]) => ensurePythonEnvironment({ home, basePython: base.python, dev: true, onProgress: (event) => log.push(event) });
+    const [a, b] = await Promise.all([setup(events[0]), setup(events[1])]);
+    expect(a).toEqual(b);
+    const envDir = path.dirname(path.dirname(a.python));
+    expect(await lines(base.venvs)).toEqual([envDir]);
+    expect(await lines(base.installs)).toEqual([`${envDir} requirements.txt`, `${envDir} requirements-dev.txt`]);
+    const stages = events.map((log) => log.filter((event) => event.type === "stage").map((event) => event.stage));
+    expect(stages).toContainEqual(["probe", "venv", "pip", "verify", "dev-extras", "verify", "ready"]);
+    expect(stages.filter((list) => list.includes("wait-lock") && list.at(-1) === "reuse")).toHaveLength(1);
+    expect(await ensurePythonEnvironment({ home, basePython: base.python })).toEqual(a);
+    expect(await lines(base.installs)).toHaveLength(2);
+  });
+
+  test("a failed, interrupted or outdated dev install leaves the runtime environment usable and is done again next time", async () => {
+    const base = await fakeBasePython(dir);
+    const home = path.join(dir, "home");
+    const runtime = await ensurePythonEnvironment({ home, basePython: base.python });
+    const envDir = path.dirname(path.dirname(runtime.python));
+
+    await writeFile(path.join(dir, "fail-dev"), "");
+    const error = await rejection(ensurePythonEnvironment({ home, basePython: base.python, dev: true }));
+    expect(error.code).toBe("ENV_SETUP_FAILED");
+    expect(error.message).toMatch(/requirements-dev\.txt failed: ERROR: No matching distribution found for pytest==9\.2\.0$/);
+    expect(error.fix).toContain("idefics2 setup --dev");
+    expect(await ensurePythonEnvironment({ home, basePython: base.python })).toEqual(runtime);
+    expect(await lines(base.installs)).toHaveLength(1);
+    await rm(path.join(dir, "fail-dev"));
+
+    expect(await ensurePythonEnvironment({ home, basePython: base.python, dev: true })).toEqual(runtime);
+    expect(await lines(base.installs)).toEqual([`${envDir} requirements.txt`, `${envDir} requirements-dev.txt`]);
+
+    // A crash after pip and before the marker; then a marker for another requirements-dev.txt.
+    const markerFile = path.join(envDir, "dev-ready.json");
+    const marker = JSON.parse(await readFile(markerFile, "utf8"));
+    await rm(markerFile);
+    expect(await ensurePythonEnvironment({ home, basePython: base.python, dev: true })).toEqual(runtime);
+    await writeFile(markerFile, JSON.stringify({ ...marker, devRequirements: "0".repeat(64) }));
+    const events: SetupProgress[] = [];
+    expect(await ensurePythonEnvironment({ home, basePython: base.python, dev: true, onProgress: (event) => events.push(event) })).toEqual(runtime);
+    expect(events.map((event) => event.stage)).not.toContain("cleanup");
+    expect(await lines(base.installs)).toEqual([`${envDir} requirements.txt`, ...Array(3).fill(`${envDir} requirements-dev.txt`)]);
+    expect(await lines(base.venvs)).toHaveLength(1);
+    expect(JSON.parse(await readFile(markerFile, "utf8")).devRequirements).toBe(marker.devRequirements);
+  });
+
+  test("create: false with dev reports missing extras as ENV_SETUP_FAILED with the setup --dev command, without pip", async () => {
+    const base = await fakeBasePython(dir);
+    const home = path.join(dir, "home");
+    await ensurePythonEnvironment({ home, basePython: base.python });
+    const error = await rejection(ensurePythonEnvironment({ home, basePython: base.python, dev: true, create: false }));
+    expect(error.code).toBe("ENV_SETUP_FAILED");
+    expect(error.message).toContain("lacks the development tools");
+    expect(error.fix).toContain("idefics2 setup --dev");
+    expect(await lines(base.installs)).toHaveLength(1);
+    expect(await ensurePythonEnvironment({ home, basePython: base.python, create: false })).toMatchObject({ source: "managed" });
   });
 
   test("two concurrent calls on one fresh home create it once; the second waits for the lock", async () => {

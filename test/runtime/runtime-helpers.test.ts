@@ -31,16 +31,17 @@ test.each([
   expect(versionAtLeast(version, minimum)).toBe(expected);
 });
 
-test("the environment hash changes with the requirements, the dev flag and the base Python", () => {
-  const base = { requirements: ["torch==2.13.0\n"], dev: false, basePythonVersion: "3.11.7", platform: "linux-x64" };
+test("the environment hash changes with the requirements and the base Python, and keeps the name runtime environments had", () => {
+  const base = { requirements: ["torch==2.13.0\n"], basePythonVersion: "3.11.7", platform: "linux-x64" };
   const hash = environmentHash(base);
-  expect(hash).toMatch(/^[0-9a-f]{16}$/);
+  // The name this input had when dev made a separate environment (dev=false): runtime environments made then are reused.
+  expect(hash).toBe("75fefab369d7d639");
   expect(environmentHash({ ...base })).toBe(hash);
   expect(new Set([
     hash,
     environmentHash({ ...base, requirements: ["torch==2.13.1\n"] }),
-    environmentHash({ ...base, dev: true }),
     environmentHash({ ...base, basePythonVersion: "3.12.1" }),
+    environmentHash({ ...base, platform: "darwin-arm64" }),
   ]).size).toBe(4);
 });
 
