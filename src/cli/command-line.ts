@@ -6,11 +6,11 @@ type Options = NonNullable<ParseArgsConfig["options"]>;
 type Parsed<O extends Options> = ReturnType<typeof parseArgs<{ args: string[]; options: O; strict: true; allowPositionals: false }>>;
 
 /** parseArgs with strict checking; unknown flags and missing values become a UsageError naming the flag. */
-export function parseCommandLine<O extends Options>(args: string[], options: O, usage: string): Parsed<O> {
+export function parseCommandLine<O extends Options>(args: string[], options: O, command: string): Parsed<O> {
   try {
     return parseArgs({ args, options, strict: true, allowPositionals: false });
   } catch (error) {
-    throw new UsageError(error instanceof Error ? error.message.split("\n")[0] ?? String(error) : String(error), usage);
+    throw new UsageError(error instanceof Error ? error.message.split("\n")[0] ?? String(error) : String(error), command);
   }
 }
 

@@ -18,7 +18,7 @@ export async function runDemo(args: string[]): Promise<number> {
   const { values } = parseCommandLine(
     args,
     { quantization: { type: "string" }, python: { type: "string" }, help: { type: "boolean", short: "h" } },
-    DEMO_USAGE,
+    "demo",
   );
   if (values.help) {
     process.stdout.write(`${DEMO_USAGE}\n`);

@@ -8,7 +8,7 @@ export async function runDoctorCommand(args: string[]): Promise<number> {
   const { values } = parseCommandLine(
     args,
     { json: { type: "boolean" }, python: { type: "string" }, home: { type: "string" }, help: { type: "boolean", short: "h" } },
-    DOCTOR_USAGE,
+    "doctor",
   );
   if (values.help) {
     process.stdout.write(`${DOCTOR_USAGE}\n`);

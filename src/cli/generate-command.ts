@@ -56,7 +56,7 @@ const flags = {
 } as const;
 
 export async function runGenerate(args: string[]): Promise<number> {
-  const { values } = parseCommandLine(args, flags, GENERATE_USAGE);
+  const { values } = parseCommandLine(args, flags, "generate");
   if (values.help) {
     process.stdout.write(`${GENERATE_USAGE}\n`);
     return 0;
@@ -82,7 +82,7 @@ export async function runGenerate(args: string[]): Promise<number> {
   await prepareGeneration(messages, generation, {}, false);
   const quantization = values.quantization === undefined ? undefined : parseOrThrow(QuantizationMode, values.quantization, "INVALID_OPTIONS", "--quantization");
   if (values["image-splitting"] && values["no-image-splitting"]) {
-    throw new UsageError("--image-splitting and --no-image-splitting contradict each other", GENERATE_USAGE);
+    throw new UsageError("--image-splitting and --no-image-splitting contradict each other", "generate");
   }
   const imageSplitting = values["image-splitting"] ? true : values["no-image-splitting"] ? false : undefined;
 
@@ -115,7 +115,7 @@ function resultJson(result: GenerationResult) {
 
 async function conversation(messagesFile: string | undefined, prompt: string | undefined, images: string[]): Promise<Messages> {
   if ((messagesFile === undefined) === (prompt === undefined)) {
-    throw new UsageError("give exactly one of --messages FILE.json or --prompt TEXT", GENERATE_USAGE);
+    throw new UsageError("give exactly one of --messages FILE.json or --prompt TEXT", "generate");
   }
   if (prompt !== undefined) return [user(...images.map(() => image()), prompt)];
   let text: string;

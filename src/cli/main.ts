@@ -41,7 +41,7 @@ main(process.argv.slice(2)).then(
   },
   (error: unknown) => {
     if (error instanceof UsageError) {
-      process.stderr.write(`idefics2: ${error.message}\n${error.hint ?? "Run `idefics2 --help` for usage."}\n`);
+      process.stderr.write(`idefics2: ${error.message}\n${error.hint}\n`);
       process.exitCode = 2;
     } else if (error instanceof Idefics2Error) {
       process.stderr.write(`idefics2: error [${error.code}]: ${error.summary}\n`);

@@ -8,7 +8,7 @@ export async function runSetup(args: string[]): Promise<number> {
   const { values } = parseCommandLine(
     args,
     { dev: { type: "boolean" }, python: { type: "string" }, home: { type: "string" }, help: { type: "boolean", short: "h" } },
-    SETUP_USAGE,
+    "setup",
   );
   if (values.help) {
     process.stdout.write(`${SETUP_USAGE}\n`);

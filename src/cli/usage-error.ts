@@ -1,10 +1,10 @@
-/** A command line that cannot be understood: exit code 2 and the usage hint. */
+/** A command line that cannot be understood: exit code 2 and a one-line pointer to the command's help. */
 export class UsageError extends Error {
   override name = "UsageError";
-  readonly hint: string | undefined;
+  readonly hint: string;
 
-  constructor(message: string, hint?: string) {
+  constructor(message: string, command?: string) {
     super(message);
-    this.hint = hint;
+    this.hint = `Run \`idefics2 ${command ? `${command} ` : ""}--help\` for usage.`;
   }
 }

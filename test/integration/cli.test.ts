@@ -70,7 +70,7 @@ describe("idefics2 on bad input", () => {
     ["more image parts than images", async () => ["generate", "--messages", conversation, "--image", demoFirst], /INVALID_MESSAGES.*2 image parts but 1 image was given/],
     ["an unknown quantization", async () => ["generate", "--prompt", "Hi", "--quantization", "3bit"], /INVALID_OPTIONS.*quantization/],
     ["a non-numeric token count", async () => ["generate", "--prompt", "Hi", "--max-new-tokens", "many"], /INVALID_OPTIONS.*--max-new-tokens expects a number/],
-    ["a negative token count", async () => ["generate", "--prompt", "Hi", "--max-new-tokens", "-5"], /INVALID_OPTIONS.*maxNewTokens/],
+    ["a negative token count", async () => ["generate", "--prompt", "Hi", "--max-new-tokens=-5"], /INVALID_OPTIONS.*maxNewTokens/],
     ["an unknown flag", async () => ["generate", "--prompt", "Hi", "--temprature", "1"], /Unknown option '--temprature'/],
     ["a missing messages file", async () => ["generate", "--messages", "/no/such/messages.json"], /INVALID_MESSAGES.*ENOENT/],
   ];
