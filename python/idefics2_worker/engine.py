@@ -72,6 +72,17 @@ def _eos_ids(model: Any, tokenizer: Any) -> list[int]:
     return list(dict.fromkeys(int(i) for i in ids))
 
 
+def _missing_cuda_index(device_map: str | dict[str, Any] | None, count: int) -> int | None:
+    targets = device_map.values() if isinstance(device_map, dict) else [device_map]
+    for target in targets:
+        index = target if isinstance(target, int) and not isinstance(target, bool) else None
+        if isinstance(target, str) and target.startswith("cuda:") and target[5:].isdigit():
+            index = int(target[5:])
+        if index is not None and index >= count:
+            return index
+    return None
+
+
 class Engine:
     """Holds one processor and model; `load` replaces them, `generate` runs one request."""
 
@@ -103,6 +114,13 @@ class Engine:
                 "CUDA_UNAVAILABLE",
                 f"deviceMap {params.device_map!r} needs CUDA, but torch {torch.__version__} sees no CUDA device",
                 "Use deviceMap 'cpu' or 'auto', or install a CUDA build of torch and check `nvidia-smi`.",
+            )
+        missing = _missing_cuda_index(params.device_map, torch.cuda.device_count())
+        if missing is not None:
+            raise WorkerError(
+                "CUDA_UNAVAILABLE",
+                f"deviceMap asks for cuda:{missing}, but torch sees {torch.cuda.device_count()} CUDA device(s)",
+                "Pick an index below the device count (`idefics2 doctor` lists them), or use deviceMap 'auto'.",
             )
         if _looks_local(params.model) and not os.path.isdir(os.path.expanduser(params.model)):
             raise WorkerError(

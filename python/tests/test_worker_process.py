@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from typing import Any
 
@@ -37,7 +38,8 @@ def test_load_reports_the_tiny_model_and_streams_progress(loaded: tuple[dict[str
     assert result["eosTokenIds"] == [2, 861]
     assert result["maxContext"] == 4096
     assert result["doImageSplitting"] is True
-    assert result["longestEdge"] == 96
+    processor_config = json.loads((TINY_MODEL / "processor_config.json").read_text())
+    assert result["longestEdge"] == processor_config["image_processor"]["size"]["longest_edge"]
     stages = [event["data"]["stage"] for event in events]
     assert stages[-2:] == ["processor", "model"]
 
@@ -156,11 +158,11 @@ def test_beam_search_sends_the_whole_text_in_one_event_at_the_end(worker: Worker
 
 def test_a_stop_string_ends_generation_with_finish_reason_stop_string(worker: WorkerProcess, loaded: object) -> None:
     _, plain = worker.call("generate", *generate_params(12))
+    # The trained tiny model answers the demo conversation with the second picture's colour, then more words.
     text = plain["result"]["text"]
-    words = text.split()
-    if len(words) < 2 or text.find(words[1]) + len(words[1]) >= len(text):
-        pytest.skip(f"the model's greedy text {text!r} has no word to stop on before its end")
-    stop = words[1]
+    stop = "blue"
+    assert stop in text, text
+    assert not text.endswith(stop), text
     _, frame = worker.call("generate", *generate_params(12, stopStrings=[stop]))
     result = frame["result"]
     assert result["finishReason"] == "stop_string"
@@ -184,11 +186,11 @@ def test_a_prompt_longer_than_the_context_is_context_overflow(worker: WorkerProc
     assert "4096" in frame["error"]["message"]
 
 
-@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a CUDA device")
-def test_asking_for_cuda_without_a_gpu_is_cuda_unavailable_and_keeps_the_model(
+def test_asking_for_a_cuda_device_that_does_not_exist_is_cuda_unavailable_and_keeps_the_model(
     worker: WorkerProcess, loaded: object
 ) -> None:
-    _, frame = worker.call("load", load_params(deviceMap="cuda:0"), timeout=30)
+    # One past the last device: missing on every machine, with or without a GPU.
+    _, frame = worker.call("load", load_params(deviceMap=f"cuda:{torch.cuda.device_count()}"), timeout=30)
     assert frame["error"]["code"] == "CUDA_UNAVAILABLE"
     assert frame["error"]["fix"]
     _, after = worker.call("generate", *generate_params(2))
