@@ -3,7 +3,7 @@ import { resolve } from "node:path";
 import { AbortError, ClosedError } from "./errors.js";
 import { checkBitsandbytes } from "./runtime/check-bitsandbytes.js";
 import { LoadOptions, type ImageLimits, type ResolvedLoadOptions } from "./options.js";
-import type { LoadParams, LoadResult, GenerateResult, InfoResult } from "./protocol/messages.js";
+import type { LoadParams, LoadResult, GenerateResult, InfoResult, TokenEventData } from "./protocol/messages.js";
 import { ensurePythonEnvironment, type PythonEnvironment } from "./runtime/python-environment.js";
 import { workerCommand } from "./runtime/worker-command.js";
 import { WorkerProcess } from "./worker/worker-process.js";
@@ -83,13 +83,7 @@ export class Idefics2 {
 
   /** Generates an answer to the conversation; resolves with text, token ids, finish reason, usage and timings. */
   async generate(messages: Messages, options: GenerateCallOptions = {}): Promise<GenerationResult> {
-    this.#assertOpen();
-    const prepared = await prepareGeneration(messages, options, this.#imageLimits, false);
-    return this.#worker.request("generate", prepared.params, {
-      payload: prepared.payload,
-      signal: options.signal,
-      timeoutMs: options.timeoutMs,
-    });
+    return this.#run(messages, options, undefined);
   }
 
   /**
@@ -97,16 +91,18 @@ export class Idefics2 {
    * (it is also the iterator's return value). Aborting ends the iteration with an AbortError.
    */
   stream(messages: Messages, options: GenerateCallOptions = {}): GenerationStream {
-    return new GenerationStream(async (onDelta) => {
-      this.#assertOpen();
-      const prepared = await prepareGeneration(messages, options, this.#imageLimits, true);
-      return this.#worker.request("generate", prepared.params, {
-        payload: prepared.payload,
-        signal: options.signal,
-        timeoutMs: options.timeoutMs,
-        onEvent: (event) => event.event === "token" && onDelta(event.data),
-      });
-    }, options.signal);
+    return new GenerationStream((onDelta) => this.#run(messages, options, onDelta), options.signal);
+  }
+
+  async #run(messages: Messages, options: GenerateCallOptions, onDelta: ((delta: TokenEventData) => void) | undefined): Promise<GenerationResult> {
+    this.#assertOpen();
+    const prepared = await prepareGeneration(messages, options, this.#imageLimits, onDelta !== undefined);
+    return this.#worker.request("generate", prepared.params, {
+      payload: prepared.payload,
+      signal: options.signal,
+      timeoutMs: options.timeoutMs,
+      onEvent: onDelta && ((event) => event.event === "token" && onDelta(event.data)),
+    });
   }
 
   /** Versions, CUDA devices and memory as the worker sees them. */
