@@ -36,7 +36,17 @@ def cuda() -> dict[str, Any]:
     for index in range(torch.cuda.device_count()):
         free, total = torch.cuda.mem_get_info(index)
         name = torch.cuda.get_device_name(index)
-        devices.append({"index": index, "name": name, "totalBytes": int(total), "freeBytes": int(free)})
+        devices.append(
+            {
+                "index": index,
+                "name": name,
+                "totalBytes": int(total),
+                "freeBytes": int(free),
+                # This process's own use: what a benchmark's peak VRAM is (nvidia-smi adds the CUDA context).
+                "allocatedBytes": int(torch.cuda.memory_allocated(index)),
+                "peakAllocatedBytes": int(torch.cuda.max_memory_allocated(index)),
+            }
+        )
     return {"available": True, "devices": devices}
 
 

@@ -13,8 +13,13 @@ export interface WorkerCommand {
  * The launch spec of `python -m idefics2_worker` for an environment: PYTHONPATH at the package's python/
  * folder, unbuffered UTF-8 stdio, and only the parent variables the worker needs (PATH, HOME, HF_*, CUDA_*, …).
  */
-export function workerCommand(environment: { python: string }, parentEnv: NodeJS.ProcessEnv = process.env): WorkerCommand {
+export function workerCommand(
+  environment: { python: string; source?: string },
+  parentEnv: NodeJS.ProcessEnv = process.env,
+): WorkerCommand {
   const env = childEnvironment("worker", parentEnv);
-  env.PYTHONPATH = path.join(packageRoot(), "python");
+  // An interpreter the user brings may find its packages through their PYTHONPATH; the managed one never does.
+  const inherited = environment.source !== undefined && environment.source !== "managed" ? parentEnv.PYTHONPATH : undefined;
+  env.PYTHONPATH = [path.join(packageRoot(), "python"), ...(inherited ? [inherited] : [])].join(path.delimiter);
   return { file: environment.python, args: ["-m", "idefics2_worker"], env };
 }
