@@ -1,0 +1,117 @@
+#!/usr/bin/env python3
+"""The reference program (scripts/reference.py: the blog's calls), timed for the GPU benchmark.
+
+Loads the model once as the blog does (device_map="auto"; 8-bit/4-bit through BitsAndBytesConfig, bf16
+through dtype), then for each image-splitting setting: a warm-up, a 1-token generate (prefill), and a
+fixed-length greedy generate (min_new_tokens = max_new_tokens). Prints one JSON object on stdout.
+
+Usage: python scripts/bench_reference.py --model DIR --messages FILE.json --image A --image B
+           --quantization bf16|8bit|4bit [--new-tokens 128] [--splitting on --splitting off]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import sys
+import time
+
+import torch
+from transformers import AutoModelForImageTextToText, AutoProcessor, BitsAndBytesConfig
+from transformers.image_utils import load_image
+from transformers.utils import is_torchvision_available
+
+# As in scripts/reference.py: without torchvision, transformers 5.17 hides the PIL Idefics2 image processor.
+if not is_torchvision_available():
+    import transformers.models.idefics2 as idefics2_module
+    from transformers.models.idefics2.image_processing_pil_idefics2 import (
+        Idefics2ImageProcessorPil,
+    )
+
+    idefics2_module.Idefics2ImageProcessorPil = Idefics2ImageProcessorPil
+
+QUANTIZATION = {
+    "bf16": {"dtype": torch.bfloat16},
+    "8bit": {"quantization_config": BitsAndBytesConfig(load_in_8bit=True)},
+    "4bit": {
+        "quantization_config": BitsAndBytesConfig(
+            load_in_4bit=True, bnb_4bit_quant_type="nf4"
+        )
+    },
+}
+
+
+def synchronize() -> None:
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
+def timed(fn):
+    synchronize()
+    started = time.perf_counter()
+    result = fn()
+    synchronize()
+    return result, time.perf_counter() - started
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--model", required=True)
+    parser.add_argument("--messages", required=True)
+    parser.add_argument("--image", action="append", default=[])
+    parser.add_argument("--quantization", choices=sorted(QUANTIZATION), required=True)
+    parser.add_argument("--new-tokens", type=int, default=128)
+    parser.add_argument("--splitting", action="append", choices=["on", "off"])
+    args = parser.parse_args()
+
+    with contextlib.redirect_stdout(sys.stderr):
+        images = [load_image(source) for source in args.image]
+        with open(args.messages, encoding="utf-8") as f:
+            messages = json.load(f)
+        model, load_seconds = timed(
+            lambda: AutoModelForImageTextToText.from_pretrained(
+                args.model, device_map="auto", **QUANTIZATION[args.quantization]
+            )
+        )
+        cases = {}
+        for splitting in args.splitting or ["on"]:
+            processor = AutoProcessor.from_pretrained(
+                args.model, do_image_splitting=splitting == "on"
+            )
+            prompt = processor.apply_chat_template(messages, add_generation_prompt=True)
+            inputs = processor(
+                text=prompt, images=images or None, return_tensors="pt"
+            ).to(model.device)
+            prompt_tokens = inputs["input_ids"].shape[1]
+
+            def generate(n):
+                return model.generate(
+                    **inputs, max_new_tokens=n, min_new_tokens=n, do_sample=False
+                )
+
+            generate(2)
+            _, prefill = timed(lambda: generate(1))
+            output, total = timed(lambda: generate(args.new_tokens))
+            cases[splitting] = {
+                "promptTokens": prompt_tokens,
+                "prefillMs": round(prefill * 1000, 1),
+                "decodeTokS": round((args.new_tokens - 1) / (total - prefill), 2),
+                "tokenIds": output[0, prompt_tokens:].tolist(),
+                "peakVramGb": round(torch.cuda.max_memory_allocated() / 1e9, 2)
+                if torch.cuda.is_available()
+                else None,
+            }
+    print(
+        json.dumps(
+            {
+                "quantization": args.quantization,
+                "loadS": round(load_seconds, 1),
+                "cases": cases,
+            }
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()

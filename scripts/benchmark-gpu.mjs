@@ -1,0 +1,240 @@
+#!/usr/bin/env node
+// The GPU benchmark: the reference program (scripts/bench_reference.py) and the SDK, side by side, on the same
+// machine, model and inputs (the blog's conversation, two 980-px pictures, greedy, a fixed number of new tokens).
+// Writes one JSON file and prints a table. Needs `npm run build` first (it imports dist/).
+//
+// node scripts/benchmark-gpu.mjs --model /tmp/idefics2-8b-random --python "$(command -v python3)" \
+//   [--quantization bf16,8bit,4bit] [--splitting on,off] [--new-tokens 128] [--concurrent 8] [--out FILE]
+import { spawn } from "node:child_process";
+import { mkdtempSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { parseArgs } from "node:util";
+import sharp from "sharp";
+import { Idefics2, assistant, image, user } from "../dist/index.js";
+
+const { values } = parseArgs({
+  options: {
+    model: { type: "string" },
+    python: { type: "string" },
+    quantization: { type: "string", default: "bf16,8bit,4bit" },
+    splitting: { type: "string", default: "on,off" },
+    "new-tokens": { type: "string", default: "128" },
+    concurrent: { type: "string", default: "8" },
+    "concurrent-tokens": { type: "string", default: "16" },
+    out: { type: "string" },
+  },
+});
+const newTokens = Number(values["new-tokens"]);
+const concurrent = Number(values.concurrent);
+const concurrentTokens = Number(values["concurrent-tokens"]);
+const repoRoot = new URL("..", import.meta.url).pathname;
+const log = (message) => process.stderr.write(`[bench] ${message}\n`);
+
+const messages = [
+  user(image(), "What do we see in this image?"),
+  assistant("In this image, we can see the city of New York, and more specifically the Statue of Liberty."),
+  user(image(), "And how about this image? Which city is that?"),
+];
+const folder = mkdtempSync(join(tmpdir(), "idefics2-bench-"));
+const images = await pictures(folder);
+const messagesFile = join(folder, "messages.json");
+writeFileSync(messagesFile, JSON.stringify(messages));
+
+const sdkLoadOptions = {
+  bf16: { quantization: "none", dtype: "bfloat16" },
+  "8bit": { quantization: "8bit" },
+  "4bit": { quantization: { mode: "4bit", quantType: "nf4" } },
+};
+
+const cases = [];
+const started = Date.now();
+for (const quantization of values.quantization.split(",")) {
+  const splittings = values.splitting.split(",");
+  log(`${quantization}: reference`);
+  const reference = await withGpuPeak(() => runReference(quantization, splittings));
+  for (const splitting of splittings) {
+    log(`${quantization}, splitting ${splitting}: SDK`);
+    const sdk = await withGpuPeak(() => runSdk(quantization, splitting === "on"));
+    const ref = reference.value.cases[splitting];
+    cases.push({
+      quantization,
+      splitting: splitting === "on",
+      prompt_tokens: ref.promptTokens,
+      reference_load_s: reference.value.loadS,
+      sdk_load_s: sdk.value.loadS,
+      reference_prefill_ms: ref.prefillMs,
+      sdk_prefill_ms: sdk.value.prefillMs,
+      reference_decode_tok_s: ref.decodeTokS,
+      sdk_decode_tok_s: sdk.value.decodeTokS,
+      sdk_worker_decode_tok_s: sdk.value.workerDecodeTokS,
+      sdk_concurrent8_tok_s: sdk.value.concurrentTokS,
+      reference_peak_vram_gb: ref.peakVramGb,
+      sdk_peak_vram_gb: sdk.value.peakVramGb,
+      reference_nvidia_smi_peak_gb: reference.peakGb,
+      sdk_nvidia_smi_peak_gb: sdk.peakGb,
+      tokens_identical: JSON.stringify(ref.tokenIds) === JSON.stringify(sdk.value.tokenIds),
+      first_divergence: firstDivergence(ref.tokenIds, sdk.value.tokenIds),
+      // Teacher-forced logit parity (issue 3, part 5) is not measured by this version of the benchmark.
+      parity_ok: null,
+      max_rel_logit_err: null,
+      top1_agreement: null,
+    });
+  }
+}
+
+const report = {
+  card: await gpuName(),
+  date: new Date().toISOString(),
+  versions: { ...(await pythonVersions()), node: process.version },
+  settings: { new_tokens: newTokens, concurrent, concurrent_tokens: concurrentTokens, images: "2 × 980×735 JPEG", conversation: "the blog's" },
+  copy_bandwidth_tb_s: await copyBandwidth(),
+  wall_s: Math.round((Date.now() - started) / 1000),
+  cases,
+};
+const out = values.out ?? join(repoRoot, "docs", "benchmarks", `${report.date.slice(0, 10)}.json`);
+writeFileSync(out, `${JSON.stringify(report, null, 2)}\n`);
+printTable(report);
+log(`wrote ${out}`);
+
+async function runReference(quantization, splittings) {
+  const args = [join(repoRoot, "scripts", "bench_reference.py"), "--model", values.model, "--messages", messagesFile];
+  for (const picture of images) args.push("--image", picture);
+  args.push("--quantization", quantization, "--new-tokens", String(newTokens));
+  for (const splitting of splittings) args.push("--splitting", splitting);
+  const stdout = await run(values.python, args);
+  return JSON.parse(stdout);
+}
+
+async function runSdk(quantization, imageSplitting) {
+  const loadStarted = performance.now();
+  const model = await Idefics2.load({
+    model: values.model,
+    python: values.python,
+    deviceMap: "auto",
+    imageSplitting,
+    ...sdkLoadOptions[quantization],
+    onStderr: (line) => process.stderr.write(`  worker: ${line}\n`),
+  });
+  try {
+    const loadS = (performance.now() - loadStarted) / 1000;
+    const fixed = (tokens) => ({ images, minNewTokens: tokens, maxNewTokens: tokens });
+    const wall = async (tokens) => {
+      const callStarted = performance.now();
+      const result = await model.generate(messages, fixed(tokens));
+      return { result, seconds: (performance.now() - callStarted) / 1000 };
+    };
+    await wall(2);
+    // The reference's method, timed from Node: a 1-token call (prefill), then a fixed-length call.
+    const prefill = await wall(1);
+    const { result, seconds } = await wall(newTokens);
+    const concurrentStarted = performance.now();
+    await Promise.all(
+      Array.from({ length: concurrent }, () => model.generate(messages, { images, minNewTokens: concurrentTokens, maxNewTokens: concurrentTokens })),
+    );
+    const concurrentS = (performance.now() - concurrentStarted) / 1000;
+    const info = await model.workerInfo();
+    const device = info.cuda?.devices?.[0];
+    return {
+      loadS: round(loadS, 1),
+      prefillMs: round(prefill.seconds * 1000, 1),
+      decodeTokS: round((newTokens - 1) / (seconds - prefill.seconds), 2),
+      workerDecodeTokS: round(result.timings.decodeTokensPerSecond, 2),
+      concurrentTokS: round((concurrent * concurrentTokens) / concurrentS, 2),
+      peakVramGb: device ? round(device.peakAllocatedBytes / 1e9, 2) : null,
+      tokenIds: result.tokenIds,
+    };
+  } finally {
+    await model.close();
+  }
+}
+
+// Samples nvidia-smi's memory.used while `work` runs; returns its result and the peak in GB.
+async function withGpuPeak(work) {
+  const sampler = spawn("nvidia-smi", ["--query-gpu=memory.used", "--format=csv,noheader,nounits", "-lms", "200"]);
+  let peakMiB = 0;
+  sampler.stdout.on("data", (chunk) => {
+    for (const line of chunk.toString().split("\n")) if (line.trim()) peakMiB = Math.max(peakMiB, Number(line.trim().split(/\s+/)[0]));
+  });
+  sampler.on("error", () => {});
+  try {
+    const value = await work();
+    return { value, peakGb: round((peakMiB * 2 ** 20) / 1e9, 2) };
+  } finally {
+    sampler.kill();
+  }
+}
+
+function run(file, args) {
+  return new Promise((resolve, reject) => {
+    const child = spawn(file, args, { stdio: ["ignore", "pipe", "pipe"] });
+    let stdout = "";
+    let stderr = "";
+    child.stdout.on("data", (chunk) => (stdout += chunk));
+    child.stderr.on("data", (chunk) => (stderr = (stderr + chunk).slice(-20_000)));
+    child.on("error", reject);
+    child.on("close", (code) => (code === 0 ? resolve(stdout) : reject(new Error(`${file} exited ${code}: ${stderr.slice(-3000)}`))));
+  });
+}
+
+async function pythonVersions() {
+  const code =
+    "import json,torch,transformers,bitsandbytes,accelerate;print(json.dumps({'torch':torch.__version__,'cuda':torch.version.cuda," +
+    "'transformers':transformers.__version__,'bitsandbytes':bitsandbytes.__version__,'accelerate':accelerate.__version__}))";
+  return JSON.parse(await run(values.python, ["-c", code]));
+}
+
+async function gpuName() {
+  return (await run("nvidia-smi", ["--query-gpu=name,memory.total,driver_version", "--format=csv,noheader"]).catch(() => "no GPU")).trim();
+}
+
+// The bandwidth that bounds decode: a large device-to-device copy, bytes read plus bytes written.
+async function copyBandwidth() {
+  const code =
+    "import torch,time,sys\nif not torch.cuda.is_available(): print('null'); sys.exit()\n" +
+    "x=torch.empty(2**30,dtype=torch.uint8,device='cuda');y=torch.empty_like(x)\n" +
+    "for _ in range(3): y.copy_(x)\ntorch.cuda.synchronize();t=time.perf_counter()\n" +
+    "for _ in range(20): y.copy_(x)\ntorch.cuda.synchronize();print(round(2*20*2**30/(time.perf_counter()-t)/1e12,3))";
+  return JSON.parse((await run(values.python, ["-c", code])).trim());
+}
+
+async function pictures(dir) {
+  const paths = [];
+  for (const [index, shift] of [20, 200].entries()) {
+    const raw = Buffer.alloc(980 * 735 * 3);
+    for (let y = 0; y < 735; y++) {
+      for (let x = 0; x < 980; x++) {
+        const o = (y * 980 + x) * 3;
+        raw[o] = (x * 255) / 980;
+        raw[o + 1] = (y * 255) / 735;
+        raw[o + 2] = (shift + x + y) % 256;
+      }
+    }
+    const path = join(dir, `picture-${index}.jpg`);
+    await sharp(raw, { raw: { width: 980, height: 735, channels: 3 } }).jpeg({ quality: 90 }).toFile(path);
+    paths.push(path);
+  }
+  return paths;
+}
+
+function firstDivergence(a, b) {
+  const length = Math.min(a.length, b.length);
+  for (let i = 0; i < length; i++) if (a[i] !== b[i]) return i;
+  return a.length === b.length ? null : length;
+}
+
+function round(value, digits) {
+  return Math.round(value * 10 ** digits) / 10 ** digits;
+}
+
+function printTable({ card, cases: rows }) {
+  process.stdout.write(`\n${card}\n`);
+  process.stdout.write("quant | split | prompt | ref tok/s | sdk tok/s | worker tok/s | sdk x8 tok/s | ref prefill ms | sdk prefill ms | ref VRAM GB | sdk VRAM GB | smi ref/sdk GB | same ids\n");
+  for (const row of rows) {
+    process.stdout.write(
+      `${row.quantization} | ${row.splitting ? "on" : "off"} | ${row.prompt_tokens} | ${row.reference_decode_tok_s} | ${row.sdk_decode_tok_s} | ${row.sdk_worker_decode_tok_s} | ` +
+        `${row.sdk_concurrent8_tok_s} | ${row.reference_prefill_ms} | ${row.sdk_prefill_ms} | ${row.reference_peak_vram_gb} | ${row.sdk_peak_vram_gb} | ` +
+        `${row.reference_nvidia_smi_peak_gb}/${row.sdk_nvidia_smi_peak_gb} | ${row.tokens_identical}${row.first_divergence === null ? "" : ` (from ${row.first_divergence})`}\n`,
+    );
+  }
+}
