@@ -43,7 +43,7 @@ from transformers.models.idefics2.image_processing_pil_idefics2 import (
 )
 
 sys.path.insert(0, str(Path(__file__).parent))
-from build_tiny_model import CHAT_TEMPLATE  # noqa: E402  (one copy of the hub's template)
+from build_tiny_model import CHAT_TEMPLATE
 
 VOCAB = 32003
 SPECIALS = ("<fake_token_around_image>", "<image>", "<end_of_utterance>")
@@ -51,24 +51,13 @@ SPECIALS = ("<fake_token_around_image>", "<image>", "<end_of_utterance>")
 
 def build_tokenizer() -> PreTrainedTokenizerFast:
     # Filler pieces stand in for Mistral's 32000 learnt ones: ids and sizes matter here, not the merges.
-    vocab = {
-        tok: i
-        for i, tok in enumerate(
-            ["<unk>", "<s>", "</s>"] + [f"<0x{b:02X}>" for b in range(256)]
-        )
-    }
+    vocab = {tok: i for i, tok in enumerate(["<unk>", "<s>", "</s>"] + [f"<0x{b:02X}>" for b in range(256)])}
     for char in ["\u2581"] + [chr(c) for c in range(33, 127)]:
         vocab.setdefault(char, len(vocab))
     while len(vocab) < VOCAB - len(SPECIALS):
         vocab[f"\u2581w{len(vocab)}"] = len(vocab)
-    tok = Tokenizer(
-        models.BPE(
-            vocab=vocab, merges=[], unk_token="<unk>", byte_fallback=True, fuse_unk=True
-        )
-    )
-    tok.pre_tokenizer = pre_tokenizers.Metaspace(
-        replacement="\u2581", prepend_scheme="first", split=True
-    )
+    tok = Tokenizer(models.BPE(vocab=vocab, merges=[], unk_token="<unk>", byte_fallback=True, fuse_unk=True))
+    tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement="\u2581", prepend_scheme="first", split=True)
     tok.decoder = decoders.Sequence(
         [
             decoders.Replace("\u2581", " "),
@@ -77,12 +66,7 @@ def build_tokenizer() -> PreTrainedTokenizerFast:
             decoders.Strip(" ", 1, 0),
         ]
     )
-    tok.add_special_tokens(
-        [
-            AddedToken(t, special=True, normalized=False)
-            for t in ("<unk>", "<s>", "</s>")
-        ]
-    )
+    tok.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in ("<unk>", "<s>", "</s>")])
     tok.post_processor = processors.TemplateProcessing(
         single="<s> $A", pair="<s> $A <s> $B", special_tokens=[("<s>", 1)]
     )
@@ -96,17 +80,11 @@ def build_tokenizer() -> PreTrainedTokenizerFast:
         model_max_length=32768,
     )
     tokenizer.add_special_tokens(
-        {
-            "additional_special_tokens": [
-                AddedToken(t, normalized=False, special=True) for t in SPECIALS
-            ]
-        }
+        {"additional_special_tokens": [AddedToken(t, normalized=False, special=True) for t in SPECIALS]}
     )
     ids = tokenizer.convert_tokens_to_ids(list(SPECIALS))
-    assert ids == [32000, 32001, 32002] and len(tokenizer) == VOCAB, (
-        ids,
-        len(tokenizer),
-    )
+    assert ids == [32000, 32001, 32002], ids
+    assert len(tokenizer) == VOCAB, len(tokenizer)
     return tokenizer
 
 
@@ -181,9 +159,7 @@ def build_config(tiny: bool) -> Idefics2Config:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--out", required=True, type=Path)
-    parser.add_argument(
-        "--device", default="cuda" if torch.cuda.is_available() else "cpu"
-    )
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--tiny", action="store_true")
     args = parser.parse_args()
 
@@ -200,12 +176,8 @@ def main() -> None:
     )
     torch.manual_seed(0)
     with torch.device(args.device):
-        model = Idefics2ForConditionalGeneration._from_config(
-            build_config(args.tiny), dtype=torch.bfloat16
-        )
-    model.generation_config = GenerationConfig(
-        bos_token_id=1, eos_token_id=[2, 32002], pad_token_id=0
-    )
+        model = Idefics2ForConditionalGeneration._from_config(build_config(args.tiny), dtype=torch.bfloat16)
+    model.generation_config = GenerationConfig(bos_token_id=1, eos_token_id=[2, 32002], pad_token_id=0)
     parameters = sum(p.numel() for p in model.parameters())
     model.save_pretrained(args.out, max_shard_size="5GB")
     processor.save_pretrained(args.out)
