@@ -10,6 +10,7 @@ import torch
 from PIL import Image
 from transformers.generation.stopping_criteria import StoppingCriteriaList
 
+from .attention import fastest_attention
 from .errors import WorkerError
 from .params import GenerateParams
 from .streaming import CancelCriteria, OnToken, TokenStreamer
@@ -88,7 +89,8 @@ def run_generation(
     if cancel.is_set():
         raise _aborted()
 
-    output = model.generate(**inputs, **kwargs)
+    with fastest_attention(model):
+        output = model.generate(**inputs, **kwargs)
     finished = time.perf_counter()
     if cancel.is_set():
         raise _aborted()
