@@ -18,6 +18,7 @@ export const ErrorCode = z.enum([
   "IMAGE_FETCH_FAILED",
   "CONTEXT_OVERFLOW",
   "GENERATION_FAILED",
+  "QUEUE_FULL",
   "WORKER_CRASHED",
   "PROTOCOL_ERROR",
   "ABORTED",
@@ -96,6 +97,12 @@ export interface WorkerCrashDetails {
   stderrTail: string;
 }
 
+/** More generations are waiting than the model's `maxQueue` allows. */
+export class QueueFullError extends Idefics2Error {
+  override name = "QueueFullError";
+  declare readonly code: "QUEUE_FULL";
+}
+
 /** The Python worker exited while calls were pending. */
 export class WorkerCrashedError extends Idefics2Error {
   override name = "WorkerCrashedError";
@@ -166,6 +173,7 @@ const classByCode: Record<ErrorCode, new (code: never, message: string, options?
   IMAGE_FETCH_FAILED: ImageError,
   CONTEXT_OVERFLOW: GenerationError,
   GENERATION_FAILED: GenerationError,
+  QUEUE_FULL: QueueFullError,
   WORKER_CRASHED: Idefics2Error,
   PROTOCOL_ERROR: ProtocolError,
   ABORTED: Idefics2Error,

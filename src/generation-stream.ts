@@ -19,10 +19,9 @@ export class GenerationStream implements AsyncIterable<string> {
 
   constructor(start: Start, signal?: AbortSignal) {
     this.#signal = signal;
-    // Started at once, so `result` works without iterating.
-    this.result = Promise.resolve()
-      .then(() => start((delta) => this.#push(delta.text)))
-      .then(
+    // Started synchronously, so a stream takes its place in line before calls made after it, and `result`
+    // works without iterating.
+    this.result = (async () => start((delta) => this.#push(delta.text)))().then(
         (result) => {
           this.#settle();
           return result;

@@ -24,6 +24,7 @@ export {
   ModelLoadError,
   GenerationError,
   WorkerCrashedError,
+  QueueFullError,
   ProtocolError,
   AbortError,
   TimeoutError,

@@ -1,12 +1,13 @@
 import { existsSync } from "node:fs";
 import { resolve } from "node:path";
-import { AbortError, ClosedError } from "./errors.js";
+import { AbortError, ClosedError, QueueFullError, WorkerCrashedError } from "./errors.js";
 import { checkBitsandbytes } from "./runtime/check-bitsandbytes.js";
 import { LoadOptions, type ImageLimits, type ResolvedLoadOptions } from "./options.js";
 import type { LoadParams, LoadResult, GenerateResult, InfoResult, TokenEventData } from "./protocol/messages.js";
 import { ensurePythonEnvironment, type PythonEnvironment } from "./runtime/python-environment.js";
 import { workerCommand } from "./runtime/worker-command.js";
-import { WorkerProcess } from "./worker/worker-process.js";
+import { startLoadedWorker } from "./worker/start-loaded-worker.js";
+import type { WorkerLaunch, WorkerProcess } from "./worker/worker-process.js";
 import { GenerationStream } from "./generation-stream.js";
 import { prepareGeneration, type GenerateCallOptions } from "./prepare-generation.js";
 import { parseOrThrow } from "./parse-or-throw.js";
@@ -30,18 +31,21 @@ export interface LoadCallOptions {
 
 /** An Idefics2 model held by a Python worker. Create with `Idefics2.load()`, end with `close()` or `await using`. */
 export class Idefics2 {
-  /** What the worker loaded: device, dtype, quantization, image settings, load time. */
-  readonly info: ModelInfo;
   readonly environment: PythonEnvironment;
   #worker: WorkerProcess;
-  #imageLimits: ImageLimits;
+  #info: ModelInfo;
+  #settings: Settings;
+  #restarting: Promise<void> | undefined;
+  #restarts = 0;
+  #inFlight = 0;
+  #sendOrder: Promise<void> = Promise.resolve();
   #closed = false;
 
-  private constructor(worker: WorkerProcess, info: ModelInfo, environment: PythonEnvironment, imageLimits: ImageLimits) {
+  private constructor(worker: WorkerProcess, info: ModelInfo, environment: PythonEnvironment, settings: Settings) {
     this.#worker = worker;
-    this.info = info;
+    this.#info = info;
     this.environment = environment;
-    this.#imageLimits = imageLimits;
+    this.#settings = settings;
   }
 
   /** Finds or creates the Python environment, starts a worker and loads the model into it. */
@@ -61,24 +65,33 @@ export class Idefics2 {
       const missing = checkBitsandbytes(environment.versions, environment.python);
       if (missing) throw missing;
     }
-
-    onProgress?.({ stage: "worker", message: `Starting the Python worker (${environment.python})` });
-    const worker = await WorkerProcess.start(workerCommand(environment), {
+    const settings: Settings = {
+      launch: workerCommand(environment),
+      params: loadParams(resolved),
+      imageLimits: resolved.images,
       startupTimeoutMs: resolved.startupTimeoutMs,
+      restartOnCrash: resolved.restartOnCrash,
+      maxQueue: resolved.maxQueue,
       onStderr,
-      signal,
-    });
-    try {
-      onProgress?.({ stage: "model", message: `Loading ${resolved.model}` });
-      const info = await worker.request("load", loadParams(resolved), {
-        signal,
-        onEvent: (event) => event.event === "progress" && onProgress?.(event.data),
-      });
-      return new Idefics2(worker, info, environment, resolved.images);
-    } catch (error) {
-      await worker.close();
-      throw error;
-    }
+      onProgress,
+    };
+    const { worker, info } = await startLoadedWorker(settings.launch, settings.params, { ...settings, signal });
+    return new Idefics2(worker, info, environment, settings);
+  }
+
+  /** What the worker loaded: device, dtype, quantization, image settings, load time. */
+  get info(): ModelInfo {
+    return this.#info;
+  }
+
+  /** The worker's process id; it changes when a crashed worker is replaced. */
+  get workerPid(): number {
+    return this.#worker.pid;
+  }
+
+  /** How many times a crashed worker has been replaced. */
+  get restarts(): number {
+    return this.#restarts;
   }
 
   /** Generates an answer to the conversation; resolves with text, token ids, finish reason, usage and timings. */
@@ -95,37 +108,97 @@ export class Idefics2 {
   }
 
   async #run(messages: Messages, options: GenerateCallOptions, onDelta: ((delta: TokenEventData) => void) | undefined): Promise<GenerationResult> {
-    this.#assertOpen();
-    const prepared = await prepareGeneration(messages, options, this.#imageLimits, onDelta !== undefined);
-    return this.#worker.request("generate", prepared.params, {
-      payload: prepared.payload,
-      signal: options.signal,
-      timeoutMs: options.timeoutMs,
-      onEvent: onDelta && ((event) => event.event === "token" && onDelta(event.data)),
-    });
+    if (this.#closed) throw new ClosedError();
+    if (this.#inFlight >= this.#settings.maxQueue) {
+      throw new QueueFullError("QUEUE_FULL", `${this.#inFlight} generations are already queued or running (maxQueue ${this.#settings.maxQueue})`, {
+        fix: "Wait for some to finish, or load with a larger `maxQueue`.",
+      });
+    }
+    this.#inFlight++;
+    // Calls reach the worker in the order they were made, although their images decode concurrently.
+    const earlier = this.#sendOrder;
+    let sent!: () => void;
+    this.#sendOrder = new Promise<void>((resolve) => (sent = resolve));
+    try {
+      const prepared = await prepareGeneration(messages, options, this.#settings.imageLimits, onDelta !== undefined);
+      await earlier;
+      const worker = await this.#liveWorker(options.signal);
+      const answer = worker.request("generate", prepared.params, {
+        payload: prepared.payload,
+        signal: options.signal,
+        timeoutMs: options.timeoutMs,
+        onEvent: onDelta && ((event) => event.event === "token" && onDelta(event.data)),
+      });
+      sent();
+      return await answer;
+    } finally {
+      sent();
+      this.#inFlight--;
+    }
+  }
+
+  // The worker, replaced first if it crashed (once, however many calls are waiting) and restarts are on.
+  async #liveWorker(signal?: AbortSignal): Promise<WorkerProcess> {
+    if (this.#closed) throw new ClosedError();
+    const failure = this.#worker.failure;
+    if (!failure) return this.#worker;
+    if (!this.#settings.restartOnCrash || !(failure instanceof WorkerCrashedError)) throw failure;
+    this.#restarting ??= this.#restart().finally(() => (this.#restarting = undefined));
+    await (signal ? raceAbort(this.#restarting, signal) : this.#restarting);
+    if (this.#closed) throw new ClosedError();
+    return this.#worker;
+  }
+
+  async #restart(): Promise<void> {
+    const { launch, params } = this.#settings;
+    this.#settings.onProgress?.({ stage: "restart", message: `The worker crashed; starting a new one and loading ${params.model} again` });
+    const { worker, info } = await startLoadedWorker(launch, params, this.#settings);
+    if (this.#closed) {
+      await worker.close();
+      return;
+    }
+    this.#worker = worker;
+    this.#info = info;
+    this.#restarts++;
   }
 
   /** Versions, CUDA devices and memory as the worker sees them. */
   async workerInfo(options: { signal?: AbortSignal } = {}): Promise<InfoResult> {
-    this.#assertOpen();
-    return this.#worker.request("info", {}, options);
+    const worker = await this.#liveWorker(options.signal);
+    return worker.request("info", {}, options);
   }
 
   /** Ends the worker and frees the model; pending calls reject with ClosedError. Safe to call twice. */
   async close(): Promise<void> {
     this.#closed = true;
+    await this.#restarting?.catch(() => undefined);
     await this.#worker.close();
   }
 
   async [Symbol.asyncDispose](): Promise<void> {
     await this.close();
   }
+}
 
-  #assertOpen(): void {
-    if (this.#closed) throw new ClosedError();
-    const failure = this.#worker.failure;
-    if (failure) throw failure;
-  }
+interface Settings {
+  launch: WorkerLaunch;
+  params: LoadParams;
+  imageLimits: ImageLimits;
+  startupTimeoutMs: number;
+  restartOnCrash: boolean;
+  maxQueue: number;
+  onStderr: ((line: string) => void) | undefined;
+  onProgress: ((event: LoadProgress) => void) | undefined;
+}
+
+// Rejects with AbortError when the signal fires first; the promise itself runs on.
+function raceAbort<T>(promise: Promise<T>, signal: AbortSignal): Promise<T> {
+  if (signal.aborted) return Promise.reject(new AbortError(signal.reason));
+  return new Promise<T>((resolve, reject) => {
+    const onAbort = () => reject(new AbortError(signal.reason));
+    signal.addEventListener("abort", onAbort, { once: true });
+    promise.then(resolve, reject).finally(() => signal.removeEventListener("abort", onAbort));
+  });
 }
 
 function loadParams(options: ResolvedLoadOptions): LoadParams {

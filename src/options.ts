@@ -63,6 +63,10 @@ export const LoadOptions = z.strictObject({
   images: ImageLimits.default({}),
   /** How long the worker may take to start (Python imports torch first). */
   startupTimeoutMs: z.number().int().positive().default(180_000),
+  /** After the worker dies, the next call starts a new one and loads the model again. */
+  restartOnCrash: z.boolean().default(true),
+  /** Generations queued or running at once; one more is rejected with QueueFullError instead of growing memory. */
+  maxQueue: z.number().int().positive().max(100_000).default(256),
 });
 export type LoadOptions = z.input<typeof LoadOptions>;
 export type ResolvedLoadOptions = z.output<typeof LoadOptions>;

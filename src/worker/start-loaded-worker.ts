@@ -1,0 +1,31 @@
+import type { LoadParams, LoadResult } from "../protocol/messages.js";
+import { WorkerProcess, type WorkerLaunch } from "./worker-process.js";
+
+export interface StartLoadedWorkerOptions {
+  startupTimeoutMs: number;
+  signal?: AbortSignal | undefined;
+  onStderr?: ((line: string) => void) | undefined;
+  onProgress?: ((event: { stage: string; message: string }) => void) | undefined;
+}
+
+/** Starts a worker and loads the model into it; a worker whose load fails is closed before the error is thrown. */
+export async function startLoadedWorker(
+  launch: WorkerLaunch,
+  params: LoadParams,
+  options: StartLoadedWorkerOptions,
+): Promise<{ worker: WorkerProcess; info: LoadResult }> {
+  const { startupTimeoutMs, signal, onStderr, onProgress } = options;
+  onProgress?.({ stage: "worker", message: `Starting the Python worker (${launch.file})` });
+  const worker = await WorkerProcess.start(launch, { startupTimeoutMs, onStderr, signal });
+  try {
+    onProgress?.({ stage: "model", message: `Loading ${params.model}` });
+    const info = await worker.request("load", params, {
+      signal,
+      onEvent: (event) => event.event === "progress" && onProgress?.(event.data),
+    });
+    return { worker, info };
+  } catch (error) {
+    await worker.close();
+    throw error;
+  }
+}
