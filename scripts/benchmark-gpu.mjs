@@ -49,6 +49,21 @@ const sdkLoadOptions = {
 
 const cases = [];
 const started = Date.now();
+const report = {
+  card: await gpuName(),
+  date: new Date().toISOString(),
+  versions: { ...(await pythonVersions()), node: process.version },
+  settings: { new_tokens: newTokens, concurrent, concurrent_tokens: concurrentTokens, images: "2 × 980×735 JPEG", conversation: "the blog's" },
+  copy_bandwidth_tb_s: await copyBandwidth(),
+  wall_s: 0,
+  cases,
+};
+const out = values.out ?? join(repoRoot, "docs", "benchmarks", `${report.date.slice(0, 10)}.json`);
+// Written after every case, so a run cut short still leaves what it measured.
+const save = () => {
+  report.wall_s = Math.round((Date.now() - started) / 1000);
+  writeFileSync(out, `${JSON.stringify(report, null, 2)}\n`);
+};
 for (const quantization of values.quantization.split(",")) {
   const splittings = values.splitting.split(",");
   log(`${quantization}: reference`);
@@ -80,20 +95,10 @@ for (const quantization of values.quantization.split(",")) {
       max_rel_logit_err: null,
       top1_agreement: null,
     });
+    save();
   }
 }
-
-const report = {
-  card: await gpuName(),
-  date: new Date().toISOString(),
-  versions: { ...(await pythonVersions()), node: process.version },
-  settings: { new_tokens: newTokens, concurrent, concurrent_tokens: concurrentTokens, images: "2 × 980×735 JPEG", conversation: "the blog's" },
-  copy_bandwidth_tb_s: await copyBandwidth(),
-  wall_s: Math.round((Date.now() - started) / 1000),
-  cases,
-};
-const out = values.out ?? join(repoRoot, "docs", "benchmarks", `${report.date.slice(0, 10)}.json`);
-writeFileSync(out, `${JSON.stringify(report, null, 2)}\n`);
+save();
 printTable(report);
 log(`wrote ${out}`);
 
