@@ -90,6 +90,13 @@ def _classify(error: BaseException, stage: Stage) -> tuple[str, str | None]:
             "quantization.",
         )
     if stage == "load":
+        if isinstance(error, OSError) and ".safetensors" in str(error):
+            return (
+                "MODEL_NOT_FOUND",
+                "Weights load from *.safetensors only (pickle-based pytorch_model.bin can run code when loaded): "
+                "pick a revision that has safetensors, or convert the checkpoint where you trust it "
+                "(from_pretrained, then save_pretrained writes model.safetensors).",
+            )
         if isinstance(error, OSError):
             return (
                 "MODEL_NOT_FOUND",

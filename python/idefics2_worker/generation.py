@@ -40,6 +40,21 @@ def _images(params: GenerateParams, payload: bytes) -> list[Image.Image]:
     ]
 
 
+def _check_splittable(processor: Any, params: GenerateParams) -> None:
+    """Refuses 1-pixel-tall images when splitting is on: transformers' split gives 0-pixel-tall crops and fails
+    with ZeroDivisionError (the reference fails the same way), so the caller gets a clear error instead."""
+    if not getattr(processor.image_processor, "do_image_splitting", False):
+        return
+    for index, spec in enumerate(params.images):
+        if spec.height < 2:
+            raise WorkerError(
+                "IMAGE_UNREADABLE",
+                f"Image {index + 1} is {spec.width}x{spec.height} pixels: with image splitting on, the Idefics2 "
+                "processor cannot take an image less than 2 pixels tall (its crops would be 0 pixels tall)",
+                "Pad the image to at least 2 pixels tall, or load the model with imageSplitting false.",
+            )
+
+
 def _aborted() -> WorkerError:
     return WorkerError("ABORTED", "The generation was cancelled")
 
@@ -58,6 +73,7 @@ def run_generation(
 ) -> dict[str, Any]:
     model, processor = engine.model, engine.processor
     started = time.perf_counter()
+    _check_splittable(processor, params)
     images = _images(params, payload)
     prompt = processor.apply_chat_template(params.messages, add_generation_prompt=True)
     inputs = processor(text=prompt, images=images or None, return_tensors="pt").to(model.device)

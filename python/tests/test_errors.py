@@ -32,6 +32,14 @@ def test_each_kind_of_failure_gets_its_code(error: BaseException, stage: str, co
     assert to_protocol_error(raised(error), stage)["code"] == code  # type: ignore[arg-type]
 
 
+def test_missing_safetensors_says_pickle_weights_are_refused() -> None:
+    error = OSError("Error no file named model.safetensors found in directory /models/bin-only.")
+    body = to_protocol_error(raised(error), "load")
+    assert body["code"] == "MODEL_NOT_FOUND"
+    assert "safetensors only" in body["fix"]
+    assert "model.safetensors" in body["message"]
+
+
 def test_out_of_memory_from_torch_is_out_of_memory_with_a_fix() -> None:
     import torch
 
