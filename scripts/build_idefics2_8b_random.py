@@ -23,14 +23,6 @@ import time
 from pathlib import Path
 
 import torch
-from tokenizers import (
-    AddedToken,
-    Tokenizer,
-    decoders,
-    models,
-    pre_tokenizers,
-    processors,
-)
 from transformers import (
     GenerationConfig,
     Idefics2Config,
@@ -43,7 +35,7 @@ from transformers.models.idefics2.image_processing_pil_idefics2 import (
 )
 
 sys.path.insert(0, str(Path(__file__).parent))
-from build_tiny_model import CHAT_TEMPLATE
+from build_tiny_model import CHAT_TEMPLATE, llama_style_tokenizer
 
 VOCAB = 32003
 SPECIALS = ("<fake_token_around_image>", "<image>", "<end_of_utterance>")
@@ -56,32 +48,7 @@ def build_tokenizer() -> PreTrainedTokenizerFast:
         vocab.setdefault(char, len(vocab))
     while len(vocab) < VOCAB - len(SPECIALS):
         vocab[f"\u2581w{len(vocab)}"] = len(vocab)
-    tok = Tokenizer(models.BPE(vocab=vocab, merges=[], unk_token="<unk>", byte_fallback=True, fuse_unk=True))
-    tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement="\u2581", prepend_scheme="first", split=True)
-    tok.decoder = decoders.Sequence(
-        [
-            decoders.Replace("\u2581", " "),
-            decoders.ByteFallback(),
-            decoders.Fuse(),
-            decoders.Strip(" ", 1, 0),
-        ]
-    )
-    tok.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in ("<unk>", "<s>", "</s>")])
-    tok.post_processor = processors.TemplateProcessing(
-        single="<s> $A", pair="<s> $A <s> $B", special_tokens=[("<s>", 1)]
-    )
-    tokenizer = PreTrainedTokenizerFast(
-        tokenizer_object=tok,
-        bos_token="<s>",
-        eos_token="</s>",
-        unk_token="<unk>",
-        pad_token="<unk>",
-        padding_side="left",
-        model_max_length=32768,
-    )
-    tokenizer.add_special_tokens(
-        {"additional_special_tokens": [AddedToken(t, normalized=False, special=True) for t in SPECIALS]}
-    )
+    tokenizer = llama_style_tokenizer(vocab, [], model_max_length=32768)
     ids = tokenizer.convert_tokens_to_ids(list(SPECIALS))
     assert ids == [32000, 32001, 32002], ids
     assert len(tokenizer) == VOCAB, len(tokenizer)

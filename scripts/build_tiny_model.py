@@ -160,6 +160,33 @@ def training_sentences() -> list[str]:
     return sentences
 
 
+def llama_style_tokenizer(
+    vocab: dict[str, int], merges: list[tuple[str, str]], model_max_length: int
+) -> PreTrainedTokenizerFast:
+    """Wraps a byte-fallback BPE as Llama/Mistral do, then appends the three Idefics2 special tokens."""
+    tok = Tokenizer(models.BPE(vocab=vocab, merges=merges, unk_token="<unk>", byte_fallback=True, fuse_unk=True))
+    tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement="\u2581", prepend_scheme="first", split=True)
+    tok.decoder = decoders.Sequence(
+        [decoders.Replace("\u2581", " "), decoders.ByteFallback(), decoders.Fuse(), decoders.Strip(" ", 1, 0)]
+    )
+    tok.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in ("<unk>", "<s>", "</s>")])
+    tok.post_processor = processors.TemplateProcessing(
+        single="<s> $A", pair="<s> $A <s> $B", special_tokens=[("<s>", 1)]
+    )
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        bos_token="<s>",
+        eos_token="</s>",
+        unk_token="<unk>",
+        pad_token="<unk>",
+        padding_side="left",  # Idefics2 batches are left-padded, like the hub tokenizer
+        model_max_length=model_max_length,
+    )
+    specials = [AddedToken(t, normalized=False, special=True) for t in (FAKE_TOKEN, IMAGE_TOKEN, END_OF_UTTERANCE)]
+    tokenizer.add_special_tokens({"additional_special_tokens": specials})
+    return tokenizer
+
+
 def build_tokenizer(vocab_pieces: int = 600) -> PreTrainedTokenizerFast:
     # Llama/Mistral-style: Metaspace pieces, byte fallback, <s> prepended, one leading space stripped on decode.
     pre_tokenizer = pre_tokenizers.Metaspace(replacement="\u2581", prepend_scheme="first", split=True)
@@ -178,26 +205,7 @@ def build_tokenizer(vocab_pieces: int = 600) -> PreTrainedTokenizerFast:
     for piece, _ in sorted(trained["vocab"].items(), key=lambda kv: kv[1]):
         vocab.setdefault(piece, len(vocab))
 
-    tok = Tokenizer(models.BPE(vocab=vocab, merges=merges, unk_token="<unk>", byte_fallback=True, fuse_unk=True))
-    tok.pre_tokenizer = pre_tokenizer
-    tok.decoder = decoders.Sequence(
-        [decoders.Replace("\u2581", " "), decoders.ByteFallback(), decoders.Fuse(), decoders.Strip(" ", 1, 0)]
-    )
-    tok.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in ("<unk>", "<s>", "</s>")])
-    tok.post_processor = processors.TemplateProcessing(
-        single="<s> $A", pair="<s> $A <s> $B", special_tokens=[("<s>", 1)]
-    )
-    tokenizer = PreTrainedTokenizerFast(
-        tokenizer_object=tok,
-        bos_token="<s>",
-        eos_token="</s>",
-        unk_token="<unk>",
-        pad_token="<unk>",
-        padding_side="left",  # Idefics2 batches are left-padded, like the hub tokenizer
-        model_max_length=4096,
-    )
-    specials = [AddedToken(t, normalized=False, special=True) for t in (FAKE_TOKEN, IMAGE_TOKEN, END_OF_UTTERANCE)]
-    tokenizer.add_special_tokens({"additional_special_tokens": specials})
+    tokenizer = llama_style_tokenizer(vocab, merges, model_max_length=4096)
     ids = tokenizer.convert_tokens_to_ids([FAKE_TOKEN, IMAGE_TOKEN, END_OF_UTTERANCE])
     assert ids == [len(tokenizer) - 3, len(tokenizer) - 2, len(tokenizer) - 1], ids
     return tokenizer
