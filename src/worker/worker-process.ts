@@ -277,7 +277,9 @@ export class WorkerProcess {
     const busy = this.#pending.size > 0;
     const subprocess = this.#subprocess;
     for (const handle of [subprocess, subprocess.stdout, subprocess.stderr, subprocess.stdin] as const) {
-      const refHandle = handle as unknown as { ref?: () => void; unref?: () => void } | null;
+      const refHandle = handle as unknown as { ref?: () => void; unref?: () => void; destroyed?: boolean } | null;
+      // A destroyed socket has no handle: its ref()/unref() would queue a 'connect' listener that never fires.
+      if (refHandle?.destroyed) continue;
       if (busy) refHandle?.ref?.();
       else refHandle?.unref?.();
     }
