@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 
@@ -14,7 +15,16 @@ def _claim_stdout() -> int:
     return frames_fd
 
 
+def _lead_process_group() -> None:
+    """Makes the worker lead its own process group, so the SDK can end it with everything it started."""
+    # Already a group leader (setsid) or not allowed here: the SDK then signals the worker alone.
+    if hasattr(os, "setpgid"):
+        with contextlib.suppress(OSError):
+            os.setpgid(0, 0)
+
+
 def main() -> int:
+    _lead_process_group()
     frames_fd = _claim_stdout()
     # Imports come after the redirection: anything they print lands on stderr.
     from . import PROTOCOL_VERSION

@@ -262,7 +262,7 @@ export class WorkerProcess {
     this.#failure ??= error;
     this.#ready.reject(error);
     this.#rejectAll(error);
-    this.#subprocess.kill("SIGKILL");
+    killTree(this.#subprocess, "SIGKILL");
   }
 
   #rejectAll(error: Error): void {
@@ -313,7 +313,22 @@ async function escalate(subprocess: ResultPromise, exit: Promise<void>): Promise
   const exited = (ms: number) =>
     Promise.race([exit.then(() => true), new Promise<boolean>((resolve) => setTimeout(() => resolve(false), ms).unref())]);
   if (await exited(SHUTDOWN_GRACE_MS)) return;
-  subprocess.kill("SIGTERM");
+  killTree(subprocess, "SIGTERM");
   if (await exited(TERMINATE_GRACE_MS)) return;
-  subprocess.kill("SIGKILL");
+  killTree(subprocess, "SIGKILL");
+}
+
+// The worker leads its own process group (python/idefics2_worker/__main__.py): signal the group, so anything
+// it started ends with it; where it does not lead one (Windows, or a fixture), signal the process alone.
+function killTree(subprocess: ResultPromise, signal: NodeJS.Signals): void {
+  const pid = subprocess.pid;
+  if (pid !== undefined && process.platform !== "win32") {
+    try {
+      process.kill(-pid, signal);
+      return;
+    } catch {
+      // No such group: fall through to the process itself.
+    }
+  }
+  subprocess.kill(signal);
 }

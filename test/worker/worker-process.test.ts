@@ -11,6 +11,15 @@ function launch(mode: string) {
   return { file: testPython(), args: [script], env: { FIXTURE_MODE: mode, PATH: process.env.PATH ?? "" } };
 }
 
+function isAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
 function generateParams(maxNewTokens: number): GenerateParams {
   return {
     messages: [{ role: "user", content: [{ type: "text", text: "hi" }] }],
@@ -155,6 +164,18 @@ describe("WorkerProcess", () => {
     await worker.close();
     expect(Date.now() - started).toBeLessThan(9000);
     expect(() => process.kill(worker.pid, 0)).toThrow();
+  });
+
+  it("close ends the worker's whole process tree, not just the worker", async () => {
+    const lines: string[] = [];
+    const worker = await WorkerProcess.start(launch("child-and-ignore-shutdown"), { onStderr: (line) => lines.push(line) });
+    const childPid = Number(/child pid (\d+)/.exec(lines.join("\n"))?.[1]);
+    expect(childPid).toBeGreaterThan(0);
+    expect(() => process.kill(childPid, 0)).not.toThrow();
+    await worker.close();
+    const deadline = Date.now() + 5000;
+    while (Date.now() < deadline && isAlive(childPid)) await new Promise((resolve) => setTimeout(resolve, 50));
+    expect(isAlive(childPid)).toBe(false);
   });
 
   it("rejects a result that does not match its method's schema", async () => {
