@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Evaluate the tiny Idefics2 (assets/tiny-idefics2) the way users run it: AutoProcessor + AutoModelForImageTextToText,
-chat template, greedy generate — unquantized, bitsandbytes 8-bit and 4-bit (nf4), all on CPU.
+chat template, greedy generate — unquantized, bitsandbytes 8-bit and 4-bit (fp4, the default), all on CPU.
 
 On fresh seeded pictures (a different seed from training) it asks
   single: one picture + "What colour is the shape?"                       -> must name that colour;
@@ -45,7 +45,7 @@ logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
 QUANTIZATION = {
     "none": None,
     "8bit": lambda: BitsAndBytesConfig(load_in_8bit=True),
-    "4bit": lambda: BitsAndBytesConfig(load_in_4bit=True),  # nf4 is the transformers default quant type
+    "4bit": lambda: BitsAndBytesConfig(load_in_4bit=True),  # fp4: the transformers default, as the blog loads it
 }
 
 
