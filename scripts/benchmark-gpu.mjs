@@ -1,10 +1,12 @@
 #!/usr/bin/env node
 // The GPU benchmark: the reference program (scripts/bench_reference.py) and the SDK, side by side, on the same
 // machine, model and inputs (the blog's conversation, two 980-px pictures, greedy, a fixed number of new tokens).
+// Then, per quantization, teacher-forced logit parity of the SDK's decode path (scripts/gpu_parity.py).
 // Writes one JSON file and prints a table. Needs `npm run build` first (it imports dist/).
 //
 // node scripts/benchmark-gpu.mjs --model /tmp/idefics2-8b-random --python "$(command -v python3)" \
-//   [--quantization bf16,8bit,4bit] [--splitting on,off] [--new-tokens 128] [--concurrent 8] [--out FILE]
+//   [--quantization bf16,8bit,4bit] [--splitting on,off] [--new-tokens 128] [--concurrent 8] \
+//   [--decoder auto|fast|reference] [--parity on|off] [--out FILE]
 import { spawn } from "node:child_process";
 import { mkdtempSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -21,13 +23,13 @@ const { values } = parseArgs({
     splitting: { type: "string", default: "on,off" },
     "new-tokens": { type: "string", default: "128" },
     concurrent: { type: "string", default: "8" },
-    "concurrent-tokens": { type: "string", default: "16" },
+    decoder: { type: "string", default: "auto" },
+    parity: { type: "string", default: "on" },
     out: { type: "string" },
   },
 });
 const newTokens = Number(values["new-tokens"]);
 const concurrent = Number(values.concurrent);
-const concurrentTokens = Number(values["concurrent-tokens"]);
 const repoRoot = new URL("..", import.meta.url).pathname;
 const log = (message) => process.stderr.write(`[bench] ${message}\n`);
 
@@ -53,7 +55,7 @@ const report = {
   card: await gpuName(),
   date: new Date().toISOString(),
   versions: { ...(await pythonVersions()), node: process.version },
-  settings: { new_tokens: newTokens, concurrent, concurrent_tokens: concurrentTokens, images: "2 × 980×735 JPEG", conversation: "the blog's" },
+  settings: { new_tokens: newTokens, concurrent, decoder: values.decoder, images: "2 × 980×735 JPEG", conversation: "the blog's" },
   copy_bandwidth_tb_s: await copyBandwidth(),
   wall_s: 0,
   cases,
@@ -83,18 +85,38 @@ for (const quantization of values.quantization.split(",")) {
       reference_decode_tok_s: ref.decodeTokS,
       sdk_decode_tok_s: sdk.value.decodeTokS,
       sdk_worker_decode_tok_s: sdk.value.workerDecodeTokS,
+      sdk_decoder: sdk.value.decoder,
+      sdk_single_tok_s: sdk.value.singleTokS,
       sdk_concurrent8_tok_s: sdk.value.concurrentTokS,
+      sdk_text_single_tok_s: sdk.value.textSingleTokS,
+      sdk_text_concurrent8_tok_s: sdk.value.textConcurrentTokS,
       reference_peak_vram_gb: ref.peakVramGb,
       sdk_peak_vram_gb: sdk.value.peakVramGb,
+      sdk_peak_vram_concurrent_gb: sdk.value.peakVramConcurrentGb,
       reference_nvidia_smi_peak_gb: reference.peakGb,
       sdk_nvidia_smi_peak_gb: sdk.peakGb,
       tokens_identical: JSON.stringify(ref.tokenIds) === JSON.stringify(sdk.value.tokenIds),
       first_divergence: firstDivergence(ref.tokenIds, sdk.value.tokenIds),
-      // Teacher-forced logit parity (issue 3, part 5) is not measured by this version of the benchmark.
       parity_ok: null,
       max_rel_logit_err: null,
       top1_agreement: null,
     });
+    save();
+  }
+  if (values.parity === "on") {
+    log(`${quantization}: teacher-forced parity`);
+    const parity = await runParity(quantization);
+    for (const row of cases.filter((c) => c.quantization === quantization && c.splitting)) {
+      Object.assign(row, {
+        parity_ok: parity.parity_ok,
+        max_rel_logit_err: parity.max_rel_logit_err,
+        max_abs_logit_err: parity.max_abs_logit_err,
+        top1_agreement: parity.top1_agreement,
+        decisive_steps: parity.decisive_steps,
+        noise_max_abs_logit_err: parity.noise_math_vs_reference.max_abs_logit_err,
+        noise_max_rel_logit_err: parity.noise_math_vs_reference.max_rel_logit_err,
+      });
+    }
     save();
   }
 }
@@ -111,6 +133,13 @@ async function runReference(quantization, splittings) {
   return JSON.parse(stdout);
 }
 
+async function runParity(quantization) {
+  const args = [join(repoRoot, "scripts", "gpu_parity.py"), "--model", values.model, "--messages", messagesFile];
+  for (const picture of images) args.push("--image", picture);
+  args.push("--quantization", quantization, "--new-tokens", String(newTokens));
+  return JSON.parse(await run(values.python, args))[quantization];
+}
+
 async function runSdk(quantization, imageSplitting) {
   const loadStarted = performance.now();
   const model = await Idefics2.load({
@@ -118,6 +147,7 @@ async function runSdk(quantization, imageSplitting) {
     python: values.python,
     deviceMap: "auto",
     imageSplitting,
+    decoder: values.decoder,
     ...sdkLoadOptions[quantization],
     onStderr: (line) => process.stderr.write(`  worker: ${line}\n`),
   });
@@ -133,20 +163,36 @@ async function runSdk(quantization, imageSplitting) {
     // The reference's method, timed from Node: a 1-token call (prefill), then a fixed-length call.
     const prefill = await wall(1);
     const { result, seconds } = await wall(newTokens);
-    const concurrentStarted = performance.now();
-    await Promise.all(
-      Array.from({ length: concurrent }, () => model.generate(messages, { images, minNewTokens: concurrentTokens, maxNewTokens: concurrentTokens })),
-    );
-    const concurrentS = (performance.now() - concurrentStarted) / 1000;
-    const info = await model.workerInfo();
-    const device = info.cuda?.devices?.[0];
+    const peakVram = async () => {
+      const device = (await model.workerInfo()).cuda?.devices?.[0];
+      return device ? round(device.peakAllocatedBytes / 1e9, 2) : null;
+    };
+    const peakVramGb = await peakVram();
+    // Throughput of 8 requests sent at once against one alone, end to end (prefill included): the blog's work,
+    // then a short text-only prompt, where the decode steps dominate.
+    const textMessages = [user("Write a long story about a city by the sea.")];
+    const throughput = async (count, conversation, callImages) => {
+      const started = performance.now();
+      const options = { images: callImages, minNewTokens: newTokens, maxNewTokens: newTokens };
+      await Promise.all(Array.from({ length: count }, () => model.generate(conversation, options)));
+      return round((count * newTokens) / ((performance.now() - started) / 1000), 2);
+    };
+    const singleTokS = await throughput(1, messages, images);
+    const concurrentTokS = await throughput(concurrent, messages, images);
+    const textSingleTokS = await throughput(1, textMessages, []);
+    const textConcurrentTokS = await throughput(concurrent, textMessages, []);
     return {
       loadS: round(loadS, 1),
+      decoder: model.info.decoder ?? "reference",
       prefillMs: round(prefill.seconds * 1000, 1),
       decodeTokS: round((newTokens - 1) / (seconds - prefill.seconds), 2),
       workerDecodeTokS: round(result.timings.decodeTokensPerSecond, 2),
-      concurrentTokS: round((concurrent * concurrentTokens) / concurrentS, 2),
-      peakVramGb: device ? round(device.peakAllocatedBytes / 1e9, 2) : null,
+      singleTokS,
+      concurrentTokS,
+      textSingleTokS,
+      textConcurrentTokS,
+      peakVramGb,
+      peakVramConcurrentGb: await peakVram(),
       tokenIds: result.tokenIds,
     };
   } finally {
@@ -234,12 +280,15 @@ function round(value, digits) {
 
 function printTable({ card, cases: rows }) {
   process.stdout.write(`\n${card}\n`);
-  process.stdout.write("quant | split | prompt | ref tok/s | sdk tok/s | worker tok/s | sdk x8 tok/s | ref prefill ms | sdk prefill ms | ref VRAM GB | sdk VRAM GB | smi ref/sdk GB | same ids\n");
+  process.stdout.write(
+    "quant | split | prompt | ref tok/s | sdk tok/s | worker tok/s | 1 / x8 tok/s | text 1 / x8 tok/s | ref prefill ms | sdk prefill ms | ref VRAM GB | sdk VRAM GB | smi ref/sdk GB | same ids | parity (max rel err, top-1)\n",
+  );
   for (const row of rows) {
     process.stdout.write(
       `${row.quantization} | ${row.splitting ? "on" : "off"} | ${row.prompt_tokens} | ${row.reference_decode_tok_s} | ${row.sdk_decode_tok_s} | ${row.sdk_worker_decode_tok_s} | ` +
-        `${row.sdk_concurrent8_tok_s} | ${row.reference_prefill_ms} | ${row.sdk_prefill_ms} | ${row.reference_peak_vram_gb} | ${row.sdk_peak_vram_gb} | ` +
-        `${row.reference_nvidia_smi_peak_gb}/${row.sdk_nvidia_smi_peak_gb} | ${row.tokens_identical}${row.first_divergence === null ? "" : ` (from ${row.first_divergence})`}\n`,
+        `${row.sdk_single_tok_s} / ${row.sdk_concurrent8_tok_s} | ${row.sdk_text_single_tok_s} / ${row.sdk_text_concurrent8_tok_s} | ${row.reference_prefill_ms} | ${row.sdk_prefill_ms} | ${row.reference_peak_vram_gb} | ${row.sdk_peak_vram_gb} | ` +
+        `${row.reference_nvidia_smi_peak_gb}/${row.sdk_nvidia_smi_peak_gb} | ${row.tokens_identical}${row.first_divergence === null ? "" : ` (from ${row.first_divergence})`} | ` +
+        `${row.parity_ok} (${row.max_rel_logit_err}, ${row.top1_agreement})\n`,
     );
   }
 }

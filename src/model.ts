@@ -223,5 +223,7 @@ function loadParams(options: ResolvedLoadOptions): LoadParams {
     longestEdge: options.longestEdge ?? null,
     trustRemoteCode: options.trustRemoteCode,
     localFilesOnly: options.localFilesOnly,
+    decoder: options.decoder,
+    maxBatchSize: options.maxBatchSize,
   };
 }

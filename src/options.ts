@@ -65,6 +65,15 @@ export const LoadOptions = z.strictObject({
   startupTimeoutMs: z.number().int().positive().default(180_000),
   /** After the worker dies, the next call starts a new one and loads the model again. */
   restartOnCrash: z.boolean().default(true),
+  /**
+   * How tokens are decoded. `fast`: a preallocated KV cache per request, requests batched together as they
+   * arrive, and on CUDA a captured CUDA graph per step. `reference`: transformers' generate(), one request at
+   * a time. `auto` (default): `fast` when the model sits on one CUDA device, else `reference`. Beam search and
+   * stop strings always use generate().
+   */
+  decoder: z.enum(["auto", "fast", "reference"]).default("auto"),
+  /** Most requests the fast decoder runs in one batch; more wait in the queue. */
+  maxBatchSize: z.number().int().min(1).max(64).default(8),
   /** Generations queued or running at once; one more is rejected with QueueFullError instead of growing memory. */
   maxQueue: z.number().int().positive().max(100_000).default(256),
 });

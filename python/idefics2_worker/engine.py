@@ -13,6 +13,7 @@ from .errors import WorkerError
 from .params import GenerateParams, LoadParams, Quantization
 
 if TYPE_CHECKING:
+    from .batch_decoder import BatchDecoder
     from .streaming import OnToken
 
 OnProgress = Callable[[str, str], None]
@@ -91,9 +92,10 @@ class Engine:
         self.processor: Any = None
         self.summary: dict[str, Any] | None = None
         self.eos_ids: list[int] = []
+        self.batch: BatchDecoder | None = None
 
     def unload(self) -> None:
-        self.model = self.processor = self.summary = None
+        self.model = self.processor = self.summary = self.batch = None
         self.eos_ids = []
         gc.collect()
         import torch
@@ -165,8 +167,33 @@ class Engine:
 
         self.model, self.processor = model, processor
         self.eos_ids = _eos_ids(model, processor.tokenizer)
+        self._start_batch_decoder(params)
         self.summary = self._summary(params, time.perf_counter() - started)
         return self.summary
+
+    def _start_batch_decoder(self, params: LoadParams) -> None:
+        try:
+            self.batch = self._batch_decoder(params)
+        except WorkerError:
+            self.unload()
+            raise
+
+    def _batch_decoder(self, params: LoadParams) -> BatchDecoder | None:
+        """The fast decoder when asked for, or by default on a model that sits on one CUDA device."""
+        from .batch_decoder import BatchDecoder
+
+        devices = sorted({str(p.device) for p in self.model.parameters()})
+        single = len(devices) == 1
+        on_cuda = single and devices[0].startswith("cuda")
+        if params.decoder == "reference" or (params.decoder == "auto" and not on_cuda):
+            return None
+        if not single:
+            raise WorkerError(
+                "INVALID_OPTIONS",
+                f"decoder 'fast' needs the model on one device, but deviceMap spread it over {devices}",
+                "Use decoder 'reference' (or 'auto') with a model split over devices, or a deviceMap of one device.",
+            )
+        return BatchDecoder(self, params.max_batch_size, vision_chunk=1, use_graphs=True)
 
     def _summary(self, params: LoadParams, seconds: float) -> dict[str, Any]:
         import torch
@@ -189,6 +216,8 @@ class Engine:
             "maxContext": int(model.config.text_config.max_position_embeddings),
             "imageTokenId": int(model.config.image_token_id),
             "eosTokenIds": list(self.eos_ids),
+            "decoder": "fast" if self.batch is not None else "reference",
+            "maxBatchSize": params.max_batch_size if self.batch is not None else 1,
             "memory": memory,
         }
 

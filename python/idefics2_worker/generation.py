@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -55,22 +57,31 @@ def _check_splittable(processor: Any, params: GenerateParams) -> None:
             )
 
 
-def _aborted() -> WorkerError:
+def aborted() -> WorkerError:
     return WorkerError("ABORTED", "The generation was cancelled")
 
 
-def _finish_reason(ids: list[int], eos_ids: list[int], text: str, kwargs: dict[str, Any], limit: int | None) -> str:
+def finish_reason(ids: list[int], eos_ids: list[int], text: str, stop_strings: Any, limit: int | None) -> str:
     if ids and ids[-1] in eos_ids:
         return "stop"
-    stop_strings = kwargs.get("stop_strings")
     if stop_strings and (any(text.endswith(s) for s in stop_strings) or (limit is not None and len(ids) < limit)):
         return "stop_string"
     return "length"
 
 
-def run_generation(
-    engine: Engine, params: GenerateParams, payload: bytes, on_token: OnToken, cancel: threading.Event
-) -> dict[str, Any]:
+@dataclass
+class PreparedPrompt:
+    """The processor's output for one request, with the counts and times every result reports."""
+
+    inputs: Any
+    prompt_tokens: int
+    image_tokens: int
+    started: float
+    preprocessed: float
+
+
+def prepare_prompt(engine: Engine, params: GenerateParams, payload: bytes) -> PreparedPrompt:
+    """The reference's chat template and processor calls, plus the checks that give clear errors."""
     model, processor = engine.model, engine.processor
     started = time.perf_counter()
     _check_splittable(processor, params)
@@ -87,56 +98,33 @@ def run_generation(
             "Send fewer or smaller images (doImageSplitting false, a smaller longestEdge) or a shorter conversation.",
         )
     image_tokens = int((input_ids == int(model.config.image_token_id)).sum())
-    preprocessed = time.perf_counter()
+    return PreparedPrompt(inputs, prompt_tokens, image_tokens, started, time.perf_counter())
 
-    kwargs = dict(params.generate_kwargs)
-    kwargs["eos_token_id"] = list(engine.eos_ids)
-    if "stop_strings" in kwargs:
-        kwargs["tokenizer"] = processor.tokenizer
-    timer = _TimedCancel(cancel)
-    kwargs["stopping_criteria"] = StoppingCriteriaList([timer])
-    beams = int(kwargs.get("num_beams") or model.generation_config.num_beams or 1) > 1
-    decode = _decoder(processor)
-    streamer = TokenStreamer(decode, on_token, cancel) if params.stream and not beams else None
-    if streamer is not None:
-        kwargs["streamer"] = streamer
-    if params.seed is not None:
-        torch.manual_seed(params.seed)
-    if cancel.is_set():
-        raise _aborted()
 
-    with fastest_attention(model):
-        output = model.generate(**inputs, **kwargs)
-    finished = time.perf_counter()
-    if cancel.is_set():
-        raise _aborted()
-
-    ids = [int(i) for i in output[0, prompt_tokens:].tolist()]
-    text = processor.batch_decode([ids], skip_special_tokens=True)[0]
-    if streamer is not None:
-        rest = streamer.finish(text)
-        if rest:
-            on_token(rest, [])
-    elif params.stream:
-        on_token(text, ids)
-
-    first = timer.first_step_at or finished
-    decode_seconds = finished - first
+def generation_result(  # noqa: PLR0917 - one result, built from each of its parts
+    prepared: PreparedPrompt,
+    ids: list[int],
+    text: str,
+    finish_reason: str,
+    first_step_at: float,
+    finished: float,
+) -> dict[str, Any]:
+    decode_seconds = finished - first_step_at
     return {
         "text": text,
         "tokenIds": ids,
-        "finishReason": _finish_reason(ids, engine.eos_ids, text, kwargs, kwargs.get("max_new_tokens")),
+        "finishReason": finish_reason,
         "usage": {
-            "promptTokens": prompt_tokens,
-            "imageTokens": image_tokens,
+            "promptTokens": prepared.prompt_tokens,
+            "imageTokens": prepared.image_tokens,
             "completionTokens": len(ids),
-            "totalTokens": prompt_tokens + len(ids),
+            "totalTokens": prepared.prompt_tokens + len(ids),
         },
         "timings": {
-            "preprocessMs": _ms(preprocessed - started),
-            "prefillMs": _ms(first - preprocessed),
+            "preprocessMs": _ms(prepared.preprocessed - prepared.started),
+            "prefillMs": _ms(first_step_at - prepared.preprocessed),
             "decodeMs": _ms(decode_seconds),
-            "totalMs": _ms(finished - started),
+            "totalMs": _ms(finished - prepared.started),
             "decodeTokensPerSecond": round((len(ids) - 1) / decode_seconds, 3)
             if len(ids) > 1 and decode_seconds > 0
             else 0.0,
@@ -144,7 +132,46 @@ def run_generation(
     }
 
 
-def _decoder(processor: Any) -> Any:
+def run_generation(
+    engine: Engine, params: GenerateParams, payload: bytes, on_token: OnToken, cancel: threading.Event
+) -> dict[str, Any]:
+    model, processor = engine.model, engine.processor
+    prepared = prepare_prompt(engine, params, payload)
+    kwargs = dict(params.generate_kwargs)
+    kwargs["eos_token_id"] = list(engine.eos_ids)
+    if "stop_strings" in kwargs:
+        kwargs["tokenizer"] = processor.tokenizer
+    timer = _TimedCancel(cancel)
+    kwargs["stopping_criteria"] = StoppingCriteriaList([timer])
+    beams = int(kwargs.get("num_beams") or model.generation_config.num_beams or 1) > 1
+    decode = text_decoder(processor)
+    streamer = TokenStreamer(decode, on_token, cancel) if params.stream and not beams else None
+    if streamer is not None:
+        kwargs["streamer"] = streamer
+    if params.seed is not None:
+        torch.manual_seed(params.seed)
+    if cancel.is_set():
+        raise aborted()
+
+    with fastest_attention(model):
+        output = model.generate(**prepared.inputs, **kwargs)
+    finished = time.perf_counter()
+    if cancel.is_set():
+        raise aborted()
+
+    ids = [int(i) for i in output[0, prepared.prompt_tokens :].tolist()]
+    text = decode(ids)
+    if streamer is not None:
+        rest = streamer.finish(text)
+        if rest:
+            on_token(rest, [])
+    elif params.stream:
+        on_token(text, ids)
+    reason = finish_reason(ids, engine.eos_ids, text, kwargs.get("stop_strings"), kwargs.get("max_new_tokens"))
+    return generation_result(prepared, ids, text, reason, timer.first_step_at or finished, finished)
+
+
+def text_decoder(processor: Any) -> Callable[[list[int]], str]:
     def decode(ids: list[int]) -> str:
         return processor.batch_decode([ids], skip_special_tokens=True)[0]
 

@@ -13,6 +13,8 @@ DTYPES = ("auto", "float32", "bfloat16", "float16")
 COMPUTE_DTYPES = ("float32", "bfloat16", "float16")
 ATTN_IMPLEMENTATIONS = ("eager", "sdpa", "flash_attention_2", "flash_attention_3", "flex_attention")
 ROLES = ("user", "assistant", "system")
+DECODERS = ("auto", "fast", "reference")
+MAX_BATCH_LIMIT = 64
 _MAX_SEED = 2**64 - 1
 
 
@@ -115,6 +117,8 @@ class LoadParams:
     longest_edge: int | None = None
     trust_remote_code: bool = False
     local_files_only: bool = False
+    decoder: str = "auto"
+    max_batch_size: int = 8
 
 
 _LOAD_KEYS = (
@@ -128,6 +132,8 @@ _LOAD_KEYS = (
     "longestEdge",
     "trustRemoteCode",
     "localFilesOnly",
+    "decoder",
+    "maxBatchSize",
 )
 _QUANT_KEYS = ("mode", "quantType", "doubleQuant", "computeDtype", "skipModules", "int8Threshold")
 
@@ -182,6 +188,8 @@ def parse_load(raw: Any) -> LoadParams:
         longest_edge=_int("longestEdge", given.get("longestEdge"), 1, 1 << 16),
         trust_remote_code=bool(_bool("trustRemoteCode", given.get("trustRemoteCode"), False)),
         local_files_only=bool(_bool("localFilesOnly", given.get("localFilesOnly"), False)),
+        decoder=_choice("decoder", given.get("decoder") or "auto", DECODERS),
+        max_batch_size=_int("maxBatchSize", given.get("maxBatchSize"), 1, MAX_BATCH_LIMIT) or 8,
     )
 
 

@@ -16,8 +16,23 @@ METHODS = ("ping", "load", "generate", "info")
 _STAGES: dict[str, Any] = {"load": "load", "generate": "generate"}
 
 
+class BatchLike(Protocol):
+    busy: bool
+
+    def has_room(self) -> bool: ...
+
+    def accepts(self, params: Any) -> bool: ...
+
+    def admit(self, params: Any, payload: bytes, on_token: Any, cancel: threading.Event, on_done: Any) -> None: ...
+
+    def step(self) -> None: ...
+
+    def cancel_all(self, error: BaseException) -> None: ...
+
+
 class EngineLike(Protocol):
     summary: dict[str, Any] | None
+    batch: BatchLike | None
 
     def load(self, params: Any, cancel: threading.Event, on_progress: Any) -> dict[str, Any]: ...
 
@@ -34,7 +49,12 @@ class Job:
 
 
 class Server:
-    """Runs requests one at a time, in arrival order, on a model thread; reads frames on the calling thread."""
+    """Runs requests in arrival order on a model thread; reads frames on the calling thread.
+
+    With the engine's batch decoder, generations join the running batch between decode steps while there is
+    room; any other request (a load, or a generation the batch decoder does not take) waits until the batch
+    has drained, so requests still take effect in the order they were sent.
+    """
 
     def __init__(self, engine: EngineLike, reader: BinaryIO, writer: FrameWriter, info: Any = None) -> None:
         self.engine = engine
@@ -43,7 +63,7 @@ class Server:
         self._info = info
         self._lock = threading.Condition()
         self._queue: collections.deque[Job] = collections.deque()
-        self._running: Job | None = None
+        self._running: dict[int, Job] = {}
         self._stopping = False
         self._model_thread = threading.Thread(target=self._model_loop, name="idefics2-model", daemon=True)
 
@@ -98,8 +118,8 @@ class Server:
             queued = next((job for job in self._queue if job.id == request_id), None)
             if queued is not None:
                 self._queue.remove(queued)
-            elif self._running is not None and self._running.id == request_id:
-                self._running.cancel.set()
+            elif request_id in self._running:
+                self._running[request_id].cancel.set()
         if queued is not None:
             self._send_error(queued.id, WorkerError("ABORTED", "The request was cancelled before it started"))
 
@@ -108,8 +128,8 @@ class Server:
             self._stopping = True
             dropped = list(self._queue)
             self._queue.clear()
-            if self._running is not None:
-                self._running.cancel.set()
+            for job in self._running.values():
+                job.cancel.set()
             self._lock.notify_all()
         for job in dropped:
             self._send_error(job.id, WorkerError("ABORTED", "The worker is shutting down"))
@@ -117,20 +137,87 @@ class Server:
     def _model_loop(self) -> None:
         while True:
             with self._lock:
-                while not self._queue and not self._stopping:
+                job = self._next_job()
+                while job is None and not self._stopping and not self._batch_busy():
                     self._lock.wait()
+                    job = self._next_job()
                 if self._stopping:
-                    return
-                job = self._running = self._queue.popleft()
-            try:
-                result = self._execute(job)
-            except Exception as error:
-                self._send_error(job.id, error, _STAGES.get(job.method, "other"))
+                    break
+                if job is not None:
+                    self._running[job.id] = job
+            if job is None:
+                self._step_batch()
+            elif job.method == "generate" and self.engine.batch is not None:
+                self._admit(job)
+            else:
+                self._run_alone(job)
+        batch = self.engine.batch
+        if batch is not None and batch.busy:
+            batch.cancel_all(WorkerError("ABORTED", "The worker is shutting down"))
+
+    def _batch_busy(self) -> bool:
+        batch = self.engine.batch
+        return batch is not None and batch.busy
+
+    def _next_job(self) -> Job | None:
+        """The queue's head if it can start now (called with the lock held)."""
+        if not self._queue:
+            return None
+        head = self._queue[0]
+        batch = self.engine.batch
+        waits = head.method != "generate" or not batch.has_room() if batch is not None else False
+        if batch is not None and batch.busy and head.method not in {"ping", "info"} and waits:
+            return None
+        return self._queue.popleft()
+
+    def _run_alone(self, job: Job) -> None:
+        try:
+            result = self._execute(job)
+        except Exception as error:
+            self._send_error(job.id, error, _STAGES.get(job.method, "other"))
+        else:
+            self.writer.write({"type": "result", "id": job.id, "result": result})
+        finally:
+            self._done(job)
+
+    def _admit(self, job: Job) -> None:
+        batch = self.engine.batch
+        assert batch is not None
+        try:
+            params = parse_generate(job.params, len(job.payload))
+            if not batch.accepts(params):
+                while batch.busy:
+                    self._step_batch()
+                self._run_alone(job)
+                return
+            batch.admit(params, job.payload, self._token(job.id), job.cancel, self._finisher(job))
+        except Exception as error:
+            self._send_error(job.id, error, "generate")
+            self._done(job)
+
+    def _step_batch(self) -> None:
+        batch = self.engine.batch
+        if batch is None:
+            return
+        try:
+            batch.step()
+        except Exception as error:
+            # A failed step leaves every running sequence's cache unknown: end them all with the error.
+            batch.cancel_all(error)
+
+    def _finisher(self, job: Job) -> Any:
+        def finish(result: dict[str, Any] | None, error: BaseException | None) -> None:
+            if error is not None:
+                self._send_error(job.id, error, "generate")
             else:
                 self.writer.write({"type": "result", "id": job.id, "result": result})
-            finally:
-                with self._lock:
-                    self._running = None
+            self._done(job)
+
+        return finish
+
+    def _done(self, job: Job) -> None:
+        with self._lock:
+            self._running.pop(job.id, None)
 
     def _execute(self, job: Job) -> dict[str, Any]:
         if job.method == "ping":

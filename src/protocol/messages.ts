@@ -77,6 +77,8 @@ export const LoadParams = z.object({
   longestEdge: z.number().int().nullable(),
   trustRemoteCode: z.boolean(),
   localFilesOnly: z.boolean(),
+  decoder: z.enum(["auto", "fast", "reference"]),
+  maxBatchSize: z.number().int(),
 });
 export type LoadParams = z.infer<typeof LoadParams>;
 
@@ -94,6 +96,9 @@ export const LoadResult = z
     maxContext: z.number().nullable().optional(),
     imageTokenId: z.number().int().optional(),
     eosTokenIds: z.array(z.number().int()).optional(),
+    /** The decoder in use: `fast` (batched, CUDA graphs on GPU) or `reference` (generate()). */
+    decoder: z.enum(["fast", "reference"]).optional(),
+    maxBatchSize: z.number().int().optional(),
   })
   .passthrough();
 export type LoadResult = z.infer<typeof LoadResult>;
