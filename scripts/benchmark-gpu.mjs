@@ -85,6 +85,7 @@ for (const quantization of values.quantization.split(",")) {
       reference_decode_tok_s: ref.decodeTokS,
       sdk_decode_tok_s: sdk.value.decodeTokS,
       sdk_worker_decode_tok_s: sdk.value.workerDecodeTokS,
+      sdk_overhead_pct: sdk.value.overheadPct,
       sdk_decoder: sdk.value.decoder,
       sdk_single_tok_s: sdk.value.singleTokS,
       sdk_concurrent8_tok_s: sdk.value.concurrentTokS,
@@ -187,6 +188,8 @@ async function runSdk(quantization, imageSplitting) {
       prefillMs: round(prefill.seconds * 1000, 1),
       decodeTokS: round((newTokens - 1) / (seconds - prefill.seconds), 2),
       workerDecodeTokS: round(result.timings.decodeTokensPerSecond, 2),
+      // The SDK's cost over the engine alone: the call's wall time in Node against the worker's own total.
+      overheadPct: round(((seconds * 1000 - result.timings.totalMs) / result.timings.totalMs) * 100, 2),
       singleTokS,
       concurrentTokS,
       textSingleTokS,

@@ -138,8 +138,6 @@ class BatchDecoder:
         graphs.tokens[:count].copy_(last, non_blocking=False)
         graphs.positions[:count].copy_(positions, non_blocking=False)
         logits = graphs.run(count)
-        if graphs.int8.overflowed():
-            logits = graphs.rerun_exactly(count)
         if all(not s.processors and not s.sample for s in self.running):
             chosen = logits.argmax(dim=-1).tolist()
         else:

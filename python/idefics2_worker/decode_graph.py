@@ -13,13 +13,12 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable
-from contextlib import nullcontext
 from typing import Any
 
 import torch
 from torch.nn.functional import scaled_dot_product_attention
 
-from .int8_decode import Int8DecodeLinears
+from .decode_linears import DecodeLinears
 
 CACHE_GRANULE = 256
 
@@ -54,7 +53,7 @@ class DecodeGraphs:
         self.scaling = float(first.scaling)
         self.sliding_window = getattr(config, "sliding_window", None)
         self._rotary: Callable[..., Any] = sys.modules[type(first).__module__].apply_rotary_pos_emb
-        self.int8 = Int8DecodeLinears(model)
+        self.linears = DecodeLinears(model)
         self.slots = 0
         self.length = 0
         self.keys: list[torch.Tensor] = []
@@ -93,18 +92,16 @@ class DecodeGraphs:
         mask = torch.zeros(self.max_batch, 1, 1, length, dtype=torch.bool, device=self.device)
         mask[:, :, :, : self.length].copy_(self.mask)
         self.keys, self.values, self.mask = [], [], mask
-        self._graphs.clear()
-        self._empty_cache()
+        self._drop_graphs()
         self.keys, self.values = keys, values
         self.slots, self.length = slots, length
 
     def release(self) -> None:
         """Frees the cache and graphs (when no sequence is running) so idle memory is the model's alone."""
-        self.keys, self.values, self._graphs = [], [], {}
+        self.keys, self.values = [], []
         self.mask = torch.zeros(self.max_batch, 1, 1, 0, dtype=torch.bool, device=self.device)
         self.slots = self.length = 0
-        self._pool = None
-        self._empty_cache()
+        self._drop_graphs()
 
     def store_prefill(self, slot: int, cache: Any, length: int) -> None:
         """Copies a prefill's cache (transformers' DynamicCache) into a slot and opens its mask to `length`."""
@@ -143,16 +140,6 @@ class DecodeGraphs:
         graph.replay()
         return logits[:count]
 
-    def rerun_exactly(self, count: int) -> torch.Tensor:
-        """Reruns the last step with bitsandbytes' own 8-bit forward (more outlier columns than the graph holds),
-        and doubles the graph's outlier capacity for the steps after."""
-        size = _bucket(count, self.slots)
-        with torch.inference_mode():
-            logits = self._step(size, exact=True)[:count]
-        self.int8.capacity *= 2
-        self._graphs.clear()
-        return logits
-
     def _capture(self, size: int) -> tuple[torch.cuda.CUDAGraph, torch.Tensor]:
         # Warm-up and capture run the step on the live buffers: they write the same K/V the replay below
         # writes, at the positions the caller has set, so nothing stored is disturbed.
@@ -169,7 +156,7 @@ class DecodeGraphs:
         self._graphs[size] = (graph, logits)
         return graph, logits
 
-    def _step(self, size: int, exact: bool = False) -> torch.Tensor:
+    def _step(self, size: int) -> torch.Tensor:
         text = self.text
         rows, positions = self.rows[:size], self.positions[:size]
         zeros = self._zeros[:size]
@@ -177,7 +164,7 @@ class DecodeGraphs:
         mask = self.mask[:size]
         hidden = text.embed_tokens(self.tokens[:size, None])
         cos, sin = text.rotary_emb(hidden, positions[:, None])
-        with nullcontext() if exact else self.int8.capturable():
+        with self.linears.capturable():
             for index, layer in enumerate(text.layers):
                 residual = hidden
                 hidden = layer.input_layernorm(hidden)
@@ -214,6 +201,9 @@ class DecodeGraphs:
     def _layer_device(self, index: int) -> torch.device:
         return self.text.layers[index].input_layernorm.weight.device
 
-    def _empty_cache(self) -> None:
+    def _drop_graphs(self) -> None:
+        # A memory pool goes away with the last graph that used it: new graphs need a new pool.
+        self._graphs.clear()
+        self._pool = None
         if self.device.type == "cuda":
             torch.cuda.empty_cache()

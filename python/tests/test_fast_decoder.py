@@ -205,9 +205,10 @@ def test_repetition_penalty_matches_generate() -> None:
     collector = admit(fast, "demo", repetitionPenalty=1.3, maxNewTokens=20)
     drain(fast)
     assert collector.result is not None
-    assert collector.result["tokenIds"] == reference_result("none", "demo", repetitionPenalty=1.3, maxNewTokens=20)[
-        "tokenIds"
-    ]
+    assert (
+        collector.result["tokenIds"]
+        == reference_result("none", "demo", repetitionPenalty=1.3, maxNewTokens=20)["tokenIds"]
+    )
 
 
 @pytest.mark.timeout(120)
@@ -224,9 +225,7 @@ def test_cancel_ends_one_request_and_leaves_the_others_running() -> None:
     assert doomed.error.code == "ABORTED"
     drain(fast)
     assert survivor.result is not None
-    assert survivor.result["tokenIds"] == reference_result("none", "text only")[
-        "tokenIds"
-    ]
+    assert survivor.result["tokenIds"] == reference_result("none", "text only")["tokenIds"]
 
 
 def test_beam_search_and_stop_strings_are_left_to_generate() -> None:

@@ -1,0 +1,98 @@
+#!/usr/bin/env python3
+"""Where one decode step's time goes (GPU): the worker's fast decoder on a real-sized model, per quantization.
+
+Loads the model as the SDK does, prefills the blog-sized prompt, then times the captured step (graph replay,
+ms per step at batch 1 and 8) and profiles eager steps, printing the GPU kernels that take the most time and
+the number of kernels per step. Prints one JSON line per quantization at the end.
+
+Usage: python scripts/profile_decode_step.py --model DIR [--quantization bf16 --quantization 4bit ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import threading
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import torch
+from torch.profiler import ProfilerActivity, profile
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "python"))
+from idefics2_worker.engine import Engine
+from idefics2_worker.params import parse_load
+
+LOADS = {
+    "bf16": {"mode": "none", "dtype": "bfloat16"},
+    "8bit": {"mode": "8bit"},
+    "4bit": {"mode": "4bit", "quantType": "nf4"},
+}
+
+
+def load(model: str, quantization: str) -> Engine:
+    spec = LOADS[quantization]
+    params = {"model": model, "quantization": {"mode": spec["mode"], "quantType": spec.get("quantType")}}
+    params |= {"dtype": spec.get("dtype", "auto"), "decoder": "fast", "deviceMap": "cuda:0"}
+    engine = Engine()
+    engine.load(parse_load(params), threading.Event(), lambda *_: None)
+    return engine
+
+
+def replay_ms(graphs, count: int, steps: int = 50) -> float:
+    graphs.run(count)
+    torch.cuda.synchronize()
+    start = time.perf_counter()
+    for _ in range(steps):
+        graphs.run(count)
+    torch.cuda.synchronize()
+    return (time.perf_counter() - start) * 1000 / steps
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--model", required=True)
+    parser.add_argument("--quantization", action="append", choices=sorted(LOADS))
+    args = parser.parse_args()
+    summaries = []
+    for quantization in args.quantization or ["bf16", "4bit", "8bit"]:
+        engine = load(args.model, quantization)
+        graphs = engine.batch.graphs
+        graphs.ensure(8, 1024)
+        for row in range(8):
+            graphs.mask[row, :, :, :900] = True
+        graphs.tokens[:8] = 100
+        graphs.positions[:8] = 900
+        summary = {"quantization": quantization, "dtype": str(engine.model.dtype)}
+        summary["graph_ms_batch1"] = round(replay_ms(graphs, 1), 3)
+        summary["graph_ms_batch8"] = round(replay_ms(graphs, 8), 3)
+        with torch.inference_mode():
+            for _ in range(3):
+                graphs._step(1)
+            torch.cuda.synchronize()
+            with profile(activities=[ProfilerActivity.CUDA]) as prof:
+                for _ in range(5):
+                    graphs._step(1)
+                torch.cuda.synchronize()
+        totals: dict[str, list[float]] = defaultdict(lambda: [0.0, 0])
+        for event in prof.events():
+            if event.device_type == torch.autograd.DeviceType.CUDA:
+                totals[event.name][0] += event.device_time / 5
+                totals[event.name][1] += 1 / 5
+        ranked = sorted(totals.items(), key=lambda kv: -kv[1][0])
+        summary["eager_gpu_ms_per_step"] = round(sum(v[0] for v in totals.values()) / 1000, 3)
+        summary["kernels_per_step"] = round(sum(v[1] for v in totals.values()))
+        print(f"\n{quantization}: {json.dumps(summary)}", flush=True)
+        for name, (us, count) in ranked[:18]:
+            print(f"  {us / 1000:8.3f} ms  {count:6.0f}x  {name[:110]}", flush=True)
+        summaries.append(summary)
+        del engine, graphs
+        torch.cuda.empty_cache()
+    for summary in summaries:
+        print(json.dumps(summary))
+
+
+if __name__ == "__main__":
+    main()
