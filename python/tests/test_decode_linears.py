@@ -1,0 +1,92 @@
+"""The decode step's 8-bit linear equals bitsandbytes' LLM.int8(); its Triton kernel computes the same sums.
+
+The kernel runs in Triton's CPU interpreter (TRITON_INTERPRET=1, set before Triton is imported, hence the
+subprocess); on the GPU machine the benchmark checks it against bitsandbytes' CUDA forward.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from idefics2_worker.decode_linears import DecodeLinears
+
+
+def eight_bit_layer(inputs: int, outputs: int, threshold: float = 6.0) -> torch.nn.Module:
+    import bitsandbytes as bnb
+
+    torch.manual_seed(0)
+    layer = bnb.nn.Linear8bitLt(inputs, outputs, bias=False, has_fp16_weights=False, threshold=threshold)
+    weight = torch.randn(outputs, inputs) * 0.05
+    layer.weight = bnb.nn.Int8Params(weight, requires_grad=False, has_fp16_weights=False)
+    return layer.to("cpu").eval()
+
+
+def holder(layer: torch.nn.Module) -> SimpleNamespace:
+    text = torch.nn.Sequential(layer)
+    return SimpleNamespace(
+        model=SimpleNamespace(text_model=text), lm_head=torch.nn.Identity(), device=torch.device("cpu")
+    )
+
+
+@pytest.mark.parametrize("threshold", [6.0, 0.0])
+def test_the_capturable_int8_forward_equals_bitsandbytes_per_row(threshold: float) -> None:
+    layer = eight_bit_layer(64, 48, threshold)
+    linears = DecodeLinears(holder(layer))
+    assert linears.eight_bit == [layer]
+    rows = torch.randn(3, 1, 64)
+    rows[0, 0, 5] = 9.0  # an outlier column in the first row only
+    rows[2, 0, 7] = -7.5
+    with torch.inference_mode():
+        expected = torch.cat([layer(row[None]) for row in rows])  # bitsandbytes, one row at a time
+        with linears.capturable():
+            ours = layer(rows)
+        after = layer(rows[:1])
+    assert ours.shape == expected.shape == (3, 1, 48)
+    assert torch.allclose(ours, expected, atol=1e-5, rtol=0)
+    # Outside the context the module is bitsandbytes' again.
+    assert torch.allclose(after, expected[:1], atol=1e-6, rtol=0)
+
+
+def test_the_triton_int8_kernel_computes_bitsandbytes_sums() -> None:
+    script = """
+import json, torch
+from idefics2_worker.int8_gemv import eight_bit_gemv
+torch.manual_seed(0)
+results = {}
+for rows, n, k, dtype in [(1, 40, 300, torch.bfloat16), (3, 96, 512, torch.float16), (8, 17, 256, torch.float32)]:
+    weight = torch.randint(-127, 128, (n, k), dtype=torch.int8)
+    weight_absmax = torch.rand(n) * 0.1
+    quantized = torch.randint(-127, 128, (rows, k), dtype=torch.int8)
+    row_absmax = torch.rand(rows) * 3
+    outliers = torch.zeros(rows, k)
+    outliers[0, 5] = 9.0
+    outliers[-1, k - 1] = -7.5
+    exact = quantized.int() @ weight.int().t()
+    main = (exact.float() * (row_absmax[:, None] * weight_absmax[None, :]) * 6.200124e-05).half().to(dtype)
+    extra = outliers @ (weight.float() * weight_absmax[:, None] * 7.874015718698502e-3).t()
+    expected = (main.float() + extra).to(dtype)
+    ours = eight_bit_gemv(quantized, outliers, weight, row_absmax, weight_absmax, dtype)
+    ulp = torch.finfo(dtype).eps * expected.float().abs().max().item()
+    results[f"{rows}x{n}x{k}"] = {
+        "shape_ok": list(ours.shape) == [rows, n] and ours.dtype == dtype,
+        "max_err_in_ulps": (ours.float() - expected.float()).abs().max().item() / ulp,
+    }
+print(json.dumps(results))
+"""
+    env = dict(os.environ, TRITON_INTERPRET="1")
+    command = [sys.executable, "-c", script]
+    done = subprocess.run(command, check=False, capture_output=True, text=True, env=env, timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    results = json.loads(done.stdout.strip().splitlines()[-1])
+    assert len(results) == 3
+    for case, result in results.items():
+        assert result["shape_ok"], case
+        # Same sums; only float32 addition order and one rounding step can differ.
+        assert result["max_err_in_ulps"] <= 2.0, (case, result)
