@@ -119,7 +119,8 @@ class BatchDecoder:
             on_token=on_token,
             cancel=cancel,
             on_done=on_done,
-            position=prepared.prompt_tokens,
+            # The first token, chosen from the prefill's logits, is fed at the prompt's length.
+            position=prepared.prompt_tokens - 1,
             history=prepared.inputs["input_ids"] if processors else None,
         )
         self.running.append(sequence)

@@ -50,6 +50,8 @@ REQUESTS = {
     "demo": lambda **o: request(demo_messages(), demo_images(), **o),
     "one image": lambda **o: request(one_image("What colour is this?"), demo_images()[1:], **o),
     "text only": lambda **o: request(text_only("Say something about squares."), [], **o),
+    # Its third token is where a position off by one once showed (its margin is 1.6 logits).
+    "short text": lambda **o: request(text_only("Tell me about squares."), [], **o),
 }
 
 
@@ -267,3 +269,19 @@ def test_fast_decoder_on_a_model_spread_over_devices_is_refused_clearly() -> Non
     finally:
         del loaded.model.parameters
     assert sum(p.numel() for p in loaded.model.parameters()) > 0
+
+
+def test_each_step_feeds_the_last_token_at_the_next_position() -> None:
+    # The convention the teacher-forced parity check (fast_path_logits) uses: the first decode step feeds the
+    # token chosen from the prefill's logits at position len(prompt), and each step after at one more.
+    fast = engine("none", "fast")
+    assert fast.batch is not None
+    collector = admit(fast, "demo", maxNewTokens=5, minNewTokens=5)
+    prompt = fast.batch.running[0].prepared.prompt_tokens
+    for step in range(3):
+        fed = fast.batch.running[0].ids[-1]
+        fast.batch.step()
+        assert int(fast.batch.graphs.positions[0]) == prompt + step
+        assert int(fast.batch.graphs.tokens[0]) == fed
+    drain(fast)
+    assert collector.result is not None

@@ -120,6 +120,25 @@ describe("Idefics2 lifecycle", () => {
     }
   });
 
+  it("with the fast decoder, answers concurrent calls in one batch with the tokens each gets alone", async () => {
+    await using reference = await Idefics2.load({ python: testPython(), decoder: "reference" });
+    await using fast = await Idefics2.load({ python: testPython(), decoder: "fast", maxBatchSize: 4 });
+    expect(reference.info.decoder).toBe("reference");
+    expect(fast.info).toMatchObject({ decoder: "fast", maxBatchSize: 4 });
+    const conversations = [
+      blog,
+      [user(image(demoSecond), "What colour is this?")],
+      [user("Tell me about squares.")],
+      [user(image(demoFirst), "And this one?")],
+      blog,
+    ];
+    const expected = [];
+    for (const conversation of conversations) expected.push(await reference.generate(conversation, { maxNewTokens: 24 }));
+    const together = await Promise.all(conversations.map((conversation) => fast.generate(conversation, { maxNewTokens: 24 })));
+    expect(together.map((r) => r.tokenIds)).toEqual(expected.map((r) => r.tokenIds));
+    expect(together[0].text.toLowerCase()).toContain("blue");
+  });
+
   it("fails to load a model that does not exist with MODEL_NOT_FOUND", async () => {
     await expect(Idefics2.load({ model: "/no/such/model/folder", python: testPython(), localFilesOnly: true })).rejects.toMatchObject({
       code: "MODEL_NOT_FOUND",

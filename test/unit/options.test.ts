@@ -12,6 +12,8 @@ describe("load options", () => {
       deviceMap: "auto",
       dtype: "auto",
       trustRemoteCode: false,
+      decoder: "auto",
+      maxBatchSize: 8,
     });
   });
 
@@ -28,6 +30,9 @@ describe("load options", () => {
     [{ dtype: "float8" }, /dtype/],
     [{ modle: "typo" }, /modle/],
     [{ longestEdge: -3 }, /longestEdge.*got -3/],
+    [{ decoder: "turbo" }, /decoder/],
+    [{ maxBatchSize: 0 }, /maxBatchSize/],
+    [{ maxBatchSize: 65 }, /maxBatchSize/],
   ])("refuse %j with an error naming the option", (input, pattern) => {
     expect(() => parseOrThrow(LoadOptions, input, "INVALID_OPTIONS", "load option")).toThrow(pattern);
     expect(() => parseOrThrow(LoadOptions, input, "INVALID_OPTIONS", "load option")).toThrow(InvalidInputError);
