@@ -20,6 +20,7 @@ class FakeEngine:
     """Streams one token every 10 ms until `maxNewTokens` or cancel; `load` takes 50 ms."""
 
     summary: dict[str, Any] | None = None
+    batch: Any = None  # no batch decoder: every request runs alone, in order
 
     def load(self, params: Any, cancel: threading.Event, on_progress: Any) -> dict[str, Any]:
         on_progress("model", "loading")
