@@ -68,8 +68,8 @@ export const LoadOptions = z.strictObject({
   /**
    * How tokens are decoded. `fast`: a preallocated KV cache per request, requests batched together as they
    * arrive, and on CUDA a captured CUDA graph per step. `reference`: transformers' generate(), one request at
-   * a time. `auto` (default): `fast` when the model sits on one CUDA device, else `reference`. Beam search and
-   * stop strings always use generate().
+   * a time. `auto` (default): `fast` when the model sits on one CUDA device, else `reference`. Beam search,
+   * stop strings and requests longer than the model's sliding window always use generate().
    */
   decoder: z.enum(["auto", "fast", "reference"]).default("auto"),
   /** Most requests the fast decoder runs in one batch; more wait in the queue. */

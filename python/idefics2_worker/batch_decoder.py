@@ -17,7 +17,6 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from .decode_graph import DecodeGraphs
-from .errors import WorkerError
 from .generation import (
     PreparedPrompt,
     aborted,
@@ -34,6 +33,7 @@ if TYPE_CHECKING:
     from .engine import Engine
 
 OnDone = Callable[[dict[str, Any] | None, BaseException | None], None]
+FIRST_STRETCH = 512  # new tokens the KV cache holds room for at admission
 
 
 @dataclass(eq=False)
@@ -79,20 +79,19 @@ class BatchDecoder:
 
     def admit(
         self, params: GenerateParams, payload: bytes, on_token: OnToken, cancel: threading.Event, on_done: OnDone
-    ) -> None:
-        """Prepares and prefills one request; it then runs with the next `step`. Errors are raised to the caller."""
+    ) -> bool:
+        """Prepares and prefills one request, which then runs with the next `step`; errors are raised to the caller.
+
+        Returns False, having started nothing, for a request longer than the model's sliding window: the step
+        attends to every cached position, so such a request must go to generate().
+        """
         model = self.model
         prepared = prepare_prompt(self.engine, params, payload)
         config, processors = self._generation_config(params, prepared)
         limit = _new_token_limit(config, prepared.prompt_tokens)
         total = prepared.prompt_tokens + limit
         if not self.graphs.supports(total):
-            raise WorkerError(
-                "CONTEXT_OVERFLOW",
-                f"The prompt ({prepared.prompt_tokens} tokens) plus maxNewTokens ({limit}) passes the model's "
-                f"sliding window of {self.graphs.sliding_window} tokens",
-                "Lower maxNewTokens, or send fewer or smaller images.",
-            )
+            return False
         if cancel.is_set():
             raise aborted()
         generator = None
@@ -103,7 +102,9 @@ class BatchDecoder:
         streamer = TokenStreamer(self._decode, on_token, cancel) if params.stream else None
         if streamer is not None:
             streamer.put(prepared.inputs["input_ids"])
-        self.graphs.ensure(len(self.running) + 1, total)
+        # Room for the prompt and a first stretch of answer; `step` grows the cache when a sequence needs more,
+        # so a large maxNewTokens that ends at EOS early never allocates its whole length.
+        self.graphs.ensure(len(self.running) + 1, prepared.prompt_tokens + min(limit, FIRST_STRETCH))
         cache, logits = prefill(model, prepared.inputs, self.vision_chunk)
         slot = len(self.running)
         self.graphs.store_prefill(slot, cache, prepared.prompt_tokens)
@@ -127,6 +128,7 @@ class BatchDecoder:
         token = self._choose(sequence, logits)
         sequence.first_step_at = time.perf_counter()
         self._advance([(sequence, token)])
+        return True
 
     def step(self) -> None:
         """Advances every running sequence by one token and finishes those that are done."""
@@ -134,6 +136,9 @@ class BatchDecoder:
         if count == 0:
             return
         graphs = self.graphs
+        needed = max(s.position for s in self.running) + 1
+        if needed > graphs.length:
+            graphs.ensure(count, max(needed, 2 * graphs.length))
         last = torch.tensor([s.ids[-1] for s in self.running], dtype=torch.long)
         positions = torch.tensor([s.position for s in self.running], dtype=torch.long)
         graphs.tokens[:count].copy_(last, non_blocking=False)

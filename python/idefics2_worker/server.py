@@ -23,7 +23,7 @@ class BatchLike(Protocol):
 
     def accepts(self, params: Any) -> bool: ...
 
-    def admit(self, params: Any, payload: bytes, on_token: Any, cancel: threading.Event, on_done: Any) -> None: ...
+    def admit(self, params: Any, payload: bytes, on_token: Any, cancel: threading.Event, on_done: Any) -> bool: ...
 
     def step(self) -> None: ...
 
@@ -185,15 +185,17 @@ class Server:
         assert batch is not None
         try:
             params = parse_generate(job.params, len(job.payload))
-            if not batch.accepts(params):
-                while batch.busy:
-                    self._step_batch()
-                self._run_alone(job)
+            if batch.accepts(params) and batch.admit(
+                params, job.payload, self._token(job.id), job.cancel, self._finisher(job)
+            ):
                 return
-            batch.admit(params, job.payload, self._token(job.id), job.cancel, self._finisher(job))
         except Exception as error:
             self._send_error(job.id, error, "generate")
             self._done(job)
+            return
+        while batch.busy:
+            self._step_batch()
+        self._run_alone(job)
 
     def _step_batch(self) -> None:
         batch = self.engine.batch

@@ -285,3 +285,58 @@ def test_each_step_feeds_the_last_token_at_the_next_position() -> None:
         assert int(fast.batch.graphs.tokens[0]) == fed
     drain(fast)
     assert collector.result is not None
+
+
+@pytest.mark.timeout(120)
+def test_the_cache_grows_as_a_long_answer_needs_it_and_a_huge_limit_allocates_nothing_up_front(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from idefics2_worker import batch_decoder
+
+    def answer(first_stretch: int) -> tuple[list[int], int]:
+        monkeypatch.setattr(batch_decoder, "FIRST_STRETCH", first_stretch)
+        fast = Engine()
+        fast.load(parse_load(load_params(decoder="fast")), threading.Event(), lambda *_: None)
+        assert fast.batch is not None
+        collector = admit(fast, "demo", maxNewTokens=400, minNewTokens=400)
+        start = fast.batch.graphs.length
+        drain(fast)
+        assert collector.result is not None
+        return collector.result["tokenIds"], start
+
+    grown, grown_start = answer(16)
+    whole, whole_start = answer(512)
+    assert grown_start == 256 < whole_start
+    assert len(grown) == 400
+    assert grown == whole  # moving the cache to a larger one changes nothing
+
+    fast = engine("none", "fast")
+    assert fast.batch is not None
+    collector = admit(fast, "demo", maxNewTokens=1_000_000)
+    assert fast.batch.graphs.length < 2048
+    drain(fast)
+    assert collector.result is not None
+    assert collector.result["text"] == "That is a blue square."
+
+
+def test_a_request_longer_than_the_sliding_window_is_left_to_generate() -> None:
+    # idefics2-8b's Mistral attends within 4,096 positions; the step attends to all it caches, so a longer
+    # request must run through generate(). The tiny model has no window: give it one for this test.
+    fast = engine("none", "fast")
+    assert fast.batch is not None
+    graphs = fast.batch.graphs
+    graphs.sliding_window = 150
+    try:
+        params, payload = REQUESTS["demo"](maxNewTokens=20)  # 136 prompt tokens + 20 > 150
+        collector = Collector()
+        taken = fast.batch.admit(params, payload, collector.on_token, threading.Event(), collector.on_done)
+        assert taken is False
+        assert not fast.batch.busy
+        assert collector.result is None
+        assert collector.error is None
+        params, payload = REQUESTS["demo"](maxNewTokens=10)
+        assert fast.batch.admit(params, payload, collector.on_token, threading.Event(), collector.on_done)
+        drain(fast)
+        assert collector.result is not None
+    finally:
+        graphs.sliding_window = None
