@@ -98,7 +98,10 @@ class BatchDecoder:
         sample = bool(config.do_sample)
         if sample:
             generator = torch.Generator(device=model.device)
-            generator.manual_seed(params.seed if params.seed is not None else torch.seed())
+            if params.seed is not None:
+                generator.manual_seed(params.seed)
+            else:
+                generator.seed()
         streamer = TokenStreamer(self._decode, on_token, cancel) if params.stream else None
         if streamer is not None:
             streamer.put(prepared.inputs["input_ids"])
@@ -124,9 +127,10 @@ class BatchDecoder:
             position=prepared.prompt_tokens - 1,
             history=prepared.inputs["input_ids"] if processors else None,
         )
-        self.running.append(sequence)
+        # Chosen before the sequence joins, so a failing choice leaves nothing running for this request.
         token = self._choose(sequence, logits)
         sequence.first_step_at = time.perf_counter()
+        self.running.append(sequence)
         self._advance([(sequence, token)])
         return True
 
