@@ -62,7 +62,6 @@ class BatchDecoder:
         self.model = engine.model
         self.graphs = DecodeGraphs(engine.model, max_batch, use_graphs)
         self.vision_chunk = vision_chunk
-        self.max_batch = max_batch
         self.running: list[_Sequence] = []
         self._decode = text_decoder(engine.processor)
 
@@ -71,7 +70,7 @@ class BatchDecoder:
         return bool(self.running)
 
     def has_room(self) -> bool:
-        return len(self.running) < self.max_batch
+        return len(self.running) < self.graphs.max_batch
 
     def accepts(self, params: GenerateParams) -> bool:
         kwargs = params.generate_kwargs

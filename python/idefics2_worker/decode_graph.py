@@ -74,16 +74,15 @@ class DecodeGraphs:
 
     def ensure(self, slots: int, length: int) -> None:
         """Grows the cache to at least `slots` rows of `length` positions, keeping what is stored."""
-        slots = max(self.slots, min(self.max_batch, _bucket(slots, self.max_batch)))
+        slots = max(self.slots, _bucket(slots, self.max_batch))
         length = max(self.length, _round_up(length, CACHE_GRANULE))
         if slots == self.slots and length == self.length:
             return
         shape = (slots, self.kv_heads, length, self.head_dim)
         keys, values = [], []
         for index in range(len(self.text.layers)):
-            device = self._layer_device(index)
-            key = torch.zeros(shape, dtype=self.dtype, device=device)
-            value = torch.zeros(shape, dtype=self.dtype, device=device)
+            key = torch.zeros(shape, dtype=self.dtype, device=self.device)
+            value = torch.zeros(shape, dtype=self.dtype, device=self.device)
             if self.keys:
                 key[: self.slots, :, : self.length].copy_(self.keys[index])
                 value[: self.slots, :, : self.length].copy_(self.values[index])
@@ -91,10 +90,9 @@ class DecodeGraphs:
             values.append(value)
         mask = torch.zeros(self.max_batch, 1, 1, length, dtype=torch.bool, device=self.device)
         mask[:, :, :, : self.length].copy_(self.mask)
-        self.keys, self.values, self.mask = [], [], mask
-        self._drop_graphs()
-        self.keys, self.values = keys, values
+        self.keys, self.values, self.mask = keys, values, mask
         self.slots, self.length = slots, length
+        self._drop_graphs()
 
     def release(self) -> None:
         """Frees the cache and graphs (when no sequence is running) so idle memory is the model's alone."""
@@ -197,9 +195,6 @@ class DecodeGraphs:
         grouped = query.reshape(size, self.kv_heads, self.heads // self.kv_heads, dim)
         out = scaled_dot_product_attention(grouped, keys[:size], values[:size], attn_mask=mask, scale=self.scaling)
         return attn.o_proj(out.reshape(size, 1, self.heads * dim))
-
-    def _layer_device(self, index: int) -> torch.device:
-        return self.text.layers[index].input_layernorm.weight.device
 
     def _drop_graphs(self) -> None:
         # A memory pool goes away with the last graph that used it: new graphs need a new pool.
