@@ -7,6 +7,10 @@ text model's own computation, module by module (the same norms, projections, rot
 modules, so the same bitsandbytes kernels), with two changes that do not change the function:
 the KV cache is preallocated per slot, with attention masked to each sequence's own positions, and the
 query heads sharing a KV head are attended as one group instead of repeating K and V.
+
+On CUDA with Triton (or when `kernels` is forced, as the CPU tests do under Triton's interpreter), the work
+between the projections runs as a few fused kernels (`step_kernels`) and the quantized projections as the
+worker's own kernels (`decode_linears`), each rounding where the module code rounds.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from typing import Any
 import torch
 from torch.nn.functional import scaled_dot_product_attention
 
+from . import step_kernels
 from .decode_linears import DecodeLinears
 
 CACHE_GRANULE = 256
@@ -34,10 +39,21 @@ def _bucket(count: int, limit: int) -> int:
     return min(size, limit)
 
 
+def _fusable(text: Any) -> bool:
+    """Whether the layers are the Mistral ones the fused kernels reproduce (RMSNorm, SiLU MLP, default rotary)."""
+    config = text.config
+    norms = [text.norm, *(n for layer in text.layers for n in (layer.input_layernorm, layer.post_attention_layernorm))]
+    return (
+        getattr(config, "hidden_act", None) == "silu"
+        and all(type(norm).__name__.endswith("RMSNorm") and hasattr(norm, "variance_epsilon") for norm in norms)
+        and all(hasattr(layer.mlp, name) for layer in text.layers for name in ("gate_proj", "up_proj", "down_proj"))
+    )
+
+
 class DecodeGraphs:
     """KV slots plus the step; `run(count)` advances slots 0..count-1 by one token each."""
 
-    def __init__(self, model: Any, max_batch: int, use_graphs: bool) -> None:
+    def __init__(self, model: Any, max_batch: int, use_graphs: bool, kernels: bool | None = None) -> None:
         text = model.model.text_model
         config = text.config
         self.model = model
@@ -53,7 +69,10 @@ class DecodeGraphs:
         self.scaling = float(first.scaling)
         self.sliding_window = getattr(config, "sliding_window", None)
         self._rotary: Callable[..., Any] = sys.modules[type(first).__module__].apply_rotary_pos_emb
-        self.linears = DecodeLinears(model)
+        if kernels is None:
+            kernels = step_kernels.available(self.device)
+        self.linears = DecodeLinears(model, kernels)
+        self.fused = kernels and _fusable(text)
         self.slots = 0
         self.length = 0
         self.keys: list[torch.Tensor] = []
@@ -154,14 +173,20 @@ class DecodeGraphs:
         self._graphs[size] = (graph, logits)
         return graph, logits
 
-    def _step(self, size: int) -> torch.Tensor:
-        text = self.text
+    def _embed(self, size: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Opens each row's mask at its position; the rows' token embeddings, rotary cos / sin, and mask."""
         rows, positions = self.rows[:size], self.positions[:size]
         zeros = self._zeros[:size]
         self.mask.index_put_((rows, zeros, zeros, positions), self._true)
-        mask = self.mask[:size]
-        hidden = text.embed_tokens(self.tokens[:size, None])
-        cos, sin = text.rotary_emb(hidden, positions[:, None])
+        hidden = self.text.embed_tokens(self.tokens[:size, None])
+        cos, sin = self.text.rotary_emb(hidden, positions[:, None])
+        return hidden, cos, sin, self.mask[:size]
+
+    def _step(self, size: int) -> torch.Tensor:
+        if self.fused:
+            return self._fused_step(size)
+        text = self.text
+        hidden, cos, sin, mask = self._embed(size)
         with self.linears.capturable():
             for index, layer in enumerate(text.layers):
                 residual = hidden
@@ -187,14 +212,49 @@ class DecodeGraphs:
         key = attn.k_proj(hidden).view(size, 1, self.kv_heads, dim).transpose(1, 2)
         value = attn.v_proj(hidden).view(size, 1, self.kv_heads, dim).transpose(1, 2)
         query, key = self._rotary(query, key, *rotary)
-        keys, values = self.keys[index], self.values[index]
-        keys[rows, :, positions] = key[:, :, 0]
-        values[rows, :, positions] = value[:, :, 0]
+        self.keys[index][rows, :, positions] = key[:, :, 0]
+        self.values[index][rows, :, positions] = value[:, :, 0]
+        return self._attend(attn, index, query, mask)
+
+    def _attend(self, attn: Any, index: int, query: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Attention over each row's cache slot and the output projection; query holds [rows, heads, (1,) dim]."""
+        size, dim = query.shape[0], self.head_dim
         # Query head h uses KV head h // groups (transformers' repeat_kv), so the heads of one KV head
         # are a contiguous group: attend them as a group of queries at the same position.
         grouped = query.reshape(size, self.kv_heads, self.heads // self.kv_heads, dim)
-        out = scaled_dot_product_attention(grouped, keys[:size], values[:size], attn_mask=mask, scale=self.scaling)
+        keys, values = self.keys[index][:size], self.values[index][:size]
+        out = scaled_dot_product_attention(grouped, keys, values, attn_mask=mask, scale=self.scaling)
         return attn.o_proj(out.reshape(size, 1, self.heads * dim))
+
+    def _fused_step(self, size: int) -> torch.Tensor:
+        # The same computation as _step; each residual add is fused with the norm that follows it.
+        text = self.text
+        hidden, cos, sin, mask = self._embed(size)
+        positions = self.positions[:size]
+        norms = [n for layer in text.layers for n in (layer.input_layernorm, layer.post_attention_layernorm)]
+        norms.append(text.norm)
+        residual, normed = step_kernels.add_rms_norm(hidden, None, norms[0].weight, norms[0].variance_epsilon)
+        with self.linears.capturable():
+            for index, layer in enumerate(text.layers):
+                attn = layer.self_attn
+                query = step_kernels.rotary_into_cache(
+                    attn.q_proj(normed),
+                    attn.k_proj(normed),
+                    attn.v_proj(normed),
+                    cos,
+                    sin,
+                    self.keys[index],
+                    self.values[index],
+                    positions,
+                )
+                out = self._attend(attn, index, query, mask)
+                norm = norms[2 * index + 1]
+                residual, normed = step_kernels.add_rms_norm(residual, out, norm.weight, norm.variance_epsilon)
+                mlp = layer.mlp
+                out = mlp.down_proj(step_kernels.silu_mul(mlp.gate_proj(normed), mlp.up_proj(normed)))
+                norm = norms[2 * index + 2]
+                residual, normed = step_kernels.add_rms_norm(residual, out, norm.weight, norm.variance_epsilon)
+            return self.model.lm_head(normed[:, 0]).float()
 
     def _drop_graphs(self) -> None:
         # A memory pool goes away with the last graph that used it: new graphs need a new pool.

@@ -15,9 +15,11 @@ from .prefill import prefill
 
 
 @torch.inference_mode()
-def fast_path_logits(model: Any, inputs: Any, tokens: list[int], use_graphs: bool = True) -> torch.Tensor:
+def fast_path_logits(
+    model: Any, inputs: Any, tokens: list[int], use_graphs: bool = True, kernels: bool | None = None
+) -> torch.Tensor:
     """Float32 logits of shape [len(tokens), vocab]: row i predicts tokens[i] given the prompt and tokens[:i]."""
-    graphs = DecodeGraphs(model, max_batch=1, use_graphs=use_graphs)
+    graphs = DecodeGraphs(model, max_batch=1, use_graphs=use_graphs, kernels=kernels)
     length = int(inputs["input_ids"].shape[1])
     graphs.ensure(1, length + len(tokens))
     cache, first = prefill(model, inputs, vision_chunk=1)

@@ -1,0 +1,172 @@
+"""Triton kernels for the decode step's work between the projections: residual add + RMSNorm, rotary embedding
++ KV-cache write, and SiLU * up.
+
+Run module by module, a decode step of idefics2-8b launches ~1,600 kernels, ~1,200 of them small elementwise
+ones (casts, pow, mean, rsqrt, neg, cat, index_put...): 3.3 of the 9.1 ms of a bf16 step on an H100
+(docs/BENCHMARKS.md). Each kernel here does one of those groups in one launch and rounds where the module
+code rounds: every bf16 result of the eager code is rounded to bf16 here too, so only the order of the float32
+sum in the norm's mean and the last bits of rsqrt / exp can differ.
+"""
+
+from __future__ import annotations
+
+import torch
+
+try:
+    import triton
+    import triton.language as tl
+except Exception:  # no Triton: the step calls the model's own modules
+    triton = None
+
+
+if triton is not None:
+
+    @triton.jit
+    def _add_rms_norm_kernel(residual, delta, weight, hidden_out, normed_out, eps, D: tl.constexpr,
+                             BLOCK: tl.constexpr, HAS_DELTA: tl.constexpr):  # fmt: skip
+        # MistralRMSNorm: w * (h32 * rsqrt(mean(h32²) + eps)).to(h.dtype), after h = residual + delta in h.dtype.
+        row = tl.program_id(0)
+        col = tl.arange(0, BLOCK)
+        ok = col < D
+        hidden = tl.load(residual + row * D + col, mask=ok, other=0.0)
+        if HAS_DELTA:
+            added = hidden.to(tl.float32) + tl.load(delta + row * D + col, mask=ok, other=0.0).to(tl.float32)
+            hidden = added.to(hidden.dtype)
+            tl.store(hidden_out + row * D + col, hidden, mask=ok)
+        wide = hidden.to(tl.float32)
+        variance = tl.sum(wide * wide, axis=0) / D
+        scaled = (wide * tl.math.rsqrt(variance + eps)).to(hidden.dtype)
+        w = tl.load(weight + col, mask=ok, other=0.0)
+        normed = w.to(tl.float32) * scaled.to(tl.float32)
+        tl.store(normed_out + row * D + col, normed.to(normed_out.dtype.element_ty), mask=ok)
+
+    @triton.jit
+    def _rotate(source, cos, sin, HALF: tl.constexpr, BLOCK: tl.constexpr):
+        # transformers' apply_rotary_pos_emb: x * cos + rotate_half(x) * sin, each product and the sum rounded.
+        index = tl.arange(0, BLOCK)
+        ok = index < HALF
+        first = tl.load(source + index, mask=ok, other=0.0)
+        second = tl.load(source + HALF + index, mask=ok, other=0.0)
+        dtype = first.dtype
+        cos_first = tl.load(cos + index, mask=ok, other=0.0).to(tl.float32)
+        cos_second = tl.load(cos + HALF + index, mask=ok, other=0.0).to(tl.float32)
+        sin_first = tl.load(sin + index, mask=ok, other=0.0).to(tl.float32)
+        sin_second = tl.load(sin + HALF + index, mask=ok, other=0.0).to(tl.float32)
+        a = first.to(tl.float32)
+        b = second.to(tl.float32)
+        out_first = (a * cos_first).to(dtype).to(tl.float32) + (-b * sin_first).to(dtype).to(tl.float32)
+        out_second = (b * cos_second).to(dtype).to(tl.float32) + (a * sin_second).to(dtype).to(tl.float32)
+        return out_first.to(dtype), out_second.to(dtype), index, ok
+
+    @triton.jit
+    def _rotary_cache_kernel(query, key, value, cos, sin, query_out, keys, values, positions, LENGTH,
+                             HEADS: tl.constexpr, KV_HEADS: tl.constexpr, DIM: tl.constexpr,
+                             BLOCK: tl.constexpr):  # fmt: skip
+        # Program (row, head): heads 0..HEADS-1 rotate a query head into query_out; the next KV_HEADS rotate a
+        # key head and write it, with its value head, at the row's position in the row's cache slot.
+        row = tl.program_id(0)
+        head = tl.program_id(1)
+        HALF: tl.constexpr = DIM // 2
+        row_cos = cos + row * DIM
+        row_sin = sin + row * DIM
+        if head < HEADS:
+            first, second, index, ok = _rotate(query + (row * HEADS + head) * DIM, row_cos, row_sin, HALF, BLOCK)
+            target = query_out + (row * HEADS + head) * DIM
+            tl.store(target + index, first, mask=ok)
+            tl.store(target + HALF + index, second, mask=ok)
+        else:
+            kv_head = head - HEADS
+            source = (row * KV_HEADS + kv_head) * DIM
+            first, second, index, ok = _rotate(key + source, row_cos, row_sin, HALF, BLOCK)
+            position = tl.load(positions + row)
+            slot = ((row * KV_HEADS + kv_head) * LENGTH + position) * DIM
+            tl.store(keys + slot + index, first.to(keys.dtype.element_ty), mask=ok)
+            tl.store(keys + slot + HALF + index, second.to(keys.dtype.element_ty), mask=ok)
+            whole = tl.arange(0, 2 * BLOCK)
+            whole_ok = whole < DIM
+            v = tl.load(value + source + whole, mask=whole_ok, other=0.0)
+            tl.store(values + slot + whole, v.to(values.dtype.element_ty), mask=whole_ok)
+
+    @triton.jit
+    def _silu_mul_kernel(gate, up, out, N, BLOCK: tl.constexpr):
+        # act_fn(gate) * up with act_fn = SiLU: silu rounded to the dtype, then the product rounded.
+        index = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+        ok = index < N
+        g = tl.load(gate + index, mask=ok, other=0.0)
+        u = tl.load(up + index, mask=ok, other=0.0)
+        wide = g.to(tl.float32)
+        activated = (wide / (1.0 + tl.exp(-wide))).to(g.dtype)
+        tl.store(out + index, (activated.to(tl.float32) * u.to(tl.float32)).to(out.dtype.element_ty), mask=ok)
+
+
+def available(device: torch.device) -> bool:
+    return triton is not None and device.type == "cuda"
+
+
+def add_rms_norm(
+    residual: torch.Tensor, delta: torch.Tensor | None, weight: torch.Tensor, eps: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(residual + delta, rms_norm(residual + delta)); without delta, (residual, rms_norm(residual))."""
+    dim = residual.shape[-1]
+    rows = residual.numel() // dim
+    hidden = torch.empty_like(residual) if delta is not None else residual
+    normed = torch.empty(
+        residual.shape, dtype=torch.promote_types(weight.dtype, residual.dtype), device=residual.device
+    )
+    _add_rms_norm_kernel[(rows,)](
+        residual,
+        delta if delta is not None else residual,
+        weight,
+        hidden,
+        normed,
+        eps,
+        D=dim,
+        BLOCK=triton.next_power_of_2(dim),
+        HAS_DELTA=delta is not None,
+        num_warps=8 if dim >= 2048 else 4,
+    )
+    return hidden, normed
+
+
+def rotary_into_cache(
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    cos: torch.Tensor,
+    sin: torch.Tensor,
+    keys: torch.Tensor,
+    values: torch.Tensor,
+    positions: torch.Tensor,
+) -> torch.Tensor:
+    """Rotated queries [rows, heads, dim]; rotated keys and the values written into cache slots 0..rows-1 at
+    `positions`. query/key/value are the projections' outputs [rows, 1, heads·dim]; cos/sin [rows, 1, dim]."""
+    rows = query.shape[0]
+    kv_heads, length, dim = keys.shape[1:]
+    heads = query.shape[-1] // dim
+    query_out = torch.empty(rows, heads, dim, dtype=query.dtype, device=query.device)
+    _rotary_cache_kernel[(rows, heads + kv_heads)](
+        query.contiguous(),
+        key.contiguous(),
+        value.contiguous(),
+        cos.contiguous(),
+        sin.contiguous(),
+        query_out,
+        keys,
+        values,
+        positions,
+        length,
+        HEADS=heads,
+        KV_HEADS=kv_heads,
+        DIM=dim,
+        BLOCK=triton.next_power_of_2(dim // 2),
+        num_warps=1,
+    )
+    return query_out
+
+
+def silu_mul(gate: torch.Tensor, up: torch.Tensor) -> torch.Tensor:
+    out = torch.empty(gate.shape, dtype=torch.promote_types(gate.dtype, up.dtype), device=gate.device)
+    count = gate.numel()
+    block = 1024
+    _silu_mul_kernel[(triton.cdiv(count, block),)](gate.contiguous(), up.contiguous(), out, count, BLOCK=block)
+    return out
