@@ -3,7 +3,8 @@
 
 Loads the model as the SDK does, prefills the blog-sized prompt, then times the captured step (graph replay,
 ms per step at batch 1 and 8) and profiles eager steps, printing the GPU kernels that take the most time and
-the number of kernels per step. Prints one JSON line per quantization at the end.
+the number of kernels per step. The same step made of the model's own modules (`kernels=False`: no fused
+step kernels, bitsandbytes' own 4-bit kernel) is timed beside it. Prints one JSON line per quantization at the end.
 
 Usage: python scripts/profile_decode_step.py --model DIR [--quantization bf16 --quantization 4bit ...]
 """
@@ -22,6 +23,7 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "python"))
+from idefics2_worker.decode_graph import DecodeGraphs
 from idefics2_worker.engine import Engine
 from idefics2_worker.params import parse_load
 
@@ -39,6 +41,15 @@ def load(model: str, quantization: str) -> Engine:
     engine = Engine()
     engine.load(parse_load(params), threading.Event(), lambda *_: None)
     return engine
+
+
+def prepare(graphs: DecodeGraphs) -> None:
+    """Eight rows at position 900 of a 1,024-position cache, each attending to 900 positions before it."""
+    graphs.ensure(8, 1024)
+    for row in range(8):
+        graphs.mask[row, :, :, :900] = True
+    graphs.tokens[:8] = 100
+    graphs.positions[:8] = 900
 
 
 def replay_ms(graphs, count: int, steps: int = 50) -> float:
@@ -59,13 +70,17 @@ def main() -> None:
     summaries = []
     for quantization in args.quantization or ["bf16", "4bit", "8bit"]:
         engine = load(args.model, quantization)
-        graphs = engine.batch.graphs
-        graphs.ensure(8, 1024)
-        for row in range(8):
-            graphs.mask[row, :, :, :900] = True
-        graphs.tokens[:8] = 100
-        graphs.positions[:8] = 900
         summary = {"quantization": quantization, "dtype": str(engine.model.dtype)}
+        modules = DecodeGraphs(engine.model, 8, use_graphs=True, kernels=False)
+        prepare(modules)
+        summary["modules_graph_ms_batch1"] = round(replay_ms(modules, 1), 3)
+        summary["modules_graph_ms_batch8"] = round(replay_ms(modules, 8), 3)
+        modules.release()
+        del modules
+        graphs = engine.batch.graphs
+        prepare(graphs)
+        summary["fused"] = graphs.fused
+        summary["four_bit_kernel_layers"] = len(graphs.linears.four_bit)
         summary["graph_ms_batch1"] = round(replay_ms(graphs, 1), 3)
         summary["graph_ms_batch8"] = round(replay_ms(graphs, 8), 3)
         with torch.inference_mode():

@@ -4,10 +4,12 @@ It computes what bitsandbytes computes for a batch of one per row: the int8 prod
 weight, summed exactly in int32, scaled by the row and column absmax / 127² and rounded to float16 (bitsandbytes'
 dequant kernel), then the outlier columns' product with the dequantised weight added in float32. Only the order
 of float32 additions in the outlier term differs. bitsandbytes' own forward cannot be captured in a CUDA graph
-and, at batch 1, spends ~250-330 µs per layer; this kernel takes 40-90 µs (docs/BENCHMARKS.md).
+and, at batch 1, spends ~250-650 µs per layer; this kernel takes 6-32 µs (docs/BENCHMARKS.md).
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import torch
 
@@ -18,9 +20,22 @@ except Exception:  # no Triton (CPU torch builds): the caller computes the same 
     triton = None
 
 
-# Outputs per program, and weights per step along K (256 bytes of each weight row).
-BLOCK_N = 16
-BLOCK_K = 256
+@dataclass(frozen=True)
+class Tiling:
+    """Outputs per program, weights per step along K, and warps per program."""
+
+    outputs: int = 8
+    columns: int = 1024
+    warps: int = 4
+
+
+DEFAULT_TILING = Tiling()
+
+
+def tiling_for(outputs: int, rows: int) -> Tiling:
+    """The fastest tiling measured on an H100 at idefics2-8b's shapes (scripts/tune_decode_kernels.py): shorter
+    steps along K for several rows (more accumulators live) and for wide layers (more programs in flight)."""
+    return Tiling(columns=512) if rows > 1 or outputs >= 8192 else DEFAULT_TILING
 
 
 def available(device: torch.device) -> bool:
@@ -31,29 +46,36 @@ if triton is not None:
 
     @triton.jit
     def _eight_bit_kernel(quantized, outliers, weight, row_absmax, weight_absmax, out, N, K: tl.constexpr,
-                          OUT_DTYPE: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):  # fmt: skip
-        # Program (row, block): BLOCK_N outputs of one input row. Programs of neighbouring rows run together
-        # and read the same weight block, which they mostly find in L2.
-        row = tl.program_id(0)
-        outputs = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
+                          ROWS: tl.constexpr, ROWS_P2: tl.constexpr, OUT_DTYPE: tl.constexpr,
+                          BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):  # fmt: skip
+        # Program: BLOCK_N outputs of every input row; each weight block is read once and used for all rows.
+        # The outlier term is skipped for blocks where a row has no outlier (most of them).
+        outputs = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
         output_ok = outputs < N
         column = tl.arange(0, BLOCK_K)
-        exact = tl.zeros([BLOCK_N], dtype=tl.int32)
-        extra = tl.zeros([BLOCK_N], dtype=tl.float32)
+        row = tl.arange(0, ROWS_P2)
+        exact = tl.zeros([BLOCK_N, ROWS_P2], dtype=tl.int32)
+        extra = tl.zeros([BLOCK_N, ROWS_P2], dtype=tl.float32)
         for start in range(0, K, BLOCK_K):
             col = start + column
             col_ok = col < K
             ok = output_ok[:, None] & col_ok[None, :]
             w = tl.load(weight + outputs[:, None] * K + col[None, :], mask=ok, other=0)
-            a = tl.load(quantized + row * K + col, mask=col_ok, other=0)
-            o = tl.load(outliers + row * K + col, mask=col_ok, other=0.0)
-            exact += tl.sum(w.to(tl.int32) * a.to(tl.int32)[None, :], axis=1)
-            extra += tl.sum(w.to(tl.float32) * o[None, :], axis=1)
-        column_scale = tl.load(weight_absmax + outputs, mask=output_ok, other=0.0)
-        row_scale = tl.load(row_absmax + row)
+            wide = w.to(tl.int32)
+            for r in tl.static_range(ROWS):
+                a = tl.load(quantized + r * K + col, mask=col_ok, other=0)
+                part = tl.sum(wide * a.to(tl.int32)[None, :], axis=1)
+                exact = tl.where(row[None, :] == r, exact + part[:, None], exact)
+                o = tl.load(outliers + r * K + col, mask=col_ok, other=0.0)
+                if tl.max(tl.abs(o), axis=0) > 0.0:
+                    more = tl.sum(w.to(tl.float32) * o[None, :], axis=1)
+                    extra = tl.where(row[None, :] == r, extra + more[:, None], extra)
+        column_scale = tl.load(weight_absmax + outputs, mask=output_ok, other=0.0)[:, None]
+        row_scale = tl.load(row_absmax + row, mask=row < ROWS, other=0.0)[None, :]
         main = (exact.to(tl.float32) * (row_scale * column_scale) * 6.200124e-05).to(tl.float16)
         result = main.to(OUT_DTYPE).to(tl.float32) + extra * column_scale * 7.874015718698502e-3
-        tl.store(out + row * N + outputs, result.to(OUT_DTYPE), mask=output_ok)
+        store_ok = output_ok[:, None] & (row[None, :] < ROWS)
+        tl.store(out + row[None, :] * N + outputs[:, None], result.to(OUT_DTYPE), mask=store_ok)
 
 
 _TL_DTYPES = {torch.bfloat16: "bfloat16", torch.float16: "float16", torch.float32: "float32"}
@@ -66,13 +88,15 @@ def eight_bit_gemv(
     row_absmax: torch.Tensor,
     weight_absmax: torch.Tensor,
     dtype: torch.dtype,
+    tiling: Tiling | None = None,
 ) -> torch.Tensor:
     """quantized int8 [rows, K], outliers float32 [rows, K] (zero off the outlier columns) → dtype [rows, N]."""
     n, k = weight.shape
     rows = quantized.shape[0]
     out = torch.empty(rows, n, dtype=dtype, device=quantized.device)
 
-    grid = (rows, triton.cdiv(n, BLOCK_N))
+    tiling = tiling or tiling_for(n, rows)
+    grid = (triton.cdiv(n, tiling.outputs),)
     _eight_bit_kernel[grid](
         quantized,
         outliers,
@@ -82,9 +106,11 @@ def eight_bit_gemv(
         out,
         n,
         K=k,
+        ROWS=rows,
+        ROWS_P2=triton.next_power_of_2(rows),
         OUT_DTYPE=getattr(tl, _TL_DTYPES[dtype]),
-        BLOCK_N=BLOCK_N,
-        BLOCK_K=BLOCK_K,
-        num_warps=4,
+        BLOCK_N=tiling.outputs,
+        BLOCK_K=tiling.columns,
+        num_warps=tiling.warps,
     )
     return out

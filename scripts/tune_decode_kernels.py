@@ -1,0 +1,164 @@
+#!/usr/bin/env python3
+"""Chooses the tilings of the worker's 4-bit and int8 decode kernels (GPU): times every tiling in a grid at
+idefics2-8b's text-model shapes, at 1 and 8 rows, against bitsandbytes' own kernels, and checks each result
+against bitsandbytes (largest difference in bf16 rounding steps).
+
+Kernels are compiled first by a pool of processes (Triton caches them on disk), then timed one at a time from
+CUDA graphs of 20 calls. Prints the best tilings per shape and rows, and the per-token sum over the 32 layers.
+
+Usage: python scripts/tune_decode_kernels.py [--out FILE.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import os
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "python"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_linear_kernels import timed
+from idefics2_worker import four_bit_gemv, int8_gemv
+
+LAYERS = 32
+# (name, in, out, count per layer): Mistral-7B as in idefics2-8b.
+SHAPES = [("q/o", 4096, 4096, 2), ("k/v", 4096, 1024, 2), ("gate/up", 4096, 14336, 2), ("down", 14336, 4096, 1)]
+FOUR_BIT = [four_bit_gemv.Tiling(*t) for t in itertools.product([1, 2, 4, 8, 16], [8, 16, 32], [2, 4, 8])]
+INT8 = [int8_gemv.Tiling(*t) for t in itertools.product([4, 8, 16, 32], [256, 512, 1024], [4, 8])]
+ROWS = (1, 8)
+
+
+def four_bit_operands(k: int, n: int) -> tuple[torch.nn.Module, tuple]:
+    import bitsandbytes as bnb
+
+    layer = bnb.nn.Linear4bit(k, n, bias=False, compute_dtype=torch.float32, quant_type="nf4")
+    weight = (torch.randn(n, k) * 0.02).to(torch.bfloat16)
+    layer.weight = bnb.nn.Params4bit(weight, requires_grad=False, quant_type="nf4", compress_statistics=False)
+    layer = layer.cuda()
+    state = layer.weight.quant_state
+    return layer, (layer.weight.data.view(-1), state.absmax, state.code, (n, k), state.blocksize)
+
+
+def int8_operands(k: int, n: int, rows: int) -> tuple:
+    weight = torch.randint(-127, 128, (n, k), dtype=torch.int8, device="cuda")
+    weight_absmax = torch.rand(n, device="cuda") * 0.1
+    quantized = torch.randint(-127, 128, (rows, k), dtype=torch.int8, device="cuda")
+    row_absmax = torch.rand(rows, device="cuda") * 3
+    outliers = torch.zeros(rows, k, device="cuda")
+    outliers[:, :3] = 9.0  # three outlier columns, as LLM.int8() sees in real activations
+    return quantized, outliers, weight, row_absmax, weight_absmax
+
+
+def compile_shape(job: tuple[str, int, int, int]) -> int:
+    """Runs every tiling once for one (kind, k, n, rows) on small data, so the timing process finds them cached."""
+    kind, k, n, rows = job
+    torch.manual_seed(0)
+    compiled = 0
+    for tiling in FOUR_BIT if kind == "four_bit" else INT8:
+        try:
+            call(kind, k, n, rows, tiling)()
+            compiled += 1
+        except Exception as error:  # a tiling that does not compile is left out of the timing
+            print(f"{kind} {k}x{n} rows {rows} {tiling}: {type(error).__name__}", flush=True)
+    torch.cuda.synchronize()
+    return compiled
+
+
+OPERANDS: dict[tuple, tuple] = {}
+
+
+def call(kind: str, k: int, n: int, rows: int, tiling: object) -> object:
+    """A no-argument call of one kernel with one tiling on operands kept per shape."""
+    key = (kind, k, n, rows)
+    if key not in OPERANDS:
+        torch.manual_seed(0)
+        if kind == "four_bit":
+            layer, operands = four_bit_operands(k, n)
+            OPERANDS[key] = (layer, operands, torch.randn(rows, k, dtype=torch.bfloat16, device="cuda"))
+        else:
+            OPERANDS[key] = (None, int8_operands(k, n, rows), None)
+    _, operands, x = OPERANDS[key]
+    if kind == "four_bit":
+        return lambda: four_bit_gemv.four_bit_gemv(x, *operands, tiling=tiling)
+    return lambda: int8_gemv.eight_bit_gemv(*operands, torch.bfloat16, tiling=tiling)
+
+
+def steps(ours: torch.Tensor, theirs: torch.Tensor) -> float:
+    """Largest difference in bf16 rounding steps, taken at least at the outputs' RMS: float32 sums in another
+    order differ by a step or so of the terms summed, which is many steps of an output that cancels to ~0."""
+    a, b = ours.double(), theirs.double()
+    floor = b.pow(2).mean().sqrt().item()
+    return float(((a - b).abs() / (2.0**-7 * torch.maximum(a.abs(), b.abs()).clamp_min(floor))).max().item())
+
+
+def us(row: dict) -> float:
+    return row["us"]
+
+
+def time_shape(name: str, k: int, n: int, rows: int) -> list[dict]:
+    results = []
+    call("four_bit", k, n, rows, four_bit_gemv.DEFAULT_TILING)
+    layer, _, x = OPERANDS[("four_bit", k, n, rows)]
+    with torch.inference_mode():
+        theirs = torch.cat([layer(x[i : i + 1]) for i in range(rows)])  # bitsandbytes, one row at a time
+        bnb_us = timed(lambda: layer(x), graph=True)
+    base = {"shape": name, "rows": rows}
+    for kind, tilings in (("four_bit", FOUR_BIT), ("int8", INT8)):
+        for tiling in tilings:
+            try:
+                run = call(kind, k, n, rows, tiling)
+                row = {"kind": kind, **base, "tiling": tiling.__dict__, "us": timed(run, graph=True)}
+            except Exception:  # reported when compiled
+                continue
+            if kind == "four_bit":
+                row["steps_vs_bitsandbytes"] = steps(run(), theirs)
+            results.append(row)
+        ranked = sorted((r for r in results if r["kind"] == kind), key=us)
+        default = (four_bit_gemv if kind == "four_bit" else int8_gemv).DEFAULT_TILING.__dict__
+        default_us = next((r["us"] for r in ranked if r["tiling"] == default), float("nan"))
+        note = f"bitsandbytes {bnb_us:7.1f} us; " if kind == "four_bit" else ""
+        worst = max((r.get("steps_vs_bitsandbytes", 0.0) for r in ranked), default=0.0)
+        print(f"{kind:8} {name:8} rows {rows}: {note}default {default_us:7.1f} us; max steps {worst:.2f}", flush=True)
+        for r in ranked[:4]:
+            print(f"      {r['us']:7.1f} us {r['tiling']}", flush=True)
+    results.append({"kind": "bitsandbytes nf4 float32", **base, "us": bnb_us})
+    return results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--out")
+    args = parser.parse_args()
+    started = time.time()
+    jobs = [(kind, k, n, rows) for kind in ("four_bit", "int8") for _, k, n, _ in SHAPES for rows in ROWS]
+    workers = min(len(jobs), max(1, (os.cpu_count() or 2) - 1))
+    with ProcessPoolExecutor(workers, mp_context=torch.multiprocessing.get_context("spawn")) as pool:
+        compiled = sum(pool.map(compile_shape, jobs))
+    print(f"compiled {compiled} kernels in {time.time() - started:.0f} s", flush=True)
+
+    results = []
+    for name, k, n, _ in SHAPES:
+        for rows in ROWS:
+            results += time_shape(name, k, n, rows)
+        OPERANDS.clear()
+        torch.cuda.empty_cache()
+    for kind in ("four_bit", "int8"):
+        for rows in ROWS:
+            total = 0.0
+            for name, _, _, per_layer in SHAPES:
+                fastest = min((r for r in results if (r["kind"], r["shape"], r["rows"]) == (kind, name, rows)), key=us)
+                total += fastest["us"] * per_layer * LAYERS
+            print(f"per token, {kind} best tilings, rows {rows}: {total / 1000:.2f} ms", flush=True)
+    if args.out:
+        Path(args.out).write_text(json.dumps({"card": torch.cuda.get_device_name(), "rows": results}, indent=1))
+
+
+if __name__ == "__main__":
+    main()
