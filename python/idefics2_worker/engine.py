@@ -107,9 +107,10 @@ class Engine:
         import torch
         from transformers import AutoModelForImageTextToText, AutoProcessor
 
-        from .compat import expose_pil_image_processor
+        from .compat import expose_pil_image_processor, quiet_int8_cast_notice
 
         expose_pil_image_processor()
+        quiet_int8_cast_notice()
         started = time.perf_counter()
         if _wants_cuda(params.device_map) and not torch.cuda.is_available():
             raise WorkerError(
