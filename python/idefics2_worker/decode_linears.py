@@ -39,6 +39,7 @@ def _four_bit_kernel_computes(module: Any) -> bool:
     state = getattr(module.weight, "quant_state", None)
     return (
         state is not None
+        and module.weight.dtype == torch.uint8  # bnb_4bit_quant_storage other than uint8 packs differently
         and module.compute_dtype == torch.float32
         and not state.nested
         and not getattr(state, "packing_format_for_cpu", False)

@@ -42,6 +42,11 @@ def tiling_for(outputs: int) -> Tiling:
     return NARROW_TILING if outputs < 2048 else DEFAULT_TILING
 
 
+# Rows per launch: each row adds accumulators and an unrolled copy of the inner loop, so a batch beyond the
+# measured 1-8 (maxBatchSize allows up to 64) runs in launches of at most 8 rows.
+MAX_ROWS = 8
+
+
 def available(device: torch.device) -> bool:
     return triton is not None and device.type == "cuda"
 
@@ -101,27 +106,27 @@ def four_bit_gemv(
     n, k = shape
     if k % blocksize or blocksize % 2:
         raise ValueError(f"4-bit kernel needs K ({k}) a multiple of the block size ({blocksize})")
-    rows = x.shape[0]
     x = x.contiguous()
     tiling = tiling or tiling_for(n)
-    out = torch.empty(rows, n, dtype=x.dtype, device=x.device)
-    grid = (triton.cdiv(n, tiling.outputs),)
-    _four_bit_kernel[grid](
-        x,
-        packed,
-        absmax,
-        code,
-        bias if bias is not None else absmax,
-        out,
-        n,
-        K=k,
-        ROWS=rows,
-        ROWS_P2=triton.next_power_of_2(rows),
-        QBLOCK=blocksize,
-        HAS_BIAS=bias is not None,
-        OUT_DTYPE=getattr(tl, _TL_DTYPES[x.dtype]),
-        BLOCK_N=tiling.outputs,
-        GROUPS=tiling.blocks,
-        num_warps=tiling.warps,
-    )
+    out = torch.empty(x.shape[0], n, dtype=x.dtype, device=x.device)
+    for first in range(0, x.shape[0], MAX_ROWS):
+        rows = min(MAX_ROWS, x.shape[0] - first)
+        _four_bit_kernel[(triton.cdiv(n, tiling.outputs),)](
+            x[first:],
+            packed,
+            absmax,
+            code,
+            bias if bias is not None else absmax,
+            out[first:],
+            n,
+            K=k,
+            ROWS=rows,
+            ROWS_P2=triton.next_power_of_2(rows),
+            QBLOCK=blocksize,
+            HAS_BIAS=bias is not None,
+            OUT_DTYPE=getattr(tl, _TL_DTYPES[x.dtype]),
+            BLOCK_N=tiling.outputs,
+            GROUPS=tiling.blocks,
+            num_warps=tiling.warps,
+        )
     return out

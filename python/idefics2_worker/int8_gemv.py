@@ -38,6 +38,11 @@ def tiling_for(outputs: int, rows: int) -> Tiling:
     return Tiling(columns=512) if rows > 1 or outputs >= 8192 else DEFAULT_TILING
 
 
+# Rows per launch: each row adds accumulators and an unrolled copy of the inner loop, so a batch beyond the
+# measured 1-8 (maxBatchSize allows up to 64) runs in launches of at most 8 rows.
+MAX_ROWS = 8
+
+
 def available(device: torch.device) -> bool:
     return triton is not None and device.type == "cuda"
 
@@ -92,25 +97,24 @@ def eight_bit_gemv(
 ) -> torch.Tensor:
     """quantized int8 [rows, K], outliers float32 [rows, K] (zero off the outlier columns) → dtype [rows, N]."""
     n, k = weight.shape
-    rows = quantized.shape[0]
-    out = torch.empty(rows, n, dtype=dtype, device=quantized.device)
-
-    tiling = tiling or tiling_for(n, rows)
-    grid = (triton.cdiv(n, tiling.outputs),)
-    _eight_bit_kernel[grid](
-        quantized,
-        outliers,
-        weight,
-        row_absmax,
-        weight_absmax,
-        out,
-        n,
-        K=k,
-        ROWS=rows,
-        ROWS_P2=triton.next_power_of_2(rows),
-        OUT_DTYPE=getattr(tl, _TL_DTYPES[dtype]),
-        BLOCK_N=tiling.outputs,
-        BLOCK_K=tiling.columns,
-        num_warps=tiling.warps,
-    )
+    out = torch.empty(quantized.shape[0], n, dtype=dtype, device=quantized.device)
+    for first in range(0, quantized.shape[0], MAX_ROWS):
+        rows = min(MAX_ROWS, quantized.shape[0] - first)
+        chosen = tiling or tiling_for(n, rows)
+        _eight_bit_kernel[(triton.cdiv(n, chosen.outputs),)](
+            quantized[first:],
+            outliers[first:],
+            weight,
+            row_absmax[first:],
+            weight_absmax,
+            out[first:],
+            n,
+            K=k,
+            ROWS=rows,
+            ROWS_P2=triton.next_power_of_2(rows),
+            OUT_DTYPE=getattr(tl, _TL_DTYPES[dtype]),
+            BLOCK_N=chosen.outputs,
+            BLOCK_K=chosen.columns,
+            num_warps=chosen.warps,
+        )
     return out

@@ -60,7 +60,8 @@ import json, torch
 from idefics2_worker.int8_gemv import eight_bit_gemv
 torch.manual_seed(0)
 results = {}
-for rows, n, k, dtype in [(1, 40, 300, torch.bfloat16), (3, 96, 512, torch.float16), (8, 17, 256, torch.float32)]:
+for rows, n, k, dtype in [(1, 40, 300, torch.bfloat16), (3, 96, 512, torch.float16), (8, 17, 256, torch.float32),
+                           (11, 24, 128, torch.bfloat16)]:
     weight = torch.randint(-127, 128, (n, k), dtype=torch.int8)
     weight_absmax = torch.rand(n) * 0.1
     quantized = torch.randint(-127, 128, (rows, k), dtype=torch.int8)
@@ -85,8 +86,35 @@ print(json.dumps(results))
     done = subprocess.run(command, check=False, capture_output=True, text=True, env=env, timeout=120)
     assert done.returncode == 0, done.stderr[-3000:]
     results = json.loads(done.stdout.strip().splitlines()[-1])
-    assert len(results) == 3
+    assert len(results) == 4
     for case, result in results.items():
         assert result["shape_ok"], case
         # Same sums; only float32 addition order and one rounding step can differ.
         assert result["max_err_in_ulps"] <= 2.0, (case, result)
+
+
+def four_bit_layer(compute: torch.dtype, nested: bool, inputs: int = 128) -> torch.nn.Module:
+    import bitsandbytes as bnb
+
+    layer = bnb.nn.Linear4bit(inputs, 32, bias=False, compute_dtype=compute, quant_type="nf4")
+    weight = (torch.randn(32, inputs) * 0.05).to(torch.bfloat16)
+    layer.weight = bnb.nn.Params4bit(weight, requires_grad=False, quant_type="nf4", compress_statistics=nested)
+    return layer.to("cpu").eval()
+
+
+@pytest.mark.parametrize(
+    ("compute", "nested", "inputs", "taken"),
+    [
+        (torch.float32, False, 128, True),  # transformers' default: the kernel computes bitsandbytes' sums
+        (torch.bfloat16, False, 128, False),  # bitsandbytes rounds products in bf16 there: its own kernel
+        (torch.float32, True, 128, False),  # double-quantised absmax: its own kernel, keeping the memory saved
+        (torch.float32, False, 160, False),  # a block that spans two rows
+    ],
+)
+def test_the_four_bit_kernel_takes_only_layers_whose_sums_it_computes(
+    compute: torch.dtype, nested: bool, inputs: int, taken: bool
+) -> None:
+    layer = four_bit_layer(compute, nested, inputs)
+    assert DecodeLinears(holder(layer), kernels=True).four_bit == ([layer] if taken else [])
+    # Without kernels (CPU, no Triton) every 4-bit layer keeps bitsandbytes' forward.
+    assert DecodeLinears(holder(layer), kernels=False).four_bit == []
