@@ -22,7 +22,7 @@ from typing import Any
 import torch
 from torch.nn.functional import scaled_dot_product_attention
 
-from . import step_kernels
+from . import step_kernels, triton_support
 from .decode_linears import DecodeLinears
 
 CACHE_GRANULE = 256
@@ -70,7 +70,7 @@ class DecodeGraphs:
         self.sliding_window = getattr(config, "sliding_window", None)
         self._rotary: Callable[..., Any] = sys.modules[type(first).__module__].apply_rotary_pos_emb
         if kernels is None:
-            kernels = step_kernels.available(self.device)
+            kernels = triton_support.available(self.device)
         self.linears = DecodeLinears(model, kernels)
         self.fused = kernels and _fusable(text)
         self.slots = 0

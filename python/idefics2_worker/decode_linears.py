@@ -21,7 +21,7 @@ from typing import Any
 
 import torch
 
-from . import four_bit_gemv, int8_gemv
+from . import four_bit_gemv, int8_gemv, triton_support
 
 _INV_127 = 7.874015718698502e-3  # bitsandbytes' int8_vectorwise_dequant constant
 
@@ -72,7 +72,7 @@ class DecodeLinears:
     def __init__(self, model: Any, kernels: bool | None = None) -> None:
         eight_bit, four_bit = _bitsandbytes_linears()
         modules = [*model.model.text_model.modules(), model.lm_head]
-        self.kernels = int8_gemv.available(model.device) if kernels is None else kernels
+        self.kernels = triton_support.available(model.device) if kernels is None else kernels
         self.eight_bit = [m for m in modules if eight_bit is not None and isinstance(m, eight_bit)]
         self.four_bit = [
             m

@@ -16,11 +16,7 @@ from dataclasses import dataclass
 
 import torch
 
-try:
-    import triton
-    import triton.language as tl
-except Exception:  # no Triton (CPU torch builds): the 4-bit layers run bitsandbytes' own forward
-    triton = None
+from .triton_support import MAX_ROWS, tl, tl_dtype, triton
 
 
 @dataclass(frozen=True)
@@ -40,15 +36,6 @@ NARROW_TILING = Tiling(outputs=8, blocks=16, warps=4)
 def tiling_for(outputs: int) -> Tiling:
     """The fastest tiling measured on an H100 at idefics2-8b's shapes (scripts/tune_decode_kernels.py)."""
     return NARROW_TILING if outputs < 2048 else DEFAULT_TILING
-
-
-# Rows per launch: each row adds accumulators and an unrolled copy of the inner loop, so a batch beyond the
-# measured 1-8 (maxBatchSize allows up to 64) runs in launches of at most 8 rows.
-MAX_ROWS = 8
-
-
-def available(device: torch.device) -> bool:
-    return triton is not None and device.type == "cuda"
 
 
 if triton is not None:
@@ -89,9 +76,6 @@ if triton is not None:
         tl.store(out + row[None, :] * N + outputs[:, None], acc.to(OUT_DTYPE), mask=store_ok)
 
 
-_TL_DTYPES = {torch.bfloat16: "bfloat16", torch.float16: "float16", torch.float32: "float32"}
-
-
 def four_bit_gemv(
     x: torch.Tensor,
     packed: torch.Tensor,
@@ -124,7 +108,7 @@ def four_bit_gemv(
             ROWS_P2=triton.next_power_of_2(rows),
             QBLOCK=blocksize,
             HAS_BIAS=bias is not None,
-            OUT_DTYPE=getattr(tl, _TL_DTYPES[x.dtype]),
+            OUT_DTYPE=tl_dtype(x.dtype),
             BLOCK_N=tiling.outputs,
             GROUPS=tiling.blocks,
             num_warps=tiling.warps,

@@ -13,11 +13,7 @@ from dataclasses import dataclass
 
 import torch
 
-try:
-    import triton
-    import triton.language as tl
-except Exception:  # no Triton (CPU torch builds): the caller computes the same sums with torch ops
-    triton = None
+from .triton_support import MAX_ROWS, tl, tl_dtype, triton
 
 
 @dataclass(frozen=True)
@@ -36,15 +32,6 @@ def tiling_for(outputs: int, rows: int) -> Tiling:
     """The fastest tiling measured on an H100 at idefics2-8b's shapes (scripts/tune_decode_kernels.py): shorter
     steps along K for several rows (more accumulators live) and for wide layers (more programs in flight)."""
     return Tiling(columns=512) if rows > 1 or outputs >= 8192 else DEFAULT_TILING
-
-
-# Rows per launch: each row adds accumulators and an unrolled copy of the inner loop, so a batch beyond the
-# measured 1-8 (maxBatchSize allows up to 64) runs in launches of at most 8 rows.
-MAX_ROWS = 8
-
-
-def available(device: torch.device) -> bool:
-    return triton is not None and device.type == "cuda"
 
 
 if triton is not None:
@@ -83,9 +70,6 @@ if triton is not None:
         tl.store(out + row[None, :] * N + outputs[:, None], result.to(OUT_DTYPE), mask=store_ok)
 
 
-_TL_DTYPES = {torch.bfloat16: "bfloat16", torch.float16: "float16", torch.float32: "float32"}
-
-
 def eight_bit_gemv(
     quantized: torch.Tensor,
     outliers: torch.Tensor,
@@ -112,7 +96,7 @@ def eight_bit_gemv(
             K=k,
             ROWS=rows,
             ROWS_P2=triton.next_power_of_2(rows),
-            OUT_DTYPE=getattr(tl, _TL_DTYPES[dtype]),
+            OUT_DTYPE=tl_dtype(dtype),
             BLOCK_N=chosen.outputs,
             BLOCK_K=chosen.columns,
             num_warps=chosen.warps,

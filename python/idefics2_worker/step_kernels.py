@@ -12,12 +12,7 @@ from __future__ import annotations
 
 import torch
 
-try:
-    import triton
-    import triton.language as tl
-except Exception:  # no Triton: the step calls the model's own modules
-    triton = None
-
+from .triton_support import tl, triton
 
 if triton is not None:
 
@@ -97,10 +92,6 @@ if triton is not None:
         wide = g.to(tl.float32)
         activated = (wide / (1.0 + tl.exp(-wide))).to(g.dtype)
         tl.store(out + index, (activated.to(tl.float32) * u.to(tl.float32)).to(out.dtype.element_ty), mask=ok)
-
-
-def available(device: torch.device) -> bool:
-    return triton is not None and device.type == "cuda"
 
 
 def add_rms_norm(

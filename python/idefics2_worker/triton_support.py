@@ -1,0 +1,32 @@
+"""Triton for the worker's kernels: the import guard, where kernels run, and what they share.
+
+CUDA builds of torch bring Triton; CPU builds do not, and then every kernel's caller uses torch and
+bitsandbytes ops instead. Tests run the kernels on CPU tensors under Triton's interpreter.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+try:
+    import triton
+    import triton.language as tl
+except Exception:  # no Triton (CPU torch builds)
+    triton = None
+    tl = None
+
+# Rows per launch of the linear kernels: each row adds accumulators and an unrolled copy of the inner loop, so a
+# batch beyond the measured 1-8 (maxBatchSize allows up to 64) runs in launches of at most 8 rows.
+MAX_ROWS = 8
+
+_TL_DTYPES = {torch.bfloat16: "bfloat16", torch.float16: "float16", torch.float32: "float32"}
+
+
+def available(device: torch.device) -> bool:
+    return triton is not None and device.type == "cuda"
+
+
+def tl_dtype(dtype: torch.dtype) -> Any:
+    return getattr(tl, _TL_DTYPES[dtype])
