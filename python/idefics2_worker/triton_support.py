@@ -24,8 +24,16 @@ MAX_ROWS = 8
 _TL_DTYPES = {torch.bfloat16: "bfloat16", torch.float16: "float16", torch.float32: "float32"}
 
 
+# The kernels convert to and from bfloat16, which NVIDIA GPUs before Ampere (compute capability 8.0; e.g. the
+# T4, V100) lack: there the step keeps torch's and bitsandbytes' kernels. Measured on an H100 (9.0).
+MIN_CAPABILITY = (8, 0)
+
+
 def available(device: torch.device) -> bool:
-    return triton is not None and device.type == "cuda"
+    """Whether the worker's Triton kernels run on this device."""
+    if triton is None or device.type != "cuda":
+        return False
+    return tuple(torch.cuda.get_device_capability(device)) >= MIN_CAPABILITY
 
 
 def tl_dtype(dtype: torch.dtype) -> Any:

@@ -85,3 +85,17 @@ def test_the_fused_step_computes_the_module_step(mode: str, tolerance: float) ->
     assert result["eight_bit_layers"] == (21 if mode == "8bit" else 0)
     assert result["max_abs"] < tolerance, result
     assert result["same_top1"]
+
+
+@pytest.mark.parametrize(("capability", "runs"), [((9, 0), True), ((8, 0), True), ((7, 5), False), ((7, 0), False)])
+def test_the_kernels_run_on_ampere_or_newer_only(
+    monkeypatch: pytest.MonkeyPatch, capability: tuple[int, int], runs: bool
+) -> None:
+    # Before Ampere there are no bfloat16 conversions for Triton to emit: the step keeps torch's kernels there.
+    import torch
+
+    from idefics2_worker import triton_support
+
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: capability)
+    assert triton_support.available(torch.device("cuda")) is runs
+    assert triton_support.available(torch.device("cpu")) is False
