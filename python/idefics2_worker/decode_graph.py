@@ -39,12 +39,16 @@ def _bucket(count: int, limit: int) -> int:
     return min(size, limit)
 
 
-def _fusable(text: Any) -> bool:
+def _norms_in_order(text: Any) -> list[Any]:
+    """Every RMSNorm in the order the step applies them: each layer's two, then the final one."""
+    norms = [n for layer in text.layers for n in (layer.input_layernorm, layer.post_attention_layernorm)]
+    return [*norms, text.norm]
+
+
+def _fusable(text: Any, norms: list[Any]) -> bool:
     """Whether the layers are the Mistral ones the fused kernels reproduce (RMSNorm, SiLU MLP, default rotary)."""
-    config = text.config
-    norms = [text.norm, *(n for layer in text.layers for n in (layer.input_layernorm, layer.post_attention_layernorm))]
     return (
-        getattr(config, "hidden_act", None) == "silu"
+        getattr(text.config, "hidden_act", None) == "silu"
         and all(type(norm).__name__.endswith("RMSNorm") and hasattr(norm, "variance_epsilon") for norm in norms)
         and all(hasattr(layer.mlp, name) for layer in text.layers for name in ("gate_proj", "up_proj", "down_proj"))
     )
@@ -72,7 +76,8 @@ class DecodeGraphs:
         if kernels is None:
             kernels = triton_support.available(self.device)
         self.linears = DecodeLinears(model, kernels)
-        self.fused = kernels and _fusable(text)
+        self._norms = _norms_in_order(text)
+        self.fused = kernels and _fusable(text, self._norms)
         self.slots = 0
         self.length = 0
         self.keys: list[torch.Tensor] = []
@@ -231,8 +236,7 @@ class DecodeGraphs:
         text = self.text
         hidden, cos, sin, mask = self._embed(size)
         positions = self.positions[:size]
-        norms = [n for layer in text.layers for n in (layer.input_layernorm, layer.post_attention_layernorm)]
-        norms.append(text.norm)
+        norms = self._norms
         residual, normed = step_kernels.add_rms_norm(hidden, None, norms[0].weight, norms[0].variance_epsilon)
         with self.linears.capturable():
             for index, layer in enumerate(text.layers):

@@ -67,7 +67,8 @@ class _QuantizedInput:
 
 
 class DecodeLinears:
-    """Swaps the text model's 8-bit linears for the capturable form inside `capturable()`."""
+    """Swaps the text model's 8-bit linears (and, with kernels, float32-compute 4-bit ones) for the capturable
+    forms inside `capturable()`."""
 
     def __init__(self, model: Any, kernels: bool | None = None) -> None:
         eight_bit, four_bit = _bitsandbytes_linears()
