@@ -5,8 +5,9 @@ forward cannot be captured. Here it is computed per row, as bitsandbytes does fo
 cast to float16; elements with |x| ≥ threshold are outliers, left out of the row's absmax and of the int8
 product; the int8 product is summed exactly and dequantised as bitsandbytes does; the outliers' product with
 the dequantised weight is added. Instead of gathering the outlier columns, the outliers are kept in a dense
-row that is zero elsewhere, so shapes never depend on the data. On CUDA with Triton the product is one kernel
-(`int8_gemv`); elsewhere bitsandbytes' int8 ops plus a dense outlier product.
+row that is zero elsewhere, so shapes never depend on the data. On CUDA with Triton the quantisation is one
+kernel (`int8_quantize`) and the product another (`int8_gemv`); elsewhere torch ops, bitsandbytes' int8 ops and
+a dense outlier product.
 
 4-bit layers capture as they are; on CUDA with Triton, those computing in float32 (transformers' default) run
 `four_bit_gemv`, which computes bitsandbytes' float32 GEMV sums ~3x faster. Other compute dtypes, and nested
@@ -21,7 +22,7 @@ from typing import Any
 
 import torch
 
-from . import four_bit_gemv, int8_gemv, triton_support
+from . import four_bit_gemv, int8_gemv, int8_quantize, triton_support
 
 _INV_127 = 7.874015718698502e-3  # bitsandbytes' int8_vectorwise_dequant constant
 
@@ -50,15 +51,22 @@ def _four_bit_kernel_computes(module: Any) -> bool:
 class _QuantizedInput:
     """The int8 form of a layer input (computed once for q/k/v and for gate/up, which read the same input)."""
 
-    def __init__(self, source: torch.Tensor, threshold: float) -> None:
+    outliers: torch.Tensor | None  # zero off the outlier columns; None for threshold 0 without kernels
+    flags: torch.Tensor | None  # int8_quantize.outlier_flags, from the kernel
+
+    def __init__(self, source: torch.Tensor, threshold: float, kernels: bool) -> None:
         rows = source.reshape(-1, source.shape[-1])
+        self.flags = None
+        if kernels:
+            self.quantized, self.stats, self.outliers, self.flags = int8_quantize.quantize_rows(rows, threshold)
+            return
         half = rows.to(torch.float16)
         magnitude = half.abs()
         if threshold > 0.0:
             outlier = magnitude >= threshold
             self.stats = magnitude.masked_fill(outlier, 0).amax(dim=1).float()
             scaled = half.masked_fill(outlier, 0).float() * (127.0 / self.stats[:, None])
-            self.outliers: torch.Tensor | None = rows.float() * outlier
+            self.outliers = rows.float() * outlier
         else:
             self.stats = magnitude.amax(dim=1).float()
             scaled = half.float() * (127.0 / self.stats[:, None])
@@ -117,7 +125,7 @@ class DecodeLinears:
     def _quantize(self, x: torch.Tensor, threshold: float) -> _QuantizedInput:
         if self._last is not None and self._last[0] is x:
             return self._last[1]
-        quantized = _QuantizedInput(x, threshold)
+        quantized = _QuantizedInput(x, threshold, self.kernels)
         self._last = (x, quantized)
         return quantized
 
@@ -127,11 +135,10 @@ class DecodeLinears:
         if bias is not None and bias.dtype != x.dtype:
             bias = bias.to(x.dtype)
         quantized = self._quantize(x, float(state.threshold))
-        if self.kernels:
-            outliers = quantized.outliers
-            if outliers is None:
-                outliers = torch.zeros(quantized.quantized.shape, dtype=torch.float32, device=x.device)
-            out = int8_gemv.eight_bit_gemv(quantized.quantized, outliers, state.CB, quantized.stats, state.SCB, x.dtype)
+        if quantized.flags is not None and quantized.outliers is not None:
+            out = int8_gemv.eight_bit_gemv(
+                quantized.quantized, quantized.outliers, quantized.flags, state.CB, quantized.stats, state.SCB, x.dtype
+            )
             if bias is not None:
                 out = out + bias
         else:

@@ -1,10 +1,14 @@
-"""A Triton kernel for bitsandbytes' LLM.int8() product at 1-8 rows, for the decode step.
+"""Triton kernels for bitsandbytes' LLM.int8() product at a few rows, for the decode step.
 
-It computes what bitsandbytes computes for a batch of one per row: the int8 product of the quantised input and
+They compute what bitsandbytes computes for a batch of one per row: the int8 product of the quantised input and
 weight, summed exactly in int32, scaled by the row and column absmax / 127² and rounded to float16 (bitsandbytes'
 dequant kernel), then the outlier columns' product with the dequantised weight added in float32. Only the order
 of float32 additions in the outlier term differs. bitsandbytes' own forward cannot be captured in a CUDA graph
-and, at batch 1, spends ~250-650 µs per layer; this kernel takes 6-32 µs (docs/BENCHMARKS.md).
+and, at batch 1, spends ~250-650 µs per layer; the one-row kernel takes 6-32 µs (docs/BENCHMARKS.md).
+
+At one row the multiply-adds run on the CUDA cores (`_eight_bit_kernel`). At several, they would cost each row
+again there (8 rows: 6.6x one row, measured), so `_eight_bit_mma_kernel` runs them as int8 tensor-core MMAs,
+exact in int32 in any order, and the outlier term as a bf16 / fp16 MMA whose products are exact in float32.
 """
 
 from __future__ import annotations
@@ -13,38 +17,62 @@ from dataclasses import dataclass
 
 import torch
 
+from . import triton_support
+from .int8_quantize import CHUNK
 from .triton_support import MAX_ROWS, tl, tl_dtype, triton
 
 
 @dataclass(frozen=True)
 class Tiling:
-    """Outputs per program, weights per step along K, and warps per program."""
+    """Outputs per program, weights per step along K (a multiple of int8_quantize.CHUNK), warps per program, and
+    whether the rows' multiply-adds run as tensor-core MMAs (all rows of a launch at once, padded to 16)."""
 
     outputs: int = 8
     columns: int = 1024
     warps: int = 4
+    mma: bool = False
 
 
 DEFAULT_TILING = Tiling()
+MMA_TILING = Tiling(outputs=32, columns=256, warps=4, mma=True)
+MMA_ROWS = 16  # rows per MMA launch: the smallest MMA shape Triton emits
 
 
 def tiling_for(outputs: int, rows: int) -> Tiling:
-    """The fastest tiling measured on an H100 at idefics2-8b's shapes (scripts/tune_decode_kernels.py): shorter
-    steps along K for several rows (more accumulators live) and for wide layers (more programs in flight)."""
-    return Tiling(columns=512) if rows > 1 or outputs >= 8192 else DEFAULT_TILING
+    """The fastest tiling measured on an H100 at idefics2-8b's shapes (scripts/tune_decode_kernels.py): one row
+    on the CUDA cores, shorter steps along K for wide layers (more programs in flight); several rows as MMAs."""
+    if rows > 1:
+        wide = 64 if outputs >= 8192 else 16 if outputs < 2048 else MMA_TILING.outputs
+        return Tiling(outputs=wide, columns=MMA_TILING.columns, mma=True)
+    return Tiling(columns=512) if outputs >= 8192 else DEFAULT_TILING
 
 
 if triton is not None:
 
     @triton.jit
-    def _eight_bit_kernel(quantized, outliers, weight, row_absmax, weight_absmax, out, N, K: tl.constexpr,
+    def _scaled(
+        exact, extra, row_absmax, weight_absmax, out, outputs, output_ok, row, ROWS, N, OUT_DTYPE: tl.constexpr
+    ):
+        # bitsandbytes' int8 dequantisation: absmax_row · absmax_col / 127², rounded to float16, then the
+        # outliers' product (in units of the weight's absmax / 127) added in float32.
+        column_scale = tl.load(weight_absmax + outputs, mask=output_ok, other=0.0)[:, None]
+        row_scale = tl.load(row_absmax + row, mask=row < ROWS, other=0.0)[None, :]
+        main = (exact.to(tl.float32) * (row_scale * column_scale) * 6.200124e-05).to(tl.float16)
+        result = main.to(OUT_DTYPE).to(tl.float32) + extra * column_scale * 7.874015718698502e-3
+        store_ok = output_ok[:, None] & (row[None, :] < ROWS)
+        tl.store(out + row[None, :] * N + outputs[:, None], result.to(OUT_DTYPE), mask=store_ok)
+
+    @triton.jit
+    def _eight_bit_kernel(quantized, outliers, flags, weight, row_absmax, weight_absmax, out, N, K: tl.constexpr,
                           ROWS: tl.constexpr, ROWS_P2: tl.constexpr, OUT_DTYPE: tl.constexpr,
-                          BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):  # fmt: skip
+                          BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, CHUNK: tl.constexpr):  # fmt: skip
         # Program: BLOCK_N outputs of every input row; each weight block is read once and used for all rows.
-        # The outlier term is skipped for blocks where a row has no outlier (most of them).
+        # A row's outliers are read only for blocks flagged as holding one (few).
+        FLAGS: tl.constexpr = (K + CHUNK - 1) // CHUNK
         outputs = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
         output_ok = outputs < N
         column = tl.arange(0, BLOCK_K)
+        chunk = tl.arange(0, BLOCK_K // CHUNK)
         row = tl.arange(0, ROWS_P2)
         exact = tl.zeros([BLOCK_N, ROWS_P2], dtype=tl.int32)
         extra = tl.zeros([BLOCK_N, ROWS_P2], dtype=tl.float32)
@@ -54,51 +82,109 @@ if triton is not None:
             ok = output_ok[:, None] & col_ok[None, :]
             w = tl.load(weight + outputs[:, None] * K + col[None, :], mask=ok, other=0)
             wide = w.to(tl.int32)
+            flag_at = start // CHUNK + chunk
             for r in tl.static_range(ROWS):
                 a = tl.load(quantized + r * K + col, mask=col_ok, other=0)
                 part = tl.sum(wide * a.to(tl.int32)[None, :], axis=1)
                 exact = tl.where(row[None, :] == r, exact + part[:, None], exact)
-                o = tl.load(outliers + r * K + col, mask=col_ok, other=0.0)
-                if tl.max(tl.abs(o), axis=0) > 0.0:
+                if tl.max(tl.load(flags + r * FLAGS + flag_at, mask=flag_at < FLAGS, other=0), axis=0) > 0:
+                    o = tl.load(outliers + r * K + col, mask=col_ok, other=0.0).to(tl.float32)
                     more = tl.sum(w.to(tl.float32) * o[None, :], axis=1)
                     extra = tl.where(row[None, :] == r, extra + more[:, None], extra)
-        column_scale = tl.load(weight_absmax + outputs, mask=output_ok, other=0.0)[:, None]
-        row_scale = tl.load(row_absmax + row, mask=row < ROWS, other=0.0)[None, :]
-        main = (exact.to(tl.float32) * (row_scale * column_scale) * 6.200124e-05).to(tl.float16)
-        result = main.to(OUT_DTYPE).to(tl.float32) + extra * column_scale * 7.874015718698502e-3
-        store_ok = output_ok[:, None] & (row[None, :] < ROWS)
-        tl.store(out + row[None, :] * N + outputs[:, None], result.to(OUT_DTYPE), mask=store_ok)
+        _scaled(exact, extra, row_absmax, weight_absmax, out, outputs, output_ok, row, ROWS, N, OUT_DTYPE)
+
+    @triton.jit
+    def _outlier_dot(w, o, extra, OUT_DTYPE: tl.constexpr, SIXTEEN_BIT_DOT: tl.constexpr):
+        if SIXTEEN_BIT_DOT:
+            # The outliers are the layer's bf16 / fp16 inputs and |w| ≤ 127: both exact in that dtype, so each
+            # product is exact in the MMA's float32 accumulator.
+            return tl.dot(w.to(OUT_DTYPE), o.to(OUT_DTYPE), extra)
+        return tl.dot(w.to(tl.float32), o.to(tl.float32), extra, input_precision="ieee")
+
+    @triton.jit
+    def _eight_bit_mma_kernel(quantized, outliers, weight, row_absmax, weight_absmax, out, N, ROWS,
+                              K: tl.constexpr, OUT_DTYPE: tl.constexpr, BLOCK_N: tl.constexpr,
+                              BLOCK_K: tl.constexpr, ROWS_MMA: tl.constexpr,
+                              SIXTEEN_BIT_DOT: tl.constexpr):  # fmt: skip
+        # Program: BLOCK_N outputs of up to ROWS_MMA rows: [BLOCK_N, BLOCK_K] int8 weights times the rows'
+        # [BLOCK_K, ROWS_MMA] int8 inputs on the tensor cores, exact in int32, and the same weights times the
+        # rows' outliers in another MMA. Every block takes both: nothing depends on the data, so Triton pipelines
+        # the loop's loads (skipping blocks without outliers, as at one row, measured slower: the 8B-shaped
+        # model's outliers are scattered, and a branch stops the pipelining).
+        outputs = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
+        output_ok = outputs < N
+        column = tl.arange(0, BLOCK_K)
+        row = tl.arange(0, ROWS_MMA)
+        row_ok = row < ROWS
+        exact = tl.zeros([BLOCK_N, ROWS_MMA], dtype=tl.int32)
+        extra = tl.zeros([BLOCK_N, ROWS_MMA], dtype=tl.float32)
+        for start in range(0, K, BLOCK_K):
+            col = start + column
+            col_ok = col < K
+            w_ok = output_ok[:, None] & col_ok[None, :]
+            w = tl.load(weight + outputs[:, None] * K + col[None, :], mask=w_ok, other=0)
+            at = row[:, None] * K + col[None, :]
+            rows_ok = row_ok[:, None] & col_ok[None, :]
+            a = tl.load(quantized + at, mask=rows_ok, other=0)
+            exact = tl.dot(w, tl.trans(a), exact, out_dtype=tl.int32)
+            o = tl.trans(tl.load(outliers + at, mask=rows_ok, other=0.0))
+            if SIXTEEN_BIT_DOT:
+                # The outliers are the layer's bf16 / fp16 inputs and |w| ≤ 127: both exact in that dtype, so
+                # each product is exact in the MMA's float32 accumulator.
+                extra = tl.dot(w.to(OUT_DTYPE), o.to(OUT_DTYPE), extra)
+            else:
+                extra = tl.dot(w.to(tl.float32), o.to(tl.float32), extra, input_precision="ieee")
+        _scaled(exact, extra, row_absmax, weight_absmax, out, outputs, output_ok, row, ROWS, N, OUT_DTYPE)
 
 
 def eight_bit_gemv(
     quantized: torch.Tensor,
     outliers: torch.Tensor,
+    flags: torch.Tensor,
     weight: torch.Tensor,
     row_absmax: torch.Tensor,
     weight_absmax: torch.Tensor,
     dtype: torch.dtype,
     tiling: Tiling | None = None,
 ) -> torch.Tensor:
-    """quantized int8 [rows, K], outliers float32 [rows, K] (zero off the outlier columns) → dtype [rows, N]."""
+    """quantized int8 [rows, K], outliers [rows, K] in float32 or dtype (zero off the outlier columns) and their
+    flags (int8_quantize.outlier_flags; the one-row kernel reads only flagged blocks' outliers) → dtype [rows, N]."""
     n, k = weight.shape
-    out = torch.empty(quantized.shape[0], n, dtype=dtype, device=quantized.device)
-    for first in range(0, quantized.shape[0], MAX_ROWS):
-        rows = min(MAX_ROWS, quantized.shape[0] - first)
-        chosen = tiling or tiling_for(n, rows)
-        _eight_bit_kernel[(triton.cdiv(n, chosen.outputs),)](
-            quantized[first:],
-            outliers[first:],
-            weight,
-            row_absmax[first:],
-            weight_absmax,
-            out[first:],
-            n,
-            K=k,
-            ROWS=rows,
-            ROWS_P2=triton.next_power_of_2(rows),
-            OUT_DTYPE=tl_dtype(dtype),
-            BLOCK_N=chosen.outputs,
-            BLOCK_K=chosen.columns,
-            num_warps=chosen.warps,
-        )
+    total = quantized.shape[0]
+    out = torch.empty(total, n, dtype=dtype, device=quantized.device)
+    chosen = tiling or tiling_for(n, total)
+    if not chosen.mma and chosen.columns % CHUNK:
+        raise ValueError(f"int8 kernel steps along K in multiples of {CHUNK}, not {chosen.columns}")
+    per_launch = MMA_ROWS if chosen.mma else MAX_ROWS
+    for first in range(0, total, per_launch):
+        rows = min(per_launch, total - first)
+        scales = (row_absmax[first:], weight_absmax, out[first:], n)
+        grid = (triton.cdiv(n, chosen.outputs),)
+        shared = {"K": k, "OUT_DTYPE": tl_dtype(dtype), "BLOCK_N": chosen.outputs, "BLOCK_K": chosen.columns}
+        if chosen.mma:
+            _eight_bit_mma_kernel[grid](
+                quantized[first:],
+                outliers[first:],
+                weight,
+                *scales,
+                rows,
+                ROWS_MMA=MMA_ROWS,
+                # Triton's CPU interpreter multiplies 16-bit dot operands as their raw bits.
+                SIXTEEN_BIT_DOT=dtype != torch.float32 and not triton_support.INTERPRETED,
+                num_warps=chosen.warps,
+                **shared,
+            )
+        else:
+            _eight_bit_kernel[grid](
+                quantized[first:],
+                outliers[first:],
+                flags[first:],
+                weight,
+                *scales,
+                ROWS=rows,
+                ROWS_P2=triton.next_power_of_2(rows),
+                CHUNK=CHUNK,
+                num_warps=chosen.warps,
+                **shared,
+            )
     return out

@@ -6,6 +6,7 @@ bitsandbytes ops instead. Tests run the kernels on CPU tensors under Triton's in
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import torch
@@ -16,6 +17,9 @@ try:
 except Exception:  # no Triton (CPU torch builds)
     triton = None
     tl = None
+
+# Under Triton's CPU interpreter (the tests) some kernels take another route where the interpreter falls short.
+INTERPRETED = os.environ.get("TRITON_INTERPRET") == "1"
 
 # Rows per launch of the linear kernels: each row adds accumulators and an unrolled copy of the inner loop, so a
 # batch beyond the measured 1-8 (maxBatchSize allows up to 64) runs in launches of at most 8 rows.

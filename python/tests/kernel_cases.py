@@ -13,12 +13,14 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from idefics2_worker import step_kernels
+from idefics2_worker import compat, step_kernels
+from idefics2_worker.decode_linears import DecodeLinears
 from idefics2_worker.four_bit_gemv import Tiling, four_bit_gemv
 
 
@@ -36,6 +38,7 @@ def four_bit_cases(device: str) -> dict[str, float]:
     results = {}
     cases = [(1, 40, 256, False, Tiling()), (3, 96, 512, True, Tiling(8, 4, 4)), (8, 17, 320, False, Tiling(2, 2, 2))]
     cases.append((11, 24, 128, False, None))  # more rows than one launch takes
+    cases.append((19, 40, 256, True, None))
     for quant_type in ("nf4", "fp4"):
         for rows, n, k, bias, tiling in cases:
             layer = bnb.nn.Linear4bit(k, n, bias=bias, compute_dtype=torch.float32, quant_type=quant_type)
@@ -56,6 +59,33 @@ def four_bit_cases(device: str) -> dict[str, float]:
                     x, layer.weight.data.view(-1), state.absmax, state.code, shape, state.blocksize, layer_bias, tiling
                 )
             results[f"four_bit {quant_type} {rows}x{n}x{k}{' bias' if bias else ''}"] = steps(ours, theirs)
+    return results
+
+
+def eight_bit_cases(device: str) -> dict[str, float]:
+    """The capturable int8 forward with the worker's kernels (quantisation, then the one-row or the MMA
+    product) against bitsandbytes' forward of one row at a time; steps taken at the outputs' RMS."""
+    import bitsandbytes as bnb
+
+    compat.quiet_int8_cast_notice()
+    results = {}
+    for rows, threshold in ((1, 6.0), (5, 6.0), (5, 0.0), (18, 6.0)):
+        layer = bnb.nn.Linear8bitLt(512, 96, bias=False, has_fp16_weights=False, threshold=threshold)
+        layer.weight = bnb.nn.Int8Params(torch.randn(96, 512) * 0.05, requires_grad=False, has_fp16_weights=False)
+        layer = layer.to(device).eval()
+        x = torch.randn(rows, 1, 512).to(torch.bfloat16).to(device)
+        x[0, 0, 5] = 9.0  # outliers at threshold 6: one in the first row, one in the last
+        x[-1, 0, 300] = -7.5
+        holder = SimpleNamespace(
+            model=SimpleNamespace(text_model=torch.nn.Sequential(layer)), lm_head=torch.nn.Identity(), device=device
+        )
+        linears = DecodeLinears(holder, kernels=True)
+        with torch.inference_mode():
+            theirs = torch.cat([layer(x[i : i + 1]) for i in range(rows)])
+            with linears.capturable():
+                ours = layer(x)
+        rms = theirs.double().pow(2).mean().sqrt().item()
+        results[f"int8 {rows} rows threshold {threshold} bfloat16"] = steps(ours, theirs, floor=rms)
     return results
 
 
@@ -117,7 +147,8 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args()
     torch.manual_seed(0)
-    print(json.dumps({**four_bit_cases(args.device), **step_cases(args.device)}))
+    cases = {**four_bit_cases(args.device), **eight_bit_cases(args.device), **step_cases(args.device)}
+    print(json.dumps(cases))
 
 
 if __name__ == "__main__":

@@ -54,14 +54,17 @@ def test_the_capturable_int8_forward_equals_bitsandbytes_per_row(threshold: floa
     assert torch.allclose(after, expected[:1], atol=1e-6, rtol=0)
 
 
-def test_the_triton_int8_kernel_computes_bitsandbytes_sums() -> None:
+def test_the_triton_int8_kernels_compute_bitsandbytes_sums() -> None:
     script = """
 import json, torch
-from idefics2_worker.int8_gemv import eight_bit_gemv
+from idefics2_worker.int8_gemv import MMA_TILING, Tiling, eight_bit_gemv
+from idefics2_worker.int8_quantize import outlier_flags
 torch.manual_seed(0)
 results = {}
-for rows, n, k, dtype in [(1, 40, 300, torch.bfloat16), (3, 96, 512, torch.float16), (8, 17, 256, torch.float32),
-                           (11, 24, 128, torch.bfloat16)]:
+cases = [(1, 40, 300, torch.bfloat16, None), (3, 96, 512, torch.float16, None), (8, 17, 256, torch.float32, None),
+         (11, 24, 128, torch.bfloat16, None), (3, 96, 512, torch.float16, Tiling(8, 256)),
+         (1, 40, 300, torch.bfloat16, MMA_TILING), (19, 33, 384, torch.bfloat16, Tiling(16, 128, 4, True))]
+for rows, n, k, dtype, tiling in cases:
     weight = torch.randint(-127, 128, (n, k), dtype=torch.int8)
     weight_absmax = torch.rand(n) * 0.1
     quantized = torch.randint(-127, 128, (rows, k), dtype=torch.int8)
@@ -73,9 +76,10 @@ for rows, n, k, dtype in [(1, 40, 300, torch.bfloat16), (3, 96, 512, torch.float
     main = (exact.float() * (row_absmax[:, None] * weight_absmax[None, :]) * 6.200124e-05).half().to(dtype)
     extra = outliers @ (weight.float() * weight_absmax[:, None] * 7.874015718698502e-3).t()
     expected = (main.float() + extra).to(dtype)
-    ours = eight_bit_gemv(quantized, outliers, weight, row_absmax, weight_absmax, dtype)
+    flags = outlier_flags(outliers)
+    ours = eight_bit_gemv(quantized, outliers, flags, weight, row_absmax, weight_absmax, dtype, tiling)
     ulp = torch.finfo(dtype).eps * expected.float().abs().max().item()
-    results[f"{rows}x{n}x{k}"] = {
+    results[f"{rows}x{n}x{k} {tiling}"] = {
         "shape_ok": list(ours.shape) == [rows, n] and ours.dtype == dtype,
         "max_err_in_ulps": (ours.float() - expected.float()).abs().max().item() / ulp,
     }
@@ -86,11 +90,48 @@ print(json.dumps(results))
     done = subprocess.run(command, check=False, capture_output=True, text=True, env=env, timeout=120)
     assert done.returncode == 0, done.stderr[-3000:]
     results = json.loads(done.stdout.strip().splitlines()[-1])
-    assert len(results) == 4
+    assert len(results) == 7
     for case, result in results.items():
         assert result["shape_ok"], case
         # Same sums; only float32 addition order and one rounding step can differ.
         assert result["max_err_in_ulps"] <= 2.0, (case, result)
+
+
+def test_the_int8_quantize_kernel_computes_the_torch_quantisation_exactly() -> None:
+    script = """
+import json, torch
+from idefics2_worker.decode_linears import _QuantizedInput
+from idefics2_worker.int8_quantize import outlier_flags, quantize_rows
+torch.manual_seed(0)
+results = {}
+for k, threshold in [(300, 6.0), (512, 0.0), (4096, 6.0), (640, 2.5), (384, 6.0996)]:
+    for trial in range(4):
+        rows = (torch.randn(5, k) * 2).to(torch.bfloat16)
+        rows[1, :2] = rows[1, 2] * 2  # |x| = absmax / 2: 63.5 before rounding, where rounding conventions split
+        rows[3, 7] = 6.09765625  # an outlier at 6.0996 only in float16 terms, as torch compares
+        expected = _QuantizedInput(rows, threshold, kernels=False)
+        ours = quantize_rows(rows, threshold)
+        outliers = expected.outliers if expected.outliers is not None else torch.zeros(5, k)
+        results[f"{k} {threshold} {trial}"] = [
+            bool(torch.equal(ours.quantized, expected.quantized)),
+            bool(torch.equal(ours.stats, expected.stats)),
+            bool(torch.equal(ours.outliers, outliers)),
+            bool(torch.equal(ours.flags, outlier_flags(outliers))),
+            int(ours.flags.sum()),
+        ]
+print(json.dumps(results))
+"""
+    env = dict(os.environ, TRITON_INTERPRET="1")
+    done = subprocess.run([sys.executable, "-c", script], check=False, capture_output=True, text=True, env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    results = json.loads(done.stdout.strip().splitlines()[-1])
+    assert len(results) == 20
+    for case, (quantized, stats, outliers, flags, flagged) in results.items():
+        assert quantized, case
+        assert stats, case
+        assert outliers, case
+        assert flags, case
+        assert (flagged > 0) == (float(case.split()[1]) > 0), case
 
 
 def four_bit_layer(compute: torch.dtype, nested: bool, inputs: int = 128) -> torch.nn.Module:

@@ -1,0 +1,96 @@
+"""One Triton kernel for LLM.int8()'s quantisation of a layer's input rows, for the decode step.
+
+It computes what `decode_linears._QuantizedInput` computes with torch ops: the row cast to float16; elements
+with |x| ≥ threshold are outliers, left out of the row's absmax and of the int8 row; the int8 row is
+round(x · (127 / absmax)), rounding half to even; the outliers are kept, in the input's dtype, in a dense row
+that is zero elsewhere. Those torch ops are ~14 kernels per input, four inputs per layer: ~1,800 of the 8-bit
+step's 2,702 kernels on idefics2-8b (docs/BENCHMARKS.md). This is one per input.
+
+It also flags, per row and per CHUNK columns, whether any outlier lies there, so the product kernels read the
+dense outlier rows only where they hold something (rarely: most rows of most layers have none).
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+
+from .triton_support import tl, triton
+
+# Columns per outlier flag; the product kernels step along K in multiples of it.
+CHUNK = 128
+
+
+if triton is not None:
+
+    @triton.jit
+    def _quantize_kernel(x, quantized, stats, outliers, flags, K, threshold, HAS_THRESHOLD: tl.constexpr,
+                         BLOCK: tl.constexpr, CHUNK: tl.constexpr):  # fmt: skip
+        # One program per row; the whole row is one block, so the absmax and the quantisation share one load.
+        row = tl.program_id(0)
+        column = tl.arange(0, BLOCK)
+        ok = column < K
+        source = tl.load(x + row * K + column, mask=ok, other=0.0)
+        half = source.to(tl.float16).to(tl.float32)
+        magnitude = tl.abs(half)
+        if HAS_THRESHOLD:
+            outlier = magnitude >= threshold
+            half = tl.where(outlier, 0.0, half)
+            magnitude = tl.where(outlier, 0.0, magnitude)
+            tl.store(outliers + row * K + column, tl.where(outlier, source, 0.0), mask=ok)
+            flag = tl.max(tl.reshape(outlier.to(tl.int32), [BLOCK // CHUNK, CHUNK]), axis=1)
+        else:
+            tl.store(outliers + row * K + column, tl.zeros([BLOCK], dtype=source.dtype), mask=ok)
+            flag = tl.zeros([BLOCK // CHUNK], dtype=tl.int32)
+        chunk = tl.arange(0, BLOCK // CHUNK)
+        tl.store(flags + row * tl.cdiv(K, CHUNK) + chunk, flag, mask=chunk * CHUNK < K)
+        absmax = tl.max(magnitude, axis=0)
+        tl.store(stats + row, absmax)
+        # torch evaluates `127.0 / stats` as reciprocal(stats) · 127: two roundings, kept here.
+        scaled = half * (tl.math.div_rn(1.0, absmax) * 127.0)
+        # Adding then subtracting 1.5 · 2^23 rounds a float32 of magnitude < 2^22 to an integer, half to even,
+        # as torch.round does; the quantised values lie in [-127, 127].
+        rounded = (scaled + 12582912.0) - 12582912.0
+        tl.store(quantized + row * K + column, rounded.to(tl.int8), mask=ok)
+
+
+def outlier_flags(outliers: torch.Tensor) -> torch.Tensor:
+    """int32 [n, ⌈K / CHUNK⌉]: 1 where a row's CHUNK columns hold an outlier (what the kernel flags)."""
+    n, k = outliers.shape
+    padded = torch.nn.functional.pad(outliers.ne(0), (0, -k % CHUNK))
+    return padded.view(n, -1, CHUNK).any(dim=2).to(torch.int32)
+
+
+class QuantizedRows(NamedTuple):
+    quantized: torch.Tensor  # int8 [n, K]
+    stats: torch.Tensor  # float32 [n]: each row's absmax, outliers left out
+    outliers: torch.Tensor  # [n, K] in the rows' dtype: the outliers, zero elsewhere
+    flags: torch.Tensor  # int32 [n, ⌈K / CHUNK⌉]: see outlier_flags
+
+
+def quantize_rows(rows: torch.Tensor, threshold: float) -> QuantizedRows:
+    """LLM.int8()'s quantisation of rows [n, K] (any float dtype); threshold 0 means no outliers."""
+    rows = rows.contiguous()
+    n, k = rows.shape
+    quantized = torch.empty(n, k, dtype=torch.int8, device=rows.device)
+    stats = torch.empty(n, dtype=torch.float32, device=rows.device)
+    outliers = torch.empty(n, k, dtype=rows.dtype, device=rows.device)
+    flags = torch.empty(n, triton.cdiv(k, CHUNK), dtype=torch.int32, device=rows.device)
+    block = max(CHUNK, triton.next_power_of_2(k))
+    # torch compares a float16 tensor with a Python float in float16: the threshold as float16 sees.
+    as_half = float(torch.tensor(threshold, dtype=torch.float16))
+    _quantize_kernel[(n,)](
+        rows,
+        quantized,
+        stats,
+        outliers,
+        flags,
+        k,
+        as_half,
+        HAS_THRESHOLD=threshold > 0.0,
+        BLOCK=block,
+        CHUNK=CHUNK,
+        num_warps=min(16, max(1, block // 1024)),
+    )
+    return QuantizedRows(quantized, stats, outliers, flags)
