@@ -2,9 +2,10 @@
 """Where one decode step's time goes (GPU): the worker's fast decoder on a real-sized model, per quantization.
 
 Loads the model as the SDK does, prefills the blog-sized prompt, then times the captured step (graph replay,
-ms per step at batch 1 and 8) and profiles eager steps, printing the GPU kernels that take the most time and
-the number of kernels per step. The same step made of the model's own modules (`kernels=False`: no fused
-step kernels, bitsandbytes' own 4-bit kernel) is timed beside it. Prints one JSON line per quantization at the end.
+ms per step at batch 1 and 8) and profiles eager steps at 1 and 8 rows, printing the GPU kernels that take the
+most time and the number of kernels per step. The same step made of the model's own modules (`kernels=False`: no
+fused step kernels, bitsandbytes' own 4-bit kernel) is timed beside it. Prints one JSON line per quantization at
+the end.
 
 Usage: python scripts/profile_decode_step.py --model DIR [--quantization bf16 --quantization 4bit ...]
 """
@@ -62,6 +63,24 @@ def replay_ms(graphs, count: int, steps: int = 50) -> float:
     return (time.perf_counter() - start) * 1000 / steps
 
 
+def eager_kernel_totals(graphs: DecodeGraphs, count: int, steps: int = 5) -> dict[str, list[float]]:
+    """GPU µs and launches per eager step of `count` rows, per kernel name."""
+    with torch.inference_mode():
+        for _ in range(3):
+            graphs._step(count)
+        torch.cuda.synchronize()
+        with profile(activities=[ProfilerActivity.CUDA]) as prof:
+            for _ in range(steps):
+                graphs._step(count)
+            torch.cuda.synchronize()
+    totals: dict[str, list[float]] = defaultdict(lambda: [0.0, 0])
+    for event in prof.events():
+        if event.device_type == torch.autograd.DeviceType.CUDA:
+            totals[event.name][0] += event.device_time / steps
+            totals[event.name][1] += 1 / steps
+    return totals
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--model", required=True)
@@ -83,25 +102,18 @@ def main() -> None:
         summary["four_bit_kernel_layers"] = len(graphs.linears.four_bit)
         summary["graph_ms_batch1"] = round(replay_ms(graphs, 1), 3)
         summary["graph_ms_batch8"] = round(replay_ms(graphs, 8), 3)
-        with torch.inference_mode():
-            for _ in range(3):
-                graphs._step(1)
-            torch.cuda.synchronize()
-            with profile(activities=[ProfilerActivity.CUDA]) as prof:
-                for _ in range(5):
-                    graphs._step(1)
-                torch.cuda.synchronize()
-        totals: dict[str, list[float]] = defaultdict(lambda: [0.0, 0])
-        for event in prof.events():
-            if event.device_type == torch.autograd.DeviceType.CUDA:
-                totals[event.name][0] += event.device_time / 5
-                totals[event.name][1] += 1 / 5
-        ranked = sorted(totals.items(), key=lambda kv: -kv[1][0])
-        summary["eager_gpu_ms_per_step"] = round(sum(v[0] for v in totals.values()) / 1000, 3)
-        summary["kernels_per_step"] = round(sum(v[1] for v in totals.values()))
+        tops = {}
+        for count in (1, 8):
+            totals = eager_kernel_totals(graphs, count)
+            ranked = sorted(totals.items(), key=lambda kv: -kv[1][0])
+            summary[f"eager_gpu_ms_per_step_batch{count}"] = round(sum(v[0] for v in totals.values()) / 1000, 3)
+            summary[f"kernels_per_step_batch{count}"] = round(sum(v[1] for v in totals.values()))
+            tops[count] = ranked[:18]
         print(f"\n{quantization}: {json.dumps(summary)}", flush=True)
-        for name, (us, count) in ranked[:18]:
-            print(f"  {us / 1000:8.3f} ms  {count:6.0f}x  {name[:110]}", flush=True)
+        for count, ranked in tops.items():
+            print(f"  batch {count}:", flush=True)
+            for name, (us, calls) in ranked:
+                print(f"  {us / 1000:8.3f} ms  {calls:6.0f}x  {name[:110]}", flush=True)
         summaries.append(summary)
         del engine, graphs
         torch.cuda.empty_cache()

@@ -1,10 +1,12 @@
 #!/usr/bin/env python3
 """Chooses the tilings of the worker's 4-bit and int8 decode kernels (GPU): times every tiling in a grid at
-idefics2-8b's text-model shapes, at 1 and 8 rows, against bitsandbytes' own kernels, and checks each result
-against bitsandbytes (largest difference in bf16 rounding steps).
+idefics2-8b's text-model shapes, at 1, 2 and 8 rows, against bitsandbytes' own kernels, and checks each result
+against bitsandbytes (largest difference in bf16 rounding steps). The grid holds the int8 tensor-core (MMA)
+tilings and the CUDA-core tilings chosen by an earlier sweep (docs/BENCHMARKS.md, change 4).
 
 Kernels are compiled first by a pool of processes (Triton caches them on disk), then timed one at a time from
-CUDA graphs of 20 calls. Prints the best tilings per shape and rows, and the per-token sum over the 32 layers.
+CUDA graphs of 20 calls. Prints the best tilings per shape and rows, and the per-token sum over the 32 layers
+for the best tilings and for the ones the worker chooses (`tiling_for`).
 
 Usage: python scripts/tune_decode_kernels.py [--out FILE.json]
 """
@@ -26,13 +28,18 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "python"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_linear_kernels import timed
 from idefics2_worker import four_bit_gemv, int8_gemv
+from idefics2_worker.int8_quantize import outlier_flags
 
 LAYERS = 32
 # (name, in, out, count per layer): Mistral-7B as in idefics2-8b.
 SHAPES = [("q/o", 4096, 4096, 2), ("k/v", 4096, 1024, 2), ("gate/up", 4096, 14336, 2), ("down", 14336, 4096, 1)]
-FOUR_BIT = [four_bit_gemv.Tiling(*t) for t in itertools.product([1, 2, 4, 8, 16], [8, 16, 32], [2, 4, 8])]
-INT8 = [int8_gemv.Tiling(*t) for t in itertools.product([4, 8, 16, 32], [256, 512, 1024], [4, 8])]
-ROWS = (1, 8)
+FOUR_BIT = [four_bit_gemv.DEFAULT_TILING, four_bit_gemv.NARROW_TILING]
+INT8 = [
+    int8_gemv.DEFAULT_TILING,
+    int8_gemv.Tiling(columns=512),
+    *(int8_gemv.Tiling(o, c, 4, mma=True) for o, c in itertools.product([16, 32, 64], [128, 256])),
+]
+ROWS = (1, 2, 8)
 
 
 def four_bit_operands(k: int, n: int) -> tuple[torch.nn.Module, tuple]:
@@ -51,9 +58,11 @@ def int8_operands(k: int, n: int, rows: int) -> tuple:
     weight_absmax = torch.rand(n, device="cuda") * 0.1
     quantized = torch.randint(-127, 128, (rows, k), dtype=torch.int8, device="cuda")
     row_absmax = torch.rand(rows, device="cuda") * 3
-    outliers = torch.zeros(rows, k, device="cuda")
-    outliers[:, :3] = 9.0  # three outlier columns, as LLM.int8() sees in real activations
-    return quantized, outliers, weight, row_absmax, weight_absmax
+    # Outliers scattered over ~0.3% of each row's columns, as the 8B-shaped random model's activations hold them
+    # (trained models' cluster in a few columns).
+    scattered = torch.rand(rows, k, device="cuda") < 0.003
+    outliers = (torch.randn(rows, k, device="cuda") * 9.0 * scattered).to(torch.bfloat16)
+    return quantized, outliers, outlier_flags(outliers), weight, row_absmax, weight_absmax
 
 
 def compile_shape(job: tuple[str, int, int, int]) -> int:
@@ -151,11 +160,14 @@ def main() -> None:
         torch.cuda.empty_cache()
     for kind in ("four_bit", "int8"):
         for rows in ROWS:
-            total = 0.0
-            for name, _, _, per_layer in SHAPES:
-                fastest = min((r for r in results if (r["kind"], r["shape"], r["rows"]) == (kind, name, rows)), key=us)
-                total += fastest["us"] * per_layer * LAYERS
-            print(f"per token, {kind} best tilings, rows {rows}: {total / 1000:.2f} ms", flush=True)
+            best = chosen = 0.0
+            for name, _, n, per_layer in SHAPES:
+                timings = [r for r in results if (r["kind"], r["shape"], r["rows"]) == (kind, name, rows)]
+                worker = (four_bit_gemv.tiling_for(n) if kind == "four_bit" else int8_gemv.tiling_for(n, rows)).__dict__
+                best += min(timings, key=us)["us"] * per_layer * LAYERS
+                chosen += next((r["us"] for r in timings if r["tiling"] == worker), float("nan")) * per_layer * LAYERS
+            line = f"per token, {kind}, rows {rows}: best tilings {best / 1000:.2f} ms, chosen {chosen / 1000:.2f} ms"
+            print(line, flush=True)
     if args.out:
         Path(args.out).write_text(json.dumps({"card": torch.cuda.get_device_name(), "rows": results}, indent=1))
 
