@@ -94,14 +94,6 @@ if triton is not None:
         _scaled(exact, extra, row_absmax, weight_absmax, out, outputs, output_ok, row, ROWS, N, OUT_DTYPE)
 
     @triton.jit
-    def _outlier_dot(w, o, extra, OUT_DTYPE: tl.constexpr, SIXTEEN_BIT_DOT: tl.constexpr):
-        if SIXTEEN_BIT_DOT:
-            # The outliers are the layer's bf16 / fp16 inputs and |w| ≤ 127: both exact in that dtype, so each
-            # product is exact in the MMA's float32 accumulator.
-            return tl.dot(w.to(OUT_DTYPE), o.to(OUT_DTYPE), extra)
-        return tl.dot(w.to(tl.float32), o.to(tl.float32), extra, input_precision="ieee")
-
-    @triton.jit
     def _eight_bit_mma_kernel(quantized, outliers, weight, row_absmax, weight_absmax, out, N, ROWS,
                               K: tl.constexpr, OUT_DTYPE: tl.constexpr, BLOCK_N: tl.constexpr,
                               BLOCK_K: tl.constexpr, ROWS_MMA: tl.constexpr,
