@@ -42,8 +42,8 @@ def tiling_for(outputs: int, rows: int) -> Tiling:
     """The fastest tiling measured on an H100 at idefics2-8b's shapes (scripts/tune_decode_kernels.py): one row
     on the CUDA cores, shorter steps along K for wide layers (more programs in flight); several rows as MMAs."""
     if rows > 1:
-        wide = 64 if outputs >= 8192 else 16 if outputs < 2048 else MMA_TILING.outputs
-        return Tiling(outputs=wide, columns=MMA_TILING.columns, mma=True)
+        per_program = 64 if outputs >= 8192 else 16 if outputs < 2048 else MMA_TILING.outputs
+        return Tiling(outputs=per_program, columns=MMA_TILING.columns, mma=True)
     return Tiling(columns=512) if outputs >= 8192 else DEFAULT_TILING
 
 
@@ -67,7 +67,7 @@ if triton is not None:
                           ROWS: tl.constexpr, ROWS_P2: tl.constexpr, OUT_DTYPE: tl.constexpr,
                           BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, CHUNK: tl.constexpr):  # fmt: skip
         # Program: BLOCK_N outputs of every input row; each weight block is read once and used for all rows.
-        # A row's outliers are read only for blocks flagged as holding one (few).
+        # A row's outliers are read only for blocks flagged as holding one.
         FLAGS: tl.constexpr = (K + CHUNK - 1) // CHUNK
         outputs = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
         output_ok = outputs < N

@@ -6,19 +6,20 @@ round(x · (127 / absmax)), rounding half to even; the outliers are kept, in the
 that is zero elsewhere. Those torch ops are ~14 kernels per input, four inputs per layer: ~1,800 of the 8-bit
 step's 2,702 kernels on idefics2-8b (docs/BENCHMARKS.md). This is one per input.
 
-It also flags, per row and per CHUNK columns, whether any outlier lies there, so the product kernels read the
-dense outlier rows only where they hold something (rarely: most rows of most layers have none).
+It also flags, per row and per CHUNK columns, whether any outlier lies there, so the one-row product kernel
+reads the dense outlier row only where it holds something.
 """
 
 from __future__ import annotations
 
+import functools
 from typing import NamedTuple
 
 import torch
 
 from .triton_support import tl, triton
 
-# Columns per outlier flag; the product kernels step along K in multiples of it.
+# Columns per outlier flag; the one-row product kernel steps along K in multiples of it.
 CHUNK = 128
 
 
@@ -69,6 +70,12 @@ class QuantizedRows(NamedTuple):
     flags: torch.Tensor  # int32 [n, ⌈K / CHUNK⌉]: see outlier_flags
 
 
+@functools.lru_cache
+def _as_float16(threshold: float) -> float:
+    """torch compares a float16 tensor with a Python float in float16: the threshold as float16 sees it."""
+    return float(torch.tensor(threshold, dtype=torch.float16))
+
+
 def quantize_rows(rows: torch.Tensor, threshold: float) -> QuantizedRows:
     """LLM.int8()'s quantisation of rows [n, K] (any float dtype); threshold 0 means no outliers."""
     rows = rows.contiguous()
@@ -78,8 +85,6 @@ def quantize_rows(rows: torch.Tensor, threshold: float) -> QuantizedRows:
     outliers = torch.empty(n, k, dtype=rows.dtype, device=rows.device)
     flags = torch.empty(n, triton.cdiv(k, CHUNK), dtype=torch.int32, device=rows.device)
     block = max(CHUNK, triton.next_power_of_2(k))
-    # torch compares a float16 tensor with a Python float in float16: the threshold as float16 sees.
-    as_half = float(torch.tensor(threshold, dtype=torch.float16))
     _quantize_kernel[(n,)](
         rows,
         quantized,
@@ -87,7 +92,7 @@ def quantize_rows(rows: torch.Tensor, threshold: float) -> QuantizedRows:
         outliers,
         flags,
         k,
-        as_half,
+        _as_float16(threshold),
         HAS_THRESHOLD=threshold > 0.0,
         BLOCK=block,
         CHUNK=CHUNK,
