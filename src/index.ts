@@ -14,7 +14,7 @@ export {
   ImageLimits,
 } from "./options.js";
 export type { ResolvedLoadOptions, ResolvedGenerationOptions } from "./options.js";
-export { FinishReason, Usage, Timings, GenerateResult } from "./protocol/messages.js";
+export { FinishReason, Usage, Timings, GenerateResult, MemoryUse, ReleaseMemoryResult } from "./protocol/messages.js";
 export {
   ErrorCode,
   Idefics2Error,

@@ -3,7 +3,14 @@ import { resolve } from "node:path";
 import { AbortError, ClosedError, QueueFullError, WorkerCrashedError } from "./errors.js";
 import { checkBitsandbytes } from "./runtime/check-bitsandbytes.js";
 import { LoadOptions, type ImageLimits, type ResolvedLoadOptions } from "./options.js";
-import type { LoadParams, LoadResult, GenerateResult, InfoResult, TokenEventData } from "./protocol/messages.js";
+import type {
+  LoadParams,
+  LoadResult,
+  GenerateResult,
+  InfoResult,
+  ReleaseMemoryResult,
+  TokenEventData,
+} from "./protocol/messages.js";
 import { ensurePythonEnvironment, type PythonEnvironment } from "./runtime/python-environment.js";
 import { workerCommand } from "./runtime/worker-command.js";
 import { startLoadedWorker } from "./worker/start-loaded-worker.js";
@@ -166,6 +173,16 @@ export class Idefics2 {
   async workerInfo(options: { signal?: AbortSignal } = {}): Promise<InfoResult> {
     const worker = await this.#liveWorker(options.signal);
     return worker.request("info", {}, options);
+  }
+
+  /**
+   * Gives back what the fast decoder holds between requests (its KV cache and captured CUDA graphs), so an idle
+   * model keeps only its weights. Waits for running generations to finish first; the next request regrows the
+   * cache. With the reference decoder there is nothing to free and it reports 0.
+   */
+  async releaseMemory(options: { signal?: AbortSignal } = {}): Promise<ReleaseMemoryResult> {
+    const worker = await this.#liveWorker(options.signal);
+    return worker.request("releaseMemory", {}, options);
   }
 
   /** Ends the worker and frees the model; pending calls reject with ClosedError. Safe to call twice. */

@@ -82,6 +82,16 @@ export const LoadParams = z.object({
 });
 export type LoadParams = z.infer<typeof LoadParams>;
 
+export const MemoryUse = z.object({
+  /** Bytes of the model's weights and buffers (transformers' `get_memory_footprint()`). */
+  footprintBytes: z.number().int(),
+  /** Bytes torch has allocated on the current CUDA device (weights, caches, workspace); absent without CUDA. */
+  cudaAllocatedBytes: z.number().int().optional(),
+  /** Bytes of the fast decoder's KV cache: 0 with the reference decoder, and after `releaseMemory()` until the next request. */
+  kvCacheBytes: z.number().int(),
+});
+export type MemoryUse = z.infer<typeof MemoryUse>;
+
 export const LoadResult = z
   .object({
     model: z.string(),
@@ -99,6 +109,8 @@ export const LoadResult = z
     /** The decoder in use: `fast` (batched, CUDA graphs on GPU) or `reference` (generate()). */
     decoder: z.enum(["fast", "reference"]).optional(),
     maxBatchSize: z.number().int().optional(),
+    /** Memory when the load finished; `workerInfo()` reports it as it is now. */
+    memory: MemoryUse.optional(),
   })
   .passthrough();
 export type LoadResult = z.infer<typeof LoadResult>;
@@ -169,14 +181,29 @@ export const GenerateResult = z.object({
 });
 export type GenerateResult = z.infer<typeof GenerateResult>;
 
-export const InfoResult = z.object({ versions: WorkerVersions.partial().passthrough() }).passthrough();
+export const InfoResult = z
+  .object({
+    versions: WorkerVersions.partial().passthrough(),
+    /** The loaded model, with its memory as it is now. */
+    model: LoadResult.optional(),
+  })
+  .passthrough();
 export type InfoResult = z.infer<typeof InfoResult>;
+
+export const ReleaseMemoryResult = z.object({
+  /** KV-cache bytes given back by this call. */
+  freedKvCacheBytes: z.number().int(),
+  /** Memory after the release. */
+  memory: MemoryUse,
+});
+export type ReleaseMemoryResult = z.infer<typeof ReleaseMemoryResult>;
 
 export const methods = {
   ping: { params: z.object({}), result: z.object({ pong: z.literal(true) }) },
   load: { params: LoadParams, result: LoadResult },
   generate: { params: GenerateParams, result: GenerateResult },
   info: { params: z.object({}), result: InfoResult },
+  releaseMemory: { params: z.object({}), result: ReleaseMemoryResult },
 } as const;
 export type MethodName = keyof typeof methods;
 export type ParamsOf<M extends MethodName> = z.infer<(typeof methods)[M]["params"]>;

@@ -137,6 +137,15 @@ describe("Idefics2 lifecycle", () => {
     const together = await Promise.all(conversations.map((conversation) => fast.generate(conversation, { maxNewTokens: 24 })));
     expect(together.map((r) => r.tokenIds)).toEqual(expected.map((r) => r.tokenIds));
     expect(together[0]?.text.toLowerCase()).toContain("blue");
+
+    // The idle fast decoder keeps its KV cache until releaseMemory() gives it back; the next request regrows it.
+    const held = (await fast.workerInfo()).model?.memory?.kvCacheBytes ?? 0;
+    expect(held).toBeGreaterThan(0);
+    const released = await fast.releaseMemory();
+    expect(released).toMatchObject({ freedKvCacheBytes: held, memory: { kvCacheBytes: 0 } });
+    expect((await fast.workerInfo()).model?.memory?.kvCacheBytes).toBe(0);
+    expect((await fast.generate(blog, { maxNewTokens: 24 })).tokenIds).toEqual(expected[0]?.tokenIds);
+    expect((await reference.releaseMemory()).freedKvCacheBytes).toBe(0);
   });
 
   it("fails to load a model that does not exist with MODEL_NOT_FOUND", async () => {
