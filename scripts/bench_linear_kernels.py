@@ -25,7 +25,7 @@ import bitsandbytes as bnb
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "python"))
-from idefics2_worker.decode_linears import DecodeLinears
+from idefics2_worker.decode.linears import DecodeLinears
 
 LAYERS = 32
 # (name, in, out, count per layer): Mistral-7B as in idefics2-8b.

@@ -28,8 +28,8 @@ from transformers import AutoModelForImageTextToText, AutoProcessor, BitsAndByte
 from transformers.image_utils import load_image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "python"))
-from idefics2_worker.attention import fastest_attention
-from idefics2_worker.teacher_forcing import fast_path_logits
+from idefics2_worker.engine.attention import fastest_attention
+from idefics2_worker.decode.teacher_forcing import fast_path_logits
 
 QUANTIZATION = {
     "bf16": {"dtype": torch.bfloat16},

@@ -24,9 +24,9 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "python"))
-from idefics2_worker.decode_graph import DecodeGraphs
-from idefics2_worker.engine import Engine
-from idefics2_worker.params import parse_load
+from idefics2_worker.decode.graphs import DecodeGraphs
+from idefics2_worker.engine.engine import Engine
+from idefics2_worker.protocol.params import parse_load
 
 LOADS = {
     "bf16": {"mode": "none", "dtype": "bfloat16"},
@@ -67,11 +67,11 @@ def eager_kernel_totals(graphs: DecodeGraphs, count: int, steps: int = 5) -> dic
     """GPU µs and launches per eager step of `count` rows, per kernel name."""
     with torch.inference_mode():
         for _ in range(3):
-            graphs._step(count)
+            graphs.decode_one_token(count)
         torch.cuda.synchronize()
         with profile(activities=[ProfilerActivity.CUDA]) as prof:
             for _ in range(steps):
-                graphs._step(count)
+                graphs.decode_one_token(count)
             torch.cuda.synchronize()
     totals: dict[str, list[float]] = defaultdict(lambda: [0.0, 0])
     for event in prof.events():
@@ -89,8 +89,8 @@ def main() -> None:
     summaries = []
     for quantization in args.quantization or ["bf16", "4bit", "8bit"]:
         engine = load(args.model, quantization)
-        summary = {"quantization": quantization, "dtype": str(engine.model.dtype)}
-        modules = DecodeGraphs(engine.model, 8, use_graphs=True, kernels=False)
+        summary = {"quantization": quantization, "dtype": str(engine.loaded.model.dtype)}
+        modules = DecodeGraphs(engine.loaded.model, 8, use_graphs=True, kernels=False)
         prepare(modules)
         summary["modules_graph_ms_batch1"] = round(replay_ms(modules, 1), 3)
         summary["modules_graph_ms_batch8"] = round(replay_ms(modules, 8), 3)

@@ -5,7 +5,10 @@ Changes from the blog, all forced by transformers 5 or by this environment:
   - AutoModelForVision2Seq -> AutoModelForImageTextToText;
   - load_in_8bit=True / load_in_4bit=True -> quantization_config=BitsAndBytesConfig(...);
   - without torchvision, transformers 5.17 cannot load the (PIL) Idefics2 image processor through AutoProcessor
-    (it marks the PIL class as needing torchvision), so the real PIL class is exposed first.
+    (it marks the PIL class as needing torchvision), so the real PIL class is exposed first;
+  - on CPUs with AVX512-BF16, bitsandbytes 0.50.2 repacks 4-bit weights at their first CPU forward and fails on
+    layers whose width is not a multiple of its 64-weight block (idefics2-8b's vision MLP: 4,304), so 4-bit
+    layers keep the portable CPU path every other CPU takes (the worker does the same).
 
 Usage:
   python scripts/reference.py --model assets/tiny-idefics2 --messages assets/demo/conversation.json \
@@ -51,6 +54,9 @@ with contextlib.redirect_stdout(sys.stderr):  # stdout carries only the JSON res
     }[args.quantization]
     model_kwargs = {"quantization_config": quantization} if quantization else {}
     model = AutoModelForImageTextToText.from_pretrained(args.model, device_map="auto", **model_kwargs)
+    for module in model.modules():
+        if hasattr(module, "support_avx512bf16_for_cpu"):
+            module.support_avx512bf16_for_cpu = False
 
     with open(args.messages, encoding="utf-8") as f:
         messages = json.load(f)

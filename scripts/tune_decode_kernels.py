@@ -27,8 +27,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "python"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_linear_kernels import timed
-from idefics2_worker import four_bit_gemv, int8_gemv
-from idefics2_worker.int8_quantize import outlier_flags
+from idefics2_worker.kernels import four_bit_gemv, int8_gemv
+from idefics2_worker.kernels.int8_quantize import outlier_flags
 
 LAYERS = 32
 # (name, in, out, count per layer): Mistral-7B as in idefics2-8b.

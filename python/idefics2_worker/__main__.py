@@ -28,10 +28,10 @@ def main() -> int:
     frames_fd = _claim_stdout()
     # Imports come after the redirection: anything they print lands on stderr.
     from . import PROTOCOL_VERSION
-    from .engine import Engine
-    from .framing import FrameWriter
-    from .info import info, versions
-    from .server import Server
+    from .engine.engine import Engine
+    from .engine.info import info, versions
+    from .protocol.framing import FrameWriter
+    from .server.frame_loop import Server
 
     writer = FrameWriter(os.fdopen(frames_fd, "wb", buffering=1 << 16))
     writer.write({"type": "ready", "protocol": PROTOCOL_VERSION, "pid": os.getpid(), "versions": versions()})

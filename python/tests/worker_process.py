@@ -14,7 +14,7 @@ from typing import Any
 
 from conftest import PYTHON_DIR
 
-from idefics2_worker.framing import FrameError, encode_frame, read_frame
+from idefics2_worker.protocol.framing import FrameError, encode_frame, read_frame
 
 _END = {"type": "__end__"}
 

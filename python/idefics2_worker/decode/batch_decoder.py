@@ -1,0 +1,189 @@
+"""Continuous batching: requests join the running batch between decode steps and leave when they finish.
+
+Each request is prepared and prefilled on its own (the reference's processor call and first forward pass),
+then decoded together with the others, one token per request per step, through `DecodeGraphs`. Token choice
+uses transformers' own logits processors for the request's options (`token_choice`). Options this path does
+not implement (beam search, stop strings) go to generate().
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from ..protocol.params import GenerateParams
+from ..protocol.results import GenerationResult
+from ..request.loaded_model import LoadedModel
+from ..request.prompt import PreparedPrompt, prepare_prompt
+from ..request.result import aborted, finish_reason, generation_result
+from ..request.streaming import OnToken, TokenStreamer
+from .graphs import DecodeGraphs
+from .prefill import prefill
+from .token_choice import TokenHistory, choose_token, generation_config_and_processors, new_token_limit
+
+OnDone = Callable[[GenerationResult | None, BaseException | None], None]
+FIRST_STRETCH = 512  # new tokens the KV cache holds room for at admission
+
+
+@dataclass(eq=False)
+class _Sequence:
+    prepared: PreparedPrompt
+    limit: int
+    processors: Any
+    generator: torch.Generator | None  # set when sampling
+    streamer: TokenStreamer | None
+    on_token: OnToken
+    cancel: threading.Event
+    on_done: OnDone
+    position: int
+    history: TokenHistory | None  # for logits processors that read earlier tokens
+    ids: list[int] = field(default_factory=list)
+    first_step_at: float = 0.0
+
+
+class BatchDecoder:
+    """Owns the running sequences; `admit` adds one, `step` advances all by one token."""
+
+    def __init__(self, loaded: LoadedModel, max_batch: int, vision_chunk: int, use_graphs: bool) -> None:
+        self.loaded = loaded
+        self.model = loaded.model
+        self.graphs = DecodeGraphs(loaded.model, max_batch, use_graphs)
+        self.vision_chunk = vision_chunk
+        self.running: list[_Sequence] = []
+
+    @property
+    def busy(self) -> bool:
+        return bool(self.running)
+
+    def has_room(self) -> bool:
+        return len(self.running) < self.graphs.max_batch
+
+    def accepts(self, params: GenerateParams) -> bool:
+        kwargs = params.generate_kwargs
+        return int(kwargs.get("num_beams") or 1) == 1 and not kwargs.get("stop_strings")
+
+    def cache_bytes(self) -> int:
+        return self.graphs.cache.nbytes()
+
+    def release(self) -> None:
+        """Gives back the KV cache and captured graphs; only while no sequence runs (the next admit regrows them)."""
+        if not self.running:
+            self.graphs.release()
+
+    def admit(
+        self, params: GenerateParams, payload: bytes, on_token: OnToken, cancel: threading.Event, on_done: OnDone
+    ) -> bool:
+        """Prepares and prefills one request, which then runs with the next `step`; errors are raised to the caller.
+
+        Returns False, having started nothing, for a request longer than the model's sliding window: the step
+        attends to every cached position, so such a request must go to generate().
+        """
+        model = self.model
+        prepared = prepare_prompt(self.loaded, params, payload)
+        input_ids = prepared.inputs["input_ids"]
+        config, processors = generation_config_and_processors(model, params, self.loaded.eos_ids, input_ids)
+        limit = new_token_limit(config, prepared.prompt_tokens)
+        if not self.graphs.supports(prepared.prompt_tokens + limit):
+            return False
+        if cancel.is_set():
+            raise aborted()
+        generator = None
+        if config.do_sample:
+            generator = torch.Generator(device=model.device)
+            if params.seed is not None:
+                generator.manual_seed(params.seed)
+            else:
+                generator.seed()
+        streamer = TokenStreamer(self.loaded.decode, on_token, cancel) if params.stream else None
+        if streamer is not None:
+            streamer.put(input_ids)
+        # Room for the prompt and a first stretch of answer; `step` grows the cache when a sequence needs more,
+        # so a large maxNewTokens that ends at EOS early never allocates its whole length.
+        self.graphs.ensure(len(self.running) + 1, prepared.prompt_tokens + min(limit, FIRST_STRETCH))
+        cache, logits = prefill(model, prepared.inputs, self.vision_chunk)
+        slot = len(self.running)
+        self.graphs.store_prefill(slot, cache, prepared.prompt_tokens)
+        del cache
+        sequence = _Sequence(
+            prepared=prepared,
+            limit=limit,
+            processors=processors,
+            generator=generator,
+            streamer=streamer,
+            on_token=on_token,
+            cancel=cancel,
+            on_done=on_done,
+            # The first token, chosen from the prefill's logits, is fed at the prompt's length.
+            position=prepared.prompt_tokens - 1,
+            history=TokenHistory(input_ids) if processors else None,
+        )
+        # Chosen before the sequence joins, so a failing choice leaves nothing running for this request.
+        token = choose_token(logits, processors, sequence.history, generator)
+        sequence.first_step_at = time.perf_counter()
+        self.running.append(sequence)
+        self._advance([(sequence, token)])
+        return True
+
+    def step(self) -> None:
+        """Advances every running sequence by one token and finishes those that are done."""
+        count = len(self.running)
+        if count == 0:
+            return
+        graphs = self.graphs
+        needed = max(s.position for s in self.running) + 1
+        if needed > graphs.length:
+            graphs.ensure(count, max(needed, 2 * graphs.length))
+        last = torch.tensor([s.ids[-1] for s in self.running], dtype=torch.long)
+        positions = torch.tensor([s.position for s in self.running], dtype=torch.long)
+        graphs.tokens[:count].copy_(last, non_blocking=False)
+        graphs.positions[:count].copy_(positions, non_blocking=False)
+        logits = graphs.run(count)
+        if all(not s.processors and s.generator is None for s in self.running):
+            chosen = logits.argmax(dim=-1).tolist()
+        else:
+            chosen = [
+                choose_token(logits[i : i + 1], s.processors, s.history, s.generator)
+                for i, s in enumerate(self.running)
+            ]
+        self._advance(list(zip(self.running, chosen, strict=True)))
+
+    def cancel_all(self, error: BaseException) -> None:
+        for sequence in list(self.running):
+            self._finish(sequence, None, error)
+
+    def _advance(self, chosen: list[tuple[_Sequence, int]]) -> None:
+        for sequence, token in chosen:
+            sequence.ids.append(token)
+            sequence.position += 1
+            if sequence.history is not None:
+                sequence.history.append(token)
+            if sequence.streamer is not None:
+                sequence.streamer.put(torch.tensor([token]))
+            if sequence.cancel.is_set():
+                self._finish(sequence, None, aborted())
+            elif token in self.loaded.eos_ids or len(sequence.ids) >= sequence.limit:
+                self._finish(sequence, self._result(sequence), None)
+
+    def _result(self, sequence: _Sequence) -> GenerationResult:
+        finished = time.perf_counter()
+        text = self.loaded.decode(sequence.ids)
+        if sequence.streamer is not None:
+            rest = sequence.streamer.finish(text)
+            if rest:
+                sequence.on_token(rest, [])
+        reason = finish_reason(sequence.ids, self.loaded.eos_ids, text, None, sequence.limit)
+        return generation_result(sequence.prepared, sequence.ids, text, reason, sequence.first_step_at, finished)
+
+    def _finish(self, sequence: _Sequence, result: GenerationResult | None, error: BaseException | None) -> None:
+        slot = self.running.index(sequence)
+        last = len(self.running) - 1
+        if slot != last:
+            self.graphs.move(last, slot)
+            self.running[slot] = self.running[last]
+        self.running.pop()
+        sequence.on_done(result, error)

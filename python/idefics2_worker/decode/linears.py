@@ -1,0 +1,151 @@
+"""bitsandbytes' quantized linears, computed so that a CUDA graph can capture them, and fast at 1-8 rows.
+
+LLM.int8() (8-bit) finds the input's outlier columns with `argwhere`, a shape known only on the host, so its
+forward cannot be captured. Here it is computed per row, as bitsandbytes does for a batch of one: the input is
+cast to float16; elements with |x| ≥ threshold are outliers, left out of the row's absmax and of the int8
+product; the int8 product is summed exactly and dequantised as bitsandbytes does; the outliers' product with
+the dequantised weight is added. Instead of gathering the outlier columns, the outliers are kept in a dense
+row that is zero elsewhere, so shapes never depend on the data. On CUDA with Triton the quantisation is one
+kernel (`int8_quantize`) and the product another (`int8_gemv`); elsewhere torch ops, bitsandbytes' int8 ops and
+a dense outlier product.
+
+4-bit layers capture as they are; on CUDA with Triton, those computing in float32 (transformers' default) run
+`four_bit_gemv`, which computes bitsandbytes' float32 GEMV sums ~3x faster. Other compute dtypes, and nested
+(double-quantised) absmax, keep bitsandbytes' kernel.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import torch
+
+from ..kernels import four_bit_gemv, int8_gemv, int8_quantize, triton_support
+
+_INV_127 = 7.874015718698502e-3  # bitsandbytes' int8_vectorwise_dequant constant
+
+
+def _bitsandbytes_linears() -> tuple[Any, Any]:
+    try:
+        import bitsandbytes as bnb
+    except Exception:  # any import failure means there are no quantized layers to replace
+        return None, None
+    return bnb.nn.Linear8bitLt, bnb.nn.Linear4bit
+
+
+def _four_bit_kernel_computes(module: Any) -> bool:
+    """Whether `four_bit_gemv` computes exactly what this 4-bit layer's bitsandbytes forward computes."""
+    state = getattr(module.weight, "quant_state", None)
+    return (
+        state is not None
+        and module.weight.dtype == torch.uint8  # bnb_4bit_quant_storage other than uint8 packs differently
+        and module.compute_dtype == torch.float32
+        and not state.nested
+        and not getattr(state, "packing_format_for_cpu", False)
+        and state.shape[1] % state.blocksize == 0
+    )
+
+
+class _QuantizedInput:
+    """The int8 form of a layer input (computed once for q/k/v and for gate/up, which read the same input)."""
+
+    outliers: torch.Tensor | None  # zero off the outlier columns; None for threshold 0 without kernels
+    flags: torch.Tensor | None  # int8_quantize.outlier_flags, from the kernel
+
+    def __init__(self, source: torch.Tensor, threshold: float, kernels: bool) -> None:
+        rows = source.reshape(-1, source.shape[-1])
+        self.flags = None
+        if kernels:
+            self.quantized, self.stats, self.outliers, self.flags = int8_quantize.quantize_rows(rows, threshold)
+            return
+        half = rows.to(torch.float16)
+        magnitude = half.abs()
+        if threshold > 0.0:
+            outlier = magnitude >= threshold
+            self.stats = magnitude.masked_fill(outlier, 0).amax(dim=1).float()
+            scaled = half.masked_fill(outlier, 0).float() * (127.0 / self.stats[:, None])
+            self.outliers = rows.float() * outlier
+        else:
+            self.stats = magnitude.amax(dim=1).float()
+            scaled = half.float() * (127.0 / self.stats[:, None])
+            self.outliers = None
+        self.quantized = torch.round(scaled).to(torch.int8)
+
+
+class DecodeLinears:
+    """Swaps the text model's 8-bit linears (and, with kernels, float32-compute 4-bit ones) for the capturable
+    forms inside `capturable()`."""
+
+    def __init__(self, model: Any, kernels: bool | None = None) -> None:
+        eight_bit, four_bit = _bitsandbytes_linears()
+        modules = [*model.model.text_model.modules(), model.lm_head]
+        self.kernels = triton_support.available(model.device) if kernels is None else kernels
+        self.eight_bit = [m for m in modules if eight_bit is not None and isinstance(m, eight_bit)]
+        self.four_bit = [
+            m
+            for m in modules
+            if self.kernels and four_bit is not None and isinstance(m, four_bit) and _four_bit_kernel_computes(m)
+        ]
+        self._last: tuple[torch.Tensor, _QuantizedInput] | None = None
+
+    @contextmanager
+    def capturable(self) -> Iterator[None]:
+        for module in self.eight_bit:
+            if module.weight.CB is not None:
+                module.init_8bit_state()
+            module.forward = self._forward_of(module, self._eight_bit)
+        for module in self.four_bit:
+            module.forward = self._forward_of(module, self._four_bit)
+        try:
+            yield
+        finally:
+            self._last = None
+            for module in [*self.eight_bit, *self.four_bit]:
+                del module.forward
+
+    @staticmethod
+    def _forward_of(module: Any, compute: Any) -> Any:
+        def forward(x: torch.Tensor) -> torch.Tensor:
+            return compute(module, x)
+
+        return forward
+
+    @staticmethod
+    def _four_bit(module: Any, x: torch.Tensor) -> torch.Tensor:
+        state = module.weight.quant_state
+        bias = None if module.bias is None else module.bias.to(torch.float32)
+        rows = x.reshape(-1, x.shape[-1])
+        out = four_bit_gemv.four_bit_gemv(
+            rows, module.weight.data.view(-1), state.absmax, state.code, tuple(state.shape), state.blocksize, bias
+        )
+        return out.reshape(*x.shape[:-1], out.shape[-1])
+
+    def _quantize(self, x: torch.Tensor, threshold: float) -> _QuantizedInput:
+        if self._last is not None and self._last[0] is x:
+            return self._last[1]
+        quantized = _QuantizedInput(x, threshold, self.kernels)
+        self._last = (x, quantized)
+        return quantized
+
+    def _eight_bit(self, module: Any, x: torch.Tensor) -> torch.Tensor:
+        state = module.state
+        bias = module.bias
+        if bias is not None and bias.dtype != x.dtype:
+            bias = bias.to(x.dtype)
+        quantized = self._quantize(x, float(state.threshold))
+        if quantized.flags is not None and quantized.outliers is not None:
+            out = int8_gemv.eight_bit_gemv(
+                quantized.quantized, quantized.outliers, quantized.flags, state.CB, quantized.stats, state.SCB, x.dtype
+            )
+            if bias is not None:
+                out = out + bias
+        else:
+            out = torch.ops.bitsandbytes.int8_scaled_mm.default(
+                quantized.quantized, state.CB, quantized.stats, state.SCB, bias=bias, dtype=x.dtype
+            )
+            if quantized.outliers is not None:
+                weights = (state.CB.float() * state.SCB[:, None] * _INV_127).to(x.dtype)
+                out = out.addmm(quantized.outliers.to(x.dtype), weights.t())
+        return out.reshape(*x.shape[:-1], out.shape[-1])

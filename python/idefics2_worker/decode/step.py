@@ -1,0 +1,153 @@
+"""One decode step of the text model for a batch of rows, each reading and writing its own KV-cache slot.
+
+The step is the text model's own computation, module by module (the same norms, projections, rotary embedding
+and MLP modules, so the same bitsandbytes kernels), with two changes that do not change the function: the KV
+cache is preallocated per slot (`KVSlots`), with attention masked to each sequence's own positions, and the
+query heads sharing a KV head are attended as one group instead of repeating K and V.
+
+On CUDA with Triton (or when `kernels` is forced, as the CPU tests do under Triton's interpreter), the work
+between the projections runs as a few fused kernels (`kernels.step_kernels`) and the quantized projections as
+the worker's own kernels (`DecodeLinears`), each rounding where the module code rounds.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch.nn.functional import scaled_dot_product_attention
+
+from ..kernels import step_kernels, triton_support
+from .kv_slots import KVSlots
+from .linears import DecodeLinears
+
+
+def _norms_in_order(text: Any) -> list[Any]:
+    """Every RMSNorm in the order the step applies them: each layer's two, then the final one."""
+    norms = [n for layer in text.layers for n in (layer.input_layernorm, layer.post_attention_layernorm)]
+    return [*norms, text.norm]
+
+
+def _fusable(text: Any, norms: list[Any]) -> bool:
+    """Whether the layers are the Mistral ones the fused kernels reproduce (RMSNorm, SiLU MLP, default rotary)."""
+    return (
+        getattr(text.config, "hidden_act", None) == "silu"
+        and all(type(norm).__name__.endswith("RMSNorm") and hasattr(norm, "variance_epsilon") for norm in norms)
+        and all(hasattr(layer.mlp, name) for layer in text.layers for name in ("gate_proj", "up_proj", "down_proj"))
+    )
+
+
+class DecodeStep:
+    """`decode_one_token(cache, tokens, positions, size)`: float32 logits [size, vocab] for rows 0..size-1."""
+
+    def __init__(self, model: Any, max_batch: int, kernels: bool | None = None) -> None:
+        text = model.model.text_model
+        config = text.config
+        device = model.device
+        self.model = model
+        self.text = text
+        first = text.layers[0].self_attn
+        self.head_dim = int(first.head_dim)
+        self.kv_heads = int(config.num_key_value_heads)
+        self.heads = int(config.num_attention_heads)
+        self.scaling = float(first.scaling)
+        self._rotary: Callable[..., Any] = sys.modules[type(first).__module__].apply_rotary_pos_emb
+        if kernels is None:
+            kernels = triton_support.available(device)
+        self.linears = DecodeLinears(model, kernels)
+        self._norms = _norms_in_order(text)
+        self.fused = kernels and _fusable(text, self._norms)
+        self.rows = torch.arange(max_batch, device=device)
+        # Index and value tensors on the device: a graph cannot capture a host-to-device copy.
+        self._zeros = torch.zeros(max_batch, dtype=torch.long, device=device)
+        self._true = torch.ones((), dtype=torch.bool, device=device)
+
+    def decode_one_token(
+        self, cache: KVSlots, tokens: torch.Tensor, positions: torch.Tensor, size: int
+    ) -> torch.Tensor:
+        if self.fused:
+            return self._fused_step(cache, tokens, positions, size)
+        text = self.text
+        hidden, cos, sin, mask = self._embed(cache, tokens, positions, size)
+        with self.linears.capturable():
+            for index, layer in enumerate(text.layers):
+                residual = hidden
+                hidden = layer.input_layernorm(hidden)
+                hidden = self._attention(cache, layer.self_attn, index, hidden, (cos, sin), positions[:size], mask)
+                hidden = residual + hidden
+                residual = hidden
+                hidden = residual + layer.mlp(layer.post_attention_layernorm(hidden))
+            hidden = text.norm(hidden)
+            return self.model.lm_head(hidden[:, 0]).float()
+
+    def _embed(
+        self, cache: KVSlots, tokens: torch.Tensor, positions: torch.Tensor, size: int
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Opens each row's mask at its position; the rows' token embeddings, rotary cos / sin, and mask."""
+        rows, positions = self.rows[:size], positions[:size]
+        zeros = self._zeros[:size]
+        cache.mask.index_put_((rows, zeros, zeros, positions), self._true)
+        hidden = self.text.embed_tokens(tokens[:size, None])
+        cos, sin = self.text.rotary_emb(hidden, positions[:, None])
+        return hidden, cos, sin, cache.mask[:size]
+
+    def _attention(  # noqa: PLR0917 - the step's state, passed rather than kept
+        self,
+        cache: KVSlots,
+        attn: Any,
+        index: int,
+        hidden: torch.Tensor,
+        rotary: tuple[torch.Tensor, torch.Tensor],
+        positions: torch.Tensor,
+        mask: torch.Tensor,
+    ) -> torch.Tensor:
+        size, dim = hidden.shape[0], self.head_dim
+        rows = self.rows[:size]
+        query = attn.q_proj(hidden).view(size, 1, self.heads, dim).transpose(1, 2)
+        key = attn.k_proj(hidden).view(size, 1, self.kv_heads, dim).transpose(1, 2)
+        value = attn.v_proj(hidden).view(size, 1, self.kv_heads, dim).transpose(1, 2)
+        query, key = self._rotary(query, key, *rotary)
+        cache.keys[index][rows, :, positions] = key[:, :, 0]
+        cache.values[index][rows, :, positions] = value[:, :, 0]
+        return self._attend(cache, attn, index, query, mask)
+
+    def _attend(self, cache: KVSlots, attn: Any, index: int, query: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Attention over each row's cache slot and the output projection; query holds [rows, heads, (1,) dim]."""
+        size, dim = query.shape[0], self.head_dim
+        # Query head h uses KV head h // groups (transformers' repeat_kv), so the heads of one KV head
+        # are a contiguous group: attend them as a group of queries at the same position.
+        grouped = query.reshape(size, self.kv_heads, self.heads // self.kv_heads, dim)
+        keys, values = cache.keys[index][:size], cache.values[index][:size]
+        out = scaled_dot_product_attention(grouped, keys, values, attn_mask=mask, scale=self.scaling)
+        return attn.o_proj(out.reshape(size, 1, self.heads * dim))
+
+    def _fused_step(self, cache: KVSlots, tokens: torch.Tensor, positions: torch.Tensor, size: int) -> torch.Tensor:
+        # The same computation as the module step; each residual add is fused with the norm that follows it.
+        text = self.text
+        hidden, cos, sin, mask = self._embed(cache, tokens, positions, size)
+        positions = positions[:size]
+        norms = self._norms
+        residual, normed = step_kernels.add_rms_norm(hidden, None, norms[0].weight, norms[0].variance_epsilon)
+        with self.linears.capturable():
+            for index, layer in enumerate(text.layers):
+                attn = layer.self_attn
+                query = step_kernels.rotary_into_cache(
+                    attn.q_proj(normed),
+                    attn.k_proj(normed),
+                    attn.v_proj(normed),
+                    cos,
+                    sin,
+                    cache.keys[index],
+                    cache.values[index],
+                    positions,
+                )
+                out = self._attend(cache, attn, index, query, mask)
+                norm = norms[2 * index + 1]
+                residual, normed = step_kernels.add_rms_norm(residual, out, norm.weight, norm.variance_epsilon)
+                mlp = layer.mlp
+                out = mlp.down_proj(step_kernels.silu_mul(mlp.gate_proj(normed), mlp.up_proj(normed)))
+                norm = norms[2 * index + 2]
+                residual, normed = step_kernels.add_rms_norm(residual, out, norm.weight, norm.variance_epsilon)
+            return self.model.lm_head(normed[:, 0]).float()

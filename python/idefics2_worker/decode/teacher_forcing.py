@@ -1,0 +1,33 @@
+"""Teacher-forced logits of the fast decode path: the parity check of GPU runs and of the CPU tests.
+
+Free-running tokens diverge at the first near-tie, so parity of two decode paths is judged on the same tokens:
+each path is fed the reference's tokens and its logits are compared step by step.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from .graphs import DecodeGraphs
+from .prefill import prefill
+
+
+@torch.inference_mode()
+def fast_path_logits(
+    model: Any, inputs: Any, tokens: list[int], use_graphs: bool = True, kernels: bool | None = None
+) -> torch.Tensor:
+    """Float32 logits of shape [len(tokens), vocab]: row i predicts tokens[i] given the prompt and tokens[:i]."""
+    graphs = DecodeGraphs(model, max_batch=1, use_graphs=use_graphs, kernels=kernels)
+    length = int(inputs["input_ids"].shape[1])
+    graphs.ensure(1, length + len(tokens))
+    cache, first = prefill(model, inputs, vision_chunk=1)
+    graphs.store_prefill(0, cache, length)
+    rows = [first]
+    for index, token in enumerate(tokens[:-1]):
+        graphs.tokens[0] = token
+        graphs.positions[0] = length + index
+        rows.append(graphs.run(1).clone())
+    graphs.release()
+    return torch.cat(rows)

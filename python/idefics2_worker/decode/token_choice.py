@@ -1,0 +1,81 @@
+"""Choosing each token on the fast path with transformers' own logits processors, so greedy and sampling
+mean what they mean in generate().
+
+The three calls below are transformers' private generation helpers, the same ones generate() makes; they are
+not public API and may change between releases. Checked against transformers 5.17.0 (the pinned version,
+python/requirements.txt); the fast decoder's CPU tests compare its tokens with generate()'s, so a change there
+fails those tests rather than changing answers silently.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+
+from ..protocol.params import GenerateParams
+
+
+def generation_config_and_processors(
+    model: Any, params: GenerateParams, eos_ids: Sequence[int], input_ids: torch.Tensor
+) -> tuple[Any, Any]:
+    """The request's GenerationConfig and its LogitsProcessorList, as generate() would build them."""
+    from transformers.generation.logits_process import LogitsProcessorList
+
+    kwargs = dict(params.generate_kwargs)
+    kwargs["eos_token_id"] = list(eos_ids)
+    config, model_kwargs = model._prepare_generation_config(None, **kwargs)
+    model._prepare_special_tokens(config, True, device=input_ids.device, batch_size=1)
+    processors = model._get_logits_processor(
+        generation_config=config,
+        input_ids_seq_length=int(input_ids.shape[-1]),
+        encoder_input_ids=input_ids,
+        prefix_allowed_tokens_fn=None,
+        logits_processor=LogitsProcessorList(),
+        device=input_ids.device,
+        model_kwargs=model_kwargs,
+    )
+    return config, processors
+
+
+def new_token_limit(config: Any, prompt_tokens: int) -> int:
+    if config.max_new_tokens is not None:
+        return int(config.max_new_tokens)
+    return max(1, int(config.max_length) - prompt_tokens)
+
+
+class TokenHistory:
+    """The prompt and answer ids that logits processors read, in a buffer that doubles when full, so appending a
+    token costs O(1) rather than a copy of the whole history."""
+
+    def __init__(self, prompt_ids: torch.Tensor) -> None:
+        length = int(prompt_ids.shape[-1])
+        self._buffer = torch.empty((1, max(2 * length, 64)), dtype=torch.long, device=prompt_ids.device)
+        self._buffer[:, :length] = prompt_ids
+        self.length = length
+
+    def append(self, token: int) -> None:
+        if self.length == self._buffer.shape[1]:
+            grown = torch.empty((1, 2 * self.length), dtype=torch.long, device=self._buffer.device)
+            grown[:, : self.length] = self._buffer
+            self._buffer = grown
+        self._buffer[0, self.length] = token
+        self.length += 1
+
+    def ids(self) -> torch.Tensor:
+        """[1, length]: a view, valid until the next append."""
+        return self._buffer[:, : self.length]
+
+
+def choose_token(
+    logits: torch.Tensor, processors: Any, history: TokenHistory | None, generator: torch.Generator | None
+) -> int:
+    """One token from one row's float32 logits [1, vocab]: processed, then sampled with `generator` or greedy."""
+    scores = logits
+    if processors and history is not None:
+        scores = processors(history.ids(), scores)
+    if generator is not None:
+        probs = torch.nn.functional.softmax(scores, dim=-1)
+        return int(torch.multinomial(probs, num_samples=1, generator=generator)[0, 0])
+    return int(torch.argmax(scores, dim=-1)[0])

@@ -1,0 +1,128 @@
+"""The model behind the server: `load` replaces it, `generate` runs one request, `batch` is the fast decoder."""
+
+from __future__ import annotations
+
+import gc
+import threading
+import time
+from typing import TYPE_CHECKING, Any
+
+from ..protocol.errors import WorkerError
+from ..protocol.params import GenerateParams, LoadParams
+from ..protocol.results import GenerationResult, MemoryUse, ModelSummary
+from ..request.loaded_model import LoadedModel
+from .loading import OnProgress, check_load, load_model
+
+if TYPE_CHECKING:
+    from ..decode.batch_decoder import BatchDecoder
+    from ..request.streaming import OnToken
+
+
+def _empty_cuda_cache() -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+class Engine:
+    """Holds one loaded model and, on a GPU (or when asked for), its fast decoder."""
+
+    def __init__(self) -> None:
+        self.loaded: LoadedModel | None = None
+        self.summary: ModelSummary | None = None
+        self.batch: BatchDecoder | None = None
+
+    def unload(self) -> None:
+        self.loaded = self.summary = self.batch = None
+        gc.collect()
+        _empty_cuda_cache()
+
+    def load(self, params: LoadParams, cancel: threading.Event, on_progress: OnProgress) -> dict[str, Any]:
+        started = time.perf_counter()
+        check_load(params)
+        # Checked before anything is released; loading two models at once could exhaust memory.
+        if self.loaded is not None:
+            on_progress("unload", "Releasing the previously loaded model")
+            self.unload()
+        loaded = load_model(params, cancel, on_progress)
+        self.loaded = loaded
+        try:
+            self.batch = choose_batch_decoder(loaded, params)
+        except WorkerError:
+            self.unload()
+            raise
+        self.summary = _summary(loaded, params, self.batch is not None, time.perf_counter() - started)
+        return self.summary.to_wire(self.memory())
+
+    def generate(
+        self, params: GenerateParams, payload: bytes, on_token: OnToken, cancel: threading.Event
+    ) -> GenerationResult:
+        if self.loaded is None:
+            raise WorkerError("GENERATION_FAILED", "No model is loaded", "Send `load` before `generate`.")
+        from .reference_generate import run_generation
+
+        return run_generation(self.loaded, params, payload, on_token, cancel)
+
+    def release_memory(self) -> dict[str, Any]:
+        """Gives back the fast decoder's KV cache and graphs (the server calls this only while nothing decodes)."""
+        before = self.memory()
+        if self.batch is not None:
+            self.batch.release()
+        gc.collect()
+        _empty_cuda_cache()
+        after = self.memory()
+        return {"freedKvCacheBytes": before.kv_cache_bytes - after.kv_cache_bytes, "memory": after.to_wire()}
+
+    def memory(self) -> MemoryUse:
+        import torch
+
+        model = self.loaded.model if self.loaded is not None else None
+        return MemoryUse(
+            footprint_bytes=int(model.get_memory_footprint()) if model is not None else 0,
+            cuda_allocated_bytes=int(torch.cuda.memory_allocated()) if torch.cuda.is_available() else None,
+            kv_cache_bytes=self.batch.cache_bytes() if self.batch is not None else 0,
+        )
+
+    def describe(self) -> dict[str, Any] | None:
+        """The loaded model's summary with its memory as it is now, for `info`."""
+        return None if self.summary is None else self.summary.to_wire(self.memory())
+
+
+def choose_batch_decoder(loaded: LoadedModel, params: LoadParams) -> BatchDecoder | None:
+    """The fast decoder when asked for, or by default on a model that sits on one CUDA device."""
+    from ..decode.batch_decoder import BatchDecoder
+
+    devices = sorted({str(p.device) for p in loaded.model.parameters()})
+    single = len(devices) == 1
+    on_cuda = single and devices[0].startswith("cuda")
+    if params.decoder == "reference" or (params.decoder == "auto" and not on_cuda):
+        return None
+    if not single:
+        raise WorkerError(
+            "INVALID_OPTIONS",
+            f"decoder 'fast' needs the model on one device, but deviceMap spread it over {devices}",
+            "Use decoder 'reference' (or 'auto') with a model split over devices, or a deviceMap of one device.",
+        )
+    return BatchDecoder(loaded, params.max_batch_size, vision_chunk=1, use_graphs=True)
+
+
+def _summary(loaded: LoadedModel, params: LoadParams, fast: bool, seconds: float) -> ModelSummary:
+    model, processor = loaded.model, loaded.processor
+    image_processor = processor.image_processor
+    return ModelSummary(
+        model=params.model,
+        device=str(model.device),
+        dtype=str(model.dtype).removeprefix("torch."),
+        quantization=params.quantization,
+        load_seconds=seconds,
+        parameters=int(model.num_parameters()),
+        image_seq_len=int(processor.image_seq_len),
+        do_image_splitting=bool(image_processor.do_image_splitting),
+        longest_edge=int(image_processor.size["longest_edge"]),
+        max_context=int(model.config.text_config.max_position_embeddings),
+        image_token_id=int(model.config.image_token_id),
+        eos_token_ids=list(loaded.eos_ids),
+        decoder="fast" if fast else "reference",
+        max_batch_size=params.max_batch_size if fast else 1,
+    )

@@ -1,0 +1,127 @@
+"""Loading the processor and model the way the reference program does, after checks that give clear errors."""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from ..protocol.errors import WorkerError
+from ..protocol.params import LoadParams
+from ..request.loaded_model import LoadedModel
+from .compat import expose_pil_image_processor, portable_cpu_four_bit, quiet_int8_cast_notice
+from .quantization import quantization_config
+
+OnProgress = Callable[[str, str], None]
+END_OF_UTTERANCE = "<end_of_utterance>"
+
+
+def _looks_local(model: str) -> bool:
+    return model.startswith(("/", "./", "../", "~")) or model.count("/") > 1 or os.path.isabs(model)
+
+
+def _device_targets(device_map: str | dict[str, Any] | None) -> list[Any]:
+    return list(device_map.values()) if isinstance(device_map, dict) else [device_map]
+
+
+def _wants_cuda(device_map: str | dict[str, Any] | None) -> bool:
+    for target in _device_targets(device_map):
+        if isinstance(target, int) and not isinstance(target, bool):
+            return True
+        if isinstance(target, str) and target.startswith("cuda"):
+            return True
+    return False
+
+
+def _missing_cuda_index(device_map: str | dict[str, Any] | None, count: int) -> int | None:
+    for target in _device_targets(device_map):
+        index = target if isinstance(target, int) and not isinstance(target, bool) else None
+        if isinstance(target, str) and target.startswith("cuda:") and target[5:].isdigit():
+            index = int(target[5:])
+        if index is not None and index >= count:
+            return index
+    return None
+
+
+def check_load(params: LoadParams) -> None:
+    """Refuses a load that cannot work, before anything already loaded is released."""
+    import torch
+
+    if _wants_cuda(params.device_map) and not torch.cuda.is_available():
+        raise WorkerError(
+            "CUDA_UNAVAILABLE",
+            f"deviceMap {params.device_map!r} needs CUDA, but torch {torch.__version__} sees no CUDA device",
+            "Use deviceMap 'cpu' or 'auto', or install a CUDA build of torch and check `nvidia-smi`.",
+        )
+    missing = _missing_cuda_index(params.device_map, torch.cuda.device_count())
+    if missing is not None:
+        raise WorkerError(
+            "CUDA_UNAVAILABLE",
+            f"deviceMap asks for cuda:{missing}, but torch sees {torch.cuda.device_count()} CUDA device(s)",
+            "Pick an index below the device count (`idefics2 doctor` lists them), or use deviceMap 'auto'.",
+        )
+    if _looks_local(params.model) and not os.path.isdir(os.path.expanduser(params.model)):
+        raise WorkerError(
+            "MODEL_NOT_FOUND",
+            f"No model folder at {params.model}",
+            "Pass a folder saved with save_pretrained (config.json, *.safetensors, processor files) or a hub id.",
+        )
+
+
+def _eos_ids(model: Any, tokenizer: Any) -> tuple[int, ...]:
+    configured = model.generation_config.eos_token_id
+    ids = [configured] if isinstance(configured, int) else list(configured or [])
+    utterance_end = tokenizer.convert_tokens_to_ids(END_OF_UTTERANCE)
+    if isinstance(utterance_end, int) and utterance_end != tokenizer.unk_token_id:
+        ids.append(utterance_end)
+    return tuple(dict.fromkeys(int(i) for i in ids))
+
+
+def _set_longest_edge(image_processor: Any, longest_edge: int) -> None:
+    from transformers.image_utils import SizeDict
+
+    shortest = image_processor.size["shortest_edge"]
+    shortest = min(shortest, longest_edge) if shortest is not None else None
+    image_processor.size = SizeDict(shortest_edge=shortest, longest_edge=longest_edge)
+
+
+def load_model(params: LoadParams, cancel: threading.Event, on_progress: OnProgress) -> LoadedModel:
+    """AutoProcessor and AutoModelForImageTextToText from_pretrained, with the reference's arguments."""
+    import torch
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    expose_pil_image_processor()
+    quiet_int8_cast_notice()
+    common: dict[str, Any] = {}
+    if params.revision is not None:
+        common["revision"] = params.revision
+    if params.trust_remote_code:
+        common["trust_remote_code"] = True
+    if params.local_files_only:
+        common["local_files_only"] = True
+
+    on_progress("processor", f"Loading the processor of {params.model}")
+    processor_kwargs = dict(common)
+    if params.do_image_splitting is not None:
+        processor_kwargs["do_image_splitting"] = params.do_image_splitting
+    processor = AutoProcessor.from_pretrained(params.model, **processor_kwargs)
+    if params.longest_edge is not None:
+        _set_longest_edge(processor.image_processor, params.longest_edge)
+
+    on_progress("model", f"Loading the model {params.model}")
+    model_kwargs = dict(common)
+    if params.device_map is not None:
+        model_kwargs["device_map"] = params.device_map
+    quant = quantization_config(params.quantization)
+    if quant is not None:
+        model_kwargs["quantization_config"] = quant
+    if params.dtype != "auto":
+        model_kwargs["dtype"] = getattr(torch, params.dtype)
+    if params.attn_implementation is not None:
+        model_kwargs["attn_implementation"] = params.attn_implementation
+    model = AutoModelForImageTextToText.from_pretrained(params.model, use_safetensors=True, **model_kwargs)
+    portable_cpu_four_bit(model)
+    if cancel.is_set():
+        raise WorkerError("ABORTED", "The load was cancelled; no model is loaded")
+    return LoadedModel(model, processor, _eos_ids(model, processor.tokenizer))

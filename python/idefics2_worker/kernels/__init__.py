@@ -1,0 +1,1 @@
+"""Triton kernels of the decode step; they import only torch and Triton."""

@@ -1,0 +1,1 @@
+"""What both decoders share about one request: the loaded model, the prompt, token streaming and the result."""

@@ -1,0 +1,53 @@
+"""What the server needs of the model behind it (`engine.Engine` in the worker; fakes in tests)."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from ..protocol.params import GenerateParams, LoadParams
+
+OnToken = Callable[[str, list[int]], None]
+OnProgress = Callable[[str, str], None]
+
+
+class WireForm(Protocol):
+    def to_wire(self) -> dict[str, Any]: ...
+
+
+OnDone = Callable[[Any, BaseException | None], None]
+
+
+class BatchLike(Protocol):
+    """The fast decoder: generations join a running batch between steps."""
+
+    @property
+    def busy(self) -> bool: ...
+
+    def has_room(self) -> bool: ...
+
+    def accepts(self, params: GenerateParams) -> bool: ...
+
+    def admit(
+        self, params: GenerateParams, payload: bytes, on_token: OnToken, cancel: threading.Event, on_done: OnDone
+    ) -> bool: ...
+
+    def step(self) -> None: ...
+
+    def cancel_all(self, error: BaseException) -> None: ...
+
+
+class EngineLike(Protocol):
+    @property
+    def batch(self) -> BatchLike | None: ...
+
+    def load(self, params: LoadParams, cancel: threading.Event, on_progress: OnProgress) -> dict[str, Any]: ...
+
+    def generate(
+        self, params: GenerateParams, payload: bytes, on_token: OnToken, cancel: threading.Event
+    ) -> WireForm: ...
+
+    def release_memory(self) -> dict[str, Any]: ...
+
+    def describe(self) -> dict[str, Any] | None: ...

@@ -1,0 +1,183 @@
+"""The model thread: runs queued requests in arrival order, and lets generations join the fast decoder's batch.
+
+With the engine's batch decoder, generations join the running batch between decode steps while there is room;
+any other request (a load, or a generation the batch decoder does not take) waits until the batch has drained,
+so requests still take effect in the order they were sent.
+"""
+
+from __future__ import annotations
+
+import collections
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..protocol.errors import Stage, WorkerError
+from ..protocol.params import parse_generate, parse_load
+from .engine_interface import EngineLike
+from .replies import Replies
+
+METHODS = ("ping", "load", "generate", "info", "releaseMemory")
+# Requests that never touch the model's memory, so they need not wait for a running batch to drain.
+_BESIDE_THE_BATCH = frozenset({"ping", "info"})
+_STAGES: dict[str, Stage] = {"load": "load", "generate": "generate"}
+Info = Callable[[dict[str, Any] | None], dict[str, Any]]
+
+
+@dataclass
+class Job:
+    id: int
+    method: str
+    params: Any
+    payload: bytes
+    cancel: threading.Event = field(default_factory=threading.Event)
+
+
+class ModelThread:
+    def __init__(self, engine: EngineLike, replies: Replies, info: Info | None) -> None:
+        self.engine = engine
+        self.replies = replies
+        self._info = info
+        self._lock = threading.Condition()
+        self._queue: collections.deque[Job] = collections.deque()
+        self._running: dict[int, Job] = {}
+        self._stopping = False
+        self._thread = threading.Thread(target=self._loop, name="idefics2-model", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def join(self, seconds: float) -> None:
+        self._thread.join(seconds)
+
+    def is_alive(self) -> bool:
+        return self._thread.is_alive()
+
+    def enqueue(self, job: Job) -> None:
+        with self._lock:
+            self._queue.append(job)
+            self._lock.notify()
+
+    def cancel(self, request_id: Any) -> None:
+        with self._lock:
+            queued = next((job for job in self._queue if job.id == request_id), None)
+            if queued is not None:
+                self._queue.remove(queued)
+            elif request_id in self._running:
+                self._running[request_id].cancel.set()
+        if queued is not None:
+            self.replies.error(queued.id, WorkerError("ABORTED", "The request was cancelled before it started"))
+
+    def stop(self) -> None:
+        """Drops what is queued (each answered ABORTED) and cancels what runs; the loop then ends."""
+        with self._lock:
+            self._stopping = True
+            dropped = list(self._queue)
+            self._queue.clear()
+            for job in self._running.values():
+                job.cancel.set()
+            self._lock.notify_all()
+        for job in dropped:
+            self.replies.error(job.id, WorkerError("ABORTED", "The worker is shutting down"))
+
+    def _loop(self) -> None:
+        while True:
+            with self._lock:
+                job = self._next_job()
+                while job is None and not self._stopping and not self._batch_busy():
+                    self._lock.wait()
+                    job = self._next_job()
+                if self._stopping:
+                    break
+                if job is not None:
+                    self._running[job.id] = job
+            if job is None:
+                self._step_batch()
+            elif job.method == "generate" and self.engine.batch is not None:
+                self._admit(job)
+            else:
+                self._run_alone(job)
+        batch = self.engine.batch
+        if batch is not None and batch.busy:
+            batch.cancel_all(WorkerError("ABORTED", "The worker is shutting down"))
+
+    def _batch_busy(self) -> bool:
+        batch = self.engine.batch
+        return batch is not None and batch.busy
+
+    def _next_job(self) -> Job | None:
+        """The queue's head if it can start now (called with the lock held)."""
+        if not self._queue:
+            return None
+        head = self._queue[0]
+        batch = self.engine.batch
+        if batch is not None and batch.busy and head.method not in _BESIDE_THE_BATCH:
+            joins = head.method == "generate" and batch.has_room()
+            if not joins:
+                return None
+        return self._queue.popleft()
+
+    def _run_alone(self, job: Job) -> None:
+        try:
+            result = self._execute(job)
+        except Exception as error:
+            self.replies.error(job.id, error, _STAGES.get(job.method, "other"))
+        else:
+            self.replies.result(job.id, result)
+        finally:
+            self._done(job)
+
+    def _admit(self, job: Job) -> None:
+        batch = self.engine.batch
+        assert batch is not None
+        try:
+            params = parse_generate(job.params, len(job.payload))
+            if batch.accepts(params) and batch.admit(
+                params, job.payload, self.replies.token(job.id), job.cancel, self._finisher(job)
+            ):
+                return
+        except Exception as error:
+            self.replies.error(job.id, error, "generate")
+            self._done(job)
+            return
+        while batch.busy:
+            self._step_batch()
+        self._run_alone(job)
+
+    def _step_batch(self) -> None:
+        batch = self.engine.batch
+        if batch is None:
+            return
+        try:
+            batch.step()
+        except Exception as error:
+            # A failed step leaves every running sequence's cache unknown: end them all with the error.
+            batch.cancel_all(error)
+
+    def _finisher(self, job: Job) -> Callable[[Any, BaseException | None], None]:
+        def finish(result: Any, error: BaseException | None) -> None:
+            if error is not None:
+                self.replies.error(job.id, error, "generate")
+            else:
+                self.replies.result(job.id, result.to_wire())
+            self._done(job)
+
+        return finish
+
+    def _done(self, job: Job) -> None:
+        with self._lock:
+            self._running.pop(job.id, None)
+
+    def _execute(self, job: Job) -> dict[str, Any]:
+        engine = self.engine
+        if job.method == "ping":
+            return {"pong": True}
+        if job.method == "info":
+            return self._info(engine.describe()) if self._info else {}
+        if job.method == "load":
+            return engine.load(parse_load(job.params), job.cancel, self.replies.progress(job.id))
+        if job.method == "releaseMemory":
+            return engine.release_memory()
+        params = parse_generate(job.params, len(job.payload))
+        return engine.generate(params, job.payload, self.replies.token(job.id), job.cancel).to_wire()

@@ -1,0 +1,42 @@
+"""Frames the server sends back: results, events, and errors mapped by the protocol's one error interceptor."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+from ..protocol.errors import Stage, to_protocol_error
+from ..protocol.framing import FrameWriter
+from .engine_interface import OnProgress, OnToken
+
+# Codes that answer the caller's own input or action: not worth a line in the SDK's stderr tail.
+_QUIET_CODES = ("ABORTED", "PROTOCOL_ERROR", "INVALID_MESSAGES", "INVALID_OPTIONS")
+
+
+class Replies:
+    def __init__(self, writer: FrameWriter) -> None:
+        self.writer = writer
+
+    def result(self, request_id: int, result: dict[str, Any]) -> None:
+        self.writer.write({"type": "result", "id": request_id, "result": result})
+
+    def error(self, request_id: int | None, error: BaseException, stage: Stage = "other") -> None:
+        body = to_protocol_error(error, stage)
+        if body["code"] not in _QUIET_CODES:
+            # The SDK keeps a stderr tail for crash reports; a failed request is worth a line there.
+            print(f"idefics2_worker: request {request_id} failed: {body['code']}: {body['message']}", file=sys.stderr)
+        self.writer.write({"type": "error", "id": request_id, "error": body})
+
+    def progress(self, request_id: int) -> OnProgress:
+        def emit(stage: str, message: str) -> None:
+            data = {"stage": stage, "message": message}
+            self.writer.write({"type": "event", "id": request_id, "event": "progress", "data": data})
+
+        return emit
+
+    def token(self, request_id: int) -> OnToken:
+        def emit(text: str, token_ids: list[int]) -> None:
+            data = {"text": text, "tokenIds": token_ids}
+            self.writer.write({"type": "event", "id": request_id, "event": "token", "data": data})
+
+        return emit

@@ -1,0 +1,152 @@
+"""The decode step's 8-bit linear equals bitsandbytes' LLM.int8(); its Triton kernel computes the same sums.
+
+The kernel runs in Triton's CPU interpreter (TRITON_INTERPRET=1, set before Triton is imported, hence the
+subprocess); on the GPU machine the benchmark checks it against bitsandbytes' CUDA forward.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from types import SimpleNamespace
+
+import pytest
+import torch
+from quantized_layers import eight_bit_layer
+
+from idefics2_worker.decode.linears import DecodeLinears
+
+
+def holder(layer: torch.nn.Module) -> SimpleNamespace:
+    text = torch.nn.Sequential(layer)
+    return SimpleNamespace(
+        model=SimpleNamespace(text_model=text), lm_head=torch.nn.Identity(), device=torch.device("cpu")
+    )
+
+
+@pytest.mark.parametrize("threshold", [6.0, 0.0])
+def test_the_capturable_int8_forward_equals_bitsandbytes_per_row(threshold: float) -> None:
+    layer = eight_bit_layer(64, 48, threshold)
+    linears = DecodeLinears(holder(layer))
+    assert linears.eight_bit == [layer]
+    rows = torch.randn(3, 1, 64)
+    rows[0, 0, 5] = 9.0  # an outlier column in the first row only
+    rows[2, 0, 7] = -7.5
+    with torch.inference_mode():
+        expected = torch.cat([layer(row[None]) for row in rows])  # bitsandbytes, one row at a time
+        with linears.capturable():
+            ours = layer(rows)
+        after = layer(rows[:1])
+    assert ours.shape == expected.shape == (3, 1, 48)
+    assert torch.allclose(ours, expected, atol=1e-5, rtol=0)
+    # Outside the context the module is bitsandbytes' again.
+    assert torch.allclose(after, expected[:1], atol=1e-6, rtol=0)
+
+
+def test_the_triton_int8_kernels_compute_bitsandbytes_sums() -> None:
+    script = """
+import json, torch
+from idefics2_worker.kernels.int8_gemv import MMA_TILING, Tiling, eight_bit_gemv
+from idefics2_worker.kernels.int8_quantize import outlier_flags
+torch.manual_seed(0)
+results = {}
+cases = [(1, 40, 300, torch.bfloat16, None), (3, 96, 512, torch.float16, None), (8, 17, 256, torch.float32, None),
+         (11, 24, 128, torch.bfloat16, None), (3, 96, 512, torch.float16, Tiling(8, 256)),
+         (1, 40, 300, torch.bfloat16, MMA_TILING), (19, 33, 384, torch.bfloat16, Tiling(16, 128, 4, True))]
+for rows, n, k, dtype, tiling in cases:
+    weight = torch.randint(-127, 128, (n, k), dtype=torch.int8)
+    weight_absmax = torch.rand(n) * 0.1
+    quantized = torch.randint(-127, 128, (rows, k), dtype=torch.int8)
+    row_absmax = torch.rand(rows) * 3
+    outliers = torch.zeros(rows, k)
+    outliers[0, 5] = 9.0
+    outliers[-1, k - 1] = -7.5
+    exact = quantized.int() @ weight.int().t()
+    main = (exact.float() * (row_absmax[:, None] * weight_absmax[None, :]) * 6.200124e-05).half().to(dtype)
+    extra = outliers @ (weight.float() * weight_absmax[:, None] * 7.874015718698502e-3).t()
+    expected = (main.float() + extra).to(dtype)
+    flags = outlier_flags(outliers)
+    ours = eight_bit_gemv(quantized, outliers, flags, weight, row_absmax, weight_absmax, dtype, tiling)
+    ulp = torch.finfo(dtype).eps * expected.float().abs().max().item()
+    results[f"{rows}x{n}x{k} {tiling}"] = {
+        "shape_ok": list(ours.shape) == [rows, n] and ours.dtype == dtype,
+        "max_err_in_ulps": (ours.float() - expected.float()).abs().max().item() / ulp,
+    }
+print(json.dumps(results))
+"""
+    env = dict(os.environ, TRITON_INTERPRET="1")
+    command = [sys.executable, "-c", script]
+    done = subprocess.run(command, check=False, capture_output=True, text=True, env=env, timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    results = json.loads(done.stdout.strip().splitlines()[-1])
+    assert len(results) == 7
+    for case, result in results.items():
+        assert result["shape_ok"], case
+        # Same sums; only float32 addition order and one rounding step can differ.
+        assert result["max_err_in_ulps"] <= 2.0, (case, result)
+
+
+def test_the_int8_quantize_kernel_computes_the_torch_quantisation_exactly() -> None:
+    script = """
+import json, torch
+from idefics2_worker.decode.linears import _QuantizedInput
+from idefics2_worker.kernels.int8_quantize import outlier_flags, quantize_rows
+torch.manual_seed(0)
+results = {}
+for k, threshold in [(300, 6.0), (512, 0.0), (4096, 6.0), (640, 2.5), (384, 6.0996)]:
+    for trial in range(4):
+        rows = (torch.randn(5, k) * 2).to(torch.bfloat16)
+        rows[1, :2] = rows[1, 2] * 2  # |x| = absmax / 2: 63.5 before rounding, where rounding conventions split
+        rows[3, 7] = 6.09765625  # an outlier at 6.0996 only in float16 terms, as torch compares
+        expected = _QuantizedInput(rows, threshold, kernels=False)
+        ours = quantize_rows(rows, threshold)
+        outliers = expected.outliers if expected.outliers is not None else torch.zeros(5, k)
+        results[f"{k} {threshold} {trial}"] = [
+            bool(torch.equal(ours.quantized, expected.quantized)),
+            bool(torch.equal(ours.stats, expected.stats)),
+            bool(torch.equal(ours.outliers, outliers)),
+            bool(torch.equal(ours.flags, outlier_flags(outliers))),
+            int(ours.flags.sum()),
+        ]
+print(json.dumps(results))
+"""
+    env = dict(os.environ, TRITON_INTERPRET="1")
+    done = subprocess.run([sys.executable, "-c", script], check=False, capture_output=True, text=True, env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    results = json.loads(done.stdout.strip().splitlines()[-1])
+    assert len(results) == 20
+    for case, (quantized, stats, outliers, flags, flagged) in results.items():
+        assert quantized, case
+        assert stats, case
+        assert outliers, case
+        assert flags, case
+        assert (flagged > 0) == (float(case.split()[1]) > 0), case
+
+
+def four_bit_layer(compute: torch.dtype, nested: bool, inputs: int = 128) -> torch.nn.Module:
+    import bitsandbytes as bnb
+
+    layer = bnb.nn.Linear4bit(inputs, 32, bias=False, compute_dtype=compute, quant_type="nf4")
+    weight = (torch.randn(32, inputs) * 0.05).to(torch.bfloat16)
+    layer.weight = bnb.nn.Params4bit(weight, requires_grad=False, quant_type="nf4", compress_statistics=nested)
+    return layer.to("cpu").eval()
+
+
+@pytest.mark.parametrize(
+    ("compute", "nested", "inputs", "taken"),
+    [
+        (torch.float32, False, 128, True),  # transformers' default: the kernel computes bitsandbytes' sums
+        (torch.bfloat16, False, 128, False),  # bitsandbytes rounds products in bf16 there: its own kernel
+        (torch.float32, True, 128, False),  # double-quantised absmax: its own kernel, keeping the memory saved
+        (torch.float32, False, 160, False),  # a block that spans two rows
+    ],
+)
+def test_the_four_bit_kernel_takes_only_layers_whose_sums_it_computes(
+    compute: torch.dtype, nested: bool, inputs: int, taken: bool
+) -> None:
+    layer = four_bit_layer(compute, nested, inputs)
+    assert DecodeLinears(holder(layer), kernels=True).four_bit == ([layer] if taken else [])
+    # Without kernels (CPU, no Triton) every 4-bit layer keeps bitsandbytes' forward.
+    assert DecodeLinears(holder(layer), kernels=False).four_bit == []

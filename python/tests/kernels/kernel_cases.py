@@ -1,0 +1,156 @@
+"""The worker's Triton kernels against the code they replace, on one device; prints one JSON line.
+
+Each case reports the largest difference in units of the output dtype's rounding step at that value
+(|ours - theirs| / (eps · |value|)): 0 means identical, 1 one rounding step. The rotary embedding's sums can
+cancel, so there the step is taken at the size of the terms summed (inputs ~N(0, 1), |cos|, |sin| ≤ 1).
+Run on a GPU machine as `python tests/kernels/kernel_cases.py --device cuda`, and on CPU by test_step_kernels.py under
+Triton's interpreter (which truncates float32 → bfloat16 instead of rounding to nearest: more steps allowed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from idefics2_worker.decode.linears import DecodeLinears
+from idefics2_worker.engine import compat
+from idefics2_worker.kernels import step_kernels
+from idefics2_worker.kernels.four_bit_gemv import Tiling, four_bit_gemv
+
+
+def steps(ours: torch.Tensor, theirs: torch.Tensor, floor: float = 1e-30) -> float:
+    if ours.shape != theirs.shape or ours.dtype != theirs.dtype:
+        return float("inf")
+    a, b = ours.double(), theirs.double()
+    scale = torch.finfo(ours.dtype).eps * torch.maximum(a.abs(), b.abs()).clamp_min(floor)
+    return float(((a - b).abs() / scale).max().item())
+
+
+def four_bit_cases(device: str) -> dict[str, float]:
+    import bitsandbytes as bnb
+
+    results = {}
+    cases = [(1, 40, 256, False, Tiling()), (3, 96, 512, True, Tiling(8, 4, 4)), (8, 17, 320, False, Tiling(2, 2, 2))]
+    cases.append((11, 24, 128, False, None))  # more rows than one launch takes
+    cases.append((19, 40, 256, True, None))
+    for quant_type in ("nf4", "fp4"):
+        for rows, n, k, bias, tiling in cases:
+            layer = bnb.nn.Linear4bit(k, n, bias=bias, compute_dtype=torch.float32, quant_type=quant_type)
+            weight = (torch.randn(n, k) * 0.05).to(torch.bfloat16)
+            layer.weight = bnb.nn.Params4bit(
+                weight, requires_grad=False, quant_type=quant_type, compress_statistics=False
+            )
+            if bias:
+                layer.bias = torch.nn.Parameter(torch.randn(n).to(torch.bfloat16), requires_grad=False)
+            layer = layer.to(device)
+            x = torch.randn(rows, k, dtype=torch.bfloat16, device=device)
+            with torch.inference_mode():
+                theirs = torch.cat([layer(x[i : i + 1]) for i in range(rows)])  # bitsandbytes, one row at a time
+                state = layer.weight.quant_state
+                layer_bias = None if layer.bias is None else layer.bias.float()
+                shape = (n, k)
+                ours = four_bit_gemv(
+                    x, layer.weight.data.view(-1), state.absmax, state.code, shape, state.blocksize, layer_bias, tiling
+                )
+            results[f"four_bit {quant_type} {rows}x{n}x{k}{' bias' if bias else ''}"] = steps(ours, theirs)
+    return results
+
+
+def eight_bit_cases(device: str) -> dict[str, float]:
+    """The capturable int8 forward with the worker's kernels (quantisation, then the one-row or the MMA
+    product) against bitsandbytes' forward of one row at a time; steps taken at the outputs' RMS."""
+    import bitsandbytes as bnb
+
+    compat.quiet_int8_cast_notice()
+    results = {}
+    for rows, threshold in ((1, 6.0), (5, 6.0), (5, 0.0), (18, 6.0)):
+        layer = bnb.nn.Linear8bitLt(512, 96, bias=False, has_fp16_weights=False, threshold=threshold)
+        layer.weight = bnb.nn.Int8Params(torch.randn(96, 512) * 0.05, requires_grad=False, has_fp16_weights=False)
+        layer = layer.to(device).eval()
+        x = torch.randn(rows, 1, 512).to(torch.bfloat16).to(device)
+        x[0, 0, 5] = 9.0  # outliers at threshold 6: one in the first row, one in the last
+        x[-1, 0, 300] = -7.5
+        holder = SimpleNamespace(
+            model=SimpleNamespace(text_model=torch.nn.Sequential(layer)), lm_head=torch.nn.Identity(), device=device
+        )
+        linears = DecodeLinears(holder, kernels=True)
+        with torch.inference_mode():
+            theirs = torch.cat([layer(x[i : i + 1]) for i in range(rows)])
+            with linears.capturable():
+                ours = layer(x)
+        rms = theirs.double().pow(2).mean().sqrt().item()
+        results[f"int8 {rows} rows threshold {threshold} bfloat16"] = steps(ours, theirs, floor=rms)
+    return results
+
+
+def step_cases(device: str) -> dict[str, float]:
+    from transformers.models.mistral.modeling_mistral import (
+        MistralConfig,
+        MistralRMSNorm,
+        MistralRotaryEmbedding,
+        apply_rotary_pos_emb,
+    )
+
+    results = {}
+    for dtype in (torch.bfloat16, torch.float32):
+        name = str(dtype).removeprefix("torch.")
+        dim = 320
+        norm = MistralRMSNorm(dim, eps=1e-5).to(dtype)
+        norm.weight.data = (torch.rand(dim) + 0.5).to(dtype)
+        norm = norm.to(device)
+        residual = (torch.randn(3, 1, dim) * 4).to(dtype).to(device)
+        delta = torch.randn(3, 1, dim).to(dtype).to(device)
+        hidden, normed = step_kernels.add_rms_norm(residual, delta, norm.weight, norm.variance_epsilon)
+        same, first = step_kernels.add_rms_norm(residual, None, norm.weight, norm.variance_epsilon)
+        results[f"residual add {name}"] = steps(hidden, residual + delta)
+        results[f"add + rms norm {name}"] = steps(normed, norm(residual + delta))
+        results[f"rms norm {name}"] = steps(first, norm(residual))
+        results[f"rms norm keeps its input {name}"] = 0.0 if same is residual else float("inf")
+
+        gate = (torch.randn(3, 1, 700) * 3).to(dtype).to(device)
+        up = torch.randn(3, 1, 700).to(dtype).to(device)
+        results[f"silu * up {name}"] = steps(step_kernels.silu_mul(gate, up), torch.nn.functional.silu(gate) * up)
+
+        rows, heads, kv_heads, head_dim, length = 3, 4, 2, 40, 16
+        rotary = MistralRotaryEmbedding(MistralConfig(hidden_size=160, num_attention_heads=heads, head_dim=head_dim))
+        positions = torch.tensor([5, 0, 11], device=device)
+        query = torch.randn(rows, 1, heads * head_dim).to(dtype).to(device)
+        key = torch.randn(rows, 1, kv_heads * head_dim).to(dtype).to(device)
+        value = torch.randn(rows, 1, kv_heads * head_dim).to(dtype).to(device)
+        cos, sin = rotary.to(device)(query, positions[:, None])
+        keys = torch.zeros(rows, kv_heads, length, head_dim, dtype=dtype, device=device)
+        values = torch.zeros_like(keys)
+        rotated = step_kernels.rotary_into_cache(query, key, value, cos, sin, keys, values, positions)
+        as_heads = (
+            query.view(rows, 1, heads, head_dim).transpose(1, 2),
+            key.view(rows, 1, kv_heads, head_dim).transpose(1, 2),
+        )
+        query_e, key_e = apply_rotary_pos_emb(*as_heads, cos, sin)
+        keys_e, values_e = torch.zeros_like(keys), torch.zeros_like(keys)
+        slots = torch.arange(rows, device=device)
+        keys_e[slots, :, positions] = key_e[:, :, 0]
+        values_e[slots, :, positions] = value.view(rows, kv_heads, head_dim)
+        results[f"rotary query {name}"] = steps(rotated, query_e[:, :, 0], floor=1.0)
+        results[f"rotary key into cache {name}"] = steps(keys, keys_e, floor=1.0)
+        results[f"value into cache {name}"] = steps(values, values_e)
+    return results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--device", default="cpu")
+    args = parser.parse_args()
+    torch.manual_seed(0)
+    cases = {**four_bit_cases(args.device), **eight_bit_cases(args.device), **step_cases(args.device)}
+    print(json.dumps(cases))
+
+
+if __name__ == "__main__":
+    main()

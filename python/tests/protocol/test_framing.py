@@ -1,0 +1,104 @@
+"""Frames: round trips, limits, and a writer shared by two threads."""
+
+from __future__ import annotations
+
+import io
+import struct
+import threading
+
+import pytest
+
+from idefics2_worker.protocol.framing import (
+    MAX_HEADER_BYTES,
+    MAX_PAYLOAD_BYTES,
+    FrameError,
+    FrameWriter,
+    encode_frame,
+    read_frame,
+)
+
+
+def test_a_frame_round_trips_its_header_and_raw_payload() -> None:
+    payload = bytes(range(256)) * 3
+    header = {"type": "request", "id": 7, "params": {"text": "Wo ist das? 東京 🗼"}}
+    stream = io.BytesIO(encode_frame(header, payload) + encode_frame({"type": "ping"}))
+    assert read_frame(stream) == (header, payload)
+    assert read_frame(stream) == ({"type": "ping"}, b"")
+    assert read_frame(stream) is None
+
+
+def test_the_prefix_is_two_big_endian_u32_lengths_then_json_then_payload() -> None:
+    frame = encode_frame({"type": "x"}, b"\x00\x01")
+    head = b'{"type":"x"}'
+    assert frame == struct.pack(">II", len(head), 2) + head + b"\x00\x01"
+
+
+@pytest.mark.parametrize(
+    ("header_len", "payload_len"),
+    [(MAX_HEADER_BYTES + 1, 0), (10, MAX_PAYLOAD_BYTES + 1), (0xFFFFFFFF, 0xFFFFFFFF)],
+)
+def test_a_length_over_the_limits_is_a_fatal_protocol_error(header_len: int, payload_len: int) -> None:
+    with pytest.raises(FrameError, match="exceeds") as raised:
+        read_frame(io.BytesIO(struct.pack(">II", header_len, payload_len) + b"{}"))
+    assert raised.value.fatal
+
+
+def test_a_header_exactly_at_the_limit_is_accepted() -> None:
+    header = {"type": "x", "pad": ""}
+    overhead = len(encode_frame(header)) - 8
+    header["pad"] = "a" * (MAX_HEADER_BYTES - overhead)
+    stream = io.BytesIO(encode_frame(header))
+    assert read_frame(stream) == (header, b"")
+
+
+def test_a_stream_that_ends_inside_a_frame_is_a_fatal_protocol_error() -> None:
+    whole = encode_frame({"type": "request"}, b"12345")
+    for cut in (3, 8, len(whole) - 1):
+        with pytest.raises(FrameError, match="ended inside a frame") as raised:
+            read_frame(io.BytesIO(whole[:cut]))
+        assert raised.value.fatal
+
+
+@pytest.mark.parametrize("head", [b"not json", b"[1, 2]", b'{"type": 3}', b"\xff\xfe"])
+def test_a_bad_header_is_a_recoverable_protocol_error_and_the_next_frame_still_reads(head: bytes) -> None:
+    stream = io.BytesIO(struct.pack(">II", len(head), 1) + head + b"!" + encode_frame({"type": "ping"}))
+    with pytest.raises(FrameError) as raised:
+        read_frame(stream)
+    assert not raised.value.fatal
+    assert read_frame(stream) == ({"type": "ping"}, b"")
+
+
+def test_the_writer_refuses_nan_because_it_is_not_json() -> None:
+    with pytest.raises(ValueError, match="JSON"):
+        FrameWriter(io.BytesIO()).write({"type": "result", "value": float("nan")})
+
+
+def test_two_threads_writing_at_once_never_interleave_frames() -> None:
+    sink = io.BytesIO()
+    writer = FrameWriter(sink)
+    big = b"x" * 200_000
+
+    def write_many(tag: str) -> None:
+        for index in range(200):
+            writer.write({"type": "event", "tag": tag, "index": index}, big if index % 50 == 0 else b"")
+
+    threads = [threading.Thread(target=write_many, args=(tag,)) for tag in "ab"]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    sink.seek(0)
+    seen = {"a": [], "b": []}
+    while (frame := read_frame(sink)) is not None:
+        header, payload = frame
+        seen[header["tag"]].append(header["index"])
+        assert payload == (big if header["index"] % 50 == 0 else b"")
+    assert seen == {"a": list(range(200)), "b": list(range(200))}
+
+
+def test_a_closed_reader_makes_write_return_false_instead_of_raising() -> None:
+    sink = io.BytesIO()
+    sink.close()
+    writer = FrameWriter(sink)
+    assert writer.write({"type": "ready"}) is False
+    assert writer.closed
