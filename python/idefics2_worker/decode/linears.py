@@ -24,15 +24,13 @@ import torch
 
 from ..kernels import four_bit_gemv, int8_gemv, int8_quantize, triton_support
 
-_INV_127 = 7.874015718698502e-3  # bitsandbytes' int8_vectorwise_dequant constant
-
 
 def _bitsandbytes_linears() -> tuple[Any, Any]:
     try:
-        import bitsandbytes as bnb
+        from bitsandbytes.nn.modules import Linear4bit, Linear8bitLt
     except Exception:  # any import failure means there are no quantized layers to replace
         return None, None
-    return bnb.nn.Linear8bitLt, bnb.nn.Linear4bit
+    return Linear8bitLt, Linear4bit
 
 
 def _four_bit_kernel_computes(module: Any) -> bool:
@@ -146,6 +144,6 @@ class DecodeLinears:
                 quantized.quantized, state.CB, quantized.stats, state.SCB, bias=bias, dtype=x.dtype
             )
             if quantized.outliers is not None:
-                weights = (state.CB.float() * state.SCB[:, None] * _INV_127).to(x.dtype)
+                weights = (state.CB.float() * state.SCB[:, None] * int8_gemv.VECTORWISE_DEQUANT_SCALE).to(x.dtype)
                 out = out.addmm(quantized.outliers.to(x.dtype), weights.t())
         return out.reshape(*x.shape[:-1], out.shape[-1])

@@ -51,7 +51,7 @@ def portable_cpu_four_bit(model: Any) -> None:
     read this flag.
     """
     try:
-        from bitsandbytes.nn import Linear4bit
+        from bitsandbytes.nn.modules import Linear4bit
     except Exception:  # no bitsandbytes: no 4-bit layers
         return
     for module in model.modules():

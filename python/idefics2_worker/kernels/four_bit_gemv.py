@@ -10,6 +10,9 @@ dequantises each weight once and applies it to every row (bitsandbytes' batch pa
 to the model dtype first, which is not what one request alone computes).
 """
 
+# Triton's @jit kernels take launch options (num_warps) and tl.constexpr parameters that its types do not describe.
+# pyright: reportCallIssue=false, reportArgumentType=false, reportGeneralTypeIssues=false
+
 from __future__ import annotations
 
 from dataclasses import dataclass

@@ -11,6 +11,9 @@ again there (8 rows: 6.6x one row, measured), so `_eight_bit_mma_kernel` runs th
 exact in int32 in any order, and the outlier term as a bf16 / fp16 MMA whose products are exact in float32.
 """
 
+# Triton's @jit kernels take launch options (num_warps) and tl.constexpr parameters that its types do not describe.
+# pyright: reportCallIssue=false, reportArgumentType=false, reportGeneralTypeIssues=false
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -37,6 +40,12 @@ DEFAULT_TILING = Tiling()
 MMA_TILING = Tiling(outputs=32, columns=256, warps=4, mma=True)
 MMA_ROWS = 16  # rows per MMA launch: the smallest MMA shape Triton emits
 
+# bitsandbytes' own dequantisation constants, written as bitsandbytes writes them so results match to the bit:
+# int8_mm_dequant's scale (bitsandbytes/backends/default/ops.py), a literal that is NOT 1/127² (6.2000124e-05);
+# and int8_vectorwise_dequant's 1/127 (bitsandbytes/_ops.py).
+MM_DEQUANT_SCALE = 6.200124e-05
+VECTORWISE_DEQUANT_SCALE = 7.874015718698502e-3
+
 
 def tiling_for(outputs: int, rows: int) -> Tiling:
     """The fastest tiling measured on an H100 at idefics2-8b's shapes (scripts/tune_decode_kernels.py): one row
@@ -48,6 +57,9 @@ def tiling_for(outputs: int, rows: int) -> Tiling:
 
 
 if triton is not None:
+    # A jit function reads module globals only as constexpr.
+    _MM_DEQUANT = tl.constexpr(MM_DEQUANT_SCALE)
+    _VECTORWISE_DEQUANT = tl.constexpr(VECTORWISE_DEQUANT_SCALE)
 
     @triton.jit
     def _scaled(
@@ -57,8 +69,8 @@ if triton is not None:
         # outliers' product (in units of the weight's absmax / 127) added in float32.
         column_scale = tl.load(weight_absmax + outputs, mask=output_ok, other=0.0)[:, None]
         row_scale = tl.load(row_absmax + row, mask=row < ROWS, other=0.0)[None, :]
-        main = (exact.to(tl.float32) * (row_scale * column_scale) * 6.200124e-05).to(tl.float16)
-        result = main.to(OUT_DTYPE).to(tl.float32) + extra * column_scale * 7.874015718698502e-3
+        main = (exact.to(tl.float32) * (row_scale * column_scale) * _MM_DEQUANT).to(tl.float16)
+        result = main.to(OUT_DTYPE).to(tl.float32) + extra * column_scale * _VECTORWISE_DEQUANT
         store_ok = output_ok[:, None] & (row[None, :] < ROWS)
         tl.store(out + row[None, :] * N + outputs[:, None], result.to(OUT_DTYPE), mask=store_ok)
 
