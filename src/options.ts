@@ -1,31 +1,50 @@
 import { z } from "zod";
 import { embeddedModelPath } from "./embedded-model.js";
+import {
+  AttnImplementation,
+  ComputeDtype,
+  Decoder,
+  DeviceMap,
+  Int8Threshold,
+  LongestEdge,
+  MaxBatchSize,
+  MaxNewTokens,
+  MinNewTokens,
+  ModelId,
+  NoRepeatNgramSize,
+  NumBeams,
+  QuantizationMode,
+  QuantType,
+  RepetitionPenalty,
+  Revision,
+  Seed,
+  SkipModules,
+  StopStrings,
+  Temperature,
+  TopK,
+  TopP,
+  TorchDtype,
+} from "./protocol/option-ranges.js";
 
-// Load and generation options. Unknown keys are refused so a typo never silently does nothing.
+// Load and generation options. Unknown keys are refused so a typo never silently does nothing. Every option that
+// reaches the worker takes its range from protocol/option-ranges.ts, which the wire schemas share.
 
-export const QuantizationMode = z.enum(["none", "8bit", "4bit"]);
-export type QuantizationMode = z.infer<typeof QuantizationMode>;
-
-export const TorchDtype = z.enum(["auto", "float32", "bfloat16", "float16"]);
-export type TorchDtype = z.infer<typeof TorchDtype>;
+export { DeviceMap, QuantizationMode, TorchDtype } from "./protocol/option-ranges.js";
 
 export const QuantizationOptions = z.strictObject({
   mode: QuantizationMode,
   /** 4-bit data type (bitsandbytes `bnb_4bit_quant_type`). */
-  quantType: z.enum(["nf4", "fp4"]).optional(),
+  quantType: QuantType.optional(),
   /** 4-bit: quantize the quantization constants too (`bnb_4bit_use_double_quant`). */
   doubleQuant: z.boolean().optional(),
   /** 4-bit: dtype of the matrix products (`bnb_4bit_compute_dtype`). */
-  computeDtype: TorchDtype.exclude(["auto"]).optional(),
+  computeDtype: ComputeDtype.optional(),
   /** Modules left unquantized (`llm_int8_skip_modules`); bitsandbytes' default leaves only `lm_head`. */
-  skipModules: z.array(z.string().min(1)).optional(),
+  skipModules: SkipModules.optional(),
   /** 8-bit: outlier threshold of LLM.int8 (`llm_int8_threshold`). */
-  int8Threshold: z.number().finite().nonnegative().optional(),
+  int8Threshold: Int8Threshold.optional(),
 });
 export type QuantizationOptions = z.infer<typeof QuantizationOptions>;
-
-export const DeviceMap = z.union([z.enum(["auto", "cpu", "cuda"]), z.string().regex(/^cuda:\d+$/, "expected auto, cpu, cuda or cuda:N")]);
-export type DeviceMap = z.infer<typeof DeviceMap>;
 
 export const ImageLimits = z.strictObject({
   /** Largest encoded image accepted, in bytes. */
@@ -43,16 +62,16 @@ export type ImageLimits = z.infer<typeof ImageLimits>;
 
 export const LoadOptions = z.strictObject({
   /** A local folder in save_pretrained layout, or a hub id such as `HuggingFaceM4/idefics2-8b`. Defaults to the embedded tiny model. */
-  model: z.string().min(1).default(embeddedModelPath),
-  revision: z.string().min(1).optional(),
+  model: ModelId.default(embeddedModelPath),
+  revision: Revision.optional(),
   quantization: z.union([QuantizationMode, QuantizationOptions]).default("none"),
   deviceMap: DeviceMap.default("auto"),
   dtype: TorchDtype.default("auto"),
-  attnImplementation: z.enum(["eager", "sdpa", "flash_attention_2"]).optional(),
+  attnImplementation: AttnImplementation.optional(),
   /** Split each image into 4 crops plus the whole (5× the image tokens); the processor's setting when left out. */
   imageSplitting: z.boolean().optional(),
   /** The image processor's longest edge; the processor's setting when left out. */
-  longestEdge: z.number().int().positive().optional(),
+  longestEdge: LongestEdge.optional(),
   /** Run code shipped with the model. Off unless you trust the model's source. */
   trustRemoteCode: z.boolean().default(false),
   localFilesOnly: z.boolean().default(false),
@@ -71,9 +90,9 @@ export const LoadOptions = z.strictObject({
    * a time. `auto` (default): `fast` when the model sits on one CUDA device, else `reference`. Beam search,
    * stop strings and requests longer than the model's sliding window always use generate().
    */
-  decoder: z.enum(["auto", "fast", "reference"]).default("auto"),
+  decoder: Decoder.default("auto"),
   /** Most requests the fast decoder runs in one batch; more wait in the queue. */
-  maxBatchSize: z.number().int().min(1).max(64).default(8),
+  maxBatchSize: MaxBatchSize.default(8),
   /** Generations queued or running at once; one more is rejected with QueueFullError instead of growing memory. */
   maxQueue: z.number().int().positive().max(100_000).default(256),
 });
@@ -81,20 +100,21 @@ export type LoadOptions = z.input<typeof LoadOptions>;
 export type ResolvedLoadOptions = z.output<typeof LoadOptions>;
 
 export const GenerationOptions = z.strictObject({
-  maxNewTokens: z.number().int().positive().max(1_000_000).default(500),
-  minNewTokens: z.number().int().nonnegative().optional(),
+  maxNewTokens: MaxNewTokens.default(500),
+  /** At most `maxNewTokens`; the worker compares the two. */
+  minNewTokens: MinNewTokens.optional(),
   /** Sample instead of greedy decoding. Greedy is what the reference does. */
   doSample: z.boolean().optional(),
-  temperature: z.number().finite().positive().max(100).optional(),
-  topP: z.number().finite().gt(0).max(1).optional(),
-  topK: z.number().int().nonnegative().optional(),
-  repetitionPenalty: z.number().finite().positive().max(100).optional(),
-  noRepeatNgramSize: z.number().int().nonnegative().optional(),
-  numBeams: z.number().int().positive().max(64).optional(),
+  temperature: Temperature.optional(),
+  topP: TopP.optional(),
+  topK: TopK.optional(),
+  repetitionPenalty: RepetitionPenalty.optional(),
+  noRepeatNgramSize: NoRepeatNgramSize.optional(),
+  numBeams: NumBeams.optional(),
   /** Seeds torch before generating, for reproducible sampling. */
-  seed: z.number().int().nonnegative().max(2 ** 32 - 1).optional(),
+  seed: Seed.optional(),
   /** Stop when the text ends with one of these. */
-  stopStrings: z.array(z.string().min(1)).max(64).optional(),
+  stopStrings: StopStrings.optional(),
 });
 export type GenerationOptions = z.input<typeof GenerationOptions>;
 export type ResolvedGenerationOptions = z.output<typeof GenerationOptions>;

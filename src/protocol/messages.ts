@@ -1,5 +1,30 @@
 import { z } from "zod";
 import { ErrorCode } from "../errors.js";
+import {
+  AttnImplementation,
+  ComputeDtype,
+  Decoder,
+  DeviceMap,
+  Int8Threshold,
+  LongestEdge,
+  MaxBatchSize,
+  MaxNewTokens,
+  MinNewTokens,
+  ModelId,
+  NoRepeatNgramSize,
+  NumBeams,
+  QuantizationMode,
+  QuantType,
+  RepetitionPenalty,
+  Revision,
+  Seed,
+  SkipModules,
+  StopStrings,
+  Temperature,
+  TopK,
+  TopP,
+  TorchDtype,
+} from "./option-ranges.js";
 
 // Wire shapes of docs/PROTOCOL.md. Everything the worker sends is parsed with these before use.
 
@@ -56,29 +81,35 @@ export const knownErrorCode = (code: string): ErrorCode => {
 };
 
 // Requests: each method binds its params to its result schema, so `request("load", ...)` is typed end to end.
+// The params schemas are what the worker accepts, exactly (docs/wire-schema.json is generated from them): a key with
+// a default may be left out and then means that default (the SDK always sends every key); `null` leaves the choice
+// to transformers or the model's config.
 
-export const QuantizationParams = z.object({
-  mode: z.enum(["none", "8bit", "4bit"]),
-  quantType: z.enum(["nf4", "fp4"]).nullable(),
-  doubleQuant: z.boolean().nullable(),
-  computeDtype: z.enum(["float32", "bfloat16", "float16"]).nullable(),
-  skipModules: z.array(z.string()).nullable(),
-  int8Threshold: z.number().nullable(),
+export const QuantizationParams = z.strictObject({
+  mode: QuantizationMode.default("none"),
+  quantType: QuantType.nullable().default(null),
+  doubleQuant: z.boolean().nullable().default(null),
+  computeDtype: ComputeDtype.nullable().default(null),
+  skipModules: SkipModules.nullable().default(null),
+  int8Threshold: Int8Threshold.nullable().default(null),
 });
+export type QuantizationParams = z.infer<typeof QuantizationParams>;
 
-export const LoadParams = z.object({
-  model: z.string(),
-  revision: z.string().nullable(),
-  quantization: QuantizationParams,
-  deviceMap: z.string(),
-  dtype: z.enum(["auto", "float32", "bfloat16", "float16"]),
-  attnImplementation: z.enum(["eager", "sdpa", "flash_attention_2"]).nullable(),
-  doImageSplitting: z.boolean().nullable(),
-  longestEdge: z.number().int().nullable(),
-  trustRemoteCode: z.boolean(),
-  localFilesOnly: z.boolean(),
-  decoder: z.enum(["auto", "fast", "reference"]),
-  maxBatchSize: z.number().int(),
+const noQuantization: QuantizationParams = { mode: "none", quantType: null, doubleQuant: null, computeDtype: null, skipModules: null, int8Threshold: null };
+
+export const LoadParams = z.strictObject({
+  model: ModelId,
+  revision: Revision.nullable().default(null),
+  quantization: QuantizationParams.default(noQuantization),
+  deviceMap: DeviceMap.default("auto"),
+  dtype: TorchDtype.default("auto"),
+  attnImplementation: AttnImplementation.nullable().default(null),
+  doImageSplitting: z.boolean().nullable().default(null),
+  longestEdge: LongestEdge.nullable().default(null),
+  trustRemoteCode: z.boolean().default(false),
+  localFilesOnly: z.boolean().default(false),
+  decoder: Decoder.default("auto"),
+  maxBatchSize: MaxBatchSize.default(8),
 });
 export type LoadParams = z.infer<typeof LoadParams>;
 
@@ -97,13 +128,15 @@ export const LoadResult = z
     model: z.string(),
     device: z.string(),
     dtype: z.string(),
-    quantization: z.string(),
+    quantization: QuantizationMode,
+    /** The load's quantization params as the worker applied them. */
+    quantizationConfig: QuantizationParams.optional(),
     loadMs: z.number(),
-    parameters: z.number().optional(),
+    parameters: z.number().int().optional(),
     imageSeqLen: z.number().int().optional(),
     doImageSplitting: z.boolean().optional(),
-    longestEdge: z.number().nullable().optional(),
-    maxContext: z.number().nullable().optional(),
+    longestEdge: z.number().int().nullable().optional(),
+    maxContext: z.number().int().nullable().optional(),
     imageTokenId: z.number().int().optional(),
     eosTokenIds: z.array(z.number().int()).optional(),
     /** The decoder in use: `fast` (batched, CUDA graphs on GPU) or `reference` (generate()). */
@@ -115,41 +148,50 @@ export const LoadResult = z
   .passthrough();
 export type LoadResult = z.infer<typeof LoadResult>;
 
-export const WireMessage = z.object({
+export const WireImagePart = z.strictObject({ type: z.literal("image") });
+export const WireTextPart = z.strictObject({ type: z.literal("text"), text: z.string() });
+
+export const WireMessage = z.strictObject({
   role: z.enum(["user", "assistant", "system"]),
-  content: z.array(z.union([z.object({ type: z.literal("image") }), z.object({ type: z.literal("text"), text: z.string() })])),
+  content: z.array(z.union([WireImagePart, WireTextPart])).min(1),
 });
 export type WireMessage = z.infer<typeof WireMessage>;
 
-export const WireImage = z.object({
-  offset: z.number().int(),
-  length: z.number().int(),
-  width: z.number().int(),
-  height: z.number().int(),
-});
+export const WireImage = z
+  .strictObject({
+    offset: z.number().int().min(0),
+    length: z.number().int().min(0),
+    width: z.number().int().min(1),
+    height: z.number().int().min(1),
+  })
+  .describe("Raw RGB pixels at payload[offset : offset + length]; the worker also requires length = width * height * 3 and the bytes inside the payload (else IMAGE_UNREADABLE).");
 export type WireImage = z.infer<typeof WireImage>;
 
-export const WireGenerationOptions = z.object({
-  maxNewTokens: z.number().int(),
-  minNewTokens: z.number().int().nullable(),
-  doSample: z.boolean().nullable(),
-  temperature: z.number().nullable(),
-  topP: z.number().nullable(),
-  topK: z.number().int().nullable(),
-  repetitionPenalty: z.number().nullable(),
-  noRepeatNgramSize: z.number().int().nullable(),
-  numBeams: z.number().int().nullable(),
-  seed: z.number().int().nullable(),
-  stopStrings: z.array(z.string()).nullable(),
-});
+export const WireGenerationOptions = z
+  .strictObject({
+    maxNewTokens: MaxNewTokens,
+    minNewTokens: MinNewTokens.nullable().default(null),
+    doSample: z.boolean().nullable().default(null),
+    temperature: Temperature.nullable().default(null),
+    topP: TopP.nullable().default(null),
+    topK: TopK.nullable().default(null),
+    repetitionPenalty: RepetitionPenalty.nullable().default(null),
+    noRepeatNgramSize: NoRepeatNgramSize.nullable().default(null),
+    numBeams: NumBeams.nullable().default(null),
+    seed: Seed.nullable().default(null),
+    stopStrings: StopStrings.nullable().default(null),
+  })
+  .describe("transformers generate() options; null ones are left out so the model's generation config decides. The worker also requires minNewTokens <= maxNewTokens.");
 export type WireGenerationOptions = z.infer<typeof WireGenerationOptions>;
 
-export const GenerateParams = z.object({
-  messages: z.array(WireMessage),
-  images: z.array(WireImage),
-  options: WireGenerationOptions,
-  stream: z.boolean(),
-});
+export const GenerateParams = z
+  .strictObject({
+    messages: z.array(WireMessage).min(1),
+    images: z.array(WireImage).default([]),
+    options: WireGenerationOptions,
+    stream: z.boolean().default(false),
+  })
+  .describe("The worker also requires as many images as {type: 'image'} parts (else INVALID_MESSAGES).");
 export type GenerateParams = z.infer<typeof GenerateParams>;
 
 export const FinishReason = z.enum(["stop", "length", "stop_string"]);
@@ -198,12 +240,16 @@ export const ReleaseMemoryResult = z.object({
 });
 export type ReleaseMemoryResult = z.infer<typeof ReleaseMemoryResult>;
 
+/** Params of the methods that take none (the worker ignores any it is sent). */
+export const NoParams = z.object({});
+export const PingResult = z.object({ pong: z.literal(true) });
+
 export const methods = {
-  ping: { params: z.object({}), result: z.object({ pong: z.literal(true) }) },
+  ping: { params: NoParams, result: PingResult },
   load: { params: LoadParams, result: LoadResult },
   generate: { params: GenerateParams, result: GenerateResult },
-  info: { params: z.object({}), result: InfoResult },
-  releaseMemory: { params: z.object({}), result: ReleaseMemoryResult },
+  info: { params: NoParams, result: InfoResult },
+  releaseMemory: { params: NoParams, result: ReleaseMemoryResult },
 } as const;
 export type MethodName = keyof typeof methods;
 export type ParamsOf<M extends MethodName> = z.infer<(typeof methods)[M]["params"]>;

@@ -1,7 +1,14 @@
-"""Wire params (camelCase JSON) to checked domain values; every message names the field and the value received."""
+"""Wire params (camelCase JSON) to checked domain values; every message names the field and the value received.
+
+The contract is docs/wire-schema.json, generated from the SDK's zod schemas (src/protocol/messages.ts);
+tests/protocol/test_wire_contract.py holds this parser to it field by field. A key left out takes its default,
+`null` is accepted only where the contract allows it, and unknown keys are refused.
+"""
 
 from __future__ import annotations
 
+import math
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -11,11 +18,34 @@ QUANT_MODES = ("none", "8bit", "4bit")
 QUANT_TYPES = ("nf4", "fp4")
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 COMPUTE_DTYPES = ("float32", "bfloat16", "float16")
-ATTN_IMPLEMENTATIONS = ("eager", "sdpa", "flash_attention_2", "flash_attention_3", "flex_attention")
+# Every plain attn_implementation transformers 5.17 accepts for Idefics2; `paged|...` needs transformers' continuous
+# batching and hub kernel ids fetch code at load, so neither is offered.
+ATTN_IMPLEMENTATIONS = (
+    "eager",
+    "sdpa",
+    "flash_attention_2",
+    "flash_attention_3",
+    "flash_attention_4",
+    "flex_attention",
+)
+DEVICE_NAMES = ("auto", "cpu", "cuda")
+# One CUDA device by index; torch refuses an index with leading zeros.
+_CUDA_DEVICE = re.compile(r"cuda:(0|[1-9][0-9]*)", re.ASCII)
+_NOT_BLANK = re.compile(r"\S")
 ROLES = ("user", "assistant", "system")
 DECODERS = ("auto", "fast", "reference")
+
+# The SDK's integers are JS numbers, exact up to 2^53 - 1; no wire integer goes past that.
+MAX_SAFE_INTEGER = 2**53 - 1
 MAX_BATCH_LIMIT = 64
-_MAX_SEED = 2**64 - 1
+MAX_LONGEST_EDGE = 65_536
+MAX_NEW_TOKENS_LIMIT = 1_000_000
+MAX_BEAMS = 64
+MAX_STOP_STRINGS = 64
+MAX_TEMPERATURE = 100.0
+MAX_REPETITION_PENALTY = 100.0
+
+_REQUIRED: Any = object()
 
 
 def _describe(value: Any) -> str:
@@ -27,12 +57,16 @@ def _fail_option(name: str, expected: str, value: Any) -> WorkerError:
     return WorkerError("INVALID_OPTIONS", f"Expected the `{name}` option to be {expected}, got {_describe(value)}")
 
 
+def _fail_message(name: str, expected: str, value: Any) -> WorkerError:
+    return WorkerError("INVALID_MESSAGES", f"Expected `{name}` to be {expected}, got {_describe(value)}")
+
+
 def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and value == value  # noqa: PLR0124
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _check_keys(where: str, given: dict[str, Any], known: tuple[str, ...], code: str = "INVALID_OPTIONS") -> None:
@@ -41,48 +75,78 @@ def _check_keys(where: str, given: dict[str, Any], known: tuple[str, ...], code:
         raise WorkerError(code, f"Unknown {where} key(s) {unknown}; expected some of {sorted(known)}")
 
 
+def _field(given: dict[str, Any], key: str, default: Any, name: str, code: str = "INVALID_OPTIONS") -> Any:
+    """The value under `key`, or `default` when the key is left out; a key without a default must be present."""
+    if key in given:
+        return given[key]
+    if default is _REQUIRED:
+        raise WorkerError(code, f"`{name}` is required but was left out")
+    return default
+
+
 def _object(name: str, value: Any, code: str = "INVALID_OPTIONS") -> dict[str, Any]:
-    if value is None:
-        return {}
     if not isinstance(value, dict):
         raise WorkerError(code, f"Expected `{name}` to be an object, got {_describe(value)}")
     return value
 
 
-def _choice(name: str, value: Any, choices: tuple[str, ...]) -> str:
-    if value not in choices:
-        raise _fail_option(name, "one of " + ", ".join(repr(c) for c in choices), value)
+def _choice(name: str, value: Any, choices: tuple[str, ...], *, nullable: bool = False) -> Any:
+    if value is None and nullable:
+        return None
+    if not isinstance(value, str) or value not in choices:
+        expected = "one of " + ", ".join(repr(c) for c in choices) + (" or null" if nullable else "")
+        raise _fail_option(name, expected, value)
     return value
 
 
-def _optional_choice(name: str, value: Any, choices: tuple[str, ...]) -> str | None:
-    return None if value is None else _choice(name, value, choices)
-
-
-def _bool(name: str, value: Any, default: bool | None) -> bool | None:
-    if value is None:
-        return default
+def _bool(name: str, value: Any, *, nullable: bool = False) -> bool | None:
+    if value is None and nullable:
+        return None
     if not isinstance(value, bool):
-        raise _fail_option(name, "a boolean", value)
+        raise _fail_option(name, "a boolean" + (" or null" if nullable else ""), value)
     return value
 
 
-def _int(name: str, value: Any, minimum: int, maximum: int | None = None) -> int | None:
-    if value is None:
+def _int(name: str, value: Any, minimum: int, maximum: int = MAX_SAFE_INTEGER, *, nullable: bool = False) -> Any:
+    if value is None and nullable:
         return None
-    if not _is_int(value) or value < minimum or (maximum is not None and value > maximum):
-        bound = f"an integer ≥ {minimum}" + (f" and ≤ {maximum}" if maximum is not None else "")
-        raise _fail_option(name, bound, value)
+    if isinstance(value, bool) or not isinstance(value, int) or not minimum <= value <= maximum:
+        expected = f"an integer ≥ {minimum} and ≤ {maximum}" + (" or null" if nullable else "")
+        raise _fail_option(name, expected, value)
     return value
 
 
-def _float(name: str, value: Any, *, above: float, at_most: float | None = None) -> float | None:
+def _float(
+    name: str, value: Any, *, above: float | None = None, at_least: float | None = None, at_most: float | None = None
+) -> float | None:
+    """A finite number within the bounds, or null (every number option is nullable)."""
     if value is None:
         return None
-    if not _is_number(value) or value <= above or (at_most is not None and value > at_most):
-        bound = f"a number > {above}" + (f" and ≤ {at_most}" if at_most is not None else "")
-        raise _fail_option(name, bound, value)
+    in_range = _is_number(value) and (
+        (above is None or value > above)
+        and (at_least is None or value >= at_least)
+        and (at_most is None or value <= at_most)
+    )
+    if not in_range:
+        bounds = [f"> {above}"] if above is not None else []
+        bounds += [f"≥ {at_least}"] if at_least is not None else []
+        bounds += [f"≤ {at_most}"] if at_most is not None else []
+        raise _fail_option(name, "a finite number " + " and ".join(bounds) + " or null", value)
     return float(value)
+
+
+def _strings(name: str, value: Any, *, min_items: int = 0, max_items: int = MAX_SAFE_INTEGER) -> tuple[str, ...] | None:
+    """Null, or a list of non-empty strings of an allowed length."""
+    if value is None:
+        return None
+    if (
+        not isinstance(value, list)
+        or not min_items <= len(value) <= max_items
+        or not all(isinstance(item, str) and item for item in value)
+    ):
+        items = f"{min_items} to {max_items}" if max_items < MAX_SAFE_INTEGER else f"{min_items} or more"
+        raise _fail_option(name, f"null or a list of {items} non-empty strings", value)
+    return tuple(value)
 
 
 @dataclass(frozen=True)
@@ -110,7 +174,7 @@ class LoadParams:
     model: str
     revision: str | None = None
     quantization: Quantization = Quantization()
-    device_map: str | dict[str, Any] | None = "auto"
+    device_map: str = "auto"
     dtype: str = "auto"
     attn_implementation: str | None = None
     do_image_splitting: bool | None = None
@@ -141,55 +205,61 @@ _QUANT_KEYS = ("mode", "quantType", "doubleQuant", "computeDtype", "skipModules"
 def _quantization(raw: Any) -> Quantization:
     given = _object("quantization", raw)
     _check_keys("quantization", given, _QUANT_KEYS)
-    skip = given.get("skipModules")
-    if skip is not None and (not isinstance(skip, list) or not all(isinstance(m, str) and m for m in skip)):
-        raise _fail_option("quantization.skipModules", "null or a list of module names", skip)
-    threshold = given.get("int8Threshold")
-    if threshold is not None and (not _is_number(threshold) or threshold < 0):
-        raise _fail_option("quantization.int8Threshold", "a number ≥ 0", threshold)
+
+    def field(key: str, default: Any = None) -> Any:
+        return _field(given, key, default, f"quantization.{key}")
+
     return Quantization(
-        mode=_choice("quantization.mode", given.get("mode", "none"), QUANT_MODES),
-        quant_type=_optional_choice("quantization.quantType", given.get("quantType"), QUANT_TYPES),
-        double_quant=bool(_bool("quantization.doubleQuant", given.get("doubleQuant"), False)),
-        compute_dtype=_optional_choice("quantization.computeDtype", given.get("computeDtype"), COMPUTE_DTYPES),
-        skip_modules=tuple(skip) if skip is not None else None,
-        int8_threshold=float(threshold) if threshold is not None else None,
+        mode=_choice("quantization.mode", field("mode", "none"), QUANT_MODES),
+        quant_type=_choice("quantization.quantType", field("quantType"), QUANT_TYPES, nullable=True),
+        double_quant=bool(_bool("quantization.doubleQuant", field("doubleQuant"), nullable=True)),
+        compute_dtype=_choice("quantization.computeDtype", field("computeDtype"), COMPUTE_DTYPES, nullable=True),
+        skip_modules=_strings("quantization.skipModules", field("skipModules")),
+        int8_threshold=_float("quantization.int8Threshold", field("int8Threshold"), at_least=0.0),
     )
 
 
-def _device_map(raw: Any) -> str | dict[str, Any] | None:
-    if raw is None or (isinstance(raw, str) and raw):
-        return raw
-    if isinstance(raw, dict) and all(isinstance(v, (str, int)) and not isinstance(v, bool) for v in raw.values()):
-        return raw
-    raise _fail_option("deviceMap", "a device string ('auto', 'cpu', 'cuda:0') or a module→device object", raw)
+def _device_map(value: Any) -> str:
+    if isinstance(value, str) and (value in DEVICE_NAMES or _CUDA_DEVICE.fullmatch(value)):
+        return value
+    raise _fail_option("deviceMap", "'auto', 'cpu', 'cuda' or 'cuda:N' (N without leading zeros)", value)
+
+
+def _model(value: Any) -> str:
+    if not isinstance(value, str) or not _NOT_BLANK.search(value):
+        raise _fail_option("model", "a model folder or hub id (not blank)", value)
+    return value
+
+
+def _revision(value: Any) -> str | None:
+    if value is not None and (not isinstance(value, str) or not value):
+        raise _fail_option("revision", "null or a non-empty string", value)
+    return value
 
 
 def parse_load(raw: Any) -> LoadParams:
     """Checks `load` params; the defaults are the reference program's."""
     given = _object("load params", raw)
     _check_keys("load params", given, _LOAD_KEYS)
-    model = given.get("model")
-    if not isinstance(model, str) or not model.strip():
-        raise _fail_option("model", "a non-empty model id or path", model)
-    revision = given.get("revision")
-    if revision is not None and (not isinstance(revision, str) or not revision):
-        raise _fail_option("revision", "null or a non-empty string", revision)
+
+    def field(key: str, default: Any = None) -> Any:
+        return _field(given, key, default, key)
+
     return LoadParams(
-        model=model,
-        revision=revision,
-        quantization=_quantization(given.get("quantization")),
-        device_map=_device_map(given.get("deviceMap", "auto")),
-        dtype=_choice("dtype", given.get("dtype") or "auto", DTYPES),
-        attn_implementation=_optional_choice(
-            "attnImplementation", given.get("attnImplementation"), ATTN_IMPLEMENTATIONS
+        model=_model(field("model", _REQUIRED)),
+        revision=_revision(field("revision")),
+        quantization=_quantization(field("quantization", {})),
+        device_map=_device_map(field("deviceMap", "auto")),
+        dtype=_choice("dtype", field("dtype", "auto"), DTYPES),
+        attn_implementation=_choice(
+            "attnImplementation", field("attnImplementation"), ATTN_IMPLEMENTATIONS, nullable=True
         ),
-        do_image_splitting=_bool("doImageSplitting", given.get("doImageSplitting"), None),
-        longest_edge=_int("longestEdge", given.get("longestEdge"), 1, 1 << 16),
-        trust_remote_code=bool(_bool("trustRemoteCode", given.get("trustRemoteCode"), False)),
-        local_files_only=bool(_bool("localFilesOnly", given.get("localFilesOnly"), False)),
-        decoder=_choice("decoder", given.get("decoder") or "auto", DECODERS),
-        max_batch_size=_int("maxBatchSize", given.get("maxBatchSize"), 1, MAX_BATCH_LIMIT) or 8,
+        do_image_splitting=_bool("doImageSplitting", field("doImageSplitting"), nullable=True),
+        longest_edge=_int("longestEdge", field("longestEdge"), 1, MAX_LONGEST_EDGE, nullable=True),
+        trust_remote_code=bool(_bool("trustRemoteCode", field("trustRemoteCode", False))),
+        local_files_only=bool(_bool("localFilesOnly", field("localFilesOnly", False))),
+        decoder=_choice("decoder", field("decoder", "auto"), DECODERS),
+        max_batch_size=_int("maxBatchSize", field("maxBatchSize", 8), 1, MAX_BATCH_LIMIT),
     )
 
 
@@ -224,105 +294,123 @@ _OPTION_KWARGS = {
     "stopStrings": "stop_strings",
 }
 _OPTION_KEYS = (*_OPTION_KWARGS, "seed")
+_GENERATE_KEYS = ("messages", "images", "options", "stream")
+_MESSAGE_KEYS = ("role", "content")
+_IMAGE_PART_KEYS = ("type",)
+_TEXT_PART_KEYS = ("type", "text")
+_IMAGE_KEYS = ("offset", "length", "width", "height")
 
 
 def _options(raw: Any) -> tuple[dict[str, Any], int | None]:
     given = _object("options", raw)
     _check_keys("options", given, _OPTION_KEYS)
-    stop = given.get("stopStrings")
-    if stop is not None and (not isinstance(stop, list) or not stop or not all(isinstance(s, str) and s for s in stop)):
-        raise _fail_option("stopStrings", "null or a non-empty list of non-empty strings", stop)
+
+    def field(key: str, default: Any = None) -> Any:
+        return _field(given, key, default, key)
+
+    stop = _strings("stopStrings", field("stopStrings"), min_items=1, max_items=MAX_STOP_STRINGS)
     checked = {
-        "maxNewTokens": _int("maxNewTokens", given.get("maxNewTokens"), 1),
-        "minNewTokens": _int("minNewTokens", given.get("minNewTokens"), 0),
-        "doSample": _bool("doSample", given.get("doSample"), None),
-        "temperature": _float("temperature", given.get("temperature"), above=0.0),
-        "topP": _float("topP", given.get("topP"), above=0.0, at_most=1.0),
-        "topK": _int("topK", given.get("topK"), 0),
-        "repetitionPenalty": _float("repetitionPenalty", given.get("repetitionPenalty"), above=0.0),
-        "noRepeatNgramSize": _int("noRepeatNgramSize", given.get("noRepeatNgramSize"), 0),
-        "numBeams": _int("numBeams", given.get("numBeams"), 1),
+        "maxNewTokens": _int("maxNewTokens", field("maxNewTokens", _REQUIRED), 1, MAX_NEW_TOKENS_LIMIT),
+        "minNewTokens": _int("minNewTokens", field("minNewTokens"), 0, MAX_NEW_TOKENS_LIMIT, nullable=True),
+        "doSample": _bool("doSample", field("doSample"), nullable=True),
+        "temperature": _float("temperature", field("temperature"), above=0.0, at_most=MAX_TEMPERATURE),
+        "topP": _float("topP", field("topP"), above=0.0, at_most=1.0),
+        "topK": _int("topK", field("topK"), 0, nullable=True),
+        "repetitionPenalty": _float(
+            "repetitionPenalty", field("repetitionPenalty"), above=0.0, at_most=MAX_REPETITION_PENALTY
+        ),
+        "noRepeatNgramSize": _int("noRepeatNgramSize", field("noRepeatNgramSize"), 0, nullable=True),
+        "numBeams": _int("numBeams", field("numBeams"), 1, MAX_BEAMS, nullable=True),
         "stopStrings": list(stop) if stop is not None else None,
     }
     min_new, max_new = checked["minNewTokens"], checked["maxNewTokens"]
-    if min_new is not None and max_new is not None and min_new > max_new:
+    if min_new is not None and min_new > max_new:
         raise _fail_option("minNewTokens", f"at most maxNewTokens ({max_new})", min_new)
     # Null options are left out so the model's generation config decides them, as in the reference.
     kwargs = {_OPTION_KWARGS[name]: value for name, value in checked.items() if value is not None}
-    return kwargs, _int("seed", given.get("seed"), 0, _MAX_SEED)
+    return kwargs, _int("seed", field("seed"), 0, nullable=True)
+
+
+def _message_object(where: str, value: Any, known: tuple[str, ...]) -> dict[str, Any]:
+    given = _object(where, value, code="INVALID_MESSAGES")
+    _check_keys(where, given, known, code="INVALID_MESSAGES")
+    return given
+
+
+def _part(where: str, part: Any) -> dict[str, Any]:
+    kind = part.get("type") if isinstance(part, dict) else None
+    if kind == "image":
+        _message_object(where, part, _IMAGE_PART_KEYS)
+        return {"type": "image"}
+    if kind == "text" and isinstance(part.get("text"), str):
+        _message_object(where, part, _TEXT_PART_KEYS)
+        return {"type": "text", "text": part["text"]}
+    raise _fail_message(where, "{type: 'image'} or {type: 'text', text: string}", part)
 
 
 def _messages(raw: Any) -> tuple[list[dict[str, Any]], int]:
     if not isinstance(raw, list) or not raw:
-        raise WorkerError("INVALID_MESSAGES", f"Expected `messages` to be a non-empty list, got {_describe(raw)}")
+        raise _fail_message("messages", "a non-empty list", raw)
     messages, image_parts = [], 0
     for index, message in enumerate(raw):
         where = f"messages[{index}]"
-        if not isinstance(message, dict):
-            raise WorkerError("INVALID_MESSAGES", f"Expected {where} to be an object, got {_describe(message)}")
-        role, content = message.get("role"), message.get("content")
-        if role not in ROLES:
-            raise WorkerError("INVALID_MESSAGES", f"Expected {where}.role to be one of {list(ROLES)}, got {role!r}")
+        given = _message_object(where, message, _MESSAGE_KEYS)
+        role = _field(given, "role", _REQUIRED, f"{where}.role", "INVALID_MESSAGES")
+        content = _field(given, "content", _REQUIRED, f"{where}.content", "INVALID_MESSAGES")
+        if not isinstance(role, str) or role not in ROLES:
+            raise _fail_message(f"{where}.role", f"one of {list(ROLES)}", role)
         if not isinstance(content, list) or not content:
-            raise WorkerError("INVALID_MESSAGES", f"Expected {where}.content to be a non-empty list of parts")
-        parts = []
-        for part_index, part in enumerate(content):
-            kind = part.get("type") if isinstance(part, dict) else None
-            if kind == "image":
-                image_parts += 1
-                parts.append({"type": "image"})
-            elif kind == "text" and isinstance(part.get("text"), str):
-                parts.append({"type": "text", "text": part["text"]})
-            else:
-                raise WorkerError(
-                    "INVALID_MESSAGES",
-                    f"Expected {where}.content[{part_index}] to be {{type: 'image'}} or {{type: 'text', text}}, "
-                    f"got {_describe(part)}",
-                )
+            raise _fail_message(f"{where}.content", "a non-empty list of parts", content)
+        parts = [_part(f"{where}.content[{i}]", part) for i, part in enumerate(content)]
+        image_parts += sum(part["type"] == "image" for part in parts)
         messages.append({"role": role, "content": parts})
     return messages, image_parts
 
 
+def _image(where: str, item: Any, payload_size: int) -> ImageSpec:
+    given = _message_object(where, item, _IMAGE_KEYS)
+    values = []
+    for key, minimum in (("offset", 0), ("length", 0), ("width", 1), ("height", 1)):
+        value = _field(given, key, _REQUIRED, f"{where}.{key}", "INVALID_MESSAGES")
+        if not _is_int(value) or not minimum <= value <= MAX_SAFE_INTEGER:
+            raise _fail_message(f"{where}.{key}", f"an integer ≥ {minimum} and ≤ {MAX_SAFE_INTEGER}", value)
+        values.append(value)
+    spec = ImageSpec(*values)
+    # What the schema cannot say: the bytes must be exactly the pixels, and inside the payload.
+    if spec.length != spec.width * spec.height * 3:
+        raise WorkerError(
+            "IMAGE_UNREADABLE",
+            f"{where} is {spec.width}x{spec.height} RGB, which is {spec.width * spec.height * 3} bytes, "
+            f"but its length is {spec.length}",
+        )
+    if spec.offset + spec.length > payload_size:
+        raise WorkerError(
+            "IMAGE_UNREADABLE",
+            f"{where} ends at byte {spec.offset + spec.length} but the payload has {payload_size} bytes",
+        )
+    return spec
+
+
 def _images(raw: Any, payload_size: int) -> list[ImageSpec]:
-    if raw is None:
-        return []
     if not isinstance(raw, list):
-        raise WorkerError("INVALID_MESSAGES", f"Expected `images` to be a list, got {_describe(raw)}")
-    specs = []
-    for index, item in enumerate(raw):
-        fields = [item.get(k) if isinstance(item, dict) else None for k in ("offset", "length", "width", "height")]
-        if not all(_is_int(v) for v in fields) or fields[0] < 0 or fields[2] < 1 or fields[3] < 1:
-            raise WorkerError(
-                "IMAGE_UNREADABLE", f"images[{index}] needs integer offset ≥ 0, length, width ≥ 1, height ≥ 1"
-            )
-        spec = ImageSpec(*fields)
-        if spec.length != spec.width * spec.height * 3:
-            raise WorkerError(
-                "IMAGE_UNREADABLE",
-                f"images[{index}] is {spec.width}x{spec.height} RGB, which is {spec.width * spec.height * 3} bytes, "
-                f"but its length is {spec.length}",
-            )
-        if spec.offset + spec.length > payload_size:
-            raise WorkerError(
-                "IMAGE_UNREADABLE",
-                f"images[{index}] ends at byte {spec.offset + spec.length} but the payload has {payload_size} bytes",
-            )
-        specs.append(spec)
-    return specs
+        raise _fail_message("images", "a list", raw)
+    return [_image(f"images[{index}]", item, payload_size) for index, item in enumerate(raw)]
 
 
 def parse_generate(raw: Any, payload_size: int) -> GenerateParams:
     """Checks `generate` params against each other and the payload."""
     given = _object("generate params", raw, code="INVALID_MESSAGES")
-    _check_keys("generate params", given, ("messages", "images", "options", "stream"), code="INVALID_MESSAGES")
-    messages, image_parts = _messages(given.get("messages"))
-    images = _images(given.get("images"), payload_size)
+    _check_keys("generate params", given, _GENERATE_KEYS, code="INVALID_MESSAGES")
+    messages, image_parts = _messages(_field(given, "messages", _REQUIRED, "messages", "INVALID_MESSAGES"))
+    images = _images(_field(given, "images", [], "images", "INVALID_MESSAGES"), payload_size)
     if image_parts != len(images):
         raise WorkerError(
             "INVALID_MESSAGES",
             f"The messages have {image_parts} image part(s) but {len(images)} image(s) were sent; "
             "each {type: 'image'} part needs exactly one image, in order",
         )
-    kwargs, seed = _options(given.get("options"))
-    stream = _bool("stream", given.get("stream"), False)
-    return GenerateParams(messages=messages, images=images, generate_kwargs=kwargs, seed=seed, stream=bool(stream))
+    kwargs, seed = _options(_field(given, "options", _REQUIRED, "options"))
+    stream = _field(given, "stream", False, "stream", "INVALID_MESSAGES")
+    if not isinstance(stream, bool):
+        raise _fail_message("stream", "a boolean", stream)
+    return GenerateParams(messages=messages, images=images, generate_kwargs=kwargs, seed=seed, stream=stream)

@@ -110,6 +110,40 @@ def test_a_bad_load_field_is_invalid_options_naming_it(field: str, value: Any) -
     assert f"`{field}`" in error.message
 
 
+@pytest.mark.parametrize("device_map", ["auto", "cpu", "cuda", "cuda:0", "cuda:12"])
+def test_device_map_is_a_device_string(device_map: str) -> None:
+    assert parse_load({"model": "m", "deviceMap": device_map}).device_map == device_map
+
+
+@pytest.mark.parametrize("device_map", [{"": "cpu"}, {"model.vision_model": 0}, "cuda:01", "cuda:-1", "gpu", None])
+def test_a_module_to_device_object_or_another_device_string_is_refused(device_map: Any) -> None:
+    error = failure(lambda: parse_load({"model": "m", "deviceMap": device_map}))
+    assert (error.code, "`deviceMap`" in error.message) == ("INVALID_OPTIONS", True)
+
+
+def test_a_seed_goes_up_to_the_largest_integer_a_js_number_holds_exactly() -> None:
+    assert generate({"seed": 2**53 - 1}).seed == 2**53 - 1
+    error = failure(lambda: generate({"seed": 2**53}))
+    assert (error.code, "`seed`" in error.message) == ("INVALID_OPTIONS", True)
+
+
+def test_a_key_left_out_takes_its_default_but_null_is_refused_where_the_contract_has_no_null() -> None:
+    assert parse_load({"model": "m"}).max_batch_size == 8
+    for field in ("dtype", "deviceMap", "decoder", "maxBatchSize", "trustRemoteCode", "quantization"):
+        error = failure(lambda field=field: parse_load({"model": "m", field: None}))
+        assert (error.code, field in error.message) == ("INVALID_OPTIONS", True)
+
+
+def test_max_new_tokens_is_required() -> None:
+    error = failure(lambda: parse_generate({"messages": [USER_WITH_IMAGE], "images": [IMAGE], "options": {}}, 12))
+    assert (error.code, "`maxNewTokens` is required" in error.message) == ("INVALID_OPTIONS", True)
+
+
+def test_a_malformed_image_entry_is_invalid_messages_naming_its_field() -> None:
+    error = failure(lambda: generate(images=[{**IMAGE, "width": 2.0}]))
+    assert (error.code, "`images[0].width`" in error.message) == ("INVALID_MESSAGES", True)
+
+
 def test_default_quantization_configs_equal_the_reference_programs() -> None:
     from transformers import BitsAndBytesConfig
 

@@ -1,0 +1,66 @@
+import { z } from "zod";
+
+// The range of every option that crosses the wire. The user-facing options (src/options.ts) and the wire schemas
+// (messages.ts) are both built from these, so what a user may pass is exactly what the worker accepts;
+// docs/wire-schema.json is generated from the wire schemas and python/tests/protocol/test_wire_contract.py holds
+// the worker's parser to it. Integers are zod's safe integers: at most 2^53 − 1, the largest a JS number holds exactly.
+
+export const QuantizationMode = z.enum(["none", "8bit", "4bit"]);
+export type QuantizationMode = z.infer<typeof QuantizationMode>;
+
+export const TorchDtype = z.enum(["auto", "float32", "bfloat16", "float16"]);
+export type TorchDtype = z.infer<typeof TorchDtype>;
+
+/** 4-bit data type (bitsandbytes `bnb_4bit_quant_type`). */
+export const QuantType = z.enum(["nf4", "fp4"]);
+/** 4-bit: dtype of the matrix products (`bnb_4bit_compute_dtype`). */
+export const ComputeDtype = TorchDtype.exclude(["auto"]);
+/** Modules left unquantized (`llm_int8_skip_modules`). */
+export const SkipModules = z.array(z.string().min(1));
+/** 8-bit: outlier threshold of LLM.int8 (`llm_int8_threshold`); zod numbers are finite. */
+export const Int8Threshold = z.number().min(0);
+
+// zod types a regex-checked string as `string`; the regex admits exactly the strings of this template type.
+const cudaDevice = z
+  .string()
+  .regex(/^cuda:(0|[1-9][0-9]*)$/, "expected auto, cpu, cuda or cuda:N") as unknown as z.ZodType<`cuda:${number}`>;
+/** Where the model goes: accelerate's `"auto"`, the CPU, the current CUDA device, or one CUDA device by index (torch refuses leading zeros). */
+export const DeviceMap = z.union([z.enum(["auto", "cpu", "cuda"]), cudaDevice]);
+export type DeviceMap = z.infer<typeof DeviceMap>;
+
+/**
+ * Every plain `attn_implementation` transformers 5.17 accepts for Idefics2 (all three towers declare flash, SDPA
+ * and flex support). Left out: `paged|…` (only for transformers' continuous batching; generate() refuses it
+ * without a paged cache) and hub kernel ids such as `kernels-community/flash-attn2` (code fetched at load time).
+ */
+export const AttnImplementation = z.enum([
+  "eager",
+  "sdpa",
+  "flash_attention_2",
+  "flash_attention_3",
+  "flash_attention_4",
+  "flex_attention",
+]);
+export type AttnImplementation = z.infer<typeof AttnImplementation>;
+
+/** A `save_pretrained` folder or a hub id: not blank. */
+export const ModelId = z.string().regex(/\S/, "expected a model folder or hub id, not a blank string");
+export const Revision = z.string().min(1);
+/** The image processor's longest edge, in pixels. */
+export const LongestEdge = z.number().int().min(1).max(65_536);
+export const Decoder = z.enum(["auto", "fast", "reference"]);
+export const MaxBatchSize = z.number().int().min(1).max(64);
+
+export const MaxNewTokens = z.number().int().min(1).max(1_000_000);
+/** At most `maxNewTokens` as well: the worker compares the two. */
+export const MinNewTokens = z.number().int().min(0).max(1_000_000);
+export const Temperature = z.number().gt(0).max(100);
+export const TopP = z.number().gt(0).max(1);
+/** 0 turns top-k filtering off. */
+export const TopK = z.number().int().min(0);
+export const RepetitionPenalty = z.number().gt(0).max(100);
+export const NoRepeatNgramSize = z.number().int().min(0);
+export const NumBeams = z.number().int().min(1).max(64);
+/** torch.manual_seed takes up to 2^64 − 1; the bound is the safe-integer one, so every seed a JS number holds is sent exactly. */
+export const Seed = z.number().int().min(0);
+export const StopStrings = z.array(z.string().min(1)).min(1).max(64);
