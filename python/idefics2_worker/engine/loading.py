@@ -21,44 +21,28 @@ def _looks_local(model: str) -> bool:
     return model.startswith(("/", "./", "../", "~")) or model.count("/") > 1 or os.path.isabs(model)
 
 
-def _device_targets(device_map: str | dict[str, Any] | None) -> list[Any]:
-    return list(device_map.values()) if isinstance(device_map, dict) else [device_map]
-
-
-def _wants_cuda(device_map: str | dict[str, Any] | None) -> bool:
-    for target in _device_targets(device_map):
-        if isinstance(target, int) and not isinstance(target, bool):
-            return True
-        if isinstance(target, str) and target.startswith("cuda"):
-            return True
-    return False
-
-
-def _missing_cuda_index(device_map: str | dict[str, Any] | None, count: int) -> int | None:
-    for target in _device_targets(device_map):
-        index = target if isinstance(target, int) and not isinstance(target, bool) else None
-        if isinstance(target, str) and target.startswith("cuda:") and target[5:].isdigit():
-            index = int(target[5:])
-        if index is not None and index >= count:
-            return index
-    return None
+def _cuda_index(device_map: str) -> int | None:
+    """The device index a deviceMap names ('cuda' is cuda:0); None for 'auto' and 'cpu'."""
+    if device_map == "cuda":
+        return 0
+    return int(device_map[5:]) if device_map.startswith("cuda:") else None
 
 
 def check_load(params: LoadParams) -> None:
     """Refuses a load that cannot work, before anything already loaded is released."""
     import torch
 
-    if _wants_cuda(params.device_map) and not torch.cuda.is_available():
+    index = _cuda_index(params.device_map)
+    if index is not None and not torch.cuda.is_available():
         raise WorkerError(
             "CUDA_UNAVAILABLE",
             f"deviceMap {params.device_map!r} needs CUDA, but torch {torch.__version__} sees no CUDA device",
             "Use deviceMap 'cpu' or 'auto', or install a CUDA build of torch and check `nvidia-smi`.",
         )
-    missing = _missing_cuda_index(params.device_map, torch.cuda.device_count())
-    if missing is not None:
+    if index is not None and index >= torch.cuda.device_count():
         raise WorkerError(
             "CUDA_UNAVAILABLE",
-            f"deviceMap asks for cuda:{missing}, but torch sees {torch.cuda.device_count()} CUDA device(s)",
+            f"deviceMap asks for cuda:{index}, but torch sees {torch.cuda.device_count()} CUDA device(s)",
             "Pick an index below the device count (`idefics2 doctor` lists them), or use deviceMap 'auto'.",
         )
     if _looks_local(params.model) and not os.path.isdir(os.path.expanduser(params.model)):
@@ -111,8 +95,7 @@ def load_model(params: LoadParams, cancel: threading.Event, on_progress: OnProgr
 
     on_progress("model", f"Loading the model {params.model}")
     model_kwargs = dict(common)
-    if params.device_map is not None:
-        model_kwargs["device_map"] = params.device_map
+    model_kwargs["device_map"] = params.device_map
     quant = quantization_config(params.quantization)
     if quant is not None:
         model_kwargs["quantization_config"] = quant
