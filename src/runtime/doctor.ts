@@ -97,7 +97,7 @@ export async function runDoctor(options: DoctorOptions = {}): Promise<DoctorRepo
     const bnb = checkBitsandbytes(report.versions, python);
     if (bnb) problem("BNB_MISSING", "warning", bnb.message, bnb.fix ?? "");
   }
-  const probed = await runDoctorProbe(python, { signal: options.signal });
+  const probed = await runDoctorProbe({ python, source: report.source ?? undefined }, { signal: options.signal });
   if (options.signal?.aborted) throw new AbortError(options.signal.reason);
   if (!probed.ok) {
     problem("PROBE_FAILED", "error", `The doctor's check script failed in ${python}: ${probed.error}`, "Run the interpreter by hand to see why it fails.");

@@ -1,7 +1,6 @@
-import { execa } from "execa";
 import { z } from "zod";
 import { AbortError, PythonEnvironmentError } from "../errors.js";
-import { childEnvironment } from "./child-environment.js";
+import { runProbe } from "./run-probe.js";
 
 /** Versions found in an interpreter; a package is `null` when it is not installed. */
 export const PythonVersions = z.object({
@@ -18,45 +17,21 @@ export type PythonVersions = z.infer<typeof PythonVersions>;
 /** Where an interpreter came from: the `python` option, IDEFICS2_PYTHON, the managed venv, or the base for it. */
 export type PythonSource = "option" | "env" | "managed" | "base";
 
-// Reads installed distributions' metadata without importing them (importing torch takes seconds).
-// Written for any Python: an old one must still print its version so the caller can name it.
-const probeCode = `
-import json, sys
-names = ["torch", "transformers", "bitsandbytes", "accelerate", "pillow", "safetensors"]
-try:
-    from importlib import metadata
-except ImportError:
-    metadata = None
-def version(name):
-    if metadata is None:
-        return None
-    try:
-        return metadata.version(name)
-    except Exception:
-        return None
-found = dict((name, version(name)) for name in names)
-found["python"] = "%d.%d.%d" % tuple(sys.version_info[:3])
-sys.stdout.write("\\n" + json.dumps(found) + "\\n")
-`;
-
 export interface ProbeOptions {
   source: PythonSource;
   signal?: AbortSignal | undefined;
   timeoutMs?: number;
 }
 
-/** Runs `python` once and returns the versions of Python and of the packages the worker needs. @internal */
+/**
+ * Runs `python` once and returns the versions of Python and of the packages the worker needs, from the versions
+ * probe (python/idefics2_worker/probe/versions.py: metadata only, nothing imported; it still answers on an old
+ * Python, so the version check can name it). @internal
+ */
 export async function probePythonVersions(python: string, options: ProbeOptions): Promise<PythonVersions> {
   const { signal } = options;
   if (signal?.aborted) throw new AbortError(signal.reason);
-  const result = await execa(python, ["-c", probeCode], {
-    env: childEnvironment("worker"),
-    extendEnv: false,
-    reject: false,
-    stdin: "ignore",
-    timeout: options.timeoutMs ?? 60_000,
-    ...(signal ? { cancelSignal: signal } : {}),
-  });
+  const result = await runProbe({ python, source: options.source }, "versions", { signal, timeoutMs: options.timeoutMs ?? 60_000 });
   if (result.isCanceled && signal) throw new AbortError(signal.reason);
   const where = describeSource(options.source);
   if (result.failed && (result.code === "ENOENT" || result.code === "EACCES" || result.code === "ENOTDIR")) {

@@ -65,7 +65,8 @@ test("a torchvision that does not import is an error with the uninstall fix", as
   await writeFile(path.join(site, "torch", "cuda.py"), "def is_available():\n    return False\n");
   await writeFile(path.join(site, "torchvision", "__init__.py"), "raise RuntimeError('operator torchvision::nms does not exist')\n");
   const wrapper = path.join(dir, "python-with-torchvision");
-  await writeFile(wrapper, `#!/bin/sh\nPYTHONPATH='${site}' exec python3 -s "$@"\n`, { mode: 0o755 });
+  // The stubs go after the PYTHONPATH the SDK sets, which finds the probe in python/.
+  await writeFile(wrapper, `#!/bin/sh\nPYTHONPATH="$PYTHONPATH:${site}" exec python3 -s "$@"\n`, { mode: 0o755 });
   const report = await runDoctor({ python: wrapper });
   expect(report.torchvision).toEqual({ present: true, version: null });
   expect(report.problems).toContainEqual(

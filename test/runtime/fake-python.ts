@@ -13,6 +13,8 @@ export const goodVersions: PythonVersions = {
 };
 
 const nothing = { torch: null, transformers: null, bitsandbytes: null, accelerate: null, pillow: null, safetensors: null };
+// The versions probe's module: the fakes answer `python -m <it>` as the real probe would.
+const versionsProbe = "idefics2_worker.probe.versions";
 
 async function script(file: string, body: string): Promise<string> {
   await mkdir(path.dirname(file), { recursive: true });
@@ -27,10 +29,10 @@ export function fakePython(dir: string, versions: PythonVersions): Promise<strin
 }
 
 /**
- * A fake base interpreter: answers the probe as a bare Python 3.11, makes `-m venv DIR` a folder holding a
- * fake venv python, whose `-m pip install -r FILE` prints two lines, waits `pipSeconds`, and records
- * `<env dir> <FILE's name>` in `<dir>/installs`; after the install its probe reports every package. While
- * `<dir>/fail-dev` exists, installing requirements-dev.txt fails.
+ * A fake base interpreter: answers the versions probe (`-m idefics2_worker.probe.versions`) as a bare Python
+ * 3.11, makes `-m venv DIR` a folder holding a fake venv python, whose `-m pip install -r FILE` prints two
+ * lines, waits `pipSeconds`, and records `<env dir> <FILE's name>` in `<dir>/installs`; after the install its
+ * probe reports every package. While `<dir>/fail-dev` exists, installing requirements-dev.txt fails.
  */
 export async function fakeBasePython(dir: string, pipSeconds = 0.3): Promise<{ python: string; installs: string; venvs: string }> {
   const installs = path.join(dir, "installs");
@@ -39,9 +41,9 @@ export async function fakeBasePython(dir: string, pipSeconds = 0.3): Promise<{ p
     path.join(dir, "venv-python"),
     [
       'env_dir="$(dirname "$(dirname "$0")")"',
-      'case "$1" in',
-      `  -c) if [ -f "$env_dir/installed" ]; then echo '${JSON.stringify(goodVersions)}'; else echo '${JSON.stringify({ python: "3.11.7", ...nothing })}'; fi ;;`,
-      "  -m) eval \"file=\\${$#}\"; name=\"$(basename \"$file\")\"",
+      'case "$2" in',
+      `  ${versionsProbe}) if [ -f "$env_dir/installed" ]; then echo '${JSON.stringify(goodVersions)}'; else echo '${JSON.stringify({ python: "3.11.7", ...nothing })}'; fi ;;`,
+      "  pip) eval \"file=\\${$#}\"; name=\"$(basename \"$file\")\"",
       '      if [ "$name" = requirements-dev.txt ]; then',
       '        echo "Requirement already satisfied: torch==2.13.0"; sleep ' + String(pipSeconds),
       `        if [ -f '${path.join(dir, "fail-dev")}' ]; then echo "ERROR: No matching distribution found for pytest==9.2.0"; exit 1; fi`,
@@ -56,9 +58,9 @@ export async function fakeBasePython(dir: string, pipSeconds = 0.3): Promise<{ p
   const python = await script(
     path.join(dir, "base-python"),
     [
-      'case "$1" in',
-      `  -c) echo '${JSON.stringify({ python: "3.11.7", ...nothing })}' ;;`,
-      `  -m) mkdir -p "$3/bin" && cp '${venvPython}' "$3/bin/python" && echo "$3" >> '${venvs}' ;;`,
+      'case "$2" in',
+      `  ${versionsProbe}) echo '${JSON.stringify({ python: "3.11.7", ...nothing })}' ;;`,
+      `  venv) mkdir -p "$3/bin" && cp '${venvPython}' "$3/bin/python" && echo "$3" >> '${venvs}' ;;`,
       "esac",
     ].join("\n"),
   );

@@ -3,27 +3,16 @@
 from __future__ import annotations
 
 import platform
-from importlib import metadata
 from typing import Any
 
+from ..probe.versions import installed_version, installed_versions
 
-def _version(distribution: str) -> str | None:
-    try:
-        return metadata.version(distribution)
-    except metadata.PackageNotFoundError:
-        return None
+READY_PACKAGES = ("torch", "transformers", "bitsandbytes", "accelerate", "pillow")
 
 
 def versions() -> dict[str, str]:
-    """Versions for the `ready` frame, read from package metadata so nothing heavy is imported."""
-    found = {
-        "python": platform.python_version(),
-        "torch": _version("torch"),
-        "transformers": _version("transformers"),
-        "bitsandbytes": _version("bitsandbytes"),
-        "accelerate": _version("accelerate"),
-        "pillow": _version("pillow"),
-    }
+    """Versions for the `ready` frame, read from package metadata as the SDK's probe does: nothing heavy is imported."""
+    found = {"python": platform.python_version(), **installed_versions(READY_PACKAGES)}
     return {name: value for name, value in found.items() if value is not None}
 
 
@@ -52,7 +41,7 @@ def cuda() -> dict[str, Any]:
 
 def bitsandbytes() -> dict[str, Any]:
     """The bitsandbytes backend and the native library it loaded, when bitsandbytes imports."""
-    version = _version("bitsandbytes")
+    version = installed_version("bitsandbytes")
     if version is None:
         return {"version": None, "backend": None}
     try:

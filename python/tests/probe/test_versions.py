@@ -1,0 +1,50 @@
+"""The versions probe: Python's version and the worker's packages' versions, from metadata only."""
+
+from __future__ import annotations
+
+import platform
+import sys
+from importlib import metadata
+
+from probe_process import run_probe
+
+from idefics2_worker.engine.info import READY_PACKAGES
+from idefics2_worker.engine.info import versions as ready_versions
+from idefics2_worker.probe.versions import (
+    WORKER_PACKAGES,
+    installed_version,
+    installed_versions,
+    probe_versions,
+    python_version,
+)
+
+
+def test_the_probe_prints_the_sdks_python_versions_object_as_the_last_line_of_stdout() -> None:
+    report, before = run_probe("versions")
+    assert report == probe_versions()
+    assert set(report) == {"python", "torch", "transformers", "bitsandbytes", "accelerate", "pillow", "safetensors"}
+    assert before.strip() == ""
+
+
+def test_the_python_version_is_major_minor_micro() -> None:
+    assert python_version() == f"{sys.version_info.major}.{sys.version_info.minor}.{sys.version_info.micro}"
+
+
+def test_an_installed_distribution_reads_its_metadata_and_a_missing_one_is_none() -> None:
+    assert installed_version("pytest") == metadata.version("pytest")
+    assert installed_version("no-such-distribution-idefics2") is None
+    assert installed_versions(["pytest", "no-such-distribution-idefics2"]) == {
+        "pytest": metadata.version("pytest"),
+        "no-such-distribution-idefics2": None,
+    }
+
+
+def test_every_worker_package_is_found_in_the_test_environment() -> None:
+    found = probe_versions()
+    assert all(found[name] == metadata.version(name) for name in WORKER_PACKAGES)
+
+
+def test_the_workers_ready_frame_reads_its_package_versions_through_the_probe_leaving_out_missing_ones() -> None:
+    found = {name: installed_version(name) for name in READY_PACKAGES}
+    expected = {"python": platform.python_version()} | {name: value for name, value in found.items() if value}
+    assert ready_versions() == expected
