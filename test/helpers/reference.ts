@@ -23,13 +23,13 @@ export interface ReferenceRun {
   imageSplitting?: boolean;
 }
 
-/** Runs scripts/reference.py (the blog's program) and returns what it printed. */
+/** Runs scripts/reference/reference.py (the blog's program) and returns what it printed. */
 export async function runReference(run: ReferenceRun): Promise<ReferenceOutput> {
   const folder = await mkdtemp(join(tmpdir(), "idefics2-reference-"));
   const messagesFile = join(folder, "messages.json");
   await writeFile(messagesFile, JSON.stringify(run.messages));
   const args = [
-    join(repoRoot, "scripts", "reference.py"),
+    join(repoRoot, "scripts", "reference", "reference.py"),
     "--model",
     run.model,
     "--messages",

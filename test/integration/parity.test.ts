@@ -47,7 +47,7 @@ beforeAll(async () => {
   third = await squarePicture([40, 170, 60], "green-square.png");
 });
 
-describe.each(["none", "8bit", "4bit"] as const)("token parity with scripts/reference.py, quantization %s", (quantization) => {
+describe.each(["none", "8bit", "4bit"] as const)("token parity with scripts/reference/reference.py, quantization %s", (quantization) => {
   let model: Idefics2;
   let unsplit: Idefics2;
   beforeAll(async () => {

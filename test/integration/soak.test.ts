@@ -1,7 +1,7 @@
 import { describe, expect, it } from "vitest";
-// The soak itself lives in scripts/soak.mjs (run it with defaults for the full 1,000 + 100 requests and 3 kills).
+// The soak itself lives in scripts/soak/soak.mjs (run it with defaults for the full 1,000 + 100 requests and 3 kills).
 // @ts-expect-error: a plain ES module without declarations, imported from the built package.
-import { runSoak } from "../../scripts/soak.mjs";
+import { runSoak } from "../../scripts/soak/soak.mjs";
 import { testPython } from "../helpers/python.js";
 
 interface SoakResult {

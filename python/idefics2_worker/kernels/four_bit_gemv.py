@@ -37,7 +37,7 @@ NARROW_TILING = Tiling(outputs=8, blocks=16, warps=4)
 
 
 def tiling_for(outputs: int) -> Tiling:
-    """The fastest tiling measured on an H100 at idefics2-8b's shapes (scripts/tune_decode_kernels.py)."""
+    """The fastest tiling measured on an H100 at idefics2-8b's shapes (scripts/gpu/tune_decode_kernels.py)."""
     return NARROW_TILING if outputs < 2048 else DEFAULT_TILING
 
 

@@ -48,7 +48,7 @@ VECTORWISE_DEQUANT_SCALE = 7.874015718698502e-3
 
 
 def tiling_for(outputs: int, rows: int) -> Tiling:
-    """The fastest tiling measured on an H100 at idefics2-8b's shapes (scripts/tune_decode_kernels.py): one row
+    """The fastest tiling measured on an H100 at idefics2-8b's shapes (scripts/gpu/tune_decode_kernels.py): one row
     on the CUDA cores, shorter steps along K for wide layers (more programs in flight); several rows as MMAs."""
     if rows > 1:
         per_program = 64 if outputs >= 8192 else 16 if outputs < 2048 else MMA_TILING.outputs

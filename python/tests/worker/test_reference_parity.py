@@ -10,21 +10,24 @@ from demo_inputs import demo_images, demo_messages, generate_params
 from worker_process import WorkerProcess
 
 from idefics2_worker.engine.compat import expose_pil_image_processor, portable_cpu_four_bit
+from idefics2_worker.engine.quantization import quantization_config
+from idefics2_worker.protocol.params import Quantization
 
 MAX_NEW_TOKENS = 10
 
 
 def reference_generate(mode: str) -> tuple[list[int], str]:
-    """The blog post's program on transformers 5, word for word apart from the two renamed calls and compat shims."""
+    """The blog post's program on transformers 5, word for word apart from the two renamed calls and compat shims.
+
+    Its BitsAndBytesConfig(load_in_8bit=True) / (load_in_4bit=True) comes from the worker's mapping, which
+    tests/protocol/test_params.py holds equal to those calls.
+    """
     import torch
-    from transformers import AutoModelForImageTextToText, AutoProcessor, BitsAndBytesConfig
+    from transformers import AutoModelForImageTextToText, AutoProcessor
 
     expose_pil_image_processor()  # this machine has no torchvision; see compat.py
-    quantization = {
-        "none": {},
-        "8bit": {"quantization_config": BitsAndBytesConfig(load_in_8bit=True)},
-        "4bit": {"quantization_config": BitsAndBytesConfig(load_in_4bit=True)},
-    }[mode]
+    config = quantization_config(Quantization(mode))
+    quantization = {"quantization_config": config} if config is not None else {}
     processor = AutoProcessor.from_pretrained(str(TINY_MODEL))
     model = AutoModelForImageTextToText.from_pretrained(str(TINY_MODEL), device_map="auto", **quantization)
     portable_cpu_four_bit(model)  # the same bitsandbytes CPU path on every CPU; see compat.py

@@ -8,7 +8,7 @@ Kernels are compiled first by a pool of processes (Triton caches them on disk), 
 CUDA graphs of 20 calls. Prints the best tilings per shape and rows, and the per-token sum over the 32 layers
 for the best tilings and for the ones the worker chooses (`tiling_for`).
 
-Usage: python scripts/tune_decode_kernels.py [--out FILE.json]
+Usage: python scripts/gpu/tune_decode_kernels.py [--out FILE.json]
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "python"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "python"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_linear_kernels import timed
 from idefics2_worker.kernels import four_bit_gemv, int8_gemv

@@ -1,11 +1,11 @@
 #!/usr/bin/env python3
-"""The reference program (scripts/reference.py: the blog's calls), timed for the GPU benchmark.
+"""The reference program (scripts/reference/reference.py: the blog's calls), timed for the GPU benchmark.
 
 Loads the model once as the blog does (device_map="auto"; 8-bit/4-bit through BitsAndBytesConfig, bf16
 through dtype), then for each image-splitting setting: a warm-up, a 1-token generate (prefill), and a
 fixed-length greedy generate (min_new_tokens = max_new_tokens). Prints one JSON object on stdout.
 
-Usage: python scripts/bench_reference.py --model DIR --messages FILE.json --image A --image B
+Usage: python scripts/gpu/bench_reference.py --model DIR --messages FILE.json --image A --image B
            --quantization bf16|8bit|4bit [--new-tokens 128] [--splitting on --splitting off]
 """
 
@@ -16,26 +16,15 @@ import contextlib
 import json
 import sys
 import time
+from pathlib import Path
 
 import torch
-from transformers import AutoModelForImageTextToText, AutoProcessor, BitsAndBytesConfig
+from transformers import AutoModelForImageTextToText, AutoProcessor
 from transformers.image_utils import load_image
-from transformers.utils import is_torchvision_available
 
-# As in scripts/reference.py: without torchvision, transformers 5.17 hides the PIL Idefics2 image processor.
-if not is_torchvision_available():
-    import transformers.models.idefics2 as idefics2_module
-    from transformers.models.idefics2.image_processing_pil_idefics2 import (
-        Idefics2ImageProcessorPil,
-    )
-
-    idefics2_module.Idefics2ImageProcessorPil = Idefics2ImageProcessorPil
-
-QUANTIZATION = {
-    "bf16": {"dtype": torch.bfloat16},
-    "8bit": {"quantization_config": BitsAndBytesConfig(load_in_8bit=True)},
-    "4bit": {"quantization_config": BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4")},
-}
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "python"))
+from benchmark_quantization import QUANTIZATIONS, from_pretrained_kwargs
+from idefics2_worker.engine.compat import expose_pil_image_processor
 
 
 def synchronize() -> None:
@@ -56,10 +45,12 @@ def main() -> None:
     parser.add_argument("--model", required=True)
     parser.add_argument("--messages", required=True)
     parser.add_argument("--image", action="append", default=[])
-    parser.add_argument("--quantization", choices=sorted(QUANTIZATION), required=True)
+    parser.add_argument("--quantization", choices=sorted(QUANTIZATIONS), required=True)
     parser.add_argument("--new-tokens", type=int, default=128)
     parser.add_argument("--splitting", action="append", choices=["on", "off"])
     args = parser.parse_args()
+    # As in scripts/reference/reference.py: without torchvision, transformers 5.17 hides the PIL image processor.
+    expose_pil_image_processor()
 
     with contextlib.redirect_stdout(sys.stderr):
         images = [load_image(source) for source in args.image]
@@ -67,7 +58,7 @@ def main() -> None:
             messages = json.load(f)
         model, load_seconds = timed(
             lambda: AutoModelForImageTextToText.from_pretrained(
-                args.model, device_map="auto", **QUANTIZATION[args.quantization]
+                args.model, device_map="auto", **from_pretrained_kwargs(args.quantization)
             )
         )
         cases = {}

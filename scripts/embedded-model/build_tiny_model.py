@@ -20,9 +20,10 @@ exactly as inference does, with loss on the assistant turns only:
 About a quarter of the steps run with image splitting off, so both settings work.
 
 Then it writes the demo pictures and conversation (assets/demo/) and, unless --skip-eval, runs
-scripts/evaluate_tiny_model.py (unquantized, bitsandbytes 8-bit and 4-bit (fp4, the transformers default) on CPU).
+scripts/embedded-model/evaluate_tiny_model.py (unquantized, bitsandbytes 8-bit and 4-bit (fp4, the transformers
+default) on CPU).
 
-Usage:  python scripts/build_tiny_model.py --out assets/tiny-idefics2
+Usage:  python scripts/embedded-model/build_tiny_model.py --out assets/tiny-idefics2
 Time:   training is 800 steps of 16 conversations: 315 s measured with the default 2 threads on an idle x86-64 CPU
         (torch 2.11 CPU kernels, tokenizers 0.23.2; that run produced the committed weights), plus ~10 s of setup and
         ~2 min of evaluation on 2 cores. On a 2-core machine shared with other jobs, expect 2-4x longer. Reproduction

@@ -9,7 +9,7 @@ replayed from CUDA graphs (20 per graph) so launch cost is not counted, except f
 Prints a table and, per kind, the sum over one token of the 32 layers plus the head. Also checks that the
 worker's int8 form equals bitsandbytes' (max abs difference on the same input, outliers included).
 
-Usage: python scripts/bench_linear_kernels.py [--out FILE.json]
+Usage: python scripts/gpu/bench_linear_kernels.py [--out FILE.json]
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from types import SimpleNamespace
 import bitsandbytes as bnb
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "python"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "python"))
 from idefics2_worker.decode.linears import DecodeLinears
 
 LAYERS = 32

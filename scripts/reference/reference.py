@@ -11,7 +11,7 @@ Changes from the blog, all forced by transformers 5 or by this environment:
     layers keep the portable CPU path every other CPU takes (the worker does the same).
 
 Usage:
-  python scripts/reference.py --model assets/tiny-idefics2 --messages assets/demo/conversation.json \
+  python scripts/reference/reference.py --model assets/tiny-idefics2 --messages assets/demo/conversation.json \
       --image assets/demo/first.png --image assets/demo/second.jpg [--quantization none|8bit|4bit] \
       [--max-new-tokens 500] [--no-image-splitting]
 Prints one JSON object on stdout: {"tokenIds": [...generated ids...], "text": "...", "fullText": "..."}.

@@ -4,12 +4,12 @@
 // be answered twice; Node's and Python's resident memory must stay under the stated bounds.
 // Needs `npm run build` first (it imports dist/).
 //
-// node scripts/soak.mjs [--sequential 1000] [--concurrent 100] [--kills 3] [--python PATH]
+// node scripts/soak/soak.mjs [--sequential 1000] [--concurrent 100] [--kills 3] [--python PATH]
 import { readFileSync } from "node:fs";
 import { parseArgs } from "node:util";
-import { AbortError, Idefics2, WorkerCrashedError, image, user } from "../dist/index.js";
+import { AbortError, Idefics2, WorkerCrashedError, image, user } from "../../dist/index.js";
 
-const question = [user(image(new URL("../assets/demo/second.jpg", import.meta.url).pathname), "What colour is the shape?")];
+const question = [user(image(new URL("../../assets/demo/second.jpg", import.meta.url).pathname), "What colour is the shape?")];
 
 /** Resident memory of a process in MB, from /proc (Linux); null elsewhere or once it has exited. */
 function residentMb(pid) {

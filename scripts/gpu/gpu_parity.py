@@ -10,7 +10,7 @@ precision's noise; a worker path passes when its per-step logits are within that
 its top-1 token agrees wherever the reference's top-1/top-2 margin exceeds it. Prints one JSON object, keyed by
 quantization, with the fast path's figures at the top level of each.
 
-Usage: python scripts/gpu_parity.py --model DIR --messages FILE.json --image A --image B [--new-tokens 128]
+Usage: python scripts/gpu/gpu_parity.py --model DIR --messages FILE.json --image A --image B [--new-tokens 128]
            [--quantization bf16 --quantization 8bit --quantization 4bit]
 """
 
@@ -24,18 +24,13 @@ from pathlib import Path
 
 import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
-from transformers import AutoModelForImageTextToText, AutoProcessor, BitsAndBytesConfig
+from transformers import AutoModelForImageTextToText, AutoProcessor
 from transformers.image_utils import load_image
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "python"))
-from idefics2_worker.engine.attention import fastest_attention
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "python"))
+from benchmark_quantization import QUANTIZATIONS, from_pretrained_kwargs
 from idefics2_worker.decode.teacher_forcing import fast_path_logits
-
-QUANTIZATION = {
-    "bf16": {"dtype": torch.bfloat16},
-    "8bit": {"quantization_config": BitsAndBytesConfig(load_in_8bit=True)},
-    "4bit": {"quantization_config": BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4")},
-}
+from idefics2_worker.engine.attention import fastest_attention
 
 
 @torch.no_grad()
@@ -85,7 +80,7 @@ def main() -> None:
     parser.add_argument("--messages", required=True)
     parser.add_argument("--image", action="append", default=[])
     parser.add_argument("--new-tokens", type=int, default=128)
-    parser.add_argument("--quantization", action="append", choices=sorted(QUANTIZATION))
+    parser.add_argument("--quantization", action="append", choices=sorted(QUANTIZATIONS))
     args = parser.parse_args()
 
     results = {}
@@ -96,7 +91,7 @@ def main() -> None:
         processor = AutoProcessor.from_pretrained(args.model)
         prompt = processor.apply_chat_template(messages, add_generation_prompt=True)
         for quantization in args.quantization or ["bf16", "8bit", "4bit"]:
-            load = QUANTIZATION[quantization]
+            load = from_pretrained_kwargs(quantization)
             model = AutoModelForImageTextToText.from_pretrained(args.model, device_map="auto", **load)
             inputs = processor(text=prompt, images=images or None, return_tensors="pt").to(model.device)
             n = args.new_tokens

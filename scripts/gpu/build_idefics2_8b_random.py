@@ -11,7 +11,7 @@ generation config) so loading it takes the same from_pretrained path a user's hu
   - processor: image_seq_len 64, image splitting on, longest edge 980, shortest edge 378, the hub chat template;
   - generation config: EOS [2, 32002], as the hub model's.
 
-Usage: python scripts/build_idefics2_8b_random.py --out /tmp/idefics2-8b-random [--device cuda] [--tiny]
+Usage: python scripts/gpu/build_idefics2_8b_random.py --out /tmp/idefics2-8b-random [--device cuda] [--tiny]
 `--tiny` keeps every id and processor setting but shrinks the layers, to check the script on a CPU.
 """
 
@@ -34,7 +34,8 @@ from transformers.models.idefics2.image_processing_pil_idefics2 import (
     Idefics2ImageProcessorPil,
 )
 
-sys.path.insert(0, str(Path(__file__).parent))
+# The hub chat template and the tokenizer recipe are the embedded model's (scripts/embedded-model/).
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "embedded-model"))
 from build_tiny_model import CHAT_TEMPLATE, llama_style_tokenizer
 
 VOCAB = 32003

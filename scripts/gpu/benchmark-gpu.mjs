@@ -1,10 +1,10 @@
 #!/usr/bin/env node
-// The GPU benchmark: the reference program (scripts/bench_reference.py) and the SDK, side by side, on the same
+// The GPU benchmark: the reference program (scripts/gpu/bench_reference.py) and the SDK, side by side, on the same
 // machine, model and inputs (the blog's conversation, two 980-px pictures, greedy, a fixed number of new tokens).
-// Then, per quantization, teacher-forced logit parity of the SDK's decode path (scripts/gpu_parity.py).
+// Then, per quantization, teacher-forced logit parity of the SDK's decode path (scripts/gpu/gpu_parity.py).
 // Writes one JSON file and prints a table. Needs `npm run build` first (it imports dist/).
 //
-// node scripts/benchmark-gpu.mjs --model /tmp/idefics2-8b-random --python "$(command -v python3)" \
+// node scripts/gpu/benchmark-gpu.mjs --model /tmp/idefics2-8b-random --python "$(command -v python3)" \
 //   [--quantization bf16,8bit,4bit] [--splitting on,off] [--new-tokens 128] [--concurrent 8] \
 //   [--decoder auto|fast|reference] [--parity on|off] [--out FILE]
 import { spawn } from "node:child_process";
@@ -13,7 +13,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
 import sharp from "sharp";
-import { Idefics2, assistant, image, user } from "../dist/index.js";
+import { Idefics2, assistant, image, user } from "../../dist/index.js";
 
 const { values } = parseArgs({
   options: {
@@ -30,7 +30,7 @@ const { values } = parseArgs({
 });
 const newTokens = Number(values["new-tokens"]);
 const concurrent = Number(values.concurrent);
-const repoRoot = new URL("..", import.meta.url).pathname;
+const repoRoot = new URL("../..", import.meta.url).pathname;
 const log = (message) => process.stderr.write(`[bench] ${message}\n`);
 
 const messages = [
@@ -126,7 +126,7 @@ printTable(report);
 log(`wrote ${out}`);
 
 async function runReference(quantization, splittings) {
-  const args = [join(repoRoot, "scripts", "bench_reference.py"), "--model", values.model, "--messages", messagesFile];
+  const args = [join(repoRoot, "scripts", "gpu", "bench_reference.py"), "--model", values.model, "--messages", messagesFile];
   for (const picture of images) args.push("--image", picture);
   args.push("--quantization", quantization, "--new-tokens", String(newTokens));
   for (const splitting of splittings) args.push("--splitting", splitting);
@@ -135,7 +135,7 @@ async function runReference(quantization, splittings) {
 }
 
 async function runParity(quantization) {
-  const args = [join(repoRoot, "scripts", "gpu_parity.py"), "--model", values.model, "--messages", messagesFile];
+  const args = [join(repoRoot, "scripts", "gpu", "gpu_parity.py"), "--model", values.model, "--messages", messagesFile];
   for (const picture of images) args.push("--image", picture);
   args.push("--quantization", quantization, "--new-tokens", String(newTokens));
   return JSON.parse(await run(values.python, args))[quantization];

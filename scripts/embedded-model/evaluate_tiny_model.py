@@ -8,7 +8,8 @@ On fresh seeded pictures (a different seed from training) it asks
 each with image splitting on (the default) and off, and runs the demo conversation (assets/demo). An answer counts
 as right when it names the right colour and no other, and generation stopped on <end_of_utterance>.
 
-Usage: python scripts/evaluate_tiny_model.py --model assets/tiny-idefics2 --demo assets/demo [--n 50]
+Usage: python scripts/embedded-model/evaluate_tiny_model.py --model assets/tiny-idefics2 --demo assets/demo
+           [--n 50]
 Takes about 1-3 minutes on 2 CPU cores. Exits 1 if any accuracy is below --min-accuracy (default 0.9).
 """
 
@@ -23,30 +24,27 @@ import time
 from pathlib import Path
 
 import torch
-from transformers import AutoModelForImageTextToText, AutoProcessor, BitsAndBytesConfig
+from transformers import AutoModelForImageTextToText, AutoProcessor
 from transformers.image_utils import load_image
-from transformers.utils import is_torchvision_available
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "python"))
 from build_tiny_model import COLOURS, assistant, describe, draw_picture, user
+from idefics2_worker.engine.compat import expose_pil_image_processor, portable_cpu_four_bit
+from idefics2_worker.engine.quantization import quantization_config
+from idefics2_worker.protocol.params import QUANT_MODES, Quantization
 
-if not is_torchvision_available():
-    # transformers 5.17 wrongly marks the PIL Idefics2 image processor as needing torchvision; expose the real class.
-    import transformers.models.idefics2 as idefics2_module
-    from transformers.models.idefics2.image_processing_pil_idefics2 import (
-        Idefics2ImageProcessorPil,
-    )
-
-    idefics2_module.Idefics2ImageProcessorPil = Idefics2ImageProcessorPil
+# transformers 5.17 wrongly marks the PIL Idefics2 image processor as needing torchvision; expose the real class.
+expose_pil_image_processor()
 
 # bitsandbytes logs on every int8 matmul that fp32 inputs are cast to fp16.
 logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
 
-QUANTIZATION = {
-    "none": None,
-    "8bit": lambda: BitsAndBytesConfig(load_in_8bit=True),
-    "4bit": lambda: BitsAndBytesConfig(load_in_4bit=True),  # fp4: the transformers default, as the blog loads it
-}
+
+def load_kwargs(mode: str) -> dict:
+    """As the blog loads it: BitsAndBytesConfig(load_in_8bit=True) or (load_in_4bit=True), fp4 being the default."""
+    config = quantization_config(Quantization(mode=mode))
+    return {"quantization_config": config} if config is not None else {}
 
 
 def build_cases(n: int, seed: int) -> dict[str, list]:
@@ -93,6 +91,9 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--verbose", action="store_true", help="print every wrong answer")
     args = parser.parse_args()
+    unknown = [mode for mode in args.modes.split(",") if mode not in QUANT_MODES]
+    if unknown:
+        parser.error(f"--modes: unknown {unknown}; expected some of {list(QUANT_MODES)}")
     torch.set_num_threads(args.threads)
 
     cases = build_cases(args.n, args.seed)
@@ -103,8 +104,10 @@ def main() -> None:
     rows, demo_answers, failed = [], {}, False
     for mode in args.modes.split(","):
         started = time.time()
-        kwargs = {"quantization_config": QUANTIZATION[mode]()} if QUANTIZATION[mode] else {}
-        model = AutoModelForImageTextToText.from_pretrained(args.model, device_map="cpu", **kwargs)
+        model = AutoModelForImageTextToText.from_pretrained(args.model, device_map="cpu", **load_kwargs(mode))
+        # As the worker and the reference program do: on AVX512-BF16 CPUs bitsandbytes' repacked 4-bit path
+        # fails on the tiny model's layers ("shape '[128, 2]' is invalid"); every other CPU takes this path anyway.
+        portable_cpu_four_bit(model)
         row = {"mode": mode}
         for splitting in (True, False):
             processor = AutoProcessor.from_pretrained(args.model, do_image_splitting=splitting)

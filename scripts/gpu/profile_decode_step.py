@@ -7,7 +7,7 @@ most time and the number of kernels per step. The same step made of the model's 
 fused step kernels, bitsandbytes' own 4-bit kernel) is timed beside it. Prints one JSON line per quantization at
 the end.
 
-Usage: python scripts/profile_decode_step.py --model DIR [--quantization bf16 --quantization 4bit ...]
+Usage: python scripts/gpu/profile_decode_step.py --model DIR [--quantization bf16 --quantization 4bit ...]
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 from torch.profiler import ProfilerActivity, profile
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "python"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "python"))
 from idefics2_worker.decode.graphs import DecodeGraphs
 from idefics2_worker.engine.engine import Engine
 from idefics2_worker.protocol.params import parse_load
