@@ -5,30 +5,11 @@
 import { spawn } from "node:child_process";
 import { existsSync } from "node:fs";
 import path from "node:path";
-import { fileURLToPath, pathToFileURL } from "node:url";
-
-const root = path.resolve(fileURLToPath(new URL("../..", import.meta.url)));
-
-async function testPython() {
-  if (process.env.IDEFICS2_PYTHON) return process.env.IDEFICS2_PYTHON;
-  const built = path.join(root, "dist", "runtime", "python-environment.js");
-  if (!existsSync(built)) {
-    process.stderr.write(`run-pytest: ${built} is missing; run \`npm run build\` first (or set IDEFICS2_PYTHON).\n`);
-    process.exit(1);
-  }
-  const { ensurePythonEnvironment } = await import(pathToFileURL(built).href);
-  const environment = await ensurePythonEnvironment({
-    dev: true,
-    onProgress: (event) => {
-      if (event.type === "stage") process.stderr.write(`[setup:${event.stage}] ${event.message}\n`);
-    },
-  });
-  return environment.python;
-}
+import { root, testPython } from "./test-python.mjs";
 
 let python;
 try {
-  python = await testPython();
+  python = await testPython("run-pytest");
 } catch (error) {
   process.stderr.write(`run-pytest: ${error?.summary ?? error?.message ?? String(error)}\n`);
   process.exit(1);
