@@ -189,6 +189,9 @@ export function errorForCode(code: ErrorCode, message: string, options: Idefics2
 }
 
 function lastLine(text: string): string {
-  const lines = text.trim().split("\n").filter((line) => line.trim() !== "");
+  const lines = text
+    .trim()
+    .split("\n")
+    .filter((line) => line.trim() !== "");
   return (lines.at(-1) ?? "").trim().slice(0, 300);
 }

@@ -22,17 +22,17 @@ export class GenerationStream implements AsyncIterable<string> {
     // Started synchronously, so a stream takes its place in line before calls made after it, and `result`
     // works without iterating.
     this.result = (async () => start((delta) => this.#push(delta.text)))().then(
-        (result) => {
-          this.#settle();
-          return result;
-        },
-        (error: unknown) => {
-          // A failed generation ends the iteration at once: deltas not yet read are dropped.
-          this.#deltas.length = 0;
-          this.#settle();
-          throw error;
-        },
-      );
+      (result) => {
+        this.#settle();
+        return result;
+      },
+      (error: unknown) => {
+        // A failed generation ends the iteration at once: deltas not yet read are dropped.
+        this.#deltas.length = 0;
+        this.#settle();
+        throw error;
+      },
+    );
     this.result.catch(() => {
       // Reported through iteration or `result`; never an unhandled rejection on its own.
     });

@@ -3,14 +3,7 @@ import { resolve } from "node:path";
 import { AbortError, ClosedError, QueueFullError, WorkerCrashedError } from "./errors.js";
 import { checkBitsandbytes } from "./runtime/check-bitsandbytes.js";
 import { LoadOptions, type ImageLimits, type ResolvedLoadOptions } from "./options.js";
-import type {
-  LoadParams,
-  LoadResult,
-  GenerateResult,
-  InfoResult,
-  ReleaseMemoryResult,
-  TokenEventData,
-} from "./protocol/messages.js";
+import type { LoadParams, LoadResult, GenerateResult, InfoResult, ReleaseMemoryResult, TokenEventData } from "./protocol/messages.js";
 import { ensurePythonEnvironment, type PythonEnvironment } from "./runtime/python-environment.js";
 import { workerCommand } from "./runtime/worker-command.js";
 import { startLoadedWorker } from "./worker/start-loaded-worker.js";
@@ -114,12 +107,20 @@ export class Idefics2 {
     return new GenerationStream((onDelta) => this.#run(messages, options, onDelta), options.signal);
   }
 
-  async #run(messages: Messages, options: GenerateCallOptions, onDelta: ((delta: TokenEventData) => void) | undefined): Promise<GenerationResult> {
+  async #run(
+    messages: Messages,
+    options: GenerateCallOptions,
+    onDelta: ((delta: TokenEventData) => void) | undefined,
+  ): Promise<GenerationResult> {
     if (this.#closed) throw new ClosedError();
     if (this.#inFlight >= this.#settings.maxQueue) {
-      throw new QueueFullError("QUEUE_FULL", `${this.#inFlight} generations are already queued or running (maxQueue ${this.#settings.maxQueue})`, {
-        fix: "Wait for some to finish, or load with a larger `maxQueue`.",
-      });
+      throw new QueueFullError(
+        "QUEUE_FULL",
+        `${this.#inFlight} generations are already queued or running (maxQueue ${this.#settings.maxQueue})`,
+        {
+          fix: "Wait for some to finish, or load with a larger `maxQueue`.",
+        },
+      );
     }
     this.#inFlight++;
     // Calls reach the worker in the order they were made, although their images decode concurrently.

@@ -16,7 +16,10 @@ export function parseOrThrow<S extends z.ZodType>(
     return `${path ? `\`${path}\`` : what}: ${issue.message}${received === undefined ? "" : ` (got ${received})`}`;
   });
   throw new InvalidInputError(code, `Invalid ${what}: ${problems.join("; ")}`, {
-    fix: code === "INVALID_OPTIONS" ? "See the options tables in the README." : "Build messages with user(), assistant(), system(), image() and text().",
+    fix:
+      code === "INVALID_OPTIONS"
+        ? "See the options tables in the README."
+        : "Build messages with user(), assistant(), system(), image() and text().",
   });
 }
 

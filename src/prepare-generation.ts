@@ -31,7 +31,10 @@ export async function prepareGeneration(
   const parsedMessages = parseOrThrow(Messages, messages, "INVALID_MESSAGES", "messages");
   const parsedOptions = parseOrThrow(GenerationOptions, generation, "INVALID_OPTIONS", "generation option");
   if (timeoutMs !== undefined && !(Number.isInteger(timeoutMs) && timeoutMs > 0)) {
-    throw new InvalidInputError("INVALID_OPTIONS", `Invalid generation option: \`timeoutMs\` must be a positive integer (got ${timeoutMs})`);
+    throw new InvalidInputError(
+      "INVALID_OPTIONS",
+      `Invalid generation option: \`timeoutMs\` must be a positive integer (got ${timeoutMs})`,
+    );
   }
   const sources = imageSources(parsedMessages, images);
   const decoded = await Promise.all(sources.map((source) => loadImage(source, limits, signal)));
@@ -97,6 +100,8 @@ function imageSources(messages: Messages, images: ImageSource[] | undefined): Im
 function toWire(message: Messages[number]): WireMessage {
   return {
     role: message.role,
-    content: message.content.map((part) => (part.type === "image" ? { type: "image" as const } : { type: "text" as const, text: part.text })),
+    content: message.content.map((part) =>
+      part.type === "image" ? { type: "image" as const } : { type: "text" as const, text: part.text },
+    ),
   };
 }

@@ -265,7 +265,9 @@ async function pictures(dir) {
       }
     }
     const path = join(dir, `picture-${index}.jpg`);
-    await sharp(raw, { raw: { width: 980, height: 735, channels: 3 } }).jpeg({ quality: 90 }).toFile(path);
+    await sharp(raw, { raw: { width: 980, height: 735, channels: 3 } })
+      .jpeg({ quality: 90 })
+      .toFile(path);
     paths.push(path);
   }
   return paths;

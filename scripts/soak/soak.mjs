@@ -14,7 +14,9 @@ const question = [user(image(new URL("../../assets/demo/second.jpg", import.meta
 /** Resident memory of a process in MB, from /proc (Linux); null elsewhere or once it has exited. */
 function residentMb(pid) {
   try {
-    const line = readFileSync(`/proc/${pid}/status`, "utf8").split("\n").find((entry) => entry.startsWith("VmRSS:"));
+    const line = readFileSync(`/proc/${pid}/status`, "utf8")
+      .split("\n")
+      .find((entry) => entry.startsWith("VmRSS:"));
     return line ? Number(line.split(/\s+/)[1]) / 1024 : null;
   } catch {
     return null;
@@ -38,7 +40,10 @@ async function liveWorker(model) {
  */
 export async function runSoak({ sequential, concurrent, kills, python, seed = 1 }) {
   let random = seed;
-  const next = () => ((random = (random * 1103515245 + 12345) % 2 ** 31) / 2 ** 31);
+  const next = () => {
+    random = (random * 1103515245 + 12345) % 2 ** 31;
+    return random / 2 ** 31;
+  };
   const model = await Idefics2.load(python ? { python } : {});
   const tally = { requests: 0, successes: 0, aborts: 0, crashes: 0, other: [], doubleSettled: 0, kills: 0 };
   const memory = [];
@@ -55,10 +60,13 @@ export async function runSoak({ sequential, concurrent, kills, python, seed = 1 
       else if (error instanceof WorkerCrashedError) tally.crashes++;
       else tally.other.push(`${error?.name}: ${error?.message}`);
     };
-    return promise.then((result) => {
-      if (!result.text.toLowerCase().includes("blue")) tally.other.push(`wrong answer: ${result.text}`);
-      once("ok");
-    }, (error) => once("error", error));
+    return promise.then(
+      (result) => {
+        if (!result.text.toLowerCase().includes("blue")) tally.other.push(`wrong answer: ${result.text}`);
+        once("ok");
+      },
+      (error) => once("error", error),
+    );
   };
 
   try {
@@ -73,9 +81,10 @@ export async function runSoak({ sequential, concurrent, kills, python, seed = 1 
     const all = [];
     for (let i = 0; i < concurrent; i++) {
       const controller = new AbortController();
-      const call = next() < 0.5
-        ? model.generate(question, { maxNewTokens: 8, signal: controller.signal })
-        : model.stream(question, { maxNewTokens: 8, signal: controller.signal }).result;
+      const call =
+        next() < 0.5
+          ? model.generate(question, { maxNewTokens: 8, signal: controller.signal })
+          : model.stream(question, { maxNewTokens: 8, signal: controller.signal }).result;
       all.push(track(call));
       if (next() < 0.2) setTimeout(() => controller.abort(new Error("soak abort")), Math.floor(next() * 200));
       if (killAt.has(i)) {

@@ -25,7 +25,12 @@ export async function runDemo(args: string[]): Promise<number> {
     return 0;
   }
   const quantization = parseOrThrow(QuantizationMode, values.quantization ?? "none", "INVALID_OPTIONS", "--quantization");
-  const messages = parseOrThrow(Messages, JSON.parse(await readFile(demoConversationPath, "utf8")), "INVALID_MESSAGES", "demo conversation");
+  const messages = parseOrThrow(
+    Messages,
+    JSON.parse(await readFile(demoConversationPath, "utf8")),
+    "INVALID_MESSAGES",
+    "demo conversation",
+  );
 
   await using model = await Idefics2.load({
     quantization,

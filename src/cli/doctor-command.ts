@@ -30,7 +30,8 @@ function formatReport(report: DoctorReport): string {
     ...Object.entries(report.versions ?? {}).map(([name, version]) => `${name.padEnd(14)}${version ?? "missing"}`),
     `CUDA          ${report.cuda.available ? `yes (torch built for CUDA ${report.cuda.torchCuda})` : "no"}`,
     ...report.cuda.devices.map(
-      (device) => `  cuda:${device.index}      ${device.name}, compute ${device.capability}, ${gib(device.freeMemory)} free of ${gib(device.totalMemory)}`,
+      (device) =>
+        `  cuda:${device.index}      ${device.name}, compute ${device.capability}, ${gib(device.freeMemory)} free of ${gib(device.totalMemory)}`,
     ),
     `bitsandbytes  ${report.bitsandbytes.version ?? "missing"}${report.bitsandbytes.backend ? `, backend ${report.bitsandbytes.backend}` : ""}${
       report.bitsandbytes.library ? `, library ${report.bitsandbytes.library}` : ""
@@ -38,7 +39,9 @@ function formatReport(report: DoctorReport): string {
     "",
     ...(report.problems.length === 0
       ? ["No problems found."]
-      : report.problems.map((problem) => `${problem.severity === "error" ? "✗" : "!"} [${problem.code}] ${problem.message}\n    fix: ${problem.fix}`)),
+      : report.problems.map(
+          (problem) => `${problem.severity === "error" ? "✗" : "!"} [${problem.code}] ${problem.message}\n    fix: ${problem.fix}`,
+        )),
   ];
   return `${lines.join("\n")}\n`;
 }

@@ -80,7 +80,10 @@ export async function runGenerate(args: string[]): Promise<number> {
   const generation = withoutUndefined(options);
   // Everything that can be checked without Python is checked first, so bad input fails in well under a second.
   await prepareGeneration(messages, generation, {}, false);
-  const quantization = values.quantization === undefined ? undefined : parseOrThrow(QuantizationMode, values.quantization, "INVALID_OPTIONS", "--quantization");
+  const quantization =
+    values.quantization === undefined
+      ? undefined
+      : parseOrThrow(QuantizationMode, values.quantization, "INVALID_OPTIONS", "--quantization");
   if (values["image-splitting"] && values["no-image-splitting"]) {
     throw new UsageError("--image-splitting and --no-image-splitting contradict each other", "generate");
   }
@@ -122,7 +125,11 @@ async function conversation(messagesFile: string | undefined, prompt: string | u
   try {
     text = await readFile(messagesFile as string, "utf8");
   } catch (cause) {
-    throw new InvalidInputError("INVALID_MESSAGES", `Cannot read --messages ${messagesFile}: ${(cause as NodeJS.ErrnoException).code ?? cause}`, { cause });
+    throw new InvalidInputError(
+      "INVALID_MESSAGES",
+      `Cannot read --messages ${messagesFile}: ${(cause as NodeJS.ErrnoException).code ?? cause}`,
+      { cause },
+    );
   }
   let json: unknown;
   try {

@@ -37,8 +37,7 @@ export async function decodeImage(
   signal?: AbortSignal,
 ): Promise<NormalizedImage> {
   const bytes = Buffer.isBuffer(input) ? input : undefined;
-  const open = (): Sharp =>
-    bytes ? sharp(bytes, { ...INPUT_OPTIONS, limitInputPixels: maxPixels }) : (input as Sharp).clone();
+  const open = (): Sharp => (bytes ? sharp(bytes, { ...INPUT_OPTIONS, limitInputPixels: maxPixels }) : (input as Sharp).clone());
 
   let metadata: Metadata;
   try {
@@ -90,7 +89,10 @@ async function render(image: Sharp, metadata: Metadata, bytes: Buffer | undefine
     if (frame && frame.screenWidth === info.width && frame.screenHeight === info.height) {
       return { data: gifFrameToRgb(data, info.width, info.height, frame), width: info.width, height: info.height };
     }
-    const rgb = await sharp(data, { raw: { width: info.width, height: info.height, channels: 4 } }).removeAlpha().raw().toBuffer();
+    const rgb = await sharp(data, { raw: { width: info.width, height: info.height, channels: 4 } })
+      .removeAlpha()
+      .raw()
+      .toBuffer();
     return { data: rgb, width: info.width, height: info.height };
   }
   // Alpha is dropped, not composited; grayscale and palettes expand to RGB; 16-bit RGB keeps its high byte.
@@ -114,7 +116,10 @@ function tooLarge(source: string, format: string, width: number, height: number,
 }
 
 function unreadable(message: string, cause?: unknown): ImageError {
-  return new ImageError("IMAGE_UNREADABLE", message, { cause, fix: "Check that the file is a complete JPEG, PNG, WebP, GIF, TIFF or AVIF image." });
+  return new ImageError("IMAGE_UNREADABLE", message, {
+    cause,
+    fix: "Check that the file is a complete JPEG, PNG, WebP, GIF, TIFF or AVIF image.",
+  });
 }
 
 function messageOf(error: unknown): string {

@@ -39,7 +39,11 @@ export async function fetchImage(url: string | URL, options: FetchImageOptions =
     if (signal?.aborted) throw new AbortError(signal.reason);
     if (error instanceof ImageError) throw error;
     if (controller.signal.aborted) {
-      throw failed(describeUrl(url), `timed out after ${timeoutMs} ms`, "Raise `timeoutMs` (`fetchTimeoutMs` of loadImage), or check that the server answers.");
+      throw failed(
+        describeUrl(url),
+        `timed out after ${timeoutMs} ms`,
+        "Raise `timeoutMs` (`fetchTimeoutMs` of loadImage), or check that the server answers.",
+      );
     }
     throw failed(describeUrl(current), networkReason(error), undefined, error);
   } finally {

@@ -6,7 +6,7 @@ export function isSharpInstance(value: unknown): value is Sharp {
   if (value instanceof sharp) return true;
   if (value === null || typeof value !== "object") return false;
   const candidate = value as Record<string, unknown>;
-  return typeof candidate["clone"] === "function" && typeof candidate["metadata"] === "function" && typeof candidate["raw"] === "function";
+  return typeof candidate.clone === "function" && typeof candidate.metadata === "function" && typeof candidate.raw === "function";
 }
 
 /**

@@ -9,11 +9,7 @@ import { readFileBytes } from "./read-file-bytes.js";
 const URL_STRING = /^[a-z][a-z\d+.-]*:\/\//i;
 
 /** Gets a source's encoded bytes (read, downloaded, or the caller's own, never copied nor changed), or its sharp instance. */
-export async function readSource(
-  source: ImageSource,
-  options: ResolvedLoadImageOptions,
-  signal?: AbortSignal,
-): Promise<Buffer | Sharp> {
+export async function readSource(source: ImageSource, options: ResolvedLoadImageOptions, signal?: AbortSignal): Promise<Buffer | Sharp> {
   const { maxBytes, fetchTimeoutMs: timeoutMs, maxRedirects } = options;
   if (typeof source === "string" || source instanceof URL) {
     const isUrl = source instanceof URL || URL_STRING.test(source);

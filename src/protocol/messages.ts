@@ -95,7 +95,14 @@ export const QuantizationParams = z.strictObject({
 });
 export type QuantizationParams = z.infer<typeof QuantizationParams>;
 
-const noQuantization: QuantizationParams = { mode: "none", quantType: null, doubleQuant: null, computeDtype: null, skipModules: null, int8Threshold: null };
+const noQuantization: QuantizationParams = {
+  mode: "none",
+  quantType: null,
+  doubleQuant: null,
+  computeDtype: null,
+  skipModules: null,
+  int8Threshold: null,
+};
 
 export const LoadParams = z.strictObject({
   model: ModelId,
@@ -164,7 +171,9 @@ export const WireImage = z
     width: z.number().int().min(1),
     height: z.number().int().min(1),
   })
-  .describe("Raw RGB pixels at payload[offset : offset + length]; the worker also requires length = width * height * 3 and the bytes inside the payload (else IMAGE_UNREADABLE).");
+  .describe(
+    "Raw RGB pixels at payload[offset : offset + length]; the worker also requires length = width * height * 3 and the bytes inside the payload (else IMAGE_UNREADABLE).",
+  );
 export type WireImage = z.infer<typeof WireImage>;
 
 export const WireGenerationOptions = z
@@ -181,7 +190,9 @@ export const WireGenerationOptions = z
     seed: Seed.nullable().default(null),
     stopStrings: StopStrings.nullable().default(null),
   })
-  .describe("transformers generate() options; null ones are left out so the model's generation config decides. The worker also requires minNewTokens <= maxNewTokens.");
+  .describe(
+    "transformers generate() options; null ones are left out so the model's generation config decides. The worker also requires minNewTokens <= maxNewTokens.",
+  );
 export type WireGenerationOptions = z.infer<typeof WireGenerationOptions>;
 
 export const GenerateParams = z

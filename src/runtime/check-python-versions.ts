@@ -23,7 +23,9 @@ export function checkPythonVersions(
     return new PythonEnvironmentError(
       "PYTHON_TOO_OLD",
       `Python ${versions.python} at ${where} is too old: idefics2 needs Python ${MINIMUM_PYTHON} or newer`,
-      { fix: `Use a Python ${MINIMUM_PYTHON}+ interpreter (the \`python\` option or IDEFICS2_PYTHON), or unset both to use the managed environment.` },
+      {
+        fix: `Use a Python ${MINIMUM_PYTHON}+ interpreter (the \`python\` option or IDEFICS2_PYTHON), or unset both to use the managed environment.`,
+      },
     );
   }
   const missing: string[] = [];
@@ -40,11 +42,7 @@ export function checkPythonVersions(
   }
   if (missing.length === 0) return undefined;
   const command = `${quote(interpreter.python)} -m pip install ${install.map(quote).join(" ")}`;
-  return new PythonEnvironmentError(
-    "MISSING_PYTHON_PACKAGE",
-    `Python at ${where} lacks ${missing.join(", ")}`,
-    { fix: `Run: ${command}` },
-  );
+  return new PythonEnvironmentError("MISSING_PYTHON_PACKAGE", `Python at ${where} lacks ${missing.join(", ")}`, { fix: `Run: ${command}` });
 }
 
 /** Quotes a shell word when it needs it, for commands shown to the user. @internal */

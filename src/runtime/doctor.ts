@@ -39,7 +39,9 @@ export const DoctorReport = z.object({
   cuda: z.object({
     available: z.boolean(),
     torchCuda: z.string().nullable(),
-    devices: z.array(z.object({ index: z.number(), name: z.string(), capability: z.string(), totalMemory: z.number(), freeMemory: z.number().nullable() })),
+    devices: z.array(
+      z.object({ index: z.number(), name: z.string(), capability: z.string(), totalMemory: z.number(), freeMemory: z.number().nullable() }),
+    ),
   }),
   bitsandbytes: z.object({
     version: z.string().nullable(),
@@ -81,7 +83,8 @@ export async function runDoctor(options: DoctorOptions = {}): Promise<DoctorRepo
     const environment = await ensurePythonEnvironment({ ...rest, create: setup ?? false });
     Object.assign(report, { python: environment.python, source: environment.source, versions: environment.versions });
   } catch (error) {
-    if (error instanceof AbortError || options.signal?.aborted) throw error instanceof AbortError ? error : new AbortError(options.signal?.reason);
+    if (error instanceof AbortError || options.signal?.aborted)
+      throw error instanceof AbortError ? error : new AbortError(options.signal?.reason);
     if (!(error instanceof Idefics2Error)) throw error;
     const code = DoctorProblemCode.safeParse(error.code);
     problem(code.success ? code.data : "PROBE_FAILED", "error", error.message, error.fix ?? "Run `idefics2 setup`.");
@@ -100,14 +103,23 @@ export async function runDoctor(options: DoctorOptions = {}): Promise<DoctorRepo
   const probed = await runDoctorProbe({ python, source: report.source ?? undefined }, { signal: options.signal });
   if (options.signal?.aborted) throw new AbortError(options.signal.reason);
   if (!probed.ok) {
-    problem("PROBE_FAILED", "error", `The doctor's check script failed in ${python}: ${probed.error}`, "Run the interpreter by hand to see why it fails.");
+    problem(
+      "PROBE_FAILED",
+      "error",
+      `The doctor's check script failed in ${python}: ${probed.error}`,
+      "Run the interpreter by hand to see why it fails.",
+    );
     return finish(report);
   }
   describe(report, probed.probe, problem);
   return finish(report);
 }
 
-function describe(report: DoctorReport, probe: DoctorProbe, problem: (code: DoctorProblemCode, severity: DoctorProblem["severity"], message: string, fix: string) => void): void {
+function describe(
+  report: DoctorReport,
+  probe: DoctorProbe,
+  problem: (code: DoctorProblemCode, severity: DoctorProblem["severity"], message: string, fix: string) => void,
+): void {
   report.platform.python = probe.platform;
   report.cuda = { available: probe.cuda.available, torchCuda: probe.torch.cuda, devices: probe.cuda.devices };
   report.bitsandbytes = {
@@ -119,9 +131,17 @@ function describe(report: DoctorReport, probe: DoctorProbe, problem: (code: Doct
   report.torchvision = { present: probe.torchvision.present, version: probe.torchvision.version };
 
   if (!probe.torch.ok) {
-    problem("TORCH_BROKEN", "error", `torch does not import: ${probe.torch.error}`, "Reinstall torch in this interpreter, or unset IDEFICS2_PYTHON to use the managed environment.");
+    problem(
+      "TORCH_BROKEN",
+      "error",
+      `torch does not import: ${probe.torch.error}`,
+      "Reinstall torch in this interpreter, or unset IDEFICS2_PYTHON to use the managed environment.",
+    );
   } else if (!probe.cuda.available) {
-    const why = probe.torch.cuda === null ? "this torch is a CPU build" : `torch ${probe.torch.cuda} finds no usable GPU${probe.cuda.error ? ` (${probe.cuda.error})` : ""}`;
+    const why =
+      probe.torch.cuda === null
+        ? "this torch is a CPU build"
+        : `torch ${probe.torch.cuda} finds no usable GPU${probe.cuda.error ? ` (${probe.cuda.error})` : ""}`;
     problem(
       "CUDA_UNAVAILABLE",
       "warning",
@@ -131,7 +151,12 @@ function describe(report: DoctorReport, probe: DoctorProbe, problem: (code: Doct
   }
   const bnb = probe.bitsandbytes;
   if (bnb.present && !bnb.ok) {
-    problem("BNB_BROKEN", "warning", `bitsandbytes does not import: ${bnb.error}`, "Reinstall bitsandbytes, or load without quantization. `python -m bitsandbytes` prints its own diagnosis.");
+    problem(
+      "BNB_BROKEN",
+      "warning",
+      `bitsandbytes does not import: ${bnb.error}`,
+      "Reinstall bitsandbytes, or load without quantization. `python -m bitsandbytes` prints its own diagnosis.",
+    );
   } else if (bnb.ok && probe.cuda.available && !bnb.compiledWithCuda) {
     problem(
       "BNB_BACKEND_UNAVAILABLE",

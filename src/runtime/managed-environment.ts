@@ -80,8 +80,12 @@ export async function managedEnvironment(options: ManagedEnvironmentOptions): Pr
   if (options.create === false) {
     throw new PythonEnvironmentError(
       "ENV_SETUP_FAILED",
-      found ? `The managed environment ${envDir} lacks the development tools (requirements-dev.txt)` : `The managed environment ${envDir} has not been created yet`,
-      { fix: `Run \`idefics2 setup${options.dev ? " --dev" : ""}\` (or call ensurePythonEnvironment()) to ${found ? "install them" : "create it"}.` },
+      found
+        ? `The managed environment ${envDir} lacks the development tools (requirements-dev.txt)`
+        : `The managed environment ${envDir} has not been created yet`,
+      {
+        fix: `Run \`idefics2 setup${options.dev ? " --dev" : ""}\` (or call ensurePythonEnvironment()) to ${found ? "install them" : "create it"}.`,
+      },
     );
   }
 
@@ -153,14 +157,18 @@ async function writeMarker(file: string, marker: unknown): Promise<void> {
 
 function pipInstall(python: string, file: string, stage: SetupStage, fix: string, options: ManagedEnvironmentOptions): Promise<void> {
   emitProgress(options.onProgress, { type: "stage", stage, message: `Installing ${path.basename(file)}` });
-  return runSetupCommand(python, ["-m", "pip", "install", "--disable-pip-version-check", "--no-input", "--progress-bar", "off", "-r", file], {
-    stage,
-    what: `Installing ${file}`,
-    fix,
-    cwd: path.dirname(file),
-    signal: options.signal,
-    onProgress: options.onProgress,
-  });
+  return runSetupCommand(
+    python,
+    ["-m", "pip", "install", "--disable-pip-version-check", "--no-input", "--progress-bar", "off", "-r", file],
+    {
+      stage,
+      what: `Installing ${file}`,
+      fix,
+      cwd: path.dirname(file),
+      signal: options.signal,
+      onProgress: options.onProgress,
+    },
+  );
 }
 
 async function verify(python: string, what: string, options: ManagedEnvironmentOptions): Promise<PythonVersions> {
@@ -200,7 +208,12 @@ async function create(options: ManagedEnvironmentOptions): Promise<Found> {
       options,
     );
     const versions = await verify(python, "The new managed environment is incomplete", options);
-    const marker: ReadyMarker = { hash: options.hash, requirements: options.requirementsFile, createdAt: new Date().toISOString(), versions };
+    const marker: ReadyMarker = {
+      hash: options.hash,
+      requirements: options.requirementsFile,
+      createdAt: new Date().toISOString(),
+      versions,
+    };
     await writeMarker(path.join(envDir, readyFile), marker);
     return { python, versions, devReady: !options.dev };
   } catch (error) {
@@ -223,7 +236,11 @@ async function installDevExtras(options: ManagedEnvironmentOptions, dev: DevExtr
     "Check the network and pip's configuration (PIP_INDEX_URL, proxies), then run `idefics2 setup --dev` again; the error's cause holds pip's output. The runtime environment is unchanged.",
     options,
   );
-  const versions = await verify(python, `The managed environment is incomplete after installing ${path.basename(dev.requirementsFile)}`, options);
+  const versions = await verify(
+    python,
+    `The managed environment is incomplete after installing ${path.basename(dev.requirementsFile)}`,
+    options,
+  );
   const marker: DevReadyMarker = {
     hash: options.hash,
     devRequirements: dev.digest,

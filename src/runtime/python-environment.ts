@@ -50,9 +50,11 @@ export async function ensurePythonEnvironment(options: EnsurePythonEnvironmentOp
   const { signal, onProgress } = options;
   if (signal?.aborted) throw new AbortError(signal.reason);
 
-  const given = options.python ? { python: options.python, source: "option" as const }
-    : process.env.IDEFICS2_PYTHON ? { python: process.env.IDEFICS2_PYTHON, source: "env" as const }
-    : undefined;
+  const given = options.python
+    ? { python: options.python, source: "option" as const }
+    : process.env.IDEFICS2_PYTHON
+      ? { python: process.env.IDEFICS2_PYTHON, source: "env" as const }
+      : undefined;
   if (given) {
     const python = asCommand(given.python);
     emitProgress(onProgress, { type: "stage", stage: "probe", message: `Checking ${python}` });
@@ -103,10 +105,16 @@ function validate(options: EnsurePythonEnvironmentOptions): void {
   for (const key of ["python", "home", "basePython"] as const) {
     const value = options[key];
     if (value !== undefined && (typeof value !== "string" || value === "")) {
-      throw new InvalidInputError("INVALID_OPTIONS", `Expected the \`${key}\` option to be a non-empty string, got \`${String(value)}\` (${typeof value})`);
+      throw new InvalidInputError(
+        "INVALID_OPTIONS",
+        `Expected the \`${key}\` option to be a non-empty string, got \`${String(value)}\` (${typeof value})`,
+      );
     }
   }
   if (options.dev !== undefined && typeof options.dev !== "boolean") {
-    throw new InvalidInputError("INVALID_OPTIONS", `Expected the \`dev\` option to be a boolean, got \`${String(options.dev)}\` (${typeof options.dev})`);
+    throw new InvalidInputError(
+      "INVALID_OPTIONS",
+      `Expected the \`dev\` option to be a boolean, got \`${String(options.dev)}\` (${typeof options.dev})`,
+    );
   }
 }

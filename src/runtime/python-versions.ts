@@ -43,11 +43,10 @@ export async function probePythonVersions(python: string, options: ProbeOptions)
   const parsed = result.failed ? undefined : PythonVersions.safeParse(safeJson(last));
   if (!parsed?.success) {
     const detail = lastLine(result.stderr) || lastLine(result.stdout) || result.shortMessage;
-    throw new PythonEnvironmentError(
-      "PYTHON_NOT_FOUND",
-      `${python} (${where}) is not a working Python interpreter: ${detail}`,
-      { fix: fixFor(options.source), cause: result.failed ? result : parsed?.error },
-    );
+    throw new PythonEnvironmentError("PYTHON_NOT_FOUND", `${python} (${where}) is not a working Python interpreter: ${detail}`, {
+      fix: fixFor(options.source),
+      cause: result.failed ? result : parsed?.error,
+    });
   }
   return parsed.data;
 }

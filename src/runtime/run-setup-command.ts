@@ -49,7 +49,11 @@ export async function runSetupCommand(file: string, args: readonly string[], opt
   const result = await subprocess.finally(() => signal?.removeEventListener("abort", closePipes));
   if (signal?.aborted) throw new AbortError(signal.reason);
   if (!result.failed) return;
-  const last = tail.filter((line) => line.trim() !== "").at(-1)?.trim() ?? result.shortMessage;
+  const last =
+    tail
+      .filter((line) => line.trim() !== "")
+      .at(-1)
+      ?.trim() ?? result.shortMessage;
   throw new PythonEnvironmentError("ENV_SETUP_FAILED", `${options.what} failed: ${last}`, {
     fix: options.fix,
     cause: Object.assign(new Error(tail.join("\n")), { command: result.command, exitCode: result.exitCode }),

@@ -7,9 +7,6 @@ export type WorkerCommand = PythonModuleCommand;
  * The launch spec of `python -m idefics2_worker` for an environment: PYTHONPATH at the package's python/
  * folder, unbuffered UTF-8 stdio, and only the parent variables the worker needs (PATH, HOME, HF_*, CUDA_*, …).
  */
-export function workerCommand(
-  environment: { python: string; source?: string },
-  parentEnv: NodeJS.ProcessEnv = process.env,
-): WorkerCommand {
+export function workerCommand(environment: { python: string; source?: string }, parentEnv: NodeJS.ProcessEnv = process.env): WorkerCommand {
   return pythonModuleCommand(environment, "idefics2_worker", [], parentEnv);
 }

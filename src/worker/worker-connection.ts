@@ -69,7 +69,9 @@ export class WorkerConnection {
     if (this.#failure) return Promise.reject(this.#failure);
     if (this.#closed) return Promise.reject(new ClosedError("The worker"));
     if (signal?.aborted) return Promise.reject(new AbortError(signal.reason));
-    return this.#calls.add<ResultOf<M>>(method, options, (id) => this.#write(encodeFrame({ type: "request", id, method, params }, payload)));
+    return this.#calls.add<ResultOf<M>>(method, options, (id) =>
+      this.#write(encodeFrame({ type: "request", id, method, params }, payload)),
+    );
   }
 
   /** Fails the connection: `ready`, every pending call and every later call reject with the first such error. */
@@ -94,7 +96,7 @@ export class WorkerConnection {
   }
 
   #onData(chunk: Buffer): void {
-    let frames;
+    let frames: ReturnType<FrameDecoder["push"]>;
     try {
       frames = this.#decoder.push(chunk);
     } catch (error) {
@@ -119,7 +121,10 @@ export class WorkerConnection {
       if (!call) return;
       const result = methods[call.method].result.safeParse(frame.result);
       if (result.success) call.resolve(result.data);
-      else call.reject(new ProtocolError("PROTOCOL_ERROR", `The worker's ${call.method} result does not match its schema: ${result.error.message}`));
+      else
+        call.reject(
+          new ProtocolError("PROTOCOL_ERROR", `The worker's ${call.method} result does not match its schema: ${result.error.message}`),
+        );
     } else if (frame.id === null) {
       this.#breach(workerError(frame.error));
     } else {

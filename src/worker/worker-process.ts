@@ -54,7 +54,10 @@ export class WorkerProcess {
     const worker = new WorkerProcess(subprocess, new StderrTail(onStderr));
     const onAbort = () => worker.#fail(new AbortError(signal?.reason));
     const timer = setTimeout(
-      () => worker.#fail(new TimeoutError("TIMED_OUT", `The Python worker did not start within ${startupTimeoutMs} ms`, { fix: "Run `idefics2 doctor`." })),
+      () =>
+        worker.#fail(
+          new TimeoutError("TIMED_OUT", `The Python worker did not start within ${startupTimeoutMs} ms`, { fix: "Run `idefics2 doctor`." }),
+        ),
       startupTimeoutMs,
     );
     signal?.addEventListener("abort", onAbort, { once: true });

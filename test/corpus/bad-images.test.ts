@@ -30,9 +30,13 @@ const ask = (source: string | Buffer) => () => model.generate([user(image(source
 
 // A blue square on a light background, as the embedded model was trained on, in four formats.
 async function encodings(): Promise<Record<"jpg" | "png" | "webp" | "gif", Buffer>> {
-  const square = await sharp({ create: { width: 30, height: 30, channels: 3, background: { r: 30, g: 60, b: 220 } } }).png().toBuffer();
+  const square = await sharp({ create: { width: 30, height: 30, channels: 3, background: { r: 30, g: 60, b: 220 } } })
+    .png()
+    .toBuffer();
   const picture = () =>
-    sharp({ create: { width: 72, height: 56, channels: 3, background: { r: 235, g: 235, b: 225 } } }).composite([{ input: square, left: 20, top: 12 }]);
+    sharp({ create: { width: 72, height: 56, channels: 3, background: { r: 235, g: 235, b: 225 } } }).composite([
+      { input: square, left: 20, top: 12 },
+    ]);
   return {
     jpg: await picture().jpeg({ quality: 90 }).toBuffer(),
     png: await picture().png().toBuffer(),
@@ -45,7 +49,10 @@ async function encodings(): Promise<Record<"jpg" | "png" | "webp" | "gif", Buffe
 function corrupt(bytes: Buffer): Buffer {
   const out = Buffer.from(bytes);
   let state = 99;
-  for (let index = 12; index < out.length; index += 1) out[index] = (state = (state * 1103515245 + 12345) & 0x7fffffff) >> 16;
+  for (let index = 12; index < out.length; index += 1) {
+    state = (state * 1103515245 + 12345) & 0x7fffffff;
+    out[index] = state >> 16;
+  }
   return out;
 }
 
@@ -63,8 +70,12 @@ beforeAll(async () => {
   await writeFile(file("bomb.png"), blackPng(20_000, 20_000));
   // A header claiming 8000×8000 followed by only 3 rows of pixels.
   await writeFile(file("header-lies.png"), blackPng(8000, 8000, 3));
-  await sharp({ create: { width: 20_000, height: 1, channels: 3, background: { r: 30, g: 60, b: 220 } } }).png().toFile(file("20000x1.png"));
-  await sharp({ create: { width: 20_000, height: 20, channels: 3, background: { r: 30, g: 60, b: 220 } } }).png().toFile(file("20000x20.png"));
+  await sharp({ create: { width: 20_000, height: 1, channels: 3, background: { r: 30, g: 60, b: 220 } } })
+    .png()
+    .toFile(file("20000x1.png"));
+  await sharp({ create: { width: 20_000, height: 20, channels: 3, background: { r: 30, g: 60, b: 220 } } })
+    .png()
+    .toFile(file("20000x20.png"));
   await mkdir(file("a-folder.jpg"));
 
   // Odd but valid pictures, read by PIL's load_image in a folder of their own.
@@ -83,7 +94,8 @@ beforeAll(async () => {
     "/to-file": (_request, response) => response.writeHead(302, { location: "file:///etc/passwd" }).end(),
     "/to-ftp": (_request, response) => response.writeHead(301, { location: "ftp://127.0.0.1/secret.jpg" }).end(),
     "/loop": (_request, response) => response.writeHead(302, { location: "/loop" }).end(),
-    "/html": (_request, response) => response.writeHead(200, { "content-type": "text/html" }).end("<html><body>Not a picture</body></html>"),
+    "/html": (_request, response) =>
+      response.writeHead(200, { "content-type": "text/html" }).end("<html><body>Not a picture</body></html>"),
     "/redirect-to-second": (_request, response) => response.writeHead(307, { location: "/second.jpg" }).end(),
   });
   [reference, model] = await Promise.all([pilReference(valid), loading]);
@@ -107,7 +119,12 @@ describe("broken and hostile image files", () => {
   });
 
   it("refuses a zero-byte file", async () => {
-    await expectRefusal(ask(file("zero-bytes.jpg")), ImageError, "IMAGE_UNREADABLE", /zero-bytes\.jpg: not an image format sharp recognises \(Input Buffer is empty\)$/);
+    await expectRefusal(
+      ask(file("zero-bytes.jpg")),
+      ImageError,
+      "IMAGE_UNREADABLE",
+      /zero-bytes\.jpg: not an image format sharp recognises \(Input Buffer is empty\)$/,
+    );
   });
 
   it("refuses a text file named .jpg", async () => {
@@ -134,7 +151,12 @@ describe("broken and hostile image files", () => {
   });
 
   it("refuses bytes over `maxBytes` without decoding them", async () => {
-    await expectRefusal(ask(Buffer.alloc(MAX_BYTES + 1)), ImageError, "IMAGE_TOO_LARGE", new RegExp(`^The image is ${MAX_BYTES + 1} bytes, more than the \`maxBytes\` limit of ${MAX_BYTES}$`));
+    await expectRefusal(
+      ask(Buffer.alloc(MAX_BYTES + 1)),
+      ImageError,
+      "IMAGE_TOO_LARGE",
+      new RegExp(`^The image is ${MAX_BYTES + 1} bytes, more than the \`maxBytes\` limit of ${MAX_BYTES}$`),
+    );
   });
 
   it("the model still answers after the broken files", async () => {
@@ -167,16 +189,32 @@ describe("an extreme aspect ratio: 20000 pixels wide", () => {
 describe("hostile image URLs (127.0.0.1 servers made by the test)", () => {
   it("refuses an unreachable URL (a closed port)", async () => {
     const port = await closedPort();
-    await expectRefusal(ask(`http://127.0.0.1:${port}/picture.jpg`), ImageError, "IMAGE_FETCH_FAILED", new RegExp(`^Could not fetch http://127\\.0\\.0\\.1:${port}/picture\\.jpg: .*ECONNREFUSED`));
+    await expectRefusal(
+      ask(`http://127.0.0.1:${port}/picture.jpg`),
+      ImageError,
+      "IMAGE_FETCH_FAILED",
+      new RegExp(`^Could not fetch http://127\\.0\\.0\\.1:${port}/picture\\.jpg: .*ECONNREFUSED`),
+    );
   });
 
   it("gives up on a server that never answers after `fetchTimeoutMs`", async () => {
-    const error = await expectRefusal(ask(server.url("/hang")), ImageError, "IMAGE_FETCH_FAILED", /\/hang: timed out after 1000 ms$/, FETCH_TIMEOUT_MS + 2000);
+    const error = await expectRefusal(
+      ask(server.url("/hang")),
+      ImageError,
+      "IMAGE_FETCH_FAILED",
+      /\/hang: timed out after 1000 ms$/,
+      FETCH_TIMEOUT_MS + 2000,
+    );
     expect(error.fix).toMatch(/timeoutMs/);
   });
 
   it("cuts off an endless body at the `maxBytes` cap", async () => {
-    await expectRefusal(ask(server.url("/endless")), ImageError, "IMAGE_TOO_LARGE", new RegExp(`/endless sent more than ${MAX_BYTES} bytes, more than the \`maxBytes\` limit of ${MAX_BYTES}$`));
+    await expectRefusal(
+      ask(server.url("/endless")),
+      ImageError,
+      "IMAGE_TOO_LARGE",
+      new RegExp(`/endless sent more than ${MAX_BYTES} bytes, more than the \`maxBytes\` limit of ${MAX_BYTES}$`),
+    );
   });
 
   it("refuses a body that declares 1 GB before reading it", async () => {
@@ -193,11 +231,21 @@ describe("hostile image URLs (127.0.0.1 servers made by the test)", () => {
   });
 
   it("refuses a redirect to ftp:", async () => {
-    await expectRefusal(ask(server.url("/to-ftp")), ImageError, "IMAGE_FETCH_FAILED", /only http: and https: URLs are fetched, not `ftp:`$/);
+    await expectRefusal(
+      ask(server.url("/to-ftp")),
+      ImageError,
+      "IMAGE_FETCH_FAILED",
+      /only http: and https: URLs are fetched, not `ftp:`$/,
+    );
   });
 
   it("stops a redirect loop at `maxRedirects`", async () => {
-    await expectRefusal(ask(server.url("/loop")), ImageError, "IMAGE_FETCH_FAILED", /\/loop: more than 5 redirects \(the `maxRedirects` option\)$/);
+    await expectRefusal(
+      ask(server.url("/loop")),
+      ImageError,
+      "IMAGE_FETCH_FAILED",
+      /\/loop: more than 5 redirects \(the `maxRedirects` option\)$/,
+    );
   });
 
   it("refuses an HTTP error status, naming it", async () => {
@@ -209,7 +257,12 @@ describe("hostile image URLs (127.0.0.1 servers made by the test)", () => {
   });
 
   it("refuses a URL scheme other than http(s) given directly", async () => {
-    await expectRefusal(ask("ftp://127.0.0.1/picture.jpg"), ImageError, "IMAGE_FETCH_FAILED", /only http: and https: URLs are fetched, not `ftp:`$/);
+    await expectRefusal(
+      ask("ftp://127.0.0.1/picture.jpg"),
+      ImageError,
+      "IMAGE_FETCH_FAILED",
+      /only http: and https: URLs are fetched, not `ftp:`$/,
+    );
   });
 
   it("fetches a real picture through a redirect, and answers about it", async () => {
@@ -249,7 +302,9 @@ describe("odd but valid pictures work end to end, with PIL's pixels", () => {
 
     const result = await model.generate(messages, { maxNewTokens: 8 });
     expect(result.tokenIds.length).toBeGreaterThan(0);
-    const pilPng = await sharp(expected.rgb, { raw: { width: expected.width, height: expected.height, channels: 3 } }).png().toBuffer();
+    const pilPng = await sharp(expected.rgb, { raw: { width: expected.width, height: expected.height, channels: 3 } })
+      .png()
+      .toBuffer();
     const fromPil = await model.generate([user(image(pilPng), colourQuestion)], { maxNewTokens: 8 });
     expect(result.tokenIds).toEqual(fromPil.tokenIds);
   });

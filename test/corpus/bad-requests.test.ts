@@ -21,18 +21,46 @@ afterAll(async () => {
 });
 
 const question = [user(image(demoSecond), colourQuestion)];
-const generate = (messages: unknown, options: GenerateCallOptions = {}) => () => model.generate(messages as Messages, options);
+const generate =
+  (messages: unknown, options: GenerateCallOptions = {}) =>
+  () =>
+    model.generate(messages as Messages, options);
 
 describe("broken conversations", () => {
   const cases: [what: string, messages: unknown, options: GenerateCallOptions, message: RegExp][] = [
-    ["more image parts than images", [user(image(), image(), "Two?")], { images: [demoFirst] }, /^The messages have 2 image parts but 1 image was given$/],
-    ["fewer image parts than images", [user(image(), "One?")], { images: [demoFirst, demoSecond] }, /^The messages have 1 image part but 2 images were given$/],
-    ["image parts with no source and no `images`", [user(image(), "Which?")], {}, /^1 of 1 image parts have no source and no `images` were given$/],
-    ["images both on the parts and in `images`", question, { images: [demoFirst] }, /^Images were given both on image parts and in the `images` option$/],
+    [
+      "more image parts than images",
+      [user(image(), image(), "Two?")],
+      { images: [demoFirst] },
+      /^The messages have 2 image parts but 1 image was given$/,
+    ],
+    [
+      "fewer image parts than images",
+      [user(image(), "One?")],
+      { images: [demoFirst, demoSecond] },
+      /^The messages have 1 image part but 2 images were given$/,
+    ],
+    [
+      "image parts with no source and no `images`",
+      [user(image(), "Which?")],
+      {},
+      /^1 of 1 image parts have no source and no `images` were given$/,
+    ],
+    [
+      "images both on the parts and in `images`",
+      question,
+      { images: [demoFirst] },
+      /^Images were given both on image parts and in the `images` option$/,
+    ],
     ["an empty messages array", [], {}, /^Invalid messages: messages: give at least one message \(got an array of 0\)$/],
     ["a message with empty content", [{ role: "user", content: [] }], {}, /`0\.content`: a message needs at least one content part/],
     ["a wrong role", [{ role: "robot", content: [text("Beep?")] }], {}, /`0\.role`: .*"robot"/],
-    ["a text part whose text is a number", [{ role: "user", content: [{ type: "text", text: 42 }] }], {}, /`0\.content\.0\.text`: .*\(got 42\)/],
+    [
+      "a text part whose text is a number",
+      [{ role: "user", content: [{ type: "text", text: 42 }] }],
+      {},
+      /`0\.content\.0\.text`: .*\(got 42\)/,
+    ],
     ["an unknown part type", [{ role: "user", content: [{ type: "video", url: "x.mp4" }] }], {}, /`0\.content\.0\.type`/],
     ["messages that are not an array", null, {}, /^Invalid messages: messages: .*\(got null\)$/],
     ["a message with an unknown key", [{ role: "user", content: [text("Hi")], name: "eve" }], {}, /name/],
@@ -73,21 +101,56 @@ describe("absurd option values", () => {
     ["timeoutMs -5", { timeoutMs: -5 }, /^Invalid generation option: `timeoutMs` must be a positive integer \(got -5\)$/],
   ];
   it.each(cases)("refuses %s", async (_what, options, message) => {
-    const error = await expectRefusal(generate(question, options as GenerateCallOptions), InvalidInputError, "INVALID_OPTIONS", message, 1000);
+    const error = await expectRefusal(
+      generate(question, options as GenerateCallOptions),
+      InvalidInputError,
+      "INVALID_OPTIONS",
+      message,
+      1000,
+    );
     expect(error.message).toMatch(/^Invalid generation option/);
   });
 
   // Only the worker compares the two; its refusal comes back as the same typed error.
   it("refuses minNewTokens above maxNewTokens, in the worker", async () => {
-    await expectRefusal(generate(question, { maxNewTokens: 5, minNewTokens: 50 }), InvalidInputError, "INVALID_OPTIONS", /`minNewTokens` option to be at most maxNewTokens \(5\), got 50/);
+    await expectRefusal(
+      generate(question, { maxNewTokens: 5, minNewTokens: 50 }),
+      InvalidInputError,
+      "INVALID_OPTIONS",
+      /`minNewTokens` option to be at most maxNewTokens \(5\), got 50/,
+    );
     await expectServes(model);
   });
 
   it("refuses unknown and absurd load options before starting anything", async () => {
-    await expectRefusal(() => Idefics2.load({ modle: "x" } as never), InvalidInputError, "INVALID_OPTIONS", /^Invalid load option: .*modle/, 500);
-    await expectRefusal(() => Idefics2.load({ images: { maxBytes: -1 } }), InvalidInputError, "INVALID_OPTIONS", /`images\.maxBytes`: .*\(got -1\)/, 500);
-    await expectRefusal(() => Idefics2.load({ startupTimeoutMs: Number.NaN }), InvalidInputError, "INVALID_OPTIONS", /`startupTimeoutMs`: .*\(got NaN\)/, 500);
-    await expectRefusal(() => Idefics2.load({ quantization: "3bit" as never }), InvalidInputError, "INVALID_OPTIONS", /`quantization`.*"3bit"/, 500);
+    await expectRefusal(
+      () => Idefics2.load({ modle: "x" } as never),
+      InvalidInputError,
+      "INVALID_OPTIONS",
+      /^Invalid load option: .*modle/,
+      500,
+    );
+    await expectRefusal(
+      () => Idefics2.load({ images: { maxBytes: -1 } }),
+      InvalidInputError,
+      "INVALID_OPTIONS",
+      /`images\.maxBytes`: .*\(got -1\)/,
+      500,
+    );
+    await expectRefusal(
+      () => Idefics2.load({ startupTimeoutMs: Number.NaN }),
+      InvalidInputError,
+      "INVALID_OPTIONS",
+      /`startupTimeoutMs`: .*\(got NaN\)/,
+      500,
+    );
+    await expectRefusal(
+      () => Idefics2.load({ quantization: "3bit" as never }),
+      InvalidInputError,
+      "INVALID_OPTIONS",
+      /`quantization`.*"3bit"/,
+      500,
+    );
   });
 
   it("the model still answers", async () => {
@@ -99,7 +162,12 @@ describe("a prompt longer than the context", () => {
   it("refuses a text turn of more than 4096 tokens with CONTEXT_OVERFLOW, and keeps serving", async () => {
     expect(model.info.maxContext).toBe(4096);
     const long = "The quick brown fox jumps over the lazy dog. ".repeat(400); // 18000 characters
-    const error = await expectRefusal(generate([user(long, colourQuestion)], { maxNewTokens: 5 }), GenerationError, "CONTEXT_OVERFLOW", /^The prompt is \d{4,5} tokens but the model's context is 4096 tokens$/);
+    const error = await expectRefusal(
+      generate([user(long, colourQuestion)], { maxNewTokens: 5 }),
+      GenerationError,
+      "CONTEXT_OVERFLOW",
+      /^The prompt is \d{4,5} tokens but the model's context is 4096 tokens$/,
+    );
     expect(error.fix).toMatch(/shorter conversation/);
     await expectServes(model);
   });

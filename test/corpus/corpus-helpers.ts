@@ -1,7 +1,7 @@
 import { createServer, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
 import { expect } from "vitest";
-import { Idefics2Error } from "../../src/errors.js";
+import type { Idefics2Error } from "../../src/errors.js";
 import { image, user } from "../../src/messages.js";
 import type { Idefics2 } from "../../src/model.js";
 import { demoSecond } from "../helpers/pictures.js";

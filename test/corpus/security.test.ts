@@ -46,7 +46,7 @@ async function withRemoteCode(destination: string, importMarker: string): Promis
   await cp(embeddedModelPath, destination, { recursive: true });
   const configPath = join(destination, "config.json");
   const config = JSON.parse(await readFile(configPath, "utf8")) as Record<string, unknown>;
-  config["auto_map"] = { AutoConfig: "custom_idefics2.CustomConfig", AutoModelForImageTextToText: "custom_idefics2.CustomModel" };
+  config.auto_map = { AutoConfig: "custom_idefics2.CustomConfig", AutoModelForImageTextToText: "custom_idefics2.CustomModel" };
   await writeFile(configPath, JSON.stringify(config, null, 2));
   await writeFile(
     join(destination, "custom_idefics2.py"),
@@ -98,61 +98,77 @@ afterAll(async () => {
 });
 
 describe("weights load from safetensors only", () => {
-  it("refuses a model whose weights are only a pytorch_model.bin, without unpickling it", async () => {
-    expect(existsSync(join(binFolder, "pytorch_model.bin"))).toBe(true);
-    const error = await expectRefusal(
-      () => Idefics2.load({ model: binFolder, python: testPython(), localFilesOnly: true }),
-      ModelLoadError,
-      "MODEL_NOT_FOUND",
-      /no file named model\.safetensors/,
-      LOAD_MS,
-    );
-    expect(error.fix).toMatch(/safetensors only/);
-    expect(await markers()).toEqual([]);
-  }, LOAD_MS);
+  it(
+    "refuses a model whose weights are only a pytorch_model.bin, without unpickling it",
+    async () => {
+      expect(existsSync(join(binFolder, "pytorch_model.bin"))).toBe(true);
+      const error = await expectRefusal(
+        () => Idefics2.load({ model: binFolder, python: testPython(), localFilesOnly: true }),
+        ModelLoadError,
+        "MODEL_NOT_FOUND",
+        /no file named model\.safetensors/,
+        LOAD_MS,
+      );
+      expect(error.fix).toMatch(/safetensors only/);
+      expect(await markers()).toEqual([]);
+    },
+    LOAD_MS,
+  );
 });
 
 describe("code shipped with a model runs only with trustRemoteCode", () => {
-  it("loads a model whose config maps to custom code without importing that code, from a folder named with shell syntax", async () => {
-    await using model = await Idefics2.load({ model: remoteFolder, python: testPython(), localFilesOnly: true });
-    expect(await markers()).toEqual([]);
-    await expectServes(model);
+  it(
+    "loads a model whose config maps to custom code without importing that code, from a folder named with shell syntax",
+    async () => {
+      await using model = await Idefics2.load({ model: remoteFolder, python: testPython(), localFilesOnly: true });
+      expect(await markers()).toEqual([]);
+      await expectServes(model);
 
-    // While it runs: the worker is a direct child (no shell between), started as `python -m idefics2_worker`,
-    // and its environment holds none of the parent's secrets.
-    if (process.platform === "linux") {
-      const worker = await findWorker();
-      expect(worker.argv.slice(1)).toEqual(["-m", "idefics2_worker"]);
-      for (const [name, value] of Object.entries(SECRETS)) {
-        expect(process.env[name]).toBe(value);
-        expect(worker.env[name], name).toBeUndefined();
+      // While it runs: the worker is a direct child (no shell between), started as `python -m idefics2_worker`,
+      // and its environment holds none of the parent's secrets.
+      if (process.platform === "linux") {
+        const worker = await findWorker();
+        expect(worker.argv.slice(1)).toEqual(["-m", "idefics2_worker"]);
+        for (const [name, value] of Object.entries(SECRETS)) {
+          expect(process.env[name]).toBe(value);
+          expect(worker.env[name], name).toBeUndefined();
+        }
+        expect(worker.env.PYTHONUNBUFFERED).toBe("1");
       }
-      expect(worker.env["PYTHONUNBUFFERED"]).toBe("1");
-    }
-    expect(await readdir(join(folder, "victim"))).toEqual(["keep.txt"]);
-  }, LOAD_MS);
+      expect(await readdir(join(folder, "victim"))).toEqual(["keep.txt"]);
+    },
+    LOAD_MS,
+  );
 
   // The control: the same kind of folder does run its code when the caller opts in.
-  it("imports the custom code with trustRemoteCode: true", async () => {
-    await using model = await Idefics2.load({ model: trustedFolder, python: testPython(), localFilesOnly: true, trustRemoteCode: true });
-    expect(await markers()).toEqual(["remote-trusted"]);
-    expect(model.info.model).toBe(trustedFolder);
-    await rm(marker("remote-trusted"));
-  }, LOAD_MS);
+  it(
+    "imports the custom code with trustRemoteCode: true",
+    async () => {
+      await using model = await Idefics2.load({ model: trustedFolder, python: testPython(), localFilesOnly: true, trustRemoteCode: true });
+      expect(await markers()).toEqual(["remote-trusted"]);
+      expect(model.info.model).toBe(trustedFolder);
+      await rm(marker("remote-trusted"));
+    },
+    LOAD_MS,
+  );
 });
 
 describe("nothing reaches a shell", () => {
-  it("a model path made of shell syntax is only a missing folder", async () => {
-    await expectRefusal(
-      () => Idefics2.load({ model: join(folder, hostileName("missing")), python: testPython() }),
-      ModelLoadError,
-      "MODEL_NOT_FOUND",
-      /^No model folder at .*it's a "model" \$\(touch/,
-      LOAD_MS,
-    );
-    expect(await markers()).toEqual([]);
-    expect(await readdir(join(folder, "victim"))).toEqual(["keep.txt"]);
-  }, LOAD_MS);
+  it(
+    "a model path made of shell syntax is only a missing folder",
+    async () => {
+      await expectRefusal(
+        () => Idefics2.load({ model: join(folder, hostileName("missing")), python: testPython() }),
+        ModelLoadError,
+        "MODEL_NOT_FOUND",
+        /^No model folder at .*it's a "model" \$\(touch/,
+        LOAD_MS,
+      );
+      expect(await markers()).toEqual([]);
+      expect(await readdir(join(folder, "victim"))).toEqual(["keep.txt"]);
+    },
+    LOAD_MS,
+  );
 
   it("an interpreter path made of shell syntax is only a missing interpreter", async () => {
     await expectRefusal(
@@ -166,38 +182,50 @@ describe("nothing reaches a shell", () => {
 
   it("the worker's launch spec passes only the variables it needs", async () => {
     const command = workerCommand({ python: testPython() });
-    const { stdout } = await execa(command.file, ["-c", "import json, os; print(json.dumps(dict(os.environ)))"], { env: command.env, extendEnv: false });
+    const { stdout } = await execa(command.file, ["-c", "import json, os; print(json.dumps(dict(os.environ)))"], {
+      env: command.env,
+      extendEnv: false,
+    });
     const seen = JSON.parse(stdout) as Record<string, string>;
     for (const name of Object.keys(SECRETS)) expect(seen[name], name).toBeUndefined();
-    expect(seen["HF_MODULES_CACHE"]).toBe(join(folder, "hf-modules"));
+    expect(seen.HF_MODULES_CACHE).toBe(join(folder, "hf-modules"));
   });
 });
 
 describe("image URLs through model.generate", () => {
-  it("refuses a redirect to file: and an endless body, and still answers", async () => {
-    const server = await localServer({
-      "/to-passwd": (_request, response) => response.writeHead(302, { location: "file:///etc/passwd" }).end(),
-      "/endless": (_request, response) => {
-        response.writeHead(200, { "content-type": "image/png" });
-        const chunk = Buffer.alloc(64 * 1024);
-        const pump = (): void => {
-          while (!response.destroyed && response.write(chunk));
-          if (!response.destroyed) response.once("drain", pump);
-        };
-        pump();
-      },
-    });
-    try {
-      await using model = await Idefics2.load({ python: testPython(), images: { maxBytes: 1024 * 1024, fetchTimeoutMs: 2000 } });
-      const ask = (url: string) => () => model.generate([user(image(url), colourQuestion)]);
-      await expectRefusal(ask(server.url("/to-passwd")), ImageError, "IMAGE_FETCH_FAILED", /^Could not fetch file:\/\/\/etc\/passwd .*only http: and https:/);
-      await expectRefusal(ask(server.url("/endless")), ImageError, "IMAGE_TOO_LARGE", /sent more than 1048576 bytes/);
-      const answer = await model.generate([user(image(demoSecond), colourQuestion)], { maxNewTokens: 12 });
-      expect(answer.text.toLowerCase()).toContain("blue");
-    } finally {
-      await server.close();
-    }
-  }, LOAD_MS);
+  it(
+    "refuses a redirect to file: and an endless body, and still answers",
+    async () => {
+      const server = await localServer({
+        "/to-passwd": (_request, response) => response.writeHead(302, { location: "file:///etc/passwd" }).end(),
+        "/endless": (_request, response) => {
+          response.writeHead(200, { "content-type": "image/png" });
+          const chunk = Buffer.alloc(64 * 1024);
+          const pump = (): void => {
+            while (!response.destroyed && response.write(chunk));
+            if (!response.destroyed) response.once("drain", pump);
+          };
+          pump();
+        },
+      });
+      try {
+        await using model = await Idefics2.load({ python: testPython(), images: { maxBytes: 1024 * 1024, fetchTimeoutMs: 2000 } });
+        const ask = (url: string) => () => model.generate([user(image(url), colourQuestion)]);
+        await expectRefusal(
+          ask(server.url("/to-passwd")),
+          ImageError,
+          "IMAGE_FETCH_FAILED",
+          /^Could not fetch file:\/\/\/etc\/passwd .*only http: and https:/,
+        );
+        await expectRefusal(ask(server.url("/endless")), ImageError, "IMAGE_TOO_LARGE", /sent more than 1048576 bytes/);
+        const answer = await model.generate([user(image(demoSecond), colourQuestion)], { maxNewTokens: 12 });
+        expect(answer.text.toLowerCase()).toContain("blue");
+      } finally {
+        await server.close();
+      }
+    },
+    LOAD_MS,
+  );
 });
 
 interface ChildProcessView {

@@ -11,7 +11,9 @@ export const demoSecond = join(demoAssetsPath, "second.jpg");
 export async function squarePicture(rgb: [number, number, number], name = "square.png"): Promise<string> {
   const path = join(mkdtempSync(join(tmpdir(), "idefics2-picture-")), name);
   const [r, g, b] = rgb;
-  const square = await sharp({ create: { width: 90, height: 90, channels: 3, background: { r, g, b } } }).png().toBuffer();
+  const square = await sharp({ create: { width: 90, height: 90, channels: 3, background: { r, g, b } } })
+    .png()
+    .toBuffer();
   await sharp({ create: { width: 220, height: 180, channels: 3, background: { r: 235, g: 235, b: 225 } } })
     .composite([{ input: square, left: 60, top: 40 }])
     .png()

@@ -8,7 +8,9 @@ import { fetchImage } from "../../src/images/fetch-image.js";
 import { loadImage } from "../../src/images/load-image.js";
 import { noiseRgba } from "./sharp-fixtures.js";
 
-const png = await sharp(noiseRgba(), { raw: { width: 41, height: 29, channels: 4 } }).png().toBuffer();
+const png = await sharp(noiseRgba(), { raw: { width: 41, height: 29, channels: 4 } })
+  .png()
+  .toBuffer();
 
 // Routes of a local server; each tells the client something different about its request.
 const routes: Record<string, (response: ServerResponse, path: string) => void> = {
@@ -87,8 +89,14 @@ describe("fetchImage", () => {
   });
 
   it("fails with the status on a 404 or a 500", async () => {
-    expect(await failure(fetchImage(`${base}/missing.png`))).toMatchObject({ code: "IMAGE_FETCH_FAILED", message: expect.stringContaining("HTTP 404") });
-    expect(await failure(loadImage(`${base}/error.png`))).toMatchObject({ code: "IMAGE_FETCH_FAILED", message: expect.stringContaining("HTTP 500") });
+    expect(await failure(fetchImage(`${base}/missing.png`))).toMatchObject({
+      code: "IMAGE_FETCH_FAILED",
+      message: expect.stringContaining("HTTP 404"),
+    });
+    expect(await failure(loadImage(`${base}/error.png`))).toMatchObject({
+      code: "IMAGE_FETCH_FAILED",
+      message: expect.stringContaining("HTTP 500"),
+    });
   });
 
   it("gives up after the timeout when the server never answers", async () => {
@@ -105,7 +113,10 @@ describe("fetchImage", () => {
 
   it("cuts off an endless body at the byte cap, quickly", async () => {
     const result = await failure(fetchImage(`${base}/forever`, { maxBytes: 1024 * 1024 }));
-    expect(result).toMatchObject({ code: "IMAGE_TOO_LARGE", message: expect.stringContaining("more than the `maxBytes` limit of 1048576") });
+    expect(result).toMatchObject({
+      code: "IMAGE_TOO_LARGE",
+      message: expect.stringContaining("more than the `maxBytes` limit of 1048576"),
+    });
     expect(result.ms).toBeLessThan(2000);
   });
 
@@ -118,7 +129,10 @@ describe("fetchImage", () => {
 
   it("follows up to maxRedirects redirects and no more", async () => {
     expect((await fetchImage(`${base}/hops/5`)).equals(png)).toBe(true);
-    expect(await failure(fetchImage(`${base}/hops/6`))).toMatchObject({ code: "IMAGE_FETCH_FAILED", message: expect.stringContaining("more than 5 redirects") });
+    expect(await failure(fetchImage(`${base}/hops/6`))).toMatchObject({
+      code: "IMAGE_FETCH_FAILED",
+      message: expect.stringContaining("more than 5 redirects"),
+    });
     expect(await failure(loadImage(`${base}/hops/1`, { maxRedirects: 0 }))).toMatchObject({
       code: "IMAGE_FETCH_FAILED",
       message: expect.stringContaining("more than 0 redirects"),
@@ -132,16 +146,34 @@ describe("fetchImage", () => {
   });
 
   it("refuses a redirect to file: or ftp:, naming the scheme", async () => {
-    expect(await failure(fetchImage(`${base}/to-file`))).toMatchObject({ code: "IMAGE_FETCH_FAILED", message: expect.stringMatching(/not `file:`.*$/) });
-    expect(await failure(fetchImage(`${base}/to-ftp`))).toMatchObject({ code: "IMAGE_FETCH_FAILED", message: expect.stringContaining("not `ftp:`") });
-    expect(await failure(fetchImage(`${base}/no-location`))).toMatchObject({ code: "IMAGE_FETCH_FAILED", message: expect.stringContaining("without a Location") });
+    expect(await failure(fetchImage(`${base}/to-file`))).toMatchObject({
+      code: "IMAGE_FETCH_FAILED",
+      message: expect.stringMatching(/not `file:`.*$/),
+    });
+    expect(await failure(fetchImage(`${base}/to-ftp`))).toMatchObject({
+      code: "IMAGE_FETCH_FAILED",
+      message: expect.stringContaining("not `ftp:`"),
+    });
+    expect(await failure(fetchImage(`${base}/no-location`))).toMatchObject({
+      code: "IMAGE_FETCH_FAILED",
+      message: expect.stringContaining("without a Location"),
+    });
   });
 
   it("refuses URLs that are not http or https before any request", async () => {
     served.length = 0;
-    expect(await failure(fetchImage("ftp://127.0.0.1/picture.png"))).toMatchObject({ code: "IMAGE_FETCH_FAILED", message: expect.stringContaining("not `ftp:`") });
-    expect(await failure(loadImage("gopher://127.0.0.1/picture.png"))).toMatchObject({ code: "IMAGE_FETCH_FAILED", message: expect.stringContaining("not `gopher:`") });
-    expect(await failure(fetchImage("not a url"))).toMatchObject({ code: "IMAGE_FETCH_FAILED", message: expect.stringContaining("not a valid URL") });
+    expect(await failure(fetchImage("ftp://127.0.0.1/picture.png"))).toMatchObject({
+      code: "IMAGE_FETCH_FAILED",
+      message: expect.stringContaining("not `ftp:`"),
+    });
+    expect(await failure(loadImage("gopher://127.0.0.1/picture.png"))).toMatchObject({
+      code: "IMAGE_FETCH_FAILED",
+      message: expect.stringContaining("not `gopher:`"),
+    });
+    expect(await failure(fetchImage("not a url"))).toMatchObject({
+      code: "IMAGE_FETCH_FAILED",
+      message: expect.stringContaining("not a valid URL"),
+    });
     expect(served).toEqual([]);
   });
 

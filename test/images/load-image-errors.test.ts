@@ -45,7 +45,10 @@ describe("loadImage on input that is not a readable image", () => {
 
   it("says a folder is not a file", async () => {
     await mkdir(join(folder, "a-folder.jpg"));
-    expect(await imageError(loadImage(join(folder, "a-folder.jpg")))).toMatchObject({ code: "IMAGE_UNREADABLE", message: expect.stringContaining("not a file") });
+    expect(await imageError(loadImage(join(folder, "a-folder.jpg")))).toMatchObject({
+      code: "IMAGE_UNREADABLE",
+      message: expect.stringContaining("not a file"),
+    });
   });
 
   it("refuses a zero-byte file, naming it", async () => {
@@ -77,7 +80,10 @@ describe("loadImage on input that is not a readable image", () => {
 
   it("refuses SVG, which the reference cannot read", async () => {
     const svg = Buffer.from('<svg xmlns="http://www.w3.org/2000/svg" width="8" height="8"><rect width="8" height="8"/></svg>');
-    expect(await imageError(loadImage(svg))).toMatchObject({ code: "IMAGE_UNREADABLE", message: expect.stringContaining("sharp sees svg") });
+    expect(await imageError(loadImage(svg))).toMatchObject({
+      code: "IMAGE_UNREADABLE",
+      message: expect.stringContaining("sharp sees svg"),
+    });
   });
 
   it("refuses a value that is no image source", async () => {

@@ -9,7 +9,9 @@ import { blackPng } from "./png-declaring.js";
 import { noiseRgba } from "./sharp-fixtures.js";
 
 let folder: string;
-const jpeg = await sharp(noiseRgba(53, 37), { raw: { width: 53, height: 37, channels: 4 } }).jpeg().toBuffer();
+const jpeg = await sharp(noiseRgba(53, 37), { raw: { width: 53, height: 37, channels: 4 } })
+  .jpeg()
+  .toBuffer();
 
 beforeAll(async () => {
   folder = await mkdtemp(join(tmpdir(), "idefics2-limits-"));
@@ -64,7 +66,7 @@ describe("loadImage limits", () => {
   it("applies maxPixels to an ordinary picture too", async () => {
     expect(await rejection(loadImage(jpeg, { maxPixels: 1000 }))).toMatchObject({
       code: "IMAGE_TOO_LARGE",
-      message: "a " + jpeg.length + "-byte buffer (jpeg) is 53×37 = 1961 pixels, more than the `maxPixels` limit of 1000",
+      message: `a ${jpeg.length}-byte buffer (jpeg) is 53×37 = 1961 pixels, more than the \`maxPixels\` limit of 1000`,
     });
   });
 
@@ -93,6 +95,9 @@ describe("loadImage limits", () => {
       message: expect.stringMatching(/`maxPixels`.*got `-1` \(number\)/),
     });
     expect(await rejection(loadImage(jpeg, { maxEdge: 1.5 }))).toMatchObject({ message: expect.stringMatching(/`maxEdge`.*got `1.5`/) });
-    expect(await rejection(loadImage(jpeg, { maxPixel: 5 } as never))).toMatchObject({ code: "INVALID_OPTIONS", message: expect.stringContaining("maxPixel") });
+    expect(await rejection(loadImage(jpeg, { maxPixel: 5 } as never))).toMatchObject({
+      code: "INVALID_OPTIONS",
+      message: expect.stringContaining("maxPixel"),
+    });
   });
 });

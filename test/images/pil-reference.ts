@@ -12,6 +12,9 @@ export async function pilReference(folder: string): Promise<Map<string, PilResul
   const { stdout } = await promisify(execFile)(testPython(), [script, folder], { maxBuffer: 512 * 1024 * 1024 });
   const parsed = JSON.parse(stdout) as Record<string, { width: number; height: number; rgb: string } | { error: string }>;
   return new Map(
-    Object.entries(parsed).map(([name, result]) => [name, "error" in result ? result : { ...result, rgb: Buffer.from(result.rgb, "base64") }]),
+    Object.entries(parsed).map(([name, result]) => [
+      name,
+      "error" in result ? result : { ...result, rgb: Buffer.from(result.rgb, "base64") },
+    ]),
   );
 }

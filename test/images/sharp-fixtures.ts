@@ -9,7 +9,10 @@ const HEIGHT = 29;
 export function noiseRgba(width = WIDTH, height = HEIGHT, seed = 1): Buffer {
   const pixels = Buffer.alloc(width * height * 4);
   let state = seed;
-  const next = (): number => ((state = (state * 1103515245 + 12345) & 0x7fffffff) >> 8) & 255;
+  const next = (): number => {
+    state = (state * 1103515245 + 12345) & 0x7fffffff;
+    return (state >> 8) & 255;
+  };
   for (let index = 0; index < pixels.length; index += 1) pixels[index] = index % 4 === 3 ? [0, 80, 255][next() % 3]! : next();
   return pixels;
 }
@@ -31,8 +34,12 @@ export async function writeSharpFixtures(folder: string): Promise<void> {
   await rgb().avif({ lossless: true }).toFile(file("sharp-lossless.avif"));
   await rgb().jpeg({ quality: 90 }).withMetadata({ orientation: 7 }).toFile(file("sharp-orientation-7.jpg"));
   const frames = [await rgba(1).png().toBuffer(), await rgba(2).png().toBuffer()];
-  await sharp(frames, { join: { animated: true } }).gif({ delay: [100, 100] }).toFile(file("sharp-animated-transparent.gif"));
-  await sharp(frames, { join: { animated: true } }).webp({ lossless: true, delay: [100, 100] }).toFile(file("sharp-animated-alpha.webp"));
+  await sharp(frames, { join: { animated: true } })
+    .gif({ delay: [100, 100] })
+    .toFile(file("sharp-animated-transparent.gif"));
+  await sharp(frames, { join: { animated: true } })
+    .webp({ lossless: true, delay: [100, 100] })
+    .toFile(file("sharp-animated-alpha.webp"));
 }
 
 /** Writes bytes under a name, for fixtures that are not images at all. */

@@ -20,24 +20,40 @@ function idefics2(args: string[]) {
 }
 
 describe("idefics2 generate --json", () => {
-  it.each(["none", "8bit", "4bit"] as const)("gives the reference's token ids on the blog conversation with quantization %s", async (quantization) => {
-    const [cli, reference] = await Promise.all([
-      idefics2(["generate", "--messages", conversation, "--image", demoFirst, "--image", demoSecond, "--quantization", quantization, "--max-new-tokens", "40", "--json"]),
-      runReference({
-        model: embeddedModelPath,
-        messages: JSON.parse(await import("node:fs").then((fs) => fs.readFileSync(conversation, "utf8"))),
-        images: [demoFirst, demoSecond],
-        quantization,
-        maxNewTokens: 40,
-      }),
-    ]);
-    expect(cli.stderr).not.toContain("Traceback");
-    expect(cli.exitCode).toBe(0);
-    const output = JSON.parse(cli.stdout);
-    expect(Object.keys(output)).toEqual(["text", "tokenIds", "finishReason", "usage", "timings"]);
-    expect(output.tokenIds).toEqual(reference.tokenIds);
-    expect(output.text).toBe(reference.text);
-  });
+  it.each(["none", "8bit", "4bit"] as const)(
+    "gives the reference's token ids on the blog conversation with quantization %s",
+    async (quantization) => {
+      const [cli, reference] = await Promise.all([
+        idefics2([
+          "generate",
+          "--messages",
+          conversation,
+          "--image",
+          demoFirst,
+          "--image",
+          demoSecond,
+          "--quantization",
+          quantization,
+          "--max-new-tokens",
+          "40",
+          "--json",
+        ]),
+        runReference({
+          model: embeddedModelPath,
+          messages: JSON.parse(await import("node:fs").then((fs) => fs.readFileSync(conversation, "utf8"))),
+          images: [demoFirst, demoSecond],
+          quantization,
+          maxNewTokens: 40,
+        }),
+      ]);
+      expect(cli.stderr).not.toContain("Traceback");
+      expect(cli.exitCode).toBe(0);
+      const output = JSON.parse(cli.stdout);
+      expect(Object.keys(output)).toEqual(["text", "tokenIds", "finishReason", "usage", "timings"]);
+      expect(output.tokenIds).toEqual(reference.tokenIds);
+      expect(output.text).toBe(reference.text);
+    },
+  );
 
   it("streams plain text without --json, with --prompt putting every image first", async () => {
     const result = await idefics2(["generate", "--prompt", "What colour is the shape?", "--image", demoSecond, "--max-new-tokens", "20"]);
@@ -57,7 +73,11 @@ describe("idefics2 demo", () => {
 
 describe("idefics2 on bad input", () => {
   const cases: [string, () => Promise<string[]>, RegExp][] = [
-    ["a missing image file", async () => ["generate", "--prompt", "What?", "--image", "/no/such/file.jpg"], /IMAGE_UNREADABLE.*no such file/],
+    [
+      "a missing image file",
+      async () => ["generate", "--prompt", "What?", "--image", "/no/such/file.jpg"],
+      /IMAGE_UNREADABLE.*no such file/,
+    ],
     [
       "a corrupt image",
       async () => {
@@ -67,9 +87,17 @@ describe("idefics2 on bad input", () => {
       },
       /IMAGE_UNREADABLE/,
     ],
-    ["more image parts than images", async () => ["generate", "--messages", conversation, "--image", demoFirst], /INVALID_MESSAGES.*2 image parts but 1 image was given/],
+    [
+      "more image parts than images",
+      async () => ["generate", "--messages", conversation, "--image", demoFirst],
+      /INVALID_MESSAGES.*2 image parts but 1 image was given/,
+    ],
     ["an unknown quantization", async () => ["generate", "--prompt", "Hi", "--quantization", "3bit"], /INVALID_OPTIONS.*quantization/],
-    ["a non-numeric token count", async () => ["generate", "--prompt", "Hi", "--max-new-tokens", "many"], /INVALID_OPTIONS.*--max-new-tokens expects a number/],
+    [
+      "a non-numeric token count",
+      async () => ["generate", "--prompt", "Hi", "--max-new-tokens", "many"],
+      /INVALID_OPTIONS.*--max-new-tokens expects a number/,
+    ],
     ["a negative token count", async () => ["generate", "--prompt", "Hi", "--max-new-tokens=-5"], /INVALID_OPTIONS.*maxNewTokens/],
     ["an unknown flag", async () => ["generate", "--prompt", "Hi", "--temprature", "1"], /Unknown option '--temprature'/],
     ["a missing messages file", async () => ["generate", "--messages", "/no/such/messages.json"], /INVALID_MESSAGES.*ENOENT/],

@@ -60,7 +60,11 @@ describe("Idefics2 on the embedded model", () => {
 
   it("ends an aborted stream with AbortError before the next token, and the next call works", async () => {
     const controller = new AbortController();
-    const stream = model.stream([user("Tell me a long story about New York.")], { maxNewTokens: 400, minNewTokens: 400, signal: controller.signal });
+    const stream = model.stream([user("Tell me a long story about New York.")], {
+      maxNewTokens: 400,
+      minNewTokens: 400,
+      signal: controller.signal,
+    });
     const seen: string[] = [];
     const ended = (async () => {
       for await (const delta of stream) {
@@ -86,9 +90,7 @@ describe("Idefics2 on the embedded model", () => {
 
   it("refuses more image parts than images, before the worker sees anything", async () => {
     const started = Date.now();
-    const error = await model
-      .generate([user(image(), image(), "Two?")], { images: [demoFirst] })
-      .catch((caught: unknown) => caught);
+    const error = await model.generate([user(image(), image(), "Two?")], { images: [demoFirst] }).catch((caught: unknown) => caught);
     expect(error).toBeInstanceOf(InvalidInputError);
     expect((error as InvalidInputError).message).toBe("The messages have 2 image parts but 1 image was given");
     expect(Date.now() - started).toBeLessThan(1000);

@@ -72,7 +72,14 @@ describe.each(["none", "8bit", "4bit"] as const)("token parity with scripts/refe
   it("gives the reference's token ids with image splitting off", async () => {
     const { messages, images } = cases[0] as Case;
     const [reference, sdk] = await Promise.all([
-      runReference({ model: embeddedModelPath, messages, images: images(), quantization, maxNewTokens: MAX_NEW_TOKENS, imageSplitting: false }),
+      runReference({
+        model: embeddedModelPath,
+        messages,
+        images: images(),
+        quantization,
+        maxNewTokens: MAX_NEW_TOKENS,
+        imageSplitting: false,
+      }),
       unsplit.generate(messages, { images: images(), maxNewTokens: MAX_NEW_TOKENS }),
     ]);
     expect(sdk.tokenIds).toEqual(reference.tokenIds);

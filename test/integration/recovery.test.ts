@@ -43,7 +43,12 @@ describe("a worker that dies", () => {
     const first = model.workerPid;
     const stream = model.stream(question, longAnswer);
     const queued = model.generate(question, { maxNewTokens: 5 });
-    const pending = [stream.result, queued].map((promise) => promise.then((r) => `resolved ${JSON.stringify(r).slice(0, 300)}`, (error: unknown) => error));
+    const pending = [stream.result, queued].map((promise) =>
+      promise.then(
+        (r) => `resolved ${JSON.stringify(r).slice(0, 300)}`,
+        (error: unknown) => error,
+      ),
+    );
     for await (const _ of stream) {
       process.kill(first, "SIGKILL");
       break;
@@ -108,7 +113,9 @@ describe("call order", () => {
   it("serves calls in the order they were made, even when an earlier one's image takes longer to decode", async () => {
     const model = await Idefics2.load({ python: testPython() });
     try {
-      const big = await sharp({ create: { width: 4000, height: 3000, channels: 3, background: { r: 30, g: 60, b: 220 } } }).png().toBuffer();
+      const big = await sharp({ create: { width: 4000, height: 3000, channels: 3, background: { r: 30, g: 60, b: 220 } } })
+        .png()
+        .toBuffer();
       const finished: string[] = [];
       const slow = model.generate([user(image(big), "What colour is the shape?")], { maxNewTokens: 5 }).then(() => finished.push("first"));
       const fast = model.stream([user("Hello!")], { maxNewTokens: 5 }).result.then(() => finished.push("second"));

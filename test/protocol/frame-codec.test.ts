@@ -12,7 +12,11 @@ describe("frame codec", () => {
   });
 
   it("reassembles frames split at every possible byte boundary", () => {
-    const bytes = Buffer.concat([encodeFrame({ a: 1 }, Buffer.from("xyz")), encodeFrame({ b: 2 }), encodeFrame({ c: 3 }, Buffer.alloc(1000, 9))]);
+    const bytes = Buffer.concat([
+      encodeFrame({ a: 1 }, Buffer.from("xyz")),
+      encodeFrame({ b: 2 }),
+      encodeFrame({ c: 3 }, Buffer.alloc(1000, 9)),
+    ]);
     for (let cut = 0; cut <= bytes.length; cut++) {
       const decoder = new FrameDecoder();
       const frames = [...decoder.push(bytes.subarray(0, cut)), ...decoder.push(bytes.subarray(cut))];

@@ -70,7 +70,13 @@ test("a torchvision that does not import is an error with the uninstall fix", as
   const report = await runDoctor({ python: wrapper });
   expect(report.torchvision).toEqual({ present: true, version: null });
   expect(report.problems).toContainEqual(
-    expect.objectContaining({ code: "TORCHVISION_BROKEN", severity: "error", message: expect.stringContaining("torchvision::nms does not exist") }),
+    expect.objectContaining({
+      code: "TORCHVISION_BROKEN",
+      severity: "error",
+      message: expect.stringContaining("torchvision::nms does not exist"),
+    }),
   );
-  expect(report.problems).toContainEqual(expect.objectContaining({ code: "CUDA_UNAVAILABLE", message: expect.stringContaining("CPU build") }));
+  expect(report.problems).toContainEqual(
+    expect.objectContaining({ code: "CUDA_UNAVAILABLE", message: expect.stringContaining("CPU build") }),
+  );
 });

@@ -17,7 +17,14 @@ afterEach(async () => {
 });
 
 async function plantLock(owner: Partial<LockOwner>): Promise<LockOwner> {
-  const full: LockOwner = { pid: process.pid, hostname: os.hostname(), token: "planted", createdAt: Date.now(), updatedAt: Date.now(), ...owner };
+  const full: LockOwner = {
+    pid: process.pid,
+    hostname: os.hostname(),
+    token: "planted",
+    createdAt: Date.now(),
+    updatedAt: Date.now(),
+    ...owner,
+  };
   await mkdir(lockPath);
   await writeFile(path.join(lockPath, "owner.json"), JSON.stringify(full));
   return full;

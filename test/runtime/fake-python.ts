@@ -43,9 +43,10 @@ export async function fakeBasePython(dir: string, pipSeconds = 0.3): Promise<{ p
       'env_dir="$(dirname "$(dirname "$0")")"',
       'case "$2" in',
       `  ${versionsProbe}) if [ -f "$env_dir/installed" ]; then echo '${JSON.stringify(goodVersions)}'; else echo '${JSON.stringify({ python: "3.11.7", ...nothing })}'; fi ;;`,
-      "  pip) eval \"file=\\${$#}\"; name=\"$(basename \"$file\")\"",
+      // biome-ignore lint/suspicious/noTemplateCurlyInString: shell syntax for the last argument, not a template
+      '  pip) eval "file=\\${$#}"; name="$(basename "$file")"',
       '      if [ "$name" = requirements-dev.txt ]; then',
-      '        echo "Requirement already satisfied: torch==2.13.0"; sleep ' + String(pipSeconds),
+      `        echo "Requirement already satisfied: torch==2.13.0"; sleep ${String(pipSeconds)}`,
       `        if [ -f '${path.join(dir, "fail-dev")}' ]; then echo "ERROR: No matching distribution found for pytest==9.2.0"; exit 1; fi`,
       '        echo "Successfully installed pytest-9.2.0 ruff-0.17.6"',
       "      else",

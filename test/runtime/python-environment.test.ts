@@ -25,7 +25,10 @@ async function lines(file: string): Promise<string[]> {
 }
 
 async function rejection(promise: Promise<unknown>): Promise<PythonEnvironmentError> {
-  const error = await promise.then(() => undefined, (caught: unknown) => caught);
+  const error = await promise.then(
+    () => undefined,
+    (caught: unknown) => caught,
+  );
   expect(error).toBeInstanceOf(PythonEnvironmentError);
   return error as PythonEnvironmentError;
 }
@@ -47,7 +50,11 @@ describe("interpreter resolution", () => {
 
     vi.stubEnv("IDEFICS2_PYTHON", "");
     const managed = await ensurePythonEnvironment({ home, basePython: base.python });
-    expect(managed).toEqual({ python: expect.stringMatching(/\/envs\/[0-9a-f]{16}\/bin\/python$/), source: "managed", versions: goodVersions });
+    expect(managed).toEqual({
+      python: expect.stringMatching(/\/envs\/[0-9a-f]{16}\/bin\/python$/),
+      source: "managed",
+      versions: goodVersions,
+    });
     expect(managed.python.startsWith(path.join(home, "envs"))).toBe(true);
   });
 
@@ -93,12 +100,17 @@ describe("interpreter resolution", () => {
   });
 
   test("an invalid option is rejected naming the option and the value", async () => {
-    await expect(ensurePythonEnvironment({ python: "" })).rejects.toThrow("Expected the `python` option to be a non-empty string, got `` (string)");
+    await expect(ensurePythonEnvironment({ python: "" })).rejects.toThrow(
+      "Expected the `python` option to be a non-empty string, got `` (string)",
+    );
   });
 
   test("an aborted signal stops before any process starts", async () => {
     const reason = new Error("stop");
-    await expect(ensurePythonEnvironment({ python: "/x", signal: AbortSignal.abort(reason) })).rejects.toMatchObject({ code: "ABORTED", cause: reason });
+    await expect(ensurePythonEnvironment({ python: "/x", signal: AbortSignal.abort(reason) })).rejects.toMatchObject({
+      code: "ABORTED",
+      cause: reason,
+    });
   });
 });
 
@@ -108,7 +120,13 @@ describe("the managed environment", () => {
     const home = path.join(dir, "home");
     const events: SetupProgress[] = [];
     const first = await ensurePythonEnvironment({ home, basePython: base.python, onProgress: (event) => events.push(event) });
-    expect(events.filter((event) => event.type === "stage").map((event) => event.stage)).toEqual(["probe", "venv", "pip", "verify", "ready"]);
+    expect(events.filter((event) => event.type === "stage").map((event) => event.stage)).toEqual([
+      "probe",
+      "venv",
+      "pip",
+      "verify",
+      "ready",
+    ]);
     expect(events.filter((event) => event.type === "log").map((event) => event.message)).toEqual([
       "Collecting torch==2.13.0",
       "Successfully installed torch-2.13.0",
@@ -135,7 +153,13 @@ describe("the managed environment", () => {
     const events: SetupProgress[] = [];
     const dev = await ensurePythonEnvironment({ home, basePython: base.python, dev: true, onProgress: (event) => events.push(event) });
     expect(dev).toEqual(runtime);
-    expect(events.filter((event) => event.type === "stage").map((event) => event.stage)).toEqual(["probe", "reuse", "dev-extras", "verify", "ready"]);
+    expect(events.filter((event) => event.type === "stage").map((event) => event.stage)).toEqual([
+      "probe",
+      "reuse",
+      "dev-extras",
+      "verify",
+      "ready",
+    ]);
     expect(events.filter((event) => event.type === "log")).toEqual([
       { type: "log", stage: "dev-extras", message: "Requirement already satisfied: torch==2.13.0" },
       { type: "log", stage: "dev-extras", message: "Successfully installed pytest-9.2.0 ruff-0.17.6" },
@@ -151,7 +175,9 @@ describe("the managed environment", () => {
 
     for (const options of [{ dev: true }, { dev: false }, {}]) {
       const reuseEvents: SetupProgress[] = [];
-      expect(await ensurePythonEnvironment({ home, basePython: base.python, ...options, onProgress: (event) => reuseEvents.push(event) })).toEqual(runtime);
+      expect(
+        await ensurePythonEnvironment({ home, basePython: base.python, ...options, onProgress: (event) => reuseEvents.push(event) }),
+      ).toEqual(runtime);
       expect(reuseEvents.map((event) => event.stage)).toEqual(["probe", "reuse"]);
     }
     expect(await lines(base.installs)).toHaveLength(2);
@@ -163,7 +189,8 @@ describe("the managed environment", () => {
     const base = await fakeBasePython(dir, 1);
     const home = path.join(dir, "home");
     const events: [SetupProgress[], SetupProgress[]] = [[], []];
-    const setup = (log: SetupProgress[]) => ensurePythonEnvironment({ home, basePython: base.python, dev: true, onProgress: (event) => log.push(event) });
+    const setup = (log: SetupProgress[]) =>
+      ensurePythonEnvironment({ home, basePython: base.python, dev: true, onProgress: (event) => log.push(event) });
     const [a, b] = await Promise.all([setup(events[0]), setup(events[1])]);
     expect(a).toEqual(b);
     const envDir = path.dirname(path.dirname(a.python));
@@ -201,7 +228,9 @@ describe("the managed environment", () => {
     expect(await ensurePythonEnvironment({ home, basePython: base.python, dev: true })).toEqual(runtime);
     await writeFile(markerFile, JSON.stringify({ ...marker, devRequirements: "0".repeat(64) }));
     const events: SetupProgress[] = [];
-    expect(await ensurePythonEnvironment({ home, basePython: base.python, dev: true, onProgress: (event) => events.push(event) })).toEqual(runtime);
+    expect(await ensurePythonEnvironment({ home, basePython: base.python, dev: true, onProgress: (event) => events.push(event) })).toEqual(
+      runtime,
+    );
     expect(events.map((event) => event.stage)).not.toContain("cleanup");
     expect(await lines(base.installs)).toEqual([`${envDir} requirements.txt`, ...Array(3).fill(`${envDir} requirements-dev.txt`)]);
     expect(await lines(base.venvs)).toHaveLength(1);
@@ -285,4 +314,3 @@ describe("the managed environment", () => {
     expect(error.message).toContain("3.9.18");
   });
 });
-

@@ -18,20 +18,23 @@ afterAll(async () => {
 test.each([
   ["env", true],
   ["managed", false],
-] as const)("a probe from source %s runs `python -m idefics2_worker.probe.<name>` with the worker's PYTHONPATH", async (source, inherits) => {
-  const recorder = path.join(dir, `python-${source}`);
-  const record = path.join(dir, `record-${source}`);
-  await writeFile(recorder, `#!/bin/sh\nprintf '%s\\n' "$*" "$PYTHONPATH" > '${record}'\n`, { mode: 0o755 });
-  vi.stubEnv("PYTHONPATH", "/opt/extra-site");
-  const result = await runProbe({ python: recorder, source }, "versions", { timeoutMs: 10_000 }).finally(() => vi.unstubAllEnvs());
-  expect(result.exitCode).toBe(0);
-  const own = path.join(packageRoot(), "python");
-  expect((await readFile(record, "utf8")).split("\n")).toEqual([
-    "-m idefics2_worker.probe.versions",
-    inherits ? `${own}${path.delimiter}/opt/extra-site` : own,
-    "",
-  ]);
-});
+] as const)(
+  "a probe from source %s runs `python -m idefics2_worker.probe.<name>` with the worker's PYTHONPATH",
+  async (source, inherits) => {
+    const recorder = path.join(dir, `python-${source}`);
+    const record = path.join(dir, `record-${source}`);
+    await writeFile(recorder, `#!/bin/sh\nprintf '%s\\n' "$*" "$PYTHONPATH" > '${record}'\n`, { mode: 0o755 });
+    vi.stubEnv("PYTHONPATH", "/opt/extra-site");
+    const result = await runProbe({ python: recorder, source }, "versions", { timeoutMs: 10_000 }).finally(() => vi.unstubAllEnvs());
+    expect(result.exitCode).toBe(0);
+    const own = path.join(packageRoot(), "python");
+    expect((await readFile(record, "utf8")).split("\n")).toEqual([
+      "-m idefics2_worker.probe.versions",
+      inherits ? `${own}${path.delimiter}/opt/extra-site` : own,
+      "",
+    ]);
+  },
+);
 
 test("the versions probe answers on the suite's interpreter with the packages the worker needs", async () => {
   const versions = PythonVersions.parse(await probePythonVersions(testPython(), { source: "option" }));

@@ -37,12 +37,14 @@ test("the environment hash changes with the requirements and the base Python, an
   // The name this input had when dev made a separate environment (dev=false): runtime environments made then are reused.
   expect(hash).toBe("75fefab369d7d639");
   expect(environmentHash({ ...base })).toBe(hash);
-  expect(new Set([
-    hash,
-    environmentHash({ ...base, requirements: ["torch==2.13.1\n"] }),
-    environmentHash({ ...base, basePythonVersion: "3.12.1" }),
-    environmentHash({ ...base, platform: "darwin-arm64" }),
-  ]).size).toBe(4);
+  expect(
+    new Set([
+      hash,
+      environmentHash({ ...base, requirements: ["torch==2.13.1\n"] }),
+      environmentHash({ ...base, basePythonVersion: "3.12.1" }),
+      environmentHash({ ...base, platform: "darwin-arm64" }),
+    ]).size,
+  ).toBe(4);
 });
 
 test("bitsandbytes is checked on demand: missing or older than 0.47 is MISSING_PYTHON_PACKAGE with a pip command", () => {

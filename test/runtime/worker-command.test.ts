@@ -67,7 +67,11 @@ test("the launch spec finds the worker package from a real interpreter", async (
 test("an interpreter the user brings keeps their PYTHONPATH after the worker's; the managed one never sees it", () => {
   const parent = { PATH: "/usr/bin", PYTHONPATH: "/opt/extra-site" };
   const own = path.join(packageRoot(), "python");
-  expect(workerCommand({ python: "/usr/bin/python3", source: "env" }, parent).env.PYTHONPATH).toBe(`${own}${path.delimiter}/opt/extra-site`);
-  expect(workerCommand({ python: "/usr/bin/python3", source: "option" }, parent).env.PYTHONPATH).toBe(`${own}${path.delimiter}/opt/extra-site`);
+  expect(workerCommand({ python: "/usr/bin/python3", source: "env" }, parent).env.PYTHONPATH).toBe(
+    `${own}${path.delimiter}/opt/extra-site`,
+  );
+  expect(workerCommand({ python: "/usr/bin/python3", source: "option" }, parent).env.PYTHONPATH).toBe(
+    `${own}${path.delimiter}/opt/extra-site`,
+  );
   expect(workerCommand({ python: "/envs/x/bin/python", source: "managed" }, parent).env.PYTHONPATH).toBe(own);
 });

@@ -23,7 +23,11 @@ describe("message builders", () => {
     const bytes = new Uint8Array([1, 2, 3]);
     expect(user(image("./a.jpg"), text("x"), image(bytes))).toEqual({
       role: "user",
-      content: [{ type: "image", source: "./a.jpg" }, { type: "text", text: "x" }, { type: "image", source: bytes }],
+      content: [
+        { type: "image", source: "./a.jpg" },
+        { type: "text", text: "x" },
+        { type: "image", source: bytes },
+      ],
     });
     expect(system("Be brief.")).toEqual({ role: "system", content: [{ type: "text", text: "Be brief." }] });
   });

@@ -19,7 +19,13 @@ describe("load options", () => {
 
   it("accept the quantization shorthands and the full bitsandbytes settings", () => {
     expect(LoadOptions.parse({ quantization: "8bit" }).quantization).toBe("8bit");
-    const full = { mode: "4bit", quantType: "fp4", doubleQuant: true, computeDtype: "bfloat16", skipModules: ["lm_head", "model.vision_model"] };
+    const full = {
+      mode: "4bit",
+      quantType: "fp4",
+      doubleQuant: true,
+      computeDtype: "bfloat16",
+      skipModules: ["lm_head", "model.vision_model"],
+    };
     expect(LoadOptions.parse({ quantization: full }).quantization).toEqual(full);
   });
 

@@ -2,13 +2,13 @@ import { describe, expectTypeOf, it } from "vitest";
 import {
   type GenerateCallOptions,
   type GenerationResult,
-  GenerationStream,
+  type GenerationStream,
   Idefics2,
-  Idefics2Error,
+  type Idefics2Error,
   type ErrorCode,
   type LoadOptions,
   type Message,
-  WorkerCrashedError,
+  type WorkerCrashedError,
 } from "../../src/index.js";
 
 describe("the public types", () => {
@@ -25,7 +25,12 @@ describe("the public types", () => {
   it("type the result as the wire's shape, with a closed set of finish reasons", () => {
     expectTypeOf<GenerationResult["tokenIds"]>().toEqualTypeOf<number[]>();
     expectTypeOf<GenerationResult["finishReason"]>().toEqualTypeOf<"stop" | "length" | "stop_string">();
-    expectTypeOf<GenerationResult["usage"]>().toEqualTypeOf<{ promptTokens: number; imageTokens: number; completionTokens: number; totalTokens: number }>();
+    expectTypeOf<GenerationResult["usage"]>().toEqualTypeOf<{
+      promptTokens: number;
+      imageTokens: number;
+      completionTokens: number;
+      totalTokens: number;
+    }>();
   });
 
   it("refuse option typos and wrong value types at compile time", () => {

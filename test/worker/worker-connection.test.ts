@@ -69,8 +69,12 @@ describe("WorkerConnection over an in-memory stream pair", { timeout: 5_000 }, (
     const { connection, worker } = connect();
     const first: string[] = [];
     const second: string[] = [];
-    const a = connection.request("generate", generateParams("a"), { onEvent: (event) => event.event === "token" && first.push(event.data.text) });
-    const b = connection.request("generate", generateParams("b"), { onEvent: (event) => event.event === "token" && second.push(event.data.text) });
+    const a = connection.request("generate", generateParams("a"), {
+      onEvent: (event) => event.event === "token" && first.push(event.data.text),
+    });
+    const b = connection.request("generate", generateParams("b"), {
+      onEvent: (event) => event.event === "token" && second.push(event.data.text),
+    });
     const ids = [(await worker.next()).header, (await worker.next()).header].map((header) => (header as { id: number }).id);
     expect(ids).toEqual([1, 2]);
     worker.token(1, "x");
@@ -130,7 +134,13 @@ describe("WorkerConnection over an in-memory stream pair", { timeout: 5_000 }, (
   it("keeps an error frame's message, fix, Python type and traceback on the error", async () => {
     const { connection, worker } = connect();
     const answer = connection.request("ping", {});
-    worker.error(1, { code: "MODEL_NOT_FOUND", message: "no such model", fix: "check the path", pythonType: "OSError", traceback: "Traceback (most recent call last)" });
+    worker.error(1, {
+      code: "MODEL_NOT_FOUND",
+      message: "no such model",
+      fix: "check the path",
+      pythonType: "OSError",
+      traceback: "Traceback (most recent call last)",
+    });
     await expect(answer).rejects.toMatchObject({
       message: "no such model",
       fix: "check the path",
@@ -158,7 +168,10 @@ describe("WorkerConnection over an in-memory stream pair", { timeout: 5_000 }, (
   it("rejects at once and sends nothing when the signal is already aborted", async () => {
     const { connection, worker } = connect();
     const reason = new Error("too late");
-    await expect(connection.request("ping", {}, { signal: AbortSignal.abort(reason) })).rejects.toMatchObject({ code: "ABORTED", cause: reason });
+    await expect(connection.request("ping", {}, { signal: AbortSignal.abort(reason) })).rejects.toMatchObject({
+      code: "ABORTED",
+      cause: reason,
+    });
     expect(await worker.unread()).toEqual([]);
   });
 
@@ -177,7 +190,10 @@ describe("WorkerConnection over an in-memory stream pair", { timeout: 5_000 }, (
     const { connection, worker } = connect();
     const controller = new AbortController();
     const tokens: string[] = [];
-    const answer = connection.request("generate", generateParams("a"), { signal: controller.signal, onEvent: (event) => event.event === "token" && tokens.push(event.data.text) });
+    const answer = connection.request("generate", generateParams("a"), {
+      signal: controller.signal,
+      onEvent: (event) => event.event === "token" && tokens.push(event.data.text),
+    });
     controller.abort();
     await expect(answer).rejects.toBeInstanceOf(AbortError);
     worker.token(1, "late");
