@@ -13,26 +13,10 @@ import {
 } from "../../src/errors.js";
 import type { GenerateParams, GenerateResult } from "../../src/protocol/messages.js";
 import { connect } from "./fake-worker.js";
+import { textGenerateParams } from "../helpers/wire-params.js";
 
 function generateParams(text: string): GenerateParams {
-  return {
-    messages: [{ role: "user", content: [{ type: "text", text }] }],
-    images: [],
-    options: {
-      maxNewTokens: 8,
-      minNewTokens: null,
-      doSample: null,
-      temperature: null,
-      topP: null,
-      topK: null,
-      repetitionPenalty: null,
-      noRepeatNgramSize: null,
-      numBeams: null,
-      seed: null,
-      stopStrings: null,
-    },
-    stream: true,
-  };
+  return textGenerateParams(text, 8);
 }
 
 function generateResult(text: string): GenerateResult {

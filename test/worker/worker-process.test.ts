@@ -4,6 +4,7 @@ import { AbortError, ClosedError, ModelLoadError, ProtocolError, TimeoutError, W
 import type { GenerateParams } from "../../src/protocol/messages.js";
 import { WorkerProcess } from "../../src/worker/worker-process.js";
 import { testPython } from "../helpers/python.js";
+import { textGenerateParams } from "../helpers/wire-params.js";
 
 const script = fileURLToPath(new URL("../fixtures/workers/scripted_worker.py", import.meta.url));
 
@@ -21,24 +22,7 @@ function isAlive(pid: number): boolean {
 }
 
 function generateParams(maxNewTokens: number): GenerateParams {
-  return {
-    messages: [{ role: "user", content: [{ type: "text", text: "hi" }] }],
-    images: [],
-    options: {
-      maxNewTokens,
-      minNewTokens: null,
-      doSample: null,
-      temperature: null,
-      topP: null,
-      topK: null,
-      repetitionPenalty: null,
-      noRepeatNgramSize: null,
-      numBeams: null,
-      seed: null,
-      stopStrings: null,
-    },
-    stream: true,
-  };
+  return textGenerateParams("hi", maxNewTokens);
 }
 
 describe("WorkerProcess", () => {
