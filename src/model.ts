@@ -11,19 +11,19 @@ import type { WorkerLaunch, WorkerProcess } from "./worker/worker-process.js";
 import { GenerationStream } from "./generation-stream.js";
 import { prepareGeneration, type GenerateCallOptions } from "./prepare-generation.js";
 import { parseOrThrow } from "./parse-or-throw.js";
+import type { LoadProgress } from "./load-progress.js";
+import { stampedListener } from "./progress-event.js";
 import type { Messages } from "./messages.js";
 
 export type GenerationResult = GenerateResult;
 export type ModelInfo = LoadResult;
 
-/** What load() reports while it works: environment set-up, worker start, model load. */
-export interface LoadProgress {
-  stage: string;
-  message: string;
-}
+export type { LoadProgress } from "./load-progress.js";
 
 export interface LoadCallOptions {
+  /** Aborts the load: the environment set-up or the worker stops and load() rejects with AbortError. */
   signal?: AbortSignal;
+  /** Each step of the load as it happens: `stage` changes, `log` lines of pip and venv, `progress` counts. */
   onProgress?: (event: LoadProgress) => void;
   /** The worker's stderr, line by line (transformers warnings and the like). */
   onStderr?: (line: string) => void;
@@ -54,12 +54,8 @@ export class Idefics2 {
     const resolved = parseOrThrow(LoadOptions, rest, "INVALID_OPTIONS", "load option");
     if (signal?.aborted) throw new AbortError(signal.reason);
 
-    const environment = await ensurePythonEnvironment({
-      python: resolved.python,
-      home: resolved.home,
-      signal,
-      onProgress: (event) => onProgress?.({ stage: event.stage, message: event.message }),
-    });
+    const report = stampedListener(onProgress);
+    const environment = await ensurePythonEnvironment({ python: resolved.python, home: resolved.home, signal, onProgress: report });
     const quantization = typeof resolved.quantization === "string" ? resolved.quantization : resolved.quantization.mode;
     if (quantization !== "none") {
       const missing = checkBitsandbytes(environment.versions, environment.python);
@@ -75,7 +71,7 @@ export class Idefics2 {
       onStderr,
       onProgress,
     };
-    const { worker, info } = await startLoadedWorker(settings.launch, settings.params, { ...settings, signal });
+    const { worker, info } = await startLoadedWorker(settings.launch, settings.params, { ...settings, signal, onProgress: report });
     return new Idefics2(worker, info, environment, settings);
   }
 
@@ -159,8 +155,9 @@ export class Idefics2 {
 
   async #restart(): Promise<void> {
     const { launch, params } = this.#settings;
-    this.#settings.onProgress?.({ stage: "restart", message: `The worker crashed; starting a new one and loading ${params.model} again` });
-    const { worker, info } = await startLoadedWorker(launch, params, this.#settings);
+    const report = stampedListener(this.#settings.onProgress);
+    report?.({ type: "stage", stage: "restart", message: `The worker crashed; starting a new one and loading ${params.model} again` });
+    const { worker, info } = await startLoadedWorker(launch, params, { ...this.#settings, onProgress: report });
     if (this.#closed) {
       await worker.close();
       return;

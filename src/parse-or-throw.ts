@@ -1,26 +1,41 @@
 import type { z } from "zod";
+import { describeExpected } from "./describe-expected.js";
 import { InvalidInputError } from "./errors.js";
 
-/** Parses with a zod schema; on failure throws InvalidInputError naming each bad field and the value received. */
+/**
+ * Parses with a zod schema; on failure throws InvalidInputError naming each bad field, what it must be (the allowed
+ * values of an enum, each alternative of a union) and the value received:
+ * "Invalid load option: `quantization`: must be one of "none", "8bit", "4bit" or an object { mode, … } (got "3bit")".
+ */
 export function parseOrThrow<S extends z.ZodType>(
   schema: S,
   value: unknown,
   code: "INVALID_OPTIONS" | "INVALID_MESSAGES",
   what: string,
 ): z.output<S> {
-  const parsed = schema.safeParse(value);
+  const parsed = schema.safeParse(value, { error: describeExpected });
   if (parsed.success) return parsed.data;
-  const problems = parsed.error.issues.map((issue) => {
-    const path = issue.path.map(String).join(".");
-    const received = path ? describe(valueAt(value, issue.path)) : describe(value);
-    return `${path ? `\`${path}\`` : what}: ${issue.message}${received === undefined ? "" : ` (got ${received})`}`;
-  });
+  const problems = parsed.error.issues.flatMap((issue) => describeIssue(issue, [], value, what));
   throw new InvalidInputError(code, `Invalid ${what}: ${problems.join("; ")}`, {
     fix:
       code === "INVALID_OPTIONS"
         ? "See the options tables in the README."
         : "Build messages with user(), assistant(), system(), image() and text().",
   });
+}
+
+// One line per problem. A union whose input matched one alternative's shape (an object form with one bad field)
+// reports that alternative's own problems, which say more than the list of alternatives.
+function describeIssue(issue: z.core.$ZodIssue, base: readonly PropertyKey[], root: unknown, what: string): string[] {
+  const path = [...base, ...issue.path];
+  if (issue.code === "invalid_union" && issue.discriminator === undefined) {
+    const deeper = issue.errors.filter((issues) => issues.length > 0 && issues.every((inner) => inner.path.length > 0));
+    if (deeper.length === 1) return (deeper[0] ?? []).flatMap((inner) => describeIssue(inner, path, root, what));
+  }
+  const where = path.length > 0 ? `\`${path.map(String).join(".")}\`` : what;
+  if (issue.code === "unrecognized_keys") return [path.length > 0 ? `${where}: ${issue.message}` : issue.message];
+  const received = describe(valueAt(root, path));
+  return [`${where}: ${issue.message}${received === undefined ? " (missing)" : ` (got ${received})`}`];
 }
 
 function valueAt(root: unknown, path: readonly PropertyKey[]): unknown {

@@ -10,6 +10,7 @@ import type { GenerateParams, WireMessage } from "./protocol/messages.js";
 export type GenerateCallOptions = GenerationOptions & {
   /** The pictures for the conversation's image parts, in order, as the blog passes them beside the messages. */
   images?: ImageSource[];
+  /** Aborts the call: it rejects with AbortError at once and generation stops before the next token. */
   signal?: AbortSignal;
   /** Rejects with TimeoutError and cancels the generation after this many milliseconds. */
   timeoutMs?: number;

@@ -93,7 +93,7 @@ export async function runGenerate(args: string[]): Promise<number> {
     withoutUndefined({
       model: values.model,
       quantization,
-      deviceMap: values["device-map"],
+      deviceMap: values["device-map"] as never,
       dtype: values.dtype as never,
       imageSplitting,
       longestEdge: numberFlag("longest-edge", values["longest-edge"]),

@@ -20,10 +20,12 @@ export const SkipModules = z.array(z.string().min(1));
 /** 8-bit: outlier threshold of LLM.int8 (`llm_int8_threshold`); zod numbers are finite. */
 export const Int8Threshold = z.number().min(0);
 
-// zod types a regex-checked string as `string`; the regex admits exactly the strings of this template type.
-const cudaDevice = z
-  .string()
-  .regex(/^cuda:(0|[1-9][0-9]*)$/, "expected auto, cpu, cuda or cuda:N") as unknown as z.ZodType<`cuda:${number}`>;
+// zod types a regex-checked string as `string`; the regex admits exactly the strings of this template type (input
+// and output both: a cast to plain ZodType<T> would leave the input `unknown`, and any deviceMap would compile).
+const cudaDevice = z.string().regex(/^cuda:(0|[1-9][0-9]*)$/, 'must be "auto", "cpu", "cuda" or "cuda:N"') as unknown as z.ZodType<
+  `cuda:${number}`,
+  `cuda:${number}`
+>;
 /** Where the model goes: accelerate's `"auto"`, the CPU, the current CUDA device, or one CUDA device by index (torch refuses leading zeros). */
 export const DeviceMap = z.union([z.enum(["auto", "cpu", "cuda"]), cudaDevice]);
 export type DeviceMap = z.infer<typeof DeviceMap>;
@@ -44,7 +46,7 @@ export const AttnImplementation = z.enum([
 export type AttnImplementation = z.infer<typeof AttnImplementation>;
 
 /** A `save_pretrained` folder or a hub id: not blank. */
-export const ModelId = z.string().regex(/\S/, "expected a model folder or hub id, not a blank string");
+export const ModelId = z.string().regex(/\S/, "must be a model folder or hub id, not a blank string");
 export const Revision = z.string().min(1);
 /** The image processor's longest edge, in pixels. */
 export const LongestEdge = z.number().int().min(1).max(65_536);

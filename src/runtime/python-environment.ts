@@ -8,6 +8,7 @@ import { idefics2Home } from "./idefics2-home.js";
 import { managedEnvironment } from "./managed-environment.js";
 import { probePythonVersions, PythonVersions, type PythonSource } from "./python-versions.js";
 import { requirementsFile } from "./requirement-pins.js";
+import { stampedListener } from "../progress-event.js";
 import { emitProgress, type SetupProgress } from "./setup-progress.js";
 
 export const PythonEnvironmentSource = z.enum(["option", "env", "managed"]);
@@ -47,7 +48,8 @@ export interface EnsurePythonEnvironmentOptions {
  */
 export async function ensurePythonEnvironment(options: EnsurePythonEnvironmentOptions = {}): Promise<PythonEnvironment> {
   validate(options);
-  const { signal, onProgress } = options;
+  const { signal } = options;
+  const onProgress = stampedListener(options.onProgress);
   if (signal?.aborted) throw new AbortError(signal.reason);
 
   const given = options.python

@@ -1,4 +1,5 @@
 import { z } from "zod";
+import { progressEvent, type Unstamped } from "../progress-event.js";
 
 /**
  * The steps of finding or creating the Python environment, in the order they happen. `dev-extras` installs
@@ -8,21 +9,19 @@ export const SetupStage = z.enum(["probe", "wait-lock", "reuse", "cleanup", "ven
 export type SetupStage = z.infer<typeof SetupStage>;
 
 /**
- * What ensurePythonEnvironment reports while it works: `stage` when a step starts (message says what it
- * does), `log` for one line of venv/pip output (message is the line).
+ * What ensurePythonEnvironment reports while it works, told apart by `type`: `stage` when a step starts (message
+ * says what it does), `log` for one line of venv/pip output (message is the line), `progress` for a count of
+ * work done (none is emitted yet: pip runs with its progress bar off).
  */
-export const SetupProgress = z.object({
-  type: z.enum(["stage", "log"]),
-  stage: SetupStage,
-  message: z.string(),
-});
+export const SetupProgress = progressEvent(SetupStage);
 export type SetupProgress = z.infer<typeof SetupProgress>;
 
-export type ProgressListener = (event: SetupProgress) => void;
+/** How the setup steps report: their events are stamped with `elapsedMs` on the way to the caller's listener. */
+export type ProgressListener = (event: Unstamped<SetupProgress>) => void;
 
 // A listener that throws must not break setup half-way (pip running, lock held): its errors are dropped.
 /** @internal */
-export function emitProgress(listener: ProgressListener | undefined, event: SetupProgress): void {
+export function emitProgress(listener: ProgressListener | undefined, event: Unstamped<SetupProgress>): void {
   if (!listener) return;
   try {
     listener(event);

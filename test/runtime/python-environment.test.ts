@@ -161,8 +161,8 @@ describe("the managed environment", () => {
       "ready",
     ]);
     expect(events.filter((event) => event.type === "log")).toEqual([
-      { type: "log", stage: "dev-extras", message: "Requirement already satisfied: torch==2.13.0" },
-      { type: "log", stage: "dev-extras", message: "Successfully installed pytest-9.2.0 ruff-0.17.6" },
+      { type: "log", stage: "dev-extras", message: "Requirement already satisfied: torch==2.13.0", elapsedMs: expect.any(Number) },
+      { type: "log", stage: "dev-extras", message: "Successfully installed pytest-9.2.0 ruff-0.17.6", elapsedMs: expect.any(Number) },
     ]);
     expect(await lines(base.installs)).toEqual([`${envDir} requirements.txt`, `${envDir} requirements-dev.txt`]);
     const devText = await readFile(requirementsFile(true), "utf8");

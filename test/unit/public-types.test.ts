@@ -7,7 +7,11 @@ import {
   type Idefics2Error,
   type ErrorCode,
   type LoadOptions,
+  type LoadProgress,
+  type LoadStage,
   type Message,
+  type ProgressUnit,
+  type SetupProgress,
   type WorkerCrashedError,
 } from "../../src/index.js";
 
@@ -38,6 +42,46 @@ describe("the public types", () => {
     expectTypeOf<GenerateCallOptions>().toMatchTypeOf<{ maxTokens: number }>();
     expectTypeOf<{ quantization: "3bit" }>().not.toMatchTypeOf<LoadOptions>();
     expectTypeOf<{ quantization: "4bit" }>().toMatchTypeOf<LoadOptions>();
+  });
+
+  it("type deviceMap as the device strings, so a made-up device does not compile", () => {
+    expectTypeOf<LoadOptions["deviceMap"]>().toEqualTypeOf<"auto" | "cpu" | "cuda" | `cuda:${number}` | undefined>();
+    const good: LoadOptions[] = [{ deviceMap: "auto" }, { deviceMap: "cpu" }, { deviceMap: "cuda" }, { deviceMap: "cuda:1" }];
+    // @ts-expect-error: not a device
+    const gpu: LoadOptions = { deviceMap: "gpu" };
+    // @ts-expect-error: a CUDA device is numbered
+    const letter: LoadOptions = { deviceMap: "cuda:x" };
+    expectTypeOf([...good, gpu, letter]).toEqualTypeOf<LoadOptions[]>();
+  });
+
+  it("type progress events as a union told apart by `type`", () => {
+    expectTypeOf<LoadProgress["type"]>().toEqualTypeOf<"stage" | "log" | "progress">();
+    expectTypeOf<LoadProgress["stage"]>().toEqualTypeOf<LoadStage>();
+    expectTypeOf<"pip" | "worker" | "processor" | "model" | "restart">().toMatchTypeOf<LoadStage>();
+    expectTypeOf<ProgressUnit>().toEqualTypeOf<"bytes" | "items" | "percent">();
+    const onProgress = (event: LoadProgress): string => {
+      switch (event.type) {
+        case "stage":
+          expectTypeOf(event).not.toHaveProperty("done");
+          return `${event.stage} started after ${event.elapsedMs} ms: ${event.message}`;
+        case "log":
+          expectTypeOf(event.message).toEqualTypeOf<string>();
+          return event.message;
+        case "progress":
+          expectTypeOf(event.done).toEqualTypeOf<number>();
+          expectTypeOf(event.total).toEqualTypeOf<number | undefined>();
+          expectTypeOf(event.unit).toEqualTypeOf<ProgressUnit>();
+          return `${event.done}/${event.total ?? "?"} ${event.unit}`;
+      }
+    };
+    expectTypeOf(onProgress).toMatchTypeOf<NonNullable<import("../../src/model.js").LoadCallOptions["onProgress"]>>();
+    // What ensurePythonEnvironment reports is one of load()'s events.
+    expectTypeOf<SetupProgress>().toMatchTypeOf<LoadProgress>();
+    // @ts-expect-error: a log line carries no count
+    const counted: LoadProgress = { type: "log", stage: "pip", message: "Collecting torch", elapsedMs: 5, done: 3 };
+    // @ts-expect-error: no such stage
+    const unknown: LoadProgress = { type: "stage", stage: "download", message: "Downloading", elapsedMs: 5 };
+    expectTypeOf([counted, unknown]).toEqualTypeOf<LoadProgress[]>();
   });
 
   it("give every error a typed code", () => {
