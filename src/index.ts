@@ -1,5 +1,7 @@
 export { Idefics2 } from "./model.js";
-export type { GenerationResult, ModelInfo, LoadProgress, LoadCallOptions } from "./model.js";
+export type { GenerationResult, ModelInfo, LoadCallOptions } from "./model.js";
+export { LoadProgress, LoadStage } from "./load-progress.js";
+export { ProgressUnit } from "./progress-event.js";
 export { GenerationStream } from "./generation-stream.js";
 export type { GenerateCallOptions } from "./prepare-generation.js";
 export { user, assistant, system, image, text, Message, Messages, ContentPart, ImagePart, TextPart, Role } from "./messages.js";
@@ -35,7 +37,7 @@ export { ImageSource } from "./images/image-source.js";
 export { ensurePythonEnvironment, PythonEnvironment, PythonEnvironmentSource } from "./runtime/python-environment.js";
 export type { EnsurePythonEnvironmentOptions } from "./runtime/python-environment.js";
 export { PythonVersions } from "./runtime/python-versions.js";
-export { SetupProgress } from "./runtime/setup-progress.js";
+export { SetupProgress, SetupStage } from "./runtime/setup-progress.js";
 export { runDoctor, DoctorReport, DoctorProblem, DoctorProblemCode } from "./runtime/doctor.js";
 export type { DoctorOptions } from "./runtime/doctor.js";
-export { embeddedModelPath } from "./embedded-model.js";
+export { demoAssetsPath, embeddedModelPath } from "./embedded-model.js";
