@@ -1,4 +1,5 @@
-import sharp, { type Metadata, type Sharp, type SharpOptions } from "sharp";
+import type { Metadata, Sharp, SharpOptions } from "sharp";
+import sharp from "./sharp.js";
 import { ImageError } from "../errors.js";
 import { cmykToRgb } from "./cmyk-to-rgb.js";
 import { gifFrameToRgb } from "./gif-frame-to-rgb.js";

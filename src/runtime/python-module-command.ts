@@ -11,7 +11,7 @@ export interface PythonModuleCommand {
 
 /**
  * The launch spec of `python -m <module> [args]` for a module of the package's python/ folder (the worker, its
- * probes): PYTHONPATH at that folder, unbuffered UTF-8 stdio, and only the parent variables a Python child needs
+ * probes): PYTHONPATH at that folder, no bytecode written, unbuffered UTF-8 stdio, and only the parent variables a Python child needs
  * (PATH, HOME, HF_*, CUDA_*, …). @internal
  */
 export function pythonModuleCommand(
@@ -24,5 +24,8 @@ export function pythonModuleCommand(
   // An interpreter the user brings may find its packages through their PYTHONPATH; the managed one never does.
   const inherited = environment.source !== undefined && environment.source !== "managed" ? parentEnv.PYTHONPATH : undefined;
   env.PYTHONPATH = [path.join(packageRoot(), "python"), ...(inherited ? [inherited] : [])].join(path.delimiter);
+  // Never write __pycache__ into the installed package: a read-only install would fail, and tslab's type checker,
+  // which watches the package folder, breaks on files appearing there mid-session.
+  env.PYTHONDONTWRITEBYTECODE = "1";
   return { file: environment.python, args: ["-m", module, ...args], env };
 }

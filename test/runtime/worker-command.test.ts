@@ -49,6 +49,7 @@ test("the worker runs `python -m idefics2_worker` with PYTHONPATH at python/ and
       XDG_CACHE_HOME: "/cache",
       https_proxy: "http://proxy:3128",
       PYTHONPATH: path.join(packageRoot(), "python"),
+      PYTHONDONTWRITEBYTECODE: "1",
       PYTHONUNBUFFERED: "1",
       PYTHONIOENCODING: "utf-8",
     },
