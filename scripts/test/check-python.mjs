@@ -1,6 +1,7 @@
 #!/usr/bin/env node
-// The worker's linters and type checker on the test interpreter: ruff (lint and format) over python/, pyright over
-// the worker package (python/pyproject.toml). Stops at the first that fails, with its exit code.
+// The worker's linters and type checker on the test interpreter: ruff (lint and format) over python/ and the
+// notebook test's kernel driver, pyright over the worker package (python/pyproject.toml). Stops at the first that
+// fails, with its exit code.
 import { spawnSync } from "node:child_process";
 import path from "node:path";
 import { root, testPython } from "./test-python.mjs";
@@ -17,6 +18,8 @@ const pyright = path.join(root, "node_modules", ".bin", "pyright");
 const checks = [
   [python, ["-m", "ruff", "check", "python"]],
   [python, ["-m", "ruff", "format", "--check", "python"]],
+  [python, ["-m", "ruff", "check", "--config", "python/pyproject.toml", "test/notebook"]],
+  [python, ["-m", "ruff", "format", "--config", "python/pyproject.toml", "--check", "test/notebook"]],
   [pyright, ["--pythonpath", python, "-p", "python/pyproject.toml"]],
 ];
 for (const [file, args] of checks) {
