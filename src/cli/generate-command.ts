@@ -116,7 +116,8 @@ function resultJson(result: GenerationResult) {
   return { text: result.text, tokenIds: result.tokenIds, finishReason: result.finishReason, usage: result.usage, timings: result.timings };
 }
 
-async function conversation(messagesFile: string | undefined, prompt: string | undefined, images: string[]): Promise<Messages> {
+/** The conversation of `--messages FILE.json` (the blog's messages as JSON) or `--prompt TEXT`, for generate and parity. */
+export async function conversation(messagesFile: string | undefined, prompt: string | undefined, images: string[]): Promise<Messages> {
   if ((messagesFile === undefined) === (prompt === undefined)) {
     throw new UsageError("give exactly one of --messages FILE.json or --prompt TEXT", "generate");
   }

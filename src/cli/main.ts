@@ -3,6 +3,7 @@ import { Idefics2Error } from "../errors.js";
 import { runDemo } from "./demo-command.js";
 import { runDoctorCommand } from "./doctor-command.js";
 import { runGenerate } from "./generate-command.js";
+import { runParity } from "./parity-command.js";
 import { runSetup } from "./setup-command.js";
 import { UsageError } from "./usage-error.js";
 
@@ -13,14 +14,17 @@ Commands:
   doctor [--json]                              interpreter, versions, CUDA devices, problems with fixes
   generate --model DIR_OR_ID (--messages FILE.json | --prompt TEXT) [--image PATH_OR_URL]... [options]
   demo [--quantization none|8bit|4bit]         the blog's two-image conversation on the embedded model
+  parity [--messages FILE.json --image ...] [--quantization MODE] [--json] [--junit FILE]
+                                               the SDK against the blog's program; exit 0 only when they agree
 
-Run \`idefics2 generate --help\` for the generation options.`;
+Run \`idefics2 generate --help\` for the generation options, \`idefics2 parity --help\` for the parity check's.`;
 
 const commands: Record<string, (args: string[]) => Promise<number>> = {
   setup: runSetup,
   doctor: runDoctorCommand,
   generate: runGenerate,
   demo: runDemo,
+  parity: runParity,
 };
 
 async function main(argv: string[]): Promise<number> {
