@@ -1,4 +1,5 @@
 import { z } from "zod";
+import { printableExcerpt } from "./printable.js";
 
 // zod's per-parse error map: says what a value must be, from the schema that refused it. A message a schema sets
 // itself (`.min(1, "give at least one message")`) outranks this map, and codes it does not know keep zod's.
@@ -55,6 +56,7 @@ interface JsonSchema {
   items?: JsonSchema;
   pattern?: string;
   minLength?: number;
+  maxLength?: number;
   minimum?: number;
   maximum?: number;
   exclusiveMinimum?: number;
@@ -74,6 +76,8 @@ function accepted(json: JsonSchema): string[] {
       return [json.properties ? `an object { ${Object.keys(json.properties).join(", ")} }` : "an object"];
     case "string":
       if (json.pattern) return [`a string matching /${json.pattern}/`];
+      if (json.maxLength !== undefined)
+        return [`a ${json.minLength ? "non-empty " : ""}string of at most ${count(json.maxLength)} characters`];
       return [json.minLength ? "a non-empty string" : "a string"];
     case "number":
     case "integer":
@@ -139,22 +143,30 @@ function fallback(issue: z.core.$ZodRawIssue): string | undefined {
   }
 }
 
+// Unknown keys named in one refusal; the rest are counted. Each is quoted escaped and cut short (keys are input).
+const MAX_KEYS_NAMED = 5;
+const MAX_KEY_QUOTED = 40;
+
 // "unknown key `modle` (did you mean `model`?)": the keys of the object that refused them are the candidates.
 function unknownKeys(keys: readonly string[], schema: unknown): string {
   const known = schema instanceof z.ZodObject ? Object.keys(schema.shape) : [];
-  const named = keys.map((key) => {
+  const named = keys.slice(0, MAX_KEYS_NAMED).map((key) => {
     const near = closest(key, known);
-    return `\`${key}\`${near ? ` (did you mean \`${near}\`?)` : ""}`;
+    return `\`${printableExcerpt(key, MAX_KEY_QUOTED)}\`${near ? ` (did you mean \`${near}\`?)` : ""}`;
   });
-  return `unknown key${keys.length === 1 ? "" : "s"} ${named.join(", ")}`;
+  const more = keys.length - named.length;
+  return `unknown key${keys.length === 1 ? "" : "s"} ${named.join(", ")}${more > 0 ? ` and ${more} more` : ""}`;
 }
 
 // The known key a typo most likely meant: the same but for case, `_` and `-`, or at most two edits away.
 function closest(key: string, known: readonly string[]): string | undefined {
   const plain = (name: string) => name.toLowerCase().replace(/[-_]/g, "");
+  const typed = plain(key);
   let best: { name: string; distance: number } | undefined;
   for (const name of known) {
-    const distance = editDistance(plain(key), plain(name));
+    // Lengths more than two apart are more than two edits apart: a huge key costs nothing.
+    if (Math.abs(typed.length - plain(name).length) > 2) continue;
+    const distance = editDistance(typed, plain(name));
     if (distance <= 2 && (!best || distance < best.distance)) best = { name, distance };
   }
   return best?.name;

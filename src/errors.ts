@@ -1,4 +1,5 @@
 import { z } from "zod";
+import { lastOutputLine, printable, printableExcerpt } from "./printable.js";
 
 // Every failure the package reports carries one of these codes; they are stable across releases.
 export const ErrorCode = z.enum([
@@ -16,6 +17,7 @@ export const ErrorCode = z.enum([
   "IMAGE_UNREADABLE",
   "IMAGE_TOO_LARGE",
   "IMAGE_FETCH_FAILED",
+  "IMAGE_URL_REFUSED",
   "CONTEXT_OVERFLOW",
   "GENERATION_FAILED",
   "QUEUE_FULL",
@@ -37,7 +39,13 @@ export interface Idefics2ErrorOptions {
   pythonTraceback?: string | undefined;
 }
 
-/** Base class of every error this package throws: `code` is stable, `message` is one line, `fix` says what to do. */
+// Longer messages are cut: they quote input, and input can be any size. Builders list a few items and count the rest.
+const MAX_MESSAGE_LENGTH = 1000;
+
+/**
+ * Base class of every error this package throws: `code` is stable, `message` is one line (control characters in
+ * it escaped, at most 1,000 characters), `fix` says what to do.
+ */
 export class Idefics2Error extends Error {
   override name = "Idefics2Error";
   readonly code: ErrorCode;
@@ -46,9 +54,9 @@ export class Idefics2Error extends Error {
   readonly pythonTraceback: string | undefined;
 
   constructor(code: ErrorCode, message: string, options: Idefics2ErrorOptions = {}) {
-    super(message, options.cause === undefined ? undefined : { cause: options.cause });
+    super(printableExcerpt(message, MAX_MESSAGE_LENGTH), options.cause === undefined ? undefined : { cause: options.cause });
     this.code = code;
-    this.fix = options.fix;
+    this.fix = options.fix === undefined ? undefined : printable(options.fix);
     this.pythonType = options.pythonType;
     this.pythonTraceback = options.pythonTraceback;
   }
@@ -73,10 +81,10 @@ export class InvalidInputError extends Idefics2Error {
   declare readonly code: CodeOf<"INVALID_MESSAGES" | "INVALID_OPTIONS">;
 }
 
-/** An image that cannot be read, fetched, or is larger than the limits allow. */
+/** An image that cannot be read or fetched, is larger than the limits allow, or whose URL points where it may not. */
 export class ImageError extends Idefics2Error {
   override name = "ImageError";
-  declare readonly code: CodeOf<"IMAGE_UNREADABLE" | "IMAGE_TOO_LARGE" | "IMAGE_FETCH_FAILED">;
+  declare readonly code: CodeOf<"IMAGE_UNREADABLE" | "IMAGE_TOO_LARGE" | "IMAGE_FETCH_FAILED" | "IMAGE_URL_REFUSED">;
 }
 
 /** The model could not be found or loaded with the requested device and quantization. */
@@ -113,7 +121,7 @@ export class WorkerCrashedError extends Idefics2Error {
 
   constructor(details: WorkerCrashDetails, options: Idefics2ErrorOptions = {}) {
     const how = details.signal ? `was killed by ${details.signal}` : `exited with code ${details.exitCode}`;
-    const tail = lastLine(details.stderrTail);
+    const tail = lastOutputLine(details.stderrTail);
     super("WORKER_CRASHED", `The Python worker ${how}${tail ? `: ${tail}` : ""}`, {
       fix: "Run `idefics2 doctor` to check the environment; the error's stderrTail holds the worker's last output.",
       ...options,
@@ -171,6 +179,7 @@ const classByCode: Record<ErrorCode, new (code: never, message: string, options?
   IMAGE_UNREADABLE: ImageError,
   IMAGE_TOO_LARGE: ImageError,
   IMAGE_FETCH_FAILED: ImageError,
+  IMAGE_URL_REFUSED: ImageError,
   CONTEXT_OVERFLOW: GenerationError,
   GENERATION_FAILED: GenerationError,
   QUEUE_FULL: QueueFullError,
@@ -186,12 +195,4 @@ export function errorForCode(code: ErrorCode, message: string, options: Idefics2
   if (code === "ABORTED") return new AbortError(options.cause);
   const ErrorClass = classByCode[code];
   return new ErrorClass(code as never, message, options);
-}
-
-function lastLine(text: string): string {
-  const lines = text
-    .trim()
-    .split("\n")
-    .filter((line) => line.trim() !== "");
-  return (lines.at(-1) ?? "").trim().slice(0, 300);
 }

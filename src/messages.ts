@@ -1,5 +1,6 @@
 import { z } from "zod";
 import { ImageSource } from "./images/image-source.js";
+import { WellFormedString } from "./protocol/option-ranges.js";
 
 // The blog's message structure: {role, content: [{type: "image"} | {type: "text", text}]}.
 // An image part may also carry its source; without one, images are passed beside the messages, in order.
@@ -10,7 +11,8 @@ export const ImagePart = z.strictObject({
 });
 export type ImagePart = z.infer<typeof ImagePart>;
 
-export const TextPart = z.strictObject({ type: z.literal("text"), text: z.string() });
+// The text goes to the tokenizer, so it must be well-formed Unicode (no lone surrogate).
+export const TextPart = z.strictObject({ type: z.literal("text"), text: WellFormedString });
 export type TextPart = z.infer<typeof TextPart>;
 
 export const ContentPart = z.discriminatedUnion("type", [ImagePart, TextPart]);

@@ -1,11 +1,14 @@
 import { existsSync } from "node:fs";
 import { resolve } from "node:path";
-import { AbortError, ClosedError, QueueFullError, WorkerCrashedError } from "./errors.js";
+import { AbortError, ClosedError, QueueFullError, TimeoutError, WorkerCrashedError } from "./errors.js";
 import { checkBitsandbytes } from "./runtime/check-bitsandbytes.js";
 import { LoadOptions, type ImageLimits, type ResolvedLoadOptions } from "./options.js";
 import type { LoadParams, LoadResult, GenerateResult, InfoResult, ReleaseMemoryResult, TokenEventData } from "./protocol/messages.js";
 import { ensurePythonEnvironment, type PythonEnvironment } from "./runtime/python-environment.js";
 import { workerCommand } from "./runtime/worker-command.js";
+import { checkSignal, isAbortSignal, MAX_TIMER_MS } from "./worker/check-call-options.js";
+import { checkRequestSize } from "./worker/check-request-size.js";
+import { contained } from "./worker/contained.js";
 import { startLoadedWorker } from "./worker/start-loaded-worker.js";
 import type { WorkerLaunch, WorkerProcess } from "./worker/worker-process.js";
 import { GenerationStream } from "./generation-stream.js";
@@ -23,9 +26,12 @@ export type { LoadProgress } from "./load-progress.js";
 export interface LoadCallOptions {
   /** Aborts the load: the environment set-up or the worker stops and load() rejects with AbortError. */
   signal?: AbortSignal;
-  /** Each step of the load as it happens: `stage` changes, `log` lines of pip and venv, `progress` counts. */
+  /**
+   * Each step of the load as it happens: `stage` changes, `log` lines of pip and venv, `progress` counts. An
+   * exception it throws is ignored.
+   */
   onProgress?: (event: LoadProgress) => void;
-  /** The worker's stderr, line by line (transformers warnings and the like). */
+  /** The worker's stderr, line by line (transformers warnings and the like). An exception it throws is ignored. */
   onStderr?: (line: string) => void;
 }
 
@@ -40,6 +46,8 @@ export class Idefics2 {
   #inFlight = 0;
   #sendOrder: Promise<void> = Promise.resolve();
   #closed = false;
+  // Aborted by close(): a restart still under way stops and its worker is killed.
+  readonly #lifetime = new AbortController();
 
   private constructor(worker: WorkerProcess, info: ModelInfo, environment: PythonEnvironment, settings: Settings) {
     this.#worker = worker;
@@ -50,12 +58,21 @@ export class Idefics2 {
 
   /** Finds or creates the Python environment, starts a worker and loads the model into it. */
   static async load(options: LoadOptions & LoadCallOptions = {}): Promise<Idefics2> {
-    const { signal, onProgress, onStderr, ...rest } = options;
+    const { signal: givenSignal, onProgress: givenOnProgress, onStderr, ...rest } = options;
     const resolved = parseOrThrow(LoadOptions, rest, "INVALID_OPTIONS", "load option");
+    const signal = checkSignal(givenSignal);
     if (signal?.aborted) throw new AbortError(signal.reason);
+    const onProgress = contained(givenOnProgress);
 
     const report = stampedListener(onProgress);
-    const environment = await ensurePythonEnvironment({ python: resolved.python, home: resolved.home, signal, onProgress: report });
+    const environment = await ensurePythonEnvironment({
+      python: resolved.python,
+      home: resolved.home,
+      // Probing an interpreter is part of the start: it gets no longer than the worker's own start.
+      probeTimeoutMs: Math.min(PROBE_TIMEOUT_MS, resolved.startupTimeoutMs),
+      signal,
+      onProgress: report,
+    });
     const quantization = typeof resolved.quantization === "string" ? resolved.quantization : resolved.quantization.mode;
     if (quantization !== "none") {
       const missing = checkBitsandbytes(environment.versions, environment.python);
@@ -66,6 +83,7 @@ export class Idefics2 {
       params: loadParams(resolved),
       imageLimits: resolved.images,
       startupTimeoutMs: resolved.startupTimeoutMs,
+      loadTimeoutMs: resolved.loadTimeoutMs,
       restartOnCrash: resolved.restartOnCrash,
       maxQueue: resolved.maxQueue,
       onStderr,
@@ -100,7 +118,9 @@ export class Idefics2 {
    * (it is also the iterator's return value). Aborting ends the iteration with an AbortError.
    */
   stream(messages: Messages, options: GenerateCallOptions = {}): GenerationStream {
-    return new GenerationStream((onDelta) => this.#run(messages, options, onDelta), options.signal);
+    // A signal that is not one is refused by the call itself (the stream's `result`), not here.
+    const signal: unknown = (options as GenerateCallOptions | null)?.signal;
+    return new GenerationStream((onDelta) => this.#run(messages, options, onDelta), isAbortSignal(signal) ? signal : undefined);
   }
 
   async #run(
@@ -108,7 +128,9 @@ export class Idefics2 {
     options: GenerateCallOptions,
     onDelta: ((delta: TokenEventData) => void) | undefined,
   ): Promise<GenerationResult> {
+    const started = performance.now();
     if (this.#closed) throw new ClosedError();
+    const signal = checkSignal((options as GenerateCallOptions | null)?.signal);
     if (this.#inFlight >= this.#settings.maxQueue) {
       throw new QueueFullError(
         "QUEUE_FULL",
@@ -119,36 +141,59 @@ export class Idefics2 {
       );
     }
     this.#inFlight++;
-    // Calls reach the worker in the order they were made, although their images decode concurrently.
+    // Calls reach the worker in the order they were made, although their images decode concurrently: each waits
+    // until every earlier call has been sent or has given up.
     const earlier = this.#sendOrder;
     let sent!: () => void;
-    this.#sendOrder = new Promise<void>((resolve) => (sent = resolve));
+    const mine = new Promise<void>((resolve) => (sent = resolve));
+    this.#sendOrder = Promise.all([earlier, mine]).then(() => undefined);
     try {
       const prepared = await prepareGeneration(messages, options, this.#settings.imageLimits, onDelta !== undefined);
-      await earlier;
-      const worker = await this.#liveWorker(options.signal);
+      checkRequestSize(prepared.params, prepared.payload.length);
+      // The call's timeoutMs runs from the call: it covers waiting for earlier calls and for a worker's restart.
+      const timeoutMs = options.timeoutMs;
+      const deadline = timeoutMs === undefined || timeoutMs > MAX_TIMER_MS ? undefined : { started, timeoutMs };
+      await within(earlier, signal, deadline);
+      const worker = await this.#liveWorker(signal, deadline);
       const answer = worker.request("generate", prepared.params, {
         payload: prepared.payload,
-        signal: options.signal,
-        timeoutMs: options.timeoutMs,
+        signal,
+        timeoutMs: deadline && Math.max(1, Math.ceil(deadline.started + deadline.timeoutMs - performance.now())),
         onEvent: onDelta && ((event) => event.event === "token" && onDelta(event.data)),
       });
       sent();
-      return await answer;
+      try {
+        return await answer;
+      } catch (error) {
+        // The worker got what was left of the call's time; the caller hears of the time it gave.
+        if (error instanceof TimeoutError && deadline) throw timedOut(deadline);
+        throw error;
+      }
     } finally {
       sent();
       this.#inFlight--;
     }
   }
 
-  // The worker, replaced first if it crashed (once, however many calls are waiting) and restarts are on.
-  async #liveWorker(signal?: AbortSignal): Promise<WorkerProcess> {
+  // The worker, replaced first if it crashed (once, however many calls are waiting) and restarts are on. A call
+  // waiting for the restart gives up when its signal aborts or its time runs out; the restart goes on for the others.
+  async #liveWorker(signal?: AbortSignal, deadline?: Deadline): Promise<WorkerProcess> {
     if (this.#closed) throw new ClosedError();
     const failure = this.#worker.failure;
     if (!failure) return this.#worker;
     if (!this.#settings.restartOnCrash || !(failure instanceof WorkerCrashedError)) throw failure;
-    this.#restarting ??= this.#restart().finally(() => (this.#restarting = undefined));
-    await (signal ? raceAbort(this.#restarting, signal) : this.#restarting);
+    if (!this.#restarting) {
+      const restarting = this.#restart().finally(() => (this.#restarting = undefined));
+      // Its failure reaches the calls that wait for it; one that gave up already must not leave it unhandled.
+      restarting.catch(() => undefined);
+      this.#restarting = restarting;
+    }
+    try {
+      await within(this.#restarting, signal, deadline, "while the worker restarted");
+    } catch (error) {
+      if (this.#closed) throw new ClosedError();
+      throw error;
+    }
     if (this.#closed) throw new ClosedError();
     return this.#worker;
   }
@@ -157,7 +202,11 @@ export class Idefics2 {
     const { launch, params } = this.#settings;
     const report = stampedListener(this.#settings.onProgress);
     report?.({ type: "stage", stage: "restart", message: `The worker crashed; starting a new one and loading ${params.model} again` });
-    const { worker, info } = await startLoadedWorker(launch, params, { ...this.#settings, onProgress: report });
+    const { worker, info } = await startLoadedWorker(launch, params, {
+      ...this.#settings,
+      signal: this.#lifetime.signal,
+      onProgress: report,
+    });
     if (this.#closed) {
       await worker.close();
       return;
@@ -169,8 +218,9 @@ export class Idefics2 {
 
   /** Versions, CUDA devices and memory as the worker sees them. */
   async workerInfo(options: { signal?: AbortSignal } = {}): Promise<InfoResult> {
-    const worker = await this.#liveWorker(options.signal);
-    return worker.request("info", {}, options);
+    const signal = checkSignal(options?.signal);
+    const worker = await this.#liveWorker(signal);
+    return worker.request("info", {}, { signal });
   }
 
   /**
@@ -179,15 +229,23 @@ export class Idefics2 {
    * cache. With the reference decoder there is nothing to free and it reports 0.
    */
   async releaseMemory(options: { signal?: AbortSignal } = {}): Promise<ReleaseMemoryResult> {
-    const worker = await this.#liveWorker(options.signal);
-    return worker.request("releaseMemory", {}, options);
+    const signal = checkSignal(options?.signal);
+    const worker = await this.#liveWorker(signal);
+    return worker.request("releaseMemory", {}, { signal });
   }
 
-  /** Ends the worker and frees the model; pending calls reject with ClosedError. Safe to call twice. */
+  /**
+   * Ends the worker and frees the model; pending calls reject with ClosedError. A restart under way is stopped and
+   * its worker killed. Safe to call twice; always settles, with the worker gone.
+   */
   async close(): Promise<void> {
     this.#closed = true;
-    await this.#restarting?.catch(() => undefined);
-    await this.#worker.close();
+    this.#lifetime.abort(new ClosedError());
+    try {
+      await this.#restarting?.catch(() => undefined);
+    } finally {
+      await this.#worker.close();
+    }
   }
 
   async [Symbol.asyncDispose](): Promise<void> {
@@ -195,25 +253,70 @@ export class Idefics2 {
   }
 }
 
+const PROBE_TIMEOUT_MS = 60_000;
+
 interface Settings {
   launch: WorkerLaunch;
   params: LoadParams;
   imageLimits: ImageLimits;
   startupTimeoutMs: number;
+  loadTimeoutMs: number;
   restartOnCrash: boolean;
   maxQueue: number;
   onStderr: ((line: string) => void) | undefined;
   onProgress: ((event: LoadProgress) => void) | undefined;
 }
 
-// Rejects with AbortError when the signal fires first; the promise itself runs on.
-function raceAbort<T>(promise: Promise<T>, signal: AbortSignal): Promise<T> {
-  if (signal.aborted) return Promise.reject(new AbortError(signal.reason));
+/** A generate call's time limit: `timeoutMs` from `started` (performance.now()). */
+interface Deadline {
+  started: number;
+  timeoutMs: number;
+}
+
+// Waits for `promise`, but rejects with AbortError when the signal fires first, or with TimeoutError when the
+// call's deadline passes first; the promise itself runs on.
+function within<T>(
+  promise: Promise<T>,
+  signal: AbortSignal | undefined,
+  deadline: Deadline | undefined,
+  doing = "while waiting for earlier calls",
+): Promise<T> {
+  if (signal?.aborted) return Promise.reject(new AbortError(signal.reason));
+  if (!signal && !deadline) return promise;
   return new Promise<T>((resolve, reject) => {
-    const onAbort = () => reject(new AbortError(signal.reason));
-    signal.addEventListener("abort", onAbort, { once: true });
-    promise.then(resolve, reject).finally(() => signal.removeEventListener("abort", onAbort));
+    const done = () => {
+      signal?.removeEventListener("abort", onAbort);
+      clearTimeout(timer);
+    };
+    const onAbort = () => {
+      done();
+      reject(new AbortError(signal?.reason));
+    };
+    const timer =
+      deadline &&
+      setTimeout(
+        () => {
+          done();
+          reject(timedOut(deadline, ` ${doing}`));
+        },
+        Math.max(0, deadline.started + deadline.timeoutMs - performance.now()),
+      );
+    signal?.addEventListener("abort", onAbort, { once: true });
+    promise.then(
+      (value) => {
+        done();
+        resolve(value);
+      },
+      (error: unknown) => {
+        done();
+        reject(error);
+      },
+    );
   });
+}
+
+function timedOut(deadline: Deadline, doing = ""): TimeoutError {
+  return new TimeoutError("TIMED_OUT", `The generate call timed out after ${deadline.timeoutMs} ms${doing}`);
 }
 
 function loadParams(options: ResolvedLoadOptions): LoadParams {

@@ -24,6 +24,7 @@ import {
   TopK,
   TopP,
   TorchDtype,
+  WellFormedString,
 } from "./protocol/option-ranges.js";
 
 // Load and generation options. Unknown keys are refused so a typo never silently does nothing. Every option that
@@ -32,6 +33,11 @@ import {
 // mapped type z.strictObject() returns, so the published .d.ts would otherwise show no documentation on hover.
 
 export { DeviceMap, QuantizationMode, TorchDtype } from "./protocol/option-ranges.js";
+
+/** The longest delay Node's timers hold (2^31 − 1 ms, about 24.8 days): a longer one fires at once. @internal */
+export const MAX_TIMER_MS = 2 ** 31 - 1;
+/** A time limit in milliseconds: a positive integer Node's timers hold. @internal */
+export const TimerMs = z.number().int().min(1).max(MAX_TIMER_MS);
 
 const quantizationShape = {
   /** `"none"`, `"8bit"` (LLM.int8) or `"4bit"`; the other fields tune that mode and are bitsandbytes' defaults when left out. */
@@ -57,10 +63,18 @@ const imageLimitsShape = {
   maxPixels: z.number().int().positive().optional(),
   /** Downscale images whose longest side exceeds this; off by default because it changes the pixels the model sees. */
   maxEdge: z.number().int().positive().optional(),
-  /** Time allowed to fetch an image URL, in milliseconds. Default 30000. */
-  fetchTimeoutMs: z.number().int().positive().optional(),
+  /** Time allowed to fetch an image URL (lookups, redirects, headers and body), in milliseconds (at most 2^31 − 1). Default 30000. */
+  fetchTimeoutMs: TimerMs.optional(),
+  /** Time allowed to read an image file, in milliseconds (at most 2^31 − 1). Default 30000. Only regular files are read at all. */
+  readTimeoutMs: TimerMs.optional(),
   /** Redirects followed when fetching an http(s) image URL. Default 5. */
   maxRedirects: z.number().int().nonnegative().optional(),
+  /**
+   * Refuse image URLs whose host is or resolves to a loopback, private, link-local (cloud metadata), unique-local or
+   * other non-public address, checked at every redirect and connection (IMAGE_URL_REFUSED). Default false: the
+   * library fetches what its caller asks for. Turn it on wherever URLs come from someone else (a server).
+   */
+  blockPrivateNetwork: z.boolean().optional(),
 };
 export const ImageLimits: z.ZodObject<typeof imageLimitsShape, z.core.$strict> = z.strictObject(imageLimitsShape);
 export type ImageLimits = z.infer<typeof ImageLimits>;
@@ -93,13 +107,22 @@ const loadShape = {
   /** Never contact the Hugging Face hub: load only what is on disk or in the hub cache. Default false. */
   localFilesOnly: z.boolean().default(false),
   /** A Python interpreter to use as it is (bring your own, e.g. one with CUDA torch). Else IDEFICS2_PYTHON, else the managed environment. */
-  python: z.string().min(1).optional(),
+  python: WellFormedString.min(1).optional(),
   /** Where the managed environment lives; else IDEFICS2_HOME, else the per-user cache folder. */
-  home: z.string().min(1).optional(),
-  /** Limits on the pictures generate() accepts: `{ maxBytes, maxPixels, maxEdge, fetchTimeoutMs, maxRedirects }`. */
+  home: WellFormedString.min(1).optional(),
+  /**
+   * Limits on the pictures generate() accepts: `{ maxBytes, maxPixels, maxEdge, fetchTimeoutMs, readTimeoutMs,
+   * maxRedirects, blockPrivateNetwork }`.
+   */
   images: ImageLimits.default({}),
-  /** How long the worker may take to start, in milliseconds (Python imports torch first). Default 180000. */
-  startupTimeoutMs: z.number().int().positive().default(180_000),
+  /** How long the worker may take to start, in milliseconds (Python imports torch first; at most 2^31 − 1). Default 180000. */
+  startupTimeoutMs: TimerMs.default(180_000),
+  /**
+   * How long starting the worker and loading the model may take together, in milliseconds (also for the reload
+   * after a crash); past it load() rejects with TimeoutError and the worker is killed. Default 3600000 (an hour: a
+   * first load may download the weights, about 16 GB for idefics2-8b). At most 2147483647.
+   */
+  loadTimeoutMs: z.number().int().positive().max(2_147_483_647).default(3_600_000),
   /** After the worker dies (killed, out of memory), the next call starts a new one and loads the model again. Default true. */
   restartOnCrash: z.boolean().default(true),
   /**
@@ -126,13 +149,13 @@ const generationShape = {
   minNewTokens: MinNewTokens.optional(),
   /** Sample instead of greedy decoding; greedy (the default) is what the reference does. */
   doSample: z.boolean().optional(),
-  /** Sampling temperature, above 0 and at most 100; only with `doSample`. */
+  /** Sampling temperature, from 0.0001 (below it the logits overflow) to 100; only with `doSample`. */
   temperature: Temperature.optional(),
   /** Nucleus sampling: keep the most likely tokens whose probabilities add up to this (above 0, at most 1). */
   topP: TopP.optional(),
   /** Sample only among the `topK` most likely tokens; 0 turns top-k filtering off. */
   topK: TopK.optional(),
-  /** Penalty on tokens already in the text, above 0 and at most 100; 1 is none, above 1 discourages repeats. */
+  /** Penalty on tokens already in the text, from 0.0001 to 100; 1 is none, above 1 discourages repeats. */
   repetitionPenalty: RepetitionPenalty.optional(),
   /** Never repeat an n-gram of this size; 0 turns it off. */
   noRepeatNgramSize: NoRepeatNgramSize.optional(),
@@ -140,9 +163,21 @@ const generationShape = {
   numBeams: NumBeams.optional(),
   /** Seeds torch before generating, for reproducible sampling (0 to 2^53 − 1). */
   seed: Seed.optional(),
-  /** Stop when the text ends with one of these (1–64 non-empty strings); finishReason is then `stop_string`. */
+  /** Stop when the text ends with one of these (1–16 strings of 1–32 characters); finishReason is then `stop_string`. */
   stopStrings: StopStrings.optional(),
 };
 export const GenerationOptions: z.ZodObject<typeof generationShape, z.core.$strict> = z.strictObject(generationShape);
 export type GenerationOptions = z.input<typeof GenerationOptions>;
 export type ResolvedGenerationOptions = z.output<typeof GenerationOptions>;
+
+// generate() and stream() take the generation options and three of their own, checked together: a wrong type
+// (`images: "a"`, options `null`) is INVALID_OPTIONS, never a TypeError. Each picture is checked when it loads, the
+// signal by the call itself (checkSignal); a timeout past what Node's timers hold means no timeout there.
+const callShape = {
+  ...generationShape,
+  images: z.array(z.unknown()).optional(),
+  signal: z.unknown().optional(),
+  timeoutMs: z.number().int().positive().optional(),
+};
+/** The options of one generate() or stream() call, as prepareGeneration checks them. @internal */
+export const GenerateCallOptionsSchema: z.ZodObject<typeof callShape, z.core.$strict> = z.strictObject(callShape);

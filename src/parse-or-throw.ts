@@ -1,6 +1,12 @@
 import type { z } from "zod";
 import { describeExpected } from "./describe-expected.js";
 import { InvalidInputError } from "./errors.js";
+import { printable, printableExcerpt } from "./printable.js";
+
+// A refusal lists this many problems and counts the rest: input with thousands of bad items still gets one short line.
+const MAX_PROBLEMS = 3;
+/** Keys are quoted up to this length (what an error quotes is input, and input can be any size). @internal */
+export const MAX_QUOTED_KEY = 40;
 
 /**
  * Parses with a zod schema; on failure throws InvalidInputError naming each bad field, what it must be (the allowed
@@ -16,7 +22,9 @@ export function parseOrThrow<S extends z.ZodType>(
   const parsed = schema.safeParse(value, { error: describeExpected });
   if (parsed.success) return parsed.data;
   const problems = parsed.error.issues.flatMap((issue) => describeIssue(issue, [], value, what));
-  throw new InvalidInputError(code, `Invalid ${what}: ${problems.join("; ")}`, {
+  const more = problems.length - MAX_PROBLEMS;
+  const listed = problems.slice(0, MAX_PROBLEMS).join("; ");
+  throw new InvalidInputError(code, `Invalid ${what}: ${listed}${more > 0 ? `; and ${more} more problem${more === 1 ? "" : "s"}` : ""}`, {
     fix:
       code === "INVALID_OPTIONS"
         ? "See the options tables in the README."
@@ -32,7 +40,7 @@ function describeIssue(issue: z.core.$ZodIssue, base: readonly PropertyKey[], ro
     const deeper = issue.errors.filter((issues) => issues.length > 0 && issues.every((inner) => inner.path.length > 0));
     if (deeper.length === 1) return (deeper[0] ?? []).flatMap((inner) => describeIssue(inner, path, root, what));
   }
-  const where = path.length > 0 ? `\`${path.map(String).join(".")}\`` : what;
+  const where = path.length > 0 ? `\`${path.map((key) => printableExcerpt(String(key), MAX_QUOTED_KEY)).join(".")}\`` : what;
   if (issue.code === "unrecognized_keys") return [path.length > 0 ? `${where}: ${issue.message}` : issue.message];
   const received = describe(valueAt(root, path));
   return [`${where}: ${issue.message}${received === undefined ? " (missing)" : ` (got ${received})`}`];
@@ -50,7 +58,7 @@ function valueAt(root: unknown, path: readonly PropertyKey[]): unknown {
 function describe(value: unknown): string | undefined {
   if (value === undefined) return undefined;
   if (typeof value === "number" || typeof value === "boolean" || value === null) return String(value);
-  if (typeof value === "string") return JSON.stringify(value.length > 60 ? `${value.slice(0, 57)}...` : value);
+  if (typeof value === "string") return printable(JSON.stringify(value.length > 60 ? `${value.slice(0, 57)}...` : value));
   if (Array.isArray(value)) return `an array of ${value.length}`;
   return typeof value;
 }

@@ -1,18 +1,19 @@
 import { InvalidInputError } from "./errors.js";
-import { loadImage } from "./images/load-image.js";
 import type { ImageSource } from "./images/image-source.js";
+import { loadPictures } from "./images/load-pictures.js";
 import { Messages, type ImagePart } from "./messages.js";
-import { GenerationOptions, type ImageLimits } from "./options.js";
+import { GenerateCallOptionsSchema, type GenerationOptions, type ImageLimits } from "./options.js";
 import { parseOrThrow } from "./parse-or-throw.js";
+import { checkSignal } from "./worker/check-call-options.js";
 import type { GenerateParams, WireMessage } from "./protocol/messages.js";
 
 /** Options of generate() and stream(): generation options plus the call's images, signal and timeout. */
 export type GenerateCallOptions = GenerationOptions & {
   /** The pictures for the conversation's image parts, in order, as the blog passes them beside the messages. */
   images?: ImageSource[];
-  /** Aborts the call: it rejects with AbortError at once and generation stops before the next token. */
+  /** Aborts the call: it rejects with AbortError at once, picture downloads close, generation stops before the next token. */
   signal?: AbortSignal;
-  /** Rejects with TimeoutError and cancels the generation after this many milliseconds. */
+  /** Rejects with TimeoutError and cancels the call after this many milliseconds, loading its pictures included. */
   timeoutMs?: number;
 };
 
@@ -28,17 +29,18 @@ export async function prepareGeneration(
   limits: ImageLimits,
   stream: boolean,
 ): Promise<PreparedGeneration> {
-  const { images, signal, timeoutMs, ...generation } = options;
   const parsedMessages = parseOrThrow(Messages, messages, "INVALID_MESSAGES", "messages");
-  const parsedOptions = parseOrThrow(GenerationOptions, generation, "INVALID_OPTIONS", "generation option");
-  if (timeoutMs !== undefined && !(Number.isInteger(timeoutMs) && timeoutMs > 0)) {
-    throw new InvalidInputError(
-      "INVALID_OPTIONS",
-      `Invalid generation option: \`timeoutMs\` must be a positive integer (got ${timeoutMs})`,
-    );
-  }
-  const sources = imageSources(parsedMessages, images);
-  const decoded = await Promise.all(sources.map((source) => loadImage(source, limits, signal)));
+  // One schema for the whole options object: `null`, `images: "a"` or a bad timeout is INVALID_OPTIONS, not a TypeError.
+  const {
+    images,
+    signal: given,
+    timeoutMs,
+    ...parsedOptions
+  } = parseOrThrow(GenerateCallOptionsSchema, options, "INVALID_OPTIONS", "generation option");
+  const signal = checkSignal(given);
+  const sources = imageSources(parsedMessages, images as ImageSource[] | undefined);
+  // The call's signal and timeout cover its pictures, downloads included.
+  const decoded = await loadPictures(sources, limits, { signal, timeoutMs });
 
   let offset = 0;
   const wireImages = decoded.map((picture) => {

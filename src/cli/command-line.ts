@@ -10,7 +10,7 @@ export function parseCommandLine<O extends Options>(args: string[], options: O, 
   try {
     return parseArgs({ args, options, strict: true, allowPositionals: false });
   } catch (error) {
-    throw new UsageError(error instanceof Error ? (error.message.split("\n")[0] ?? String(error)) : String(error), command);
+    throw new UsageError(error instanceof Error ? error.message : String(error), command);
   }
 }
 

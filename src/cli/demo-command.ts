@@ -5,6 +5,7 @@ import { Messages } from "../messages.js";
 import { Idefics2 } from "../model.js";
 import { QuantizationMode } from "../options.js";
 import { parseOrThrow } from "../parse-or-throw.js";
+import { printable } from "../printable.js";
 import { parseCommandLine } from "./command-line.js";
 
 const DEMO_USAGE = "Usage: idefics2 demo [--quantization none|8bit|4bit] [--python PATH]";
@@ -35,7 +36,7 @@ export async function runDemo(args: string[]): Promise<number> {
   await using model = await Idefics2.load({
     quantization,
     ...(values.python === undefined ? {} : { python: values.python }),
-    onProgress: (event) => process.stderr.write(`[${event.stage}] ${event.message}\n`),
+    onProgress: (event) => process.stderr.write(`[${event.stage}] ${printable(event.message)}\n`),
   });
   let picture = 0;
   for (const message of messages) {

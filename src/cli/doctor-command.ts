@@ -1,3 +1,4 @@
+import { printable } from "../printable.js";
 import { runDoctor, type DoctorReport } from "../runtime/doctor.js";
 import { parseCommandLine } from "./command-line.js";
 
@@ -27,7 +28,9 @@ function formatReport(report: DoctorReport): string {
   const lines = [
     `interpreter   ${report.python ?? "none"}${report.source ? ` (${report.source})` : ""}`,
     `platform      ${report.platform.os}/${report.platform.arch}, Node ${report.platform.node}, Python ${report.platform.python ?? "?"}`,
-    ...Object.entries(report.versions ?? {}).map(([name, version]) => `${name.padEnd(14)}${version ?? "missing"}`),
+    ...Object.entries(report.versions ?? {})
+      .filter((entry): entry is [string, string | null] => typeof entry[1] === "string" || entry[1] === null)
+      .map(([name, version]) => `${name.padEnd(14)}${version ?? "missing"}`),
     `CUDA          ${report.cuda.available ? `yes (torch built for CUDA ${report.cuda.torchCuda})` : "no"}`,
     ...report.cuda.devices.map(
       (device) =>
@@ -39,9 +42,11 @@ function formatReport(report: DoctorReport): string {
     "",
     ...(report.problems.length === 0
       ? ["No problems found."]
-      : report.problems.map(
-          (problem) => `${problem.severity === "error" ? "✗" : "!"} [${problem.code}] ${problem.message}\n    fix: ${problem.fix}`,
-        )),
+      : report.problems.flatMap((problem) => [
+          `${problem.severity === "error" ? "✗" : "!"} [${problem.code}] ${problem.message}`,
+          `    fix: ${problem.fix}`,
+        ])),
   ];
-  return `${lines.join("\n")}\n`;
+  // Each line quotes what the interpreter, its packages and the user's paths say: escaped, so none can add a line.
+  return `${lines.map(printable).join("\n")}\n`;
 }

@@ -1,5 +1,5 @@
-import { readFile } from "node:fs/promises";
 import { InvalidInputError } from "../errors.js";
+import { FileReadError, readRegularFile } from "../images/read-regular-file.js";
 import { image, Messages, user } from "../messages.js";
 import { Idefics2 } from "../model.js";
 import { QuantizationMode } from "../options.js";
@@ -8,6 +8,10 @@ import { prepareGeneration, type GenerateCallOptions } from "../prepare-generati
 import type { GenerationResult } from "../model.js";
 import { numberFlag, parseCommandLine } from "./command-line.js";
 import { UsageError } from "./usage-error.js";
+
+// A messages file is JSON text: far below this, which only stops a file that never ends.
+const MAX_MESSAGES_BYTES = 64 * 1024 * 1024;
+const READ_TIMEOUT_MS = 30_000;
 
 export const GENERATE_USAGE = `Usage: idefics2 generate [--model DIR_OR_ID] (--messages FILE.json | --prompt TEXT) [--image PATH_OR_URL]... [options]
 
@@ -124,13 +128,14 @@ export async function conversation(messagesFile: string | undefined, prompt: str
   if (prompt !== undefined) return [user(...images.map(() => image()), prompt)];
   let text: string;
   try {
-    text = await readFile(messagesFile as string, "utf8");
+    // Only a regular file, within a size and a time: `--messages` naming a FIFO or /dev/zero fails at once.
+    text = (await readRegularFile(messagesFile as string, { maxBytes: MAX_MESSAGES_BYTES, timeoutMs: READ_TIMEOUT_MS })).toString("utf8");
   } catch (cause) {
-    throw new InvalidInputError(
-      "INVALID_MESSAGES",
-      `Cannot read --messages ${messagesFile}: ${(cause as NodeJS.ErrnoException).code ?? cause}`,
-      { cause },
-    );
+    const reason = cause instanceof FileReadError ? readFailure(cause) : String(cause);
+    throw new InvalidInputError("INVALID_MESSAGES", `Cannot read --messages ${messagesFile}: ${reason}`, {
+      fix: cause instanceof FileReadError && cause.kind === "not-regular" ? "Pass a regular JSON file." : undefined,
+      cause,
+    });
   }
   let json: unknown;
   try {
@@ -139,6 +144,12 @@ export async function conversation(messagesFile: string | undefined, prompt: str
     throw new InvalidInputError("INVALID_MESSAGES", `--messages ${messagesFile} is not JSON: ${(cause as Error).message}`, { cause });
   }
   return parseOrThrow(Messages, json, "INVALID_MESSAGES", `messages in ${messagesFile}`);
+}
+
+function readFailure(error: FileReadError): string {
+  if (error.kind === "not-regular") return `${error.reason}, not a regular file`;
+  if (error.kind === "too-large") return `larger than ${MAX_MESSAGES_BYTES} bytes, the limit for a messages file`;
+  return error.details.errno ? `${error.reason} (${error.details.errno})` : error.reason;
 }
 
 function withoutUndefined<T extends object>(value: T): T {

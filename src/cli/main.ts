@@ -1,5 +1,6 @@
 #!/usr/bin/env node
 import { Idefics2Error } from "../errors.js";
+import { printable, printableExcerpt } from "../printable.js";
 import { runDemo } from "./demo-command.js";
 import { runDoctorCommand } from "./doctor-command.js";
 import { runGenerate } from "./generate-command.js";
@@ -38,7 +39,8 @@ async function main(argv: string[]): Promise<number> {
   return command(args);
 }
 
-// One line on stderr for every failure the user can act on; the Python traceback stays on the error object.
+// One line on stderr for every failure the user can act on (what it quotes escaped, so it stays one line); the Python
+// traceback stays on the error object.
 main(process.argv.slice(2)).then(
   (code) => {
     process.exitCode = code;
@@ -48,10 +50,12 @@ main(process.argv.slice(2)).then(
       process.stderr.write(`idefics2: ${error.message}\n${error.hint}\n`);
       process.exitCode = 2;
     } else if (error instanceof Idefics2Error) {
-      process.stderr.write(`idefics2: error [${error.code}]: ${error.summary}\n`);
+      process.stderr.write(`idefics2: error [${error.code}]: ${printable(error.summary)}\n`);
       process.exitCode = 1;
     } else {
-      process.stderr.write(`idefics2: unexpected error: ${error instanceof Error ? error.message : String(error)}\n`);
+      process.stderr.write(
+        `idefics2: unexpected error: ${printableExcerpt(error instanceof Error ? error.message : String(error), 1000)}\n`,
+      );
       process.exitCode = 1;
     }
   },

@@ -1,3 +1,4 @@
+import { printable } from "../printable.js";
 import { ensurePythonEnvironment } from "../runtime/python-environment.js";
 import { parseCommandLine } from "./command-line.js";
 
@@ -16,14 +17,17 @@ export async function runSetup(args: string[]): Promise<number> {
   }
   const environment = await ensurePythonEnvironment({
     dev: values.dev ?? false,
+    // What setup is for: a package deleted or damaged since is found (every file checked) and reinstalled.
+    checkFiles: true,
     ...(values.python === undefined ? {} : { python: values.python }),
     ...(values.home === undefined ? {} : { home: values.home }),
-    onProgress: (event) => process.stderr.write(`[${event.stage}] ${event.message}\n`),
+    onProgress: (event) => process.stderr.write(`[${event.stage}] ${printable(event.message)}\n`),
   });
   const versions = Object.entries(environment.versions)
+    .filter((entry): entry is [string, string | null] => typeof entry[1] === "string" || entry[1] === null)
     .map(([name, version]) => `${name} ${version ?? "missing"}`)
     .join(", ");
-  process.stderr.write(`Python environment ready (${environment.source}): ${versions}\n`);
+  process.stderr.write(`Python environment ready (${environment.source}): ${printable(versions)}\n`);
   process.stdout.write(`${environment.python}\n`);
   return 0;
 }

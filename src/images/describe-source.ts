@@ -1,22 +1,17 @@
 import type { ImageSource } from "./image-source.js";
+import { redactUrl } from "./redact-url.js";
 
 const MAX_LENGTH = 120;
 
-// A short, credential-free name for a source, used in every error message about it.
+/** A string with a scheme and `//` is a URL (http, https, file, or one that is refused); anything else is a path. */
+export const URL_STRING = /^[a-z][a-z\d+.-]*:\/\//i;
+
+// A short, secret-free name for a source, used in every error message about it: URLs go through redactUrl.
 export function describeSource(source: ImageSource): string {
-  if (typeof source === "string") return shorten(/^https?:\/\//i.test(source) ? describeUrl(source) : source);
-  if (source instanceof URL) return shorten(describeUrl(source));
+  if (typeof source === "string") return shorten(URL_STRING.test(source) ? redactUrl(source) : source);
+  if (source instanceof URL) return shorten(redactUrl(source));
   if (source instanceof Uint8Array) return `a ${source.byteLength}-byte buffer`;
   return "a sharp instance";
-}
-
-export function describeUrl(url: string | URL): string {
-  try {
-    const parsed = new URL(url);
-    return `${parsed.protocol}//${parsed.host}${parsed.pathname}`;
-  } catch {
-    return String(url);
-  }
 }
 
 function shorten(text: string): string {

@@ -1,51 +1,65 @@
+import type { IncomingMessage } from "node:http";
 import { AbortError, ImageError } from "../errors.js";
-import { describeUrl } from "./describe-source.js";
 import { FetchImageOptions } from "./fetch-image-options.js";
+import { guardedLookup, PrivateAddressError, refuseLiteralHost } from "./guarded-lookup.js";
+import { httpGet } from "./http-get.js";
 import { parseOptions } from "./parse-options.js";
+import { redactUrl, redactUrlsIn } from "./redact-url.js";
 import { throwIfAborted } from "./throw-if-aborted.js";
 
 const REDIRECT_STATUSES = new Set([301, 302, 303, 307, 308]);
 
-/** Downloads an image's encoded bytes over http(s): bounded in time, size and redirects, and abortable. */
+/**
+ * Downloads an image's encoded bytes over http(s): bounded in time, size and redirects, abortable, and with
+ * `blockPrivateNetwork` never into the local network. Every URL an error quotes is redacted (redactUrl).
+ */
 export async function fetchImage(url: string | URL, options: FetchImageOptions = {}, signal?: AbortSignal): Promise<Buffer> {
-  const { timeoutMs, maxBytes, maxRedirects } = parseOptions(FetchImageOptions, options, "fetchImage");
+  const { timeoutMs, maxBytes, maxRedirects, blockPrivateNetwork } = parseOptions(FetchImageOptions, options, "fetchImage");
   throwIfAborted(signal);
   let current = httpUrl(url);
+  let redirectedFrom: string | undefined;
   const controller = new AbortController();
   const timer = setTimeout(() => controller.abort(), timeoutMs);
   const onAbort = (): void => controller.abort();
   signal?.addEventListener("abort", onAbort, { once: true });
+  const lookup = blockPrivateNetwork ? guardedLookup() : undefined;
   try {
     for (let redirects = 0; ; redirects += 1) {
-      const response = await fetch(current, { redirect: "manual", signal: controller.signal });
-      const where = describeUrl(current);
-      if (REDIRECT_STATUSES.has(response.status)) {
-        await response.body?.cancel();
-        const location = response.headers.get("location");
-        if (location === null) throw failed(where, `HTTP ${response.status} redirect without a Location header`);
+      const where = redactUrl(current);
+      // An IP literal never reaches `lookup`: it is checked here, before any connection.
+      const literal = blockPrivateNetwork ? refuseLiteralHost(current.hostname) : undefined;
+      if (literal) throw refused(where, redirectedFrom, literal);
+      const response = await httpGet(current, { lookup, signal: controller.signal });
+      const status = response.statusCode ?? 0;
+      if (REDIRECT_STATUSES.has(status)) {
+        response.destroy();
+        const location = response.headers.location;
+        if (location === undefined) throw failed(where, `HTTP ${status} redirect without a Location header`);
         if (redirects >= maxRedirects) {
-          throw failed(describeUrl(url), `more than ${maxRedirects} redirects (the \`maxRedirects\` option)`);
+          throw failed(redactUrl(url), `more than ${maxRedirects} redirects (the \`maxRedirects\` option)`);
         }
-        current = httpUrl(new URL(location, current), where);
+        current = httpUrl(location, current, where);
+        redirectedFrom = where;
         continue;
       }
-      if (!response.ok) {
-        await response.body?.cancel();
-        throw failed(where, `HTTP ${response.status}${response.statusText ? ` ${response.statusText}` : ""}`);
+      if (status < 200 || status > 299) {
+        response.destroy();
+        throw failed(where, `HTTP ${status}${response.statusMessage ? ` ${response.statusMessage}` : ""}`);
       }
-      return await readBody(response, maxBytes, where);
+      return await readBody(response, maxBytes, where, controller.signal);
     }
   } catch (error) {
     if (signal?.aborted) throw new AbortError(signal.reason);
     if (error instanceof ImageError) throw error;
+    if (error instanceof PrivateAddressError) throw refused(redactUrl(current), redirectedFrom, error);
     if (controller.signal.aborted) {
       throw failed(
-        describeUrl(url),
+        redactUrl(url),
         `timed out after ${timeoutMs} ms`,
         "Raise `timeoutMs` (`fetchTimeoutMs` of loadImage), or check that the server answers.",
       );
     }
-    throw failed(describeUrl(current), networkReason(error), undefined, error);
+    throw failed(redactUrl(current), networkReason(error), undefined, error);
   } finally {
     clearTimeout(timer);
     signal?.removeEventListener("abort", onAbort);
@@ -55,56 +69,65 @@ export async function fetchImage(url: string | URL, options: FetchImageOptions =
 }
 
 // Only http and https are fetched, at the start and after every redirect (never file:, ftp:, data:).
-function httpUrl(url: string | URL, redirectedFrom?: string): URL {
+function httpUrl(url: string | URL, base?: URL, redirectedFrom?: string): URL {
   let parsed: URL;
   try {
-    parsed = new URL(url);
-  } catch (error) {
-    throw failed(String(url), "not a valid URL", undefined, error);
+    parsed = new URL(url, base);
+  } catch {
+    // The parser's error holds the raw input; it is not kept as the cause.
+    throw failed(redactUrl(String(url)), "not a valid URL");
   }
   if (parsed.protocol !== "http:" && parsed.protocol !== "https:") {
     const via = redirectedFrom === undefined ? "" : ` (redirected from ${redirectedFrom})`;
-    throw failed(`${describeUrl(parsed)}${via}`, `only http: and https: URLs are fetched, not \`${parsed.protocol}\``);
+    throw failed(`${redactUrl(parsed)}${via}`, `only http: and https: URLs are fetched, not \`${parsed.protocol}\``);
   }
   return parsed;
 }
 
 // Reads the body chunk by chunk and stops as soon as it passes the cap, so an endless body costs nothing.
-async function readBody(response: Response, maxBytes: number, where: string): Promise<Buffer> {
-  const declared = Number(response.headers.get("content-length") ?? Number.NaN);
+async function readBody(response: IncomingMessage, maxBytes: number, where: string, signal: AbortSignal): Promise<Buffer> {
+  const declared = Number(response.headers["content-length"] ?? Number.NaN);
   if (declared > maxBytes) {
-    await response.body?.cancel();
+    response.destroy();
     throw tooLarge(where, `declares ${declared} bytes`, maxBytes);
   }
-  if (response.body === null) return Buffer.alloc(0);
-  const reader = response.body.getReader();
-  const chunks: Uint8Array[] = [];
+  const onAbort = (): void => {
+    response.destroy(new Error("aborted"));
+  };
+  signal.addEventListener("abort", onAbort, { once: true });
+  const chunks: Buffer[] = [];
   let total = 0;
   try {
-    for (;;) {
-      const { done, value } = await reader.read();
-      if (done) break;
-      total += value.byteLength;
-      if (total > maxBytes) {
-        await reader.cancel();
-        throw tooLarge(where, `sent more than ${maxBytes} bytes`, maxBytes);
-      }
-      chunks.push(value);
+    for await (const chunk of response as AsyncIterable<Buffer>) {
+      total += chunk.byteLength;
+      if (total > maxBytes) throw tooLarge(where, `sent more than ${maxBytes} bytes`, maxBytes);
+      chunks.push(chunk);
     }
   } finally {
-    reader.releaseLock();
+    signal.removeEventListener("abort", onAbort);
+    response.destroy();
   }
   return Buffer.concat(chunks, total);
 }
 
+// A network error's own words (`connect ECONNREFUSED 127.0.0.1:8080`), with any URL in them redacted.
 function networkReason(error: unknown): string {
-  if (!(error instanceof Error)) return String(error);
-  const cause = error.cause instanceof Error ? `: ${error.cause.message}` : "";
-  return `${error.message}${cause}`;
+  if (!(error instanceof Error)) return redactUrlsIn(String(error));
+  const own = error.message || (error as NodeJS.ErrnoException).code || error.name;
+  const inner = error instanceof AggregateError ? error.errors : error.cause instanceof Error ? [error.cause] : [];
+  const more = inner.map((cause: unknown) => (cause instanceof Error ? cause.message : String(cause))).filter(Boolean);
+  return redactUrlsIn(more.length > 0 && !error.message ? more.join("; ") : more.length > 0 ? `${own}: ${more[0]}` : own);
 }
 
 function failed(where: string, reason: string, fix?: string, cause?: unknown): ImageError {
   return new ImageError("IMAGE_FETCH_FAILED", `Could not fetch ${where}: ${reason}`, { fix, cause });
+}
+
+function refused(where: string, redirectedFrom: string | undefined, refusal: PrivateAddressError): ImageError {
+  const via = redirectedFrom === undefined ? "" : ` (redirected from ${redirectedFrom})`;
+  return new ImageError("IMAGE_URL_REFUSED", `Refused to fetch ${where}${via}: ${refusal.message}`, {
+    fix: "The `blockPrivateNetwork` image option refuses the local network; leave it on for URLs that come from others, and turn it off only for a host you trust.",
+  });
 }
 
 function tooLarge(where: string, what: string, maxBytes: number): ImageError {

@@ -1,52 +1,41 @@
-import { open, type FileHandle } from "node:fs/promises";
-import { AbortError, ImageError } from "../errors.js";
-import { throwIfAborted } from "./throw-if-aborted.js";
+import { ImageError } from "../errors.js";
+import { DEFAULT_READ_TIMEOUT_MS } from "./load-image-options.js";
+import { FileReadError, readRegularFile } from "./read-regular-file.js";
 
-const REASONS: Record<string, string> = {
-  ENOENT: "no such file",
-  EACCES: "permission denied",
-  EPERM: "permission denied",
-  EISDIR: "is a directory",
-  ENOTDIR: "a parent is not a folder",
-};
-
-/** Reads an image file, refusing it from its size alone when it is larger than `maxBytes`. */
-export async function readFileBytes(path: string, maxBytes: number, signal?: AbortSignal): Promise<Buffer> {
-  throwIfAborted(signal);
-  let handle: FileHandle;
+/**
+ * Reads an image file within `maxBytes` and `timeoutMs`. Only a regular file is read: a FIFO, device, socket or
+ * folder is refused before it is opened, so a path like /dev/zero or a named pipe fails at once instead of hanging.
+ */
+export async function readFileBytes(
+  path: string,
+  maxBytes: number,
+  signal?: AbortSignal,
+  timeoutMs = DEFAULT_READ_TIMEOUT_MS,
+): Promise<Buffer> {
   try {
-    handle = await open(path, "r");
+    return await readRegularFile(path, { maxBytes, timeoutMs, signal });
   } catch (error) {
-    throw unreadable(path, error);
-  }
-  try {
-    const stats = await handle.stat();
-    if (!stats.isFile()) throw new ImageError("IMAGE_UNREADABLE", `Cannot read image: not a file: ${path}`);
-    if (stats.size > maxBytes) throw tooLarge(path, stats.size, maxBytes);
-    const data = await handle.readFile(signal ? { signal } : {});
-    // The file may have grown between stat and read.
-    if (data.length > maxBytes) throw tooLarge(path, data.length, maxBytes);
-    return data;
-  } catch (error) {
-    if (signal?.aborted) throw new AbortError(signal.reason);
-    if (error instanceof ImageError) throw error;
-    throw unreadable(path, error);
-  } finally {
-    await handle.close();
+    if (!(error instanceof FileReadError)) throw error;
+    if (error.kind === "too-large") {
+      // A size from stat, or a file that reported less (a /proc file reports 0) and went on past the cap.
+      const what = error.details.size === undefined ? "goes on past" : `is ${error.details.size} bytes, more than`;
+      throw new ImageError("IMAGE_TOO_LARGE", `${path} ${what} the \`maxBytes\` limit of ${maxBytes}`, {
+        fix: "Raise the `maxBytes` option, or use a smaller image.",
+      });
+    }
+    throw new ImageError("IMAGE_UNREADABLE", unreadableMessage(path, error), { fix: fixFor(error), cause: error.cause });
   }
 }
 
-function unreadable(path: string, error: unknown): ImageError {
-  const code = (error as NodeJS.ErrnoException | undefined)?.code;
-  const reason = (code && REASONS[code]) ?? (error instanceof Error ? error.message : String(error));
-  return new ImageError("IMAGE_UNREADABLE", `Cannot read image: ${reason}: ${path}`, {
-    fix: code === "ENOENT" ? "Check the path; relative paths start at the current working folder." : undefined,
-    cause: error,
-  });
+function unreadableMessage(path: string, error: FileReadError): string {
+  if (error.kind === "not-regular") return `Cannot read image: ${error.reason}, not a file: ${path}`;
+  return `Cannot read image: ${error.reason}: ${path}`;
 }
 
-function tooLarge(path: string, size: number, maxBytes: number): ImageError {
-  return new ImageError("IMAGE_TOO_LARGE", `${path} is ${size} bytes, more than the \`maxBytes\` limit of ${maxBytes}`, {
-    fix: "Raise the `maxBytes` option, or use a smaller image.",
-  });
+function fixFor(error: FileReadError): string | undefined {
+  if (error.kind === "not-regular") {
+    return "Pass a regular file: FIFOs, devices, sockets and folders are refused, since reading one may never end.";
+  }
+  if (error.kind === "timed-out") return "Raise the `readTimeoutMs` image option, or check the file system the file lives on.";
+  return error.details.errno === "ENOENT" ? "Check the path; relative paths start at the current working folder." : undefined;
 }

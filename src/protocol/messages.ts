@@ -24,6 +24,7 @@ import {
   TopK,
   TopP,
   TorchDtype,
+  WellFormedString,
 } from "./option-ranges.js";
 
 // Wire shapes of docs/PROTOCOL.md. Everything the worker sends is parsed with these before use.
@@ -104,20 +105,24 @@ const noQuantization: QuantizationParams = {
   int8Threshold: null,
 };
 
-export const LoadParams = z.strictObject({
-  model: ModelId,
-  revision: Revision.nullable().default(null),
-  quantization: QuantizationParams.default(noQuantization),
-  deviceMap: DeviceMap.default("auto"),
-  dtype: TorchDtype.default("auto"),
-  attnImplementation: AttnImplementation.nullable().default(null),
-  doImageSplitting: z.boolean().nullable().default(null),
-  longestEdge: LongestEdge.nullable().default(null),
-  trustRemoteCode: z.boolean().default(false),
-  localFilesOnly: z.boolean().default(false),
-  decoder: Decoder.default("auto"),
-  maxBatchSize: MaxBatchSize.default(8),
-});
+export const LoadParams = z
+  .strictObject({
+    model: ModelId,
+    revision: Revision.nullable().default(null),
+    quantization: QuantizationParams.default(noQuantization),
+    deviceMap: DeviceMap.default("auto"),
+    dtype: TorchDtype.default("auto"),
+    attnImplementation: AttnImplementation.nullable().default(null),
+    doImageSplitting: z.boolean().nullable().default(null),
+    longestEdge: LongestEdge.nullable().default(null),
+    trustRemoteCode: z.boolean().default(false),
+    localFilesOnly: z.boolean().default(false),
+    decoder: Decoder.default("auto"),
+    maxBatchSize: MaxBatchSize.default(8),
+  })
+  .describe(
+    "The worker also requires model, revision and quantization.skipModules to be well-formed Unicode: no lone surrogate (else INVALID_OPTIONS).",
+  );
 export type LoadParams = z.infer<typeof LoadParams>;
 
 export const MemoryUse = z.object({
@@ -156,7 +161,9 @@ export const LoadResult = z
 export type LoadResult = z.infer<typeof LoadResult>;
 
 export const WireImagePart = z.strictObject({ type: z.literal("image") });
-export const WireTextPart = z.strictObject({ type: z.literal("text"), text: z.string() });
+export const WireTextPart = z
+  .strictObject({ type: z.literal("text"), text: WellFormedString })
+  .describe("The worker also requires the text to be well-formed Unicode: no lone surrogate (else INVALID_MESSAGES).");
 
 export const WireMessage = z.strictObject({
   role: z.enum(["user", "assistant", "system"]),
@@ -191,7 +198,7 @@ export const WireGenerationOptions = z
     stopStrings: StopStrings.nullable().default(null),
   })
   .describe(
-    "transformers generate() options; null ones are left out so the model's generation config decides. The worker also requires minNewTokens <= maxNewTokens.",
+    "transformers generate() options; null ones are left out so the model's generation config decides. The worker also requires minNewTokens <= maxNewTokens, and stop strings that are well-formed Unicode: no lone surrogate.",
   );
 export type WireGenerationOptions = z.infer<typeof WireGenerationOptions>;
 

@@ -1,4 +1,5 @@
 import { z } from "zod";
+import { lastOutputLine } from "../printable.js";
 import { runProbe } from "./run-probe.js";
 
 /** What the doctor's probe (python/idefics2_worker/probe/doctor.py) finds by importing torch, bitsandbytes and torchvision. */
@@ -52,6 +53,6 @@ export async function runDoctorProbe(
   }
   const parsed = DoctorProbe.safeParse(json);
   if (parsed.success) return { ok: true, probe: parsed.data };
-  const detail = (result.stderr.trim().split("\n").at(-1) ?? "").trim() || result.shortMessage || "no report";
-  return { ok: false, error: detail.slice(0, 500) };
+  const detail = lastOutputLine(result.stderr, 500) || lastOutputLine(result.shortMessage ?? "", 500) || "no report";
+  return { ok: false, error: detail };
 }

@@ -80,7 +80,8 @@ export async function runDoctor(options: DoctorOptions = {}): Promise<DoctorRepo
 
   try {
     const { setup, ...rest } = options;
-    const environment = await ensurePythonEnvironment({ ...rest, create: setup ?? false });
+    // Every file of the packages is checked: a deleted package folder must not pass for an installed package.
+    const environment = await ensurePythonEnvironment({ ...rest, create: setup ?? false, checkFiles: rest.checkFiles ?? true });
     Object.assign(report, { python: environment.python, source: environment.source, versions: environment.versions });
   } catch (error) {
     if (error instanceof AbortError || options.signal?.aborted)

@@ -1,10 +1,11 @@
 import { promises as fs } from "node:fs";
 import path from "node:path";
 import { z } from "zod";
-import { PythonEnvironmentError } from "../errors.js";
+import { Idefics2Error, PythonEnvironmentError } from "../errors.js";
 import { checkPythonVersions } from "./check-python-versions.js";
 import { acquireEnvironmentLock } from "./environment-lock.js";
 import { probePythonVersions, PythonVersions } from "./python-versions.js";
+import { requirementPin } from "./requirement-pins.js";
 import { runSetupCommand } from "./run-setup-command.js";
 import { emitProgress, type ProgressListener, type SetupStage } from "./setup-progress.js";
 
@@ -47,6 +48,8 @@ export interface ManagedEnvironmentOptions {
   basePython: string;
   /** False: never create nor install, only reuse. */
   create?: boolean;
+  /** Check every file of the packages too (setup, doctor), not only that each is installed and its module found. */
+  checkFiles?: boolean | undefined;
   signal?: AbortSignal | undefined;
   onProgress?: ProgressListener | undefined;
 }
@@ -58,6 +61,12 @@ interface Found {
   devReady: boolean;
 }
 
+/** The environment as it is: not made (or its interpreter gone), finished but with packages missing or damaged, or ready. */
+type Inspection =
+  | { state: "absent" }
+  | { state: "damaged"; python: string; versions: PythonVersions; problem: PythonEnvironmentError }
+  | ({ state: "ready" } & Found);
+
 const readyFile = "ready.json";
 const devReadyFile = "dev-ready.json";
 
@@ -67,29 +76,28 @@ export function venvPython(envDir: string, platform: NodeJS.Platform = process.p
 }
 
 /**
- * Reuses the environment at `envDir` when its ready marker is there, its interpreter answers and (for `dev`)
- * its dev marker matches; otherwise takes `<envDir>.lock` and, under it, creates what is missing: an
- * unfinished environment is deleted, the venv created, the runtime requirements installed and checked, the
- * ready marker written; then, for `dev`, requirements-dev.txt is installed into that same environment and
- * the dev marker written last. Returns the interpreter and its versions. @internal
+ * Reuses the environment at `envDir` when its ready marker is there, its interpreter answers, its packages are
+ * installed and usable (and, with `checkFiles`, every file of them is there) and (for `dev`) its dev marker matches;
+ * otherwise takes `<envDir>.lock` and, under it, creates or repairs what is missing: an unfinished environment is
+ * deleted, the venv created, the runtime requirements installed and checked, the ready marker written; a finished one
+ * whose packages were damaged since gets those reinstalled; then, for `dev`, requirements-dev.txt is installed into
+ * that same environment and the dev marker written last. Returns the interpreter and its versions. A folder that
+ * cannot be written is a PythonEnvironmentError naming it. @internal
  */
 export async function managedEnvironment(options: ManagedEnvironmentOptions): Promise<{ python: string; versions: PythonVersions }> {
-  const { envDir, signal, onProgress } = options;
   const found = await inspect(options);
-  if (found?.devReady) return reused(options, found);
-  if (options.create === false) {
-    throw new PythonEnvironmentError(
-      "ENV_SETUP_FAILED",
-      found
-        ? `The managed environment ${envDir} lacks the development tools (requirements-dev.txt)`
-        : `The managed environment ${envDir} has not been created yet`,
-      {
-        fix: `Run \`idefics2 setup${options.dev ? " --dev" : ""}\` (or call ensurePythonEnvironment()) to ${found ? "install them" : "create it"}.`,
-      },
-    );
+  if (found.state === "ready" && found.devReady) return reused(options, found);
+  if (options.create === false) throw notUsable(options, found);
+  try {
+    return await createOrRepair(options);
+  } catch (error) {
+    throw unwritable(error, options.envDir);
   }
+}
 
-  await fs.mkdir(path.dirname(envDir), { recursive: true });
+async function createOrRepair(options: ManagedEnvironmentOptions): Promise<{ python: string; versions: PythonVersions }> {
+  const { envDir, signal, onProgress } = options;
+  await makeFolders(path.dirname(envDir));
   const lock = await acquireEnvironmentLock(`${envDir}.lock`, {
     signal,
     onWait: (owner) =>
@@ -100,12 +108,17 @@ export async function managedEnvironment(options: ManagedEnvironmentOptions): Pr
       }),
   });
   try {
-    // Whoever held the lock before may have just finished this very environment, or its dev extras.
-    let current = await inspect(options);
-    if (current?.devReady) return reused(options, current);
-    if (current) reused(options, current);
-    else current = await create(options);
-    const result = options.dev && !current.devReady ? await installDevExtras(options, options.dev, current.python) : current;
+    // Whoever held the lock before may have just finished (or repaired) this very environment, or its dev extras.
+    const current = await inspect(options);
+    if (current.state === "ready" && current.devReady) return reused(options, current);
+    let ready: Found;
+    if (current.state === "ready") {
+      reused(options, current);
+      ready = current;
+    } else {
+      ready = current.state === "damaged" ? await repair(options, current) : await create(options);
+    }
+    const result = options.dev && !ready.devReady ? await installDevExtras(options, options.dev, ready.python) : ready;
     emitProgress(onProgress, { type: "stage", stage: "ready", message: `The managed environment is ready: ${envDir}` });
     return { python: result.python, versions: result.versions };
   } finally {
@@ -113,26 +126,90 @@ export async function managedEnvironment(options: ManagedEnvironmentOptions): Pr
   }
 }
 
+// fs.mkdir's recursive mode never settles for some folders (under /proc it retries forever): each missing level is
+// made on its own, so a folder that cannot be made fails at once with its error.
+async function makeFolders(folder: string): Promise<void> {
+  const missing: string[] = [];
+  for (let current = path.resolve(folder); ; current = path.dirname(current)) {
+    const found = await fs.stat(current).then(
+      () => true,
+      (error: NodeJS.ErrnoException) => {
+        if (error.code === "ENOENT") return false;
+        throw error;
+      },
+    );
+    if (found || path.dirname(current) === current) break;
+    missing.unshift(current);
+  }
+  for (const level of missing) {
+    await fs.mkdir(level).catch((error: NodeJS.ErrnoException) => {
+      if (error.code !== "EEXIST") throw error;
+    });
+  }
+}
+
+// Why an environment that may not be created or repaired here (`create: false`, as the doctor asks) cannot be used.
+function notUsable(options: ManagedEnvironmentOptions, found: Inspection): PythonEnvironmentError {
+  const setup = `\`idefics2 setup${options.dev ? " --dev" : ""}\` (or call ensurePythonEnvironment())`;
+  if (found.state === "damaged") {
+    return new PythonEnvironmentError(
+      "MISSING_PYTHON_PACKAGE",
+      `The managed environment ${options.envDir} is damaged: ${found.problem.message}`,
+      {
+        fix: `Run ${setup}: it reinstalls what is missing or damaged.`,
+        cause: found.problem,
+      },
+    );
+  }
+  return new PythonEnvironmentError(
+    "ENV_SETUP_FAILED",
+    found.state === "ready"
+      ? `The managed environment ${options.envDir} lacks the development tools (requirements-dev.txt)`
+      : `The managed environment ${options.envDir} has not been created yet`,
+    { fix: `Run ${setup} to ${found.state === "ready" ? "install them" : "create it"}.` },
+  );
+}
+
+// A file system failure while making the environment (a read-only or missing home, a file where a folder should be)
+// becomes a PythonEnvironmentError naming the folder and what to do; anything else passes as it is.
+function unwritable(error: unknown, envDir: string): unknown {
+  if (error instanceof Idefics2Error || !(error instanceof Error) || typeof (error as NodeJS.ErrnoException).code !== "string")
+    return error;
+  const { code, path: where } = error as NodeJS.ErrnoException;
+  const home = path.dirname(path.dirname(envDir));
+  return new PythonEnvironmentError(
+    "ENV_SETUP_FAILED",
+    `Cannot write the managed environment under ${home}: ${code} at ${where ?? envDir}`,
+    {
+      fix: "Make that folder writable, or point IDEFICS2_HOME (or the `home` option) at a writable folder, or bring an interpreter with the `python` option or IDEFICS2_PYTHON.",
+      cause: error,
+    },
+  );
+}
+
 function reused(options: ManagedEnvironmentOptions, found: Found): { python: string; versions: PythonVersions } {
   emitProgress(options.onProgress, { type: "stage", stage: "reuse", message: `Using the managed environment ${options.envDir}` });
   return { python: found.python, versions: found.versions };
 }
 
-// The environment as it is: undefined unless finished (ready marker for this hash, interpreter answers, packages right).
-async function inspect(options: ManagedEnvironmentOptions): Promise<Found | undefined> {
+// The environment as it is: absent unless finished (ready marker for this hash, interpreter answers); damaged when a
+// package it was made with is missing or unusable now (deleted, uninstalled, a file gone); else ready.
+async function inspect(options: ManagedEnvironmentOptions): Promise<Inspection> {
   const marker = await readMarker(path.join(options.envDir, readyFile), ReadyMarker);
-  if (!marker || marker.hash !== options.hash) return undefined;
+  if (!marker || marker.hash !== options.hash) return { state: "absent" };
   const python = venvPython(options.envDir);
   let versions: PythonVersions;
   try {
-    versions = await probePythonVersions(python, { source: "managed", signal: options.signal });
+    versions = await probePythonVersions(python, { source: "managed", signal: options.signal, checkFiles: options.checkFiles });
   } catch (error) {
     if (options.signal?.aborted) throw error;
     // A marked environment whose interpreter no longer runs (its base Python was removed) is rebuilt.
-    return undefined;
+    return { state: "absent" };
   }
-  if (checkPythonVersions(versions, { python, source: "managed" })) return undefined;
-  return { python, versions, devReady: await devReady(options) };
+  const problem = checkPythonVersions(versions, { python, source: "managed" });
+  if (problem?.code === "PYTHON_TOO_OLD") return { state: "absent" };
+  if (problem) return { state: "damaged", python, versions, problem };
+  return { state: "ready", python, versions, devReady: await devReady(options) };
 }
 
 async function devReady(options: ManagedEnvironmentOptions): Promise<boolean> {
@@ -155,30 +232,68 @@ async function writeMarker(file: string, marker: unknown): Promise<void> {
   await fs.rename(`${file}.tmp`, file);
 }
 
+const PIP_INSTALL = ["install", "--disable-pip-version-check", "--no-input", "--progress-bar", "off"];
+
 function pipInstall(python: string, file: string, stage: SetupStage, fix: string, options: ManagedEnvironmentOptions): Promise<void> {
   emitProgress(options.onProgress, { type: "stage", stage, message: `Installing ${path.basename(file)}` });
-  return runSetupCommand(
-    python,
-    ["-m", "pip", "install", "--disable-pip-version-check", "--no-input", "--progress-bar", "off", "-r", file],
-    {
-      stage,
-      what: `Installing ${file}`,
-      fix,
-      cwd: path.dirname(file),
-      signal: options.signal,
-      onProgress: options.onProgress,
-    },
-  );
+  return runSetupCommand(python, "pip", [...PIP_INSTALL, "-r", file], {
+    stage,
+    what: `Installing ${file}`,
+    fix,
+    signal: options.signal,
+    onProgress: options.onProgress,
+  });
 }
 
+// After an install, every file is checked: a package pip reported installed must also be usable.
 async function verify(python: string, what: string, options: ManagedEnvironmentOptions): Promise<PythonVersions> {
-  emitProgress(options.onProgress, { type: "stage", stage: "verify", message: "Checking the installed versions" });
-  const versions = await probePythonVersions(python, { source: "managed", signal: options.signal });
+  emitProgress(options.onProgress, { type: "stage", stage: "verify", message: "Checking the installed packages" });
+  const versions = await probePythonVersions(python, { source: "managed", signal: options.signal, checkFiles: true });
   const problem = checkPythonVersions(versions, { python, source: "managed" });
   if (problem) {
-    throw new PythonEnvironmentError("ENV_SETUP_FAILED", `${what}: ${problem.message}`, { fix: problem.fix, cause: problem });
+    throw new PythonEnvironmentError("ENV_SETUP_FAILED", `${what}: ${problem.message}`, {
+      fix: `Delete ${options.envDir} and run \`idefics2 setup\` again; the error's cause names what is missing.`,
+      cause: problem,
+    });
   }
   return versions;
+}
+
+// A finished environment whose packages were damaged since (a folder deleted, a package uninstalled, a file gone):
+// what the probe names is reinstalled as it was (pinned packages at their pin), then requirements.txt installed
+// again, which brings back anything missing altogether; the rest stays. The ready marker is rewritten last.
+async function repair(options: ManagedEnvironmentOptions, found: Extract<Inspection, { state: "damaged" }>): Promise<Found> {
+  const { python } = found;
+  const fix =
+    "Check the network and pip's configuration (PIP_INDEX_URL, proxies) and run `idefics2 setup` again, or delete the environment's folder so that setup makes it anew.";
+  const damaged = (found.versions.damaged ?? []).filter((entry) => entry.version !== null);
+  const reinstall = damaged.map((entry) =>
+    requirementPin(entry.name).includes("==") ? requirementPin(entry.name) : `${entry.name}==${entry.version}`,
+  );
+  emitProgress(options.onProgress, {
+    type: "stage",
+    stage: "pip",
+    message: `Repairing ${options.envDir}: ${found.problem.message}`,
+  });
+  if (reinstall.length > 0) {
+    await runSetupCommand(python, "pip", [...PIP_INSTALL, "--force-reinstall", "--no-deps", ...reinstall], {
+      stage: "pip",
+      what: `Reinstalling ${reinstall.join(", ")}`,
+      fix,
+      signal: options.signal,
+      onProgress: options.onProgress,
+    });
+  }
+  await pipInstall(python, options.requirementsFile, "pip", fix, options);
+  const versions = await verify(python, "The repaired managed environment is still incomplete", options);
+  const marker: ReadyMarker = {
+    hash: options.hash,
+    requirements: options.requirementsFile,
+    createdAt: new Date().toISOString(),
+    versions,
+  };
+  await writeMarker(path.join(options.envDir, readyFile), marker);
+  return { python, versions, devReady: await devReady(options) };
 }
 
 async function create(options: ManagedEnvironmentOptions): Promise<Found> {
@@ -193,7 +308,7 @@ async function create(options: ManagedEnvironmentOptions): Promise<Found> {
       () => undefined,
     );
     emitProgress(onProgress, { type: "stage", stage: "venv", message: `Creating a virtual environment in ${envDir}` });
-    await runSetupCommand(options.basePython, ["-m", "venv", envDir], {
+    await runSetupCommand(options.basePython, "venv", [envDir], {
       stage: "venv",
       what: `Creating the virtual environment with ${options.basePython}`,
       fix: "Install Python's venv module (Debian/Ubuntu: `apt install python3-venv`), or pass `basePython`.",

@@ -36,15 +36,24 @@ export interface EnsurePythonEnvironmentOptions {
   basePython?: string | undefined;
   /** When false, use the managed environment only if it is already made (ENV_SETUP_FAILED otherwise). Default true. */
   create?: boolean | undefined;
+  /**
+   * Also check that every file of the worker's packages and of what they require is there, not only that each is
+   * installed and its module found (about a second; `idefics2 setup` and `idefics2 doctor` do). A managed
+   * environment found damaged, either way, is repaired: what is damaged is reinstalled (unless `create` is false).
+   */
+  checkFiles?: boolean | undefined;
+  /** How long probing an interpreter given as it is (`python`, IDEFICS2_PYTHON) may take. Default 60000 ms. */
+  probeTimeoutMs?: number | undefined;
   signal?: AbortSignal | undefined;
   onProgress?: ((event: SetupProgress) => void) | undefined;
 }
 
 /**
  * Finds the interpreter for the worker: the `python` option, else IDEFICS2_PYTHON, else the managed venv at
- * `<home>/envs/<hash>` (created on first use, reused after; one per runtime requirement set and base Python,
- * `dev` or not). Checks Python ≥ 3.10 and the packages the worker needs; throws PythonEnvironmentError (PYTHON_NOT_FOUND, PYTHON_TOO_OLD, MISSING_PYTHON_PACKAGE,
- * ENV_SETUP_FAILED) or AbortError.
+ * `<home>/envs/<hash>` (created on first use, reused after, repaired when its packages were damaged; one per runtime
+ * requirement set and base Python, `dev` or not). Checks Python ≥ 3.10 and that the packages the worker needs are
+ * installed and usable; throws PythonEnvironmentError (PYTHON_NOT_FOUND, PYTHON_TOO_OLD, MISSING_PYTHON_PACKAGE,
+ * ENV_SETUP_FAILED, also for a home folder that cannot be written) or AbortError.
  */
 export async function ensurePythonEnvironment(options: EnsurePythonEnvironmentOptions = {}): Promise<PythonEnvironment> {
   validate(options);
@@ -60,7 +69,7 @@ export async function ensurePythonEnvironment(options: EnsurePythonEnvironmentOp
   if (given) {
     const python = asCommand(given.python);
     emitProgress(onProgress, { type: "stage", stage: "probe", message: `Checking ${python}` });
-    const versions = await checked(python, given.source, signal);
+    const versions = await checked(python, given.source, signal, options.probeTimeoutMs, options.checkFiles);
     emitProgress(onProgress, { type: "stage", stage: "ready", message: `Using ${python}` });
     return { python, source: given.source, versions };
   }
@@ -85,14 +94,21 @@ export async function ensurePythonEnvironment(options: EnsurePythonEnvironmentOp
     dev: devExtras,
     basePython,
     create: options.create ?? true,
+    checkFiles: options.checkFiles,
     signal,
     onProgress,
   });
   return { python, source: "managed", versions };
 }
 
-async function checked(python: string, source: PythonSource, signal: AbortSignal | undefined): Promise<PythonVersions> {
-  const versions = await probePythonVersions(python, { source, signal });
+async function checked(
+  python: string,
+  source: PythonSource,
+  signal: AbortSignal | undefined,
+  timeoutMs: number | undefined,
+  checkFiles: boolean | undefined,
+): Promise<PythonVersions> {
+  const versions = await probePythonVersions(python, { source, signal, checkFiles, ...(timeoutMs === undefined ? {} : { timeoutMs }) });
   const problem = checkPythonVersions(versions, { python, source });
   if (problem) throw problem;
   return versions;
@@ -112,11 +128,21 @@ function validate(options: EnsurePythonEnvironmentOptions): void {
         `Expected the \`${key}\` option to be a non-empty string, got \`${String(value)}\` (${typeof value})`,
       );
     }
+    // A lone surrogate cannot be a path: Node would turn it into U+FFFD and name another file.
+    if (value !== undefined && /\p{Cs}/u.test(value)) {
+      throw new InvalidInputError(
+        "INVALID_OPTIONS",
+        `Expected the \`${key}\` option to be well-formed Unicode, got ${JSON.stringify(value.slice(0, 60))} (it holds a lone surrogate)`,
+      );
+    }
   }
-  if (options.dev !== undefined && typeof options.dev !== "boolean") {
-    throw new InvalidInputError(
-      "INVALID_OPTIONS",
-      `Expected the \`dev\` option to be a boolean, got \`${String(options.dev)}\` (${typeof options.dev})`,
-    );
+  for (const key of ["dev", "checkFiles"] as const) {
+    const value = options[key];
+    if (value !== undefined && typeof value !== "boolean") {
+      throw new InvalidInputError(
+        "INVALID_OPTIONS",
+        `Expected the \`${key}\` option to be a boolean, got \`${String(value)}\` (${typeof value})`,
+      );
+    }
   }
 }

@@ -1,8 +1,25 @@
 import { z } from "zod";
 import { AbortError, PythonEnvironmentError } from "../errors.js";
+import { lastOutputLine } from "../printable.js";
 import { runProbe } from "./run-probe.js";
 
-/** Versions found in an interpreter; a package is `null` when it is not installed. */
+/** An installed package that cannot be used: its module or a file of it is gone, or it is a requirement not installed. */
+export const DamagedPackage = z.object({
+  name: z.string(),
+  /** Its installed version, `null` when it is not installed at all. */
+  version: z.string().nullable(),
+  /** What is wrong: "its module PIL cannot be found", "not installed, but transformers requires it". */
+  problem: z.string(),
+  /** The package that needs it, for a requirement; `null` for one of the worker's own packages. */
+  requiredBy: z.string().nullable(),
+});
+export type DamagedPackage = z.infer<typeof DamagedPackage>;
+
+/**
+ * Versions found in an interpreter; a package is `null` when it is not installed or not usable (its module or, when
+ * files were checked, one of its files is gone). `damaged` lists what is installed but unusable, and requirements of
+ * the worker's packages that are missing; it is left out when there is nothing to list.
+ */
 export const PythonVersions = z.object({
   python: z.string(),
   torch: z.string().nullable(),
@@ -11,6 +28,7 @@ export const PythonVersions = z.object({
   accelerate: z.string().nullable(),
   pillow: z.string().nullable(),
   safetensors: z.string().nullable(),
+  damaged: z.array(DamagedPackage).optional(),
 });
 export type PythonVersions = z.infer<typeof PythonVersions>;
 
@@ -21,17 +39,23 @@ export interface ProbeOptions {
   source: PythonSource;
   signal?: AbortSignal | undefined;
   timeoutMs?: number;
+  /** Also check that every file the packages' RECORDs list is there (a second or so): setup and doctor do. */
+  checkFiles?: boolean | undefined;
 }
 
 /**
  * Runs `python` once and returns the versions of Python and of the packages the worker needs, from the versions
- * probe (python/idefics2_worker/probe/versions.py: metadata only, nothing imported; it still answers on an old
- * Python, so the version check can name it). @internal
+ * probe (python/idefics2_worker/probe/versions.py: metadata and module lookups, nothing imported; it still answers
+ * on an old Python, so the version check can name it), with what it found damaged. @internal
  */
 export async function probePythonVersions(python: string, options: ProbeOptions): Promise<PythonVersions> {
   const { signal } = options;
   if (signal?.aborted) throw new AbortError(signal.reason);
-  const result = await runProbe({ python, source: options.source }, "versions", { signal, timeoutMs: options.timeoutMs ?? 60_000 });
+  const result = await runProbe({ python, source: options.source }, "versions", {
+    signal,
+    timeoutMs: options.timeoutMs ?? 60_000,
+    args: options.checkFiles ? ["--files"] : [],
+  });
   if (result.isCanceled && signal) throw new AbortError(signal.reason);
   const where = describeSource(options.source);
   if (result.failed && (result.code === "ENOENT" || result.code === "EACCES" || result.code === "ENOTDIR")) {
@@ -42,7 +66,7 @@ export async function probePythonVersions(python: string, options: ProbeOptions)
   const last = result.stdout.trim().split("\n").at(-1) ?? "";
   const parsed = result.failed ? undefined : PythonVersions.safeParse(safeJson(last));
   if (!parsed?.success) {
-    const detail = lastLine(result.stderr) || lastLine(result.stdout) || result.shortMessage;
+    const detail = lastOutputLine(result.stderr) || lastOutputLine(result.stdout) || lastOutputLine(result.shortMessage ?? "");
     throw new PythonEnvironmentError("PYTHON_NOT_FOUND", `${python} (${where}) is not a working Python interpreter: ${detail}`, {
       fix: fixFor(options.source),
       cause: result.failed ? result : parsed?.error,
@@ -84,8 +108,4 @@ function safeJson(text: string): unknown {
   } catch {
     return undefined;
   }
-}
-
-function lastLine(text: string): string {
-  return (text.trim().split("\n").at(-1) ?? "").trim().slice(0, 300);
 }

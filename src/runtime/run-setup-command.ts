@@ -1,6 +1,8 @@
 import { execa } from "execa";
 import { AbortError, PythonEnvironmentError } from "../errors.js";
+import { lastOutputLine } from "../printable.js";
 import { childEnvironment } from "./child-environment.js";
+import { safeModuleArgs, safeWorkingFolder } from "./safe-module-args.js";
 import { emitProgress, type ProgressListener, type SetupStage } from "./setup-progress.js";
 
 export interface SetupCommandOptions {
@@ -8,25 +10,33 @@ export interface SetupCommandOptions {
   /** Says what failed, e.g. "Creating the virtual environment". */
   what: string;
   fix: string;
-  cwd?: string;
   signal?: AbortSignal | undefined;
   onProgress?: ProgressListener | undefined;
 }
 
 const tailLines = 40;
 
-/** Runs one setup step (venv, pip) without a shell, forwarding each output line as a `log` progress event. @internal */
-export async function runSetupCommand(file: string, args: readonly string[], options: SetupCommandOptions): Promise<void> {
+/**
+ * Runs one setup step, `python -m <module> ...args` (venv, pip), without a shell and so that no module comes from the
+ * current folder (safeModuleArgs, in the package's python/ folder), forwarding each output line as a `log` progress
+ * event. @internal
+ */
+export async function runSetupCommand(
+  python: string,
+  module: string,
+  args: readonly string[],
+  options: SetupCommandOptions,
+): Promise<void> {
   const { signal, stage } = options;
   if (signal?.aborted) throw new AbortError(signal.reason);
-  const subprocess = execa(file, args, {
+  const subprocess = execa(python, safeModuleArgs(module, args), {
     env: childEnvironment("setup"),
     extendEnv: false,
     stdin: "ignore",
     all: true,
     buffer: false,
     reject: false,
-    ...(options.cwd ? { cwd: options.cwd } : {}),
+    cwd: safeWorkingFolder(),
     ...(signal ? { cancelSignal: signal } : {}),
   });
   // pip's own children (build backends, or a shell's sleep) may keep the pipes open after pip is killed:
@@ -49,11 +59,7 @@ export async function runSetupCommand(file: string, args: readonly string[], opt
   const result = await subprocess.finally(() => signal?.removeEventListener("abort", closePipes));
   if (signal?.aborted) throw new AbortError(signal.reason);
   if (!result.failed) return;
-  const last =
-    tail
-      .filter((line) => line.trim() !== "")
-      .at(-1)
-      ?.trim() ?? result.shortMessage;
+  const last = lastOutputLine(tail.join("\n")) || lastOutputLine(result.shortMessage ?? "");
   throw new PythonEnvironmentError("ENV_SETUP_FAILED", `${options.what} failed: ${last}`, {
     fix: options.fix,
     cause: Object.assign(new Error(tail.join("\n")), { command: result.command, exitCode: result.exitCode }),

@@ -1,3 +1,5 @@
+import { killGroup } from "./process-group.js";
+
 /** The part of a subprocess that signalling needs. */
 export interface Killable {
   readonly pid?: number | undefined;
@@ -17,17 +19,11 @@ export async function escalate(subprocess: Killable, exit: Promise<void>): Promi
   killTree(subprocess, "SIGKILL");
 }
 
-// The worker leads its own process group (python/idefics2_worker/__main__.py): signal the group, so anything
-// it started ends with it; where it does not lead one (Windows, or a fixture), signal the process alone.
+// The worker leads its own process group (spawned so, see process-group.ts; the real worker also makes itself one,
+// python/idefics2_worker/__main__.py): signal the group, so anything it started ends with it; where it does not lead
+// one (Windows), signal the process alone.
 export function killTree(subprocess: Killable, signal: NodeJS.Signals): void {
   const pid = subprocess.pid;
-  if (pid !== undefined && process.platform !== "win32") {
-    try {
-      process.kill(-pid, signal);
-      return;
-    } catch {
-      // No such group: fall through to the process itself.
-    }
-  }
+  if (pid !== undefined && process.platform !== "win32" && killGroup(pid, signal)) return;
   subprocess.kill(signal);
 }

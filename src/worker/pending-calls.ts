@@ -1,5 +1,6 @@
 import { AbortError, TimeoutError } from "../errors.js";
 import type { EventFrame, MethodName } from "../protocol/messages.js";
+import { checkSignal, checkTimeoutMs, MAX_TIMER_MS } from "./check-call-options.js";
 
 export interface CallOptions {
   signal?: AbortSignal | undefined;
@@ -35,29 +36,54 @@ export class PendingCalls {
     return this.#calls.size;
   }
 
-  /** Registers a call under a fresh id, then hands the id to `send`. */
-  add<T>(method: MethodName, options: CallOptions, send: (id: number) => void): Promise<T> {
-    const { signal, timeoutMs, onEvent } = options;
-    const id = this.#nextId++;
+  /**
+   * Checks the options, builds the call's frame under a fresh id, and only then registers the call (its timer and
+   * abort listener) and hands the frame to `write`. A call refused on the way (bad options, a frame that cannot be
+   * encoded, a signal already aborted) rejects with nothing registered, so nothing is left holding the worker.
+   */
+  add<T>(method: MethodName, options: CallOptions, encode: (id: number) => Buffer, write: (frame: Buffer) => void): Promise<T> {
+    let frame: Buffer;
+    let id: number;
+    let signal: AbortSignal | undefined;
+    let timeoutMs: number | undefined;
+    try {
+      signal = checkSignal(options.signal);
+      timeoutMs = checkTimeoutMs(options.timeoutMs);
+      if (signal?.aborted) throw new AbortError(signal.reason);
+      id = this.#nextId++;
+      frame = encode(id);
+    } catch (error) {
+      return Promise.reject(error);
+    }
     return new Promise<T>((resolve, reject) => {
       let timer: NodeJS.Timeout | undefined;
       const onAbort = () => this.#cancel(id, new AbortError(signal?.reason));
       const settle = () => {
-        signal?.removeEventListener("abort", onAbort);
         if (timer) clearTimeout(timer);
         this.#calls.delete(id);
+        try {
+          signal?.removeEventListener("abort", onAbort);
+        } catch {
+          // A signal-like object whose removeEventListener throws: the call settles all the same.
+        }
         this.#onChange?.(this.#calls.size);
       };
-      this.#calls.set(id, { method, onEvent, resolve: (value) => resolve(value as T), reject, settle });
-      signal?.addEventListener("abort", onAbort, { once: true });
-      if (timeoutMs !== undefined) {
+      try {
+        signal?.addEventListener("abort", onAbort, { once: true });
+      } catch (error) {
+        reject(error instanceof Error ? error : new Error(String(error)));
+        return;
+      }
+      this.#calls.set(id, { method, onEvent: options.onEvent, resolve: (value) => resolve(value as T), reject, settle });
+      // Beyond what Node's timers hold the timeout could never fire in time anyway; such a call has none.
+      if (timeoutMs !== undefined && timeoutMs <= MAX_TIMER_MS) {
         timer = setTimeout(
           () => this.#cancel(id, new TimeoutError("TIMED_OUT", `The ${method} call timed out after ${timeoutMs} ms`)),
           timeoutMs,
         );
       }
       this.#onChange?.(this.#calls.size);
-      send(id);
+      write(frame);
     });
   }
 

@@ -18,7 +18,13 @@ export class StderrTail {
     if (!this.#onLine) return;
     const lines = (this.#partial + text).split("\n");
     this.#partial = lines.pop() ?? "";
-    for (const line of lines) this.#onLine(line);
+    for (const line of lines) {
+      try {
+        this.#onLine(line);
+      } catch {
+        // The caller's listener failed: it runs inside a stream event, where a throw would end the whole program.
+      }
+    }
   }
 
   text(): string {

@@ -1,5 +1,5 @@
 import type { Readable, Writable } from "node:stream";
-import { AbortError, ClosedError, Idefics2Error, ProtocolError } from "../errors.js";
+import { ClosedError, Idefics2Error, ProtocolError } from "../errors.js";
 import { encodeFrame, FrameDecoder } from "../protocol/frame-codec.js";
 import { type InboundFrame, methods, type MethodName, type ParamsOf, type ResultOf, type WorkerVersions } from "../protocol/messages.js";
 import { deferred } from "./deferred.js";
@@ -65,12 +65,13 @@ export class WorkerConnection {
 
   /** Sends one request; resolves with its zod-checked result, rejects with a typed error. */
   request<M extends MethodName>(method: M, params: ParamsOf<M>, options: RequestOptions = {}): Promise<ResultOf<M>> {
-    const { payload, signal } = options;
     if (this.#failure) return Promise.reject(this.#failure);
     if (this.#closed) return Promise.reject(new ClosedError("The worker"));
-    if (signal?.aborted) return Promise.reject(new AbortError(signal.reason));
-    return this.#calls.add<ResultOf<M>>(method, options, (id) =>
-      this.#write(encodeFrame({ type: "request", id, method, params }, payload)),
+    return this.#calls.add<ResultOf<M>>(
+      method,
+      options,
+      (id) => encodeFrame({ type: "request", id, method, params }, options.payload),
+      (frame) => this.#write(frame),
     );
   }
 
@@ -115,7 +116,12 @@ export class WorkerConnection {
     if (frame.type === "ready") {
       this.#ready.resolve({ pid: frame.pid, versions: frame.versions });
     } else if (frame.type === "event") {
-      this.#calls.get(frame.id)?.onEvent?.(frame);
+      const onEvent = this.#calls.get(frame.id)?.onEvent;
+      try {
+        onEvent?.(frame);
+      } catch {
+        // A listener's own failure (a caller's progress callback) must not break the connection or the program.
+      }
     } else if (frame.type === "result") {
       const call = this.#calls.take(frame.id);
       if (!call) return;

@@ -1,7 +1,9 @@
 import { execa } from "execa";
 import { AbortError, type Idefics2Error, TimeoutError, WorkerCrashedError } from "../errors.js";
 import type { MethodName, ParamsOf, ResultOf, WorkerVersions } from "../protocol/messages.js";
+import { MAX_TIMER_MS } from "./check-call-options.js";
 import { escalate, killTree } from "./kill-tree.js";
+import { OWN_PROCESS_GROUP, reapProcessGroup } from "./process-group.js";
 import { StderrTail } from "./stderr-tail.js";
 import { type RequestOptions, WorkerConnection } from "./worker-connection.js";
 
@@ -30,7 +32,7 @@ export class WorkerProcess {
   #connection: WorkerConnection;
   #stderr: StderrTail;
   #exit: Promise<void>;
-  #closing = false;
+  #closing: Promise<void> | undefined;
 
   private constructor(subprocess: WorkerSubprocess, stderr: StderrTail) {
     this.#subprocess = subprocess;
@@ -44,6 +46,7 @@ export class WorkerProcess {
       // EPIPE after the worker died: the exit handler reports the crash.
     });
     this.#exit = subprocess.then((result) => this.#onExit(result.exitCode ?? null, result.signal ?? null));
+    reapProcessGroup(subprocess);
   }
 
   /** Spawns the worker (no shell, explicit environment) and resolves once it has said `ready`. */
@@ -58,13 +61,17 @@ export class WorkerProcess {
         worker.#fail(
           new TimeoutError("TIMED_OUT", `The Python worker did not start within ${startupTimeoutMs} ms`, { fix: "Run `idefics2 doctor`." }),
         ),
-      startupTimeoutMs,
+      Math.min(startupTimeoutMs, MAX_TIMER_MS),
     );
     signal?.addEventListener("abort", onAbort, { once: true });
     try {
       const hello = await worker.#connection.ready;
       worker.pid = hello.pid;
       worker.versions = hello.versions;
+    } catch (error) {
+      // Whatever went wrong (no ready in time, an abort, bytes that are not frames), the process tree ends first.
+      await worker.terminate();
+      throw error;
     } finally {
       clearTimeout(timer);
       signal?.removeEventListener("abort", onAbort);
@@ -93,12 +100,43 @@ export class WorkerProcess {
    * then SIGTERM after a grace period, then SIGKILL. Safe to call more than once.
    */
   async close(): Promise<void> {
-    if (!this.#closing) {
-      this.#closing = true;
+    this.#closing ??= this.#shutDown();
+    await this.#closing;
+  }
+
+  /**
+   * Ends the worker at once: pending calls reject with ClosedError and its whole process group gets SIGKILL. For a
+   * worker that cannot be trusted to shut down (stopped, stuck in a load past its time). Resolves once it has exited.
+   */
+  async terminate(): Promise<void> {
+    this.#closing ??= (async () => {
+      try {
+        this.#connection.close();
+      } finally {
+        killTree(this.#subprocess, "SIGKILL");
+        await this.#exited();
+      }
+    })();
+    await this.#closing;
+  }
+
+  async #shutDown(): Promise<void> {
+    try {
       this.#connection.close();
+    } finally {
+      // Held until the worker has gone, so a program that awaits close() does not exit half-way through it.
       this.#subprocess.ref?.();
       await escalate(this.#subprocess, this.#exit);
+      await this.#exited();
     }
+  }
+
+  // The exit, once the process has ended and its pipes have closed. Something that escaped its group (a daemon it
+  // started) may hold the pipes open for ever: after a grace period they are closed from this side.
+  async #exited(): Promise<void> {
+    const graceful = await Promise.race([this.#exit.then(() => true), delay(PIPE_GRACE_MS).then(() => false)]);
+    if (graceful) return;
+    for (const stream of [this.#subprocess.stdin, this.#subprocess.stdout, this.#subprocess.stderr]) stream.destroy();
     await this.#exit;
   }
 
@@ -113,7 +151,7 @@ export class WorkerProcess {
     killTree(this.#subprocess, "SIGKILL");
   }
 
-  // An idle worker must not keep Node alive: a program that forgot close() still exits (execa's cleanup kills it).
+  // An idle worker must not keep Node alive: a program that forgot close() still exits (reapProcessGroup ends it).
   #updateRef(): void {
     const busy = this.#connection.pendingCount > 0;
     const subprocess = this.#subprocess;
@@ -139,9 +177,17 @@ function spawnWorker(launch: WorkerLaunch) {
     buffer: false,
     reject: false,
     encoding: "buffer",
-    // Closing stdin is our shutdown signal; execa's own cleanup still kills the worker if Node exits abruptly.
+    // Its own process group, so that ending it ends everything it started (reapProcessGroup also ends that group if
+    // Node exits first, which execa's cleanup no longer does for it). Closing stdin is our shutdown signal.
+    detached: OWN_PROCESS_GROUP,
     cleanup: true,
   });
 }
 
 type WorkerSubprocess = ReturnType<typeof spawnWorker>;
+
+const PIPE_GRACE_MS = 2_000;
+
+function delay(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms).unref());
+}

@@ -97,8 +97,8 @@ describe("absurd option values", () => {
     ["an empty stop string", { stopStrings: [""] }, /`stopStrings\.0`/],
     ["an unknown key (a typo)", { maxTokens: 5 }, /maxTokens/],
     ["several unknown keys", { max_new_tokens: 5, beams: 2 }, /max_new_tokens.*beams|beams.*max_new_tokens/],
-    ["timeoutMs NaN", { timeoutMs: Number.NaN }, /^Invalid generation option: `timeoutMs` must be a positive integer \(got NaN\)$/],
-    ["timeoutMs -5", { timeoutMs: -5 }, /^Invalid generation option: `timeoutMs` must be a positive integer \(got -5\)$/],
+    ["timeoutMs NaN", { timeoutMs: Number.NaN }, /^Invalid generation option: `timeoutMs`: must be a positive integer \(got NaN\)$/],
+    ["timeoutMs -5", { timeoutMs: -5 }, /^Invalid generation option: `timeoutMs`: must be a positive integer \(got -5\)$/],
   ];
   it.each(cases)("refuses %s", async (_what, options, message) => {
     const error = await expectRefusal(

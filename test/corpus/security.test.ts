@@ -8,6 +8,7 @@ import { embeddedModelPath } from "../../src/embedded-model.js";
 import { ImageError, ModelLoadError, PythonEnvironmentError } from "../../src/errors.js";
 import { image, user } from "../../src/messages.js";
 import { Idefics2 } from "../../src/model.js";
+import { safeModuleArgs } from "../../src/runtime/safe-module-args.js";
 import { workerCommand } from "../../src/runtime/worker-command.js";
 import { testPython } from "../helpers/python.js";
 import { demoSecond } from "../helpers/pictures.js";
@@ -124,11 +125,11 @@ describe("code shipped with a model runs only with trustRemoteCode", () => {
       expect(await markers()).toEqual([]);
       await expectServes(model);
 
-      // While it runs: the worker is a direct child (no shell between), started as `python -m idefics2_worker`,
-      // and its environment holds none of the parent's secrets.
+      // While it runs: the worker is a direct child (no shell between), started as `python -m idefics2_worker` is
+      // but never from the current folder (safeModuleArgs), and its environment holds none of the parent's secrets.
       if (process.platform === "linux") {
         const worker = await findWorker();
-        expect(worker.argv.slice(1)).toEqual(["-m", "idefics2_worker"]);
+        expect(worker.argv.slice(1)).toEqual(safeModuleArgs("idefics2_worker"));
         for (const [name, value] of Object.entries(SECRETS)) {
           expect(process.env[name]).toBe(value);
           expect(worker.env[name], name).toBeUndefined();

@@ -1,6 +1,7 @@
-import { writeFile } from "node:fs/promises";
+import { existsSync } from "node:fs";
+import { mkdir, mkdtemp, readdir, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
-import { join } from "node:path";
+import { basename, dirname, join } from "node:path";
 import { execa } from "execa";
 import { describe, expect, it } from "vitest";
 import { demoAssetsPath, embeddedModelPath } from "../../src/embedded-model.js";
@@ -11,10 +12,10 @@ import { repoRoot, runReference } from "../helpers/reference.js";
 const conversation = join(demoAssetsPath, "conversation.json");
 
 // The CLI as a user runs it: the built entry point through node, with the suite's interpreter.
-function idefics2(args: string[]) {
+function idefics2(args: string[], env: Record<string, string> = { IDEFICS2_PYTHON: testPython() }) {
   return execa(process.execPath, [join(repoRoot, "dist", "cli", "main.js"), ...args], {
     reject: false,
-    env: { IDEFICS2_PYTHON: testPython() },
+    env,
     timeout: 240_000,
   });
 }
@@ -113,11 +114,152 @@ describe("idefics2 on bad input", () => {
     expect(result.stderr.trim().split("\n").length).toBeLessThanOrEqual(2);
   });
 
+  // Error lines quote what was given (a key, a value, a path, a flag); none may forge a second line, whatever it holds.
+  const LINE_BREAKS = /\r\n|[\r\n\v\f\u0085\u2028\u2029]/;
+  // Checked on each line the output's own newlines end.
+  const RAW_CONTROL = /[\p{Cc}\u2028\u2029\u202a-\u202e\u2066-\u2069]/u;
+  const FORGED = "idefics2: error [FORGED]: all is well";
+  const breaks = ["\n", "\r", "\r\n", "\u001b[2K\r", "\u001b]0;title\u0007", "\u2028", "\u2029", "\u0085", "\u000b", "\u000c", "\u202e"];
+  const lines = (stderr: string) => stderr.replace(/\n$/, "").split(LINE_BREAKS);
+  const messagesFile = async (name: string, messages: unknown) => {
+    const path = join(tmpdir(), `idefics2-cli-${name}.json`);
+    await writeFile(path, JSON.stringify(messages));
+    return path;
+  };
+
+  it.each(breaks.map((text) => [JSON.stringify(text), text]))(
+    "prints exactly one escaped line for an input holding %s (a messages key, a role, a path, a number, a flag)",
+    async (_shown, text) => {
+      const turn = { role: "user", content: [{ type: "text", text: "Hi" }] };
+      const inputs = [
+        ["generate", "--messages", await messagesFile("key", [{ ...turn, [`key${text}${FORGED}`]: 1 }])],
+        ["generate", "--messages", await messagesFile("role", [{ ...turn, role: `user${text}${FORGED}` }])],
+        ["generate", "--messages", `/no/such/dir${text}${FORGED}.json`],
+        ["generate", "--prompt", "Hi", "--max-new-tokens", `5${text}${FORGED}`],
+        ["generate", "--prompt", "Hi", `--temp${text}${FORGED}`, "1"],
+        [`gen${text}${FORGED}`],
+      ];
+      for (const args of inputs) {
+        const result = await idefics2(args);
+        expect(result.exitCode, args.join(" ")).not.toBe(0);
+        const shown = lines(result.stderr);
+        // An error is one line; a usage error is its line and the pointer to --help.
+        expect(shown, result.stderr).toHaveLength(result.exitCode === 2 ? 2 : 1);
+        expect(shown[0]).toMatch(/^idefics2: /);
+        for (const line of result.stderr.replace(/\n$/, "").split("\n")) expect(line).not.toMatch(RAW_CONTROL);
+        // What was there is shown escaped.
+        expect(result.stderr).toMatch(/\\([bfnrt]|u[0-9a-f]{4})/);
+      }
+    },
+  );
+
+  it("prints one line for a lone surrogate or thousands of unknown keys in a messages file", async () => {
+    const lone = await messagesFile("lone", []);
+    await writeFile(lone, '[{"role": "user", "content": [{"type": "text", "text": "bad \\ud800 text"}]}]');
+    const keys = Object.fromEntries(Array.from({ length: 5000 }, (_, i) => [`key${i}\n${FORGED}`, i]));
+    const many = await messagesFile("many", [{ role: "user", content: [{ type: "text", text: "Hi" }], ...keys }]);
+    for (const [file, pattern] of [
+      [lone, /INVALID_MESSAGES.*`0\.content\.0\.text`: must be well-formed Unicode/],
+      [many, /INVALID_MESSAGES.*unknown keys .* and 4995 more/],
+    ] as const) {
+      const result = await idefics2(["generate", "--messages", file]);
+      expect(result.exitCode).toBe(1);
+      expect(lines(result.stderr)).toHaveLength(1);
+      expect(result.stderr).toMatch(pattern);
+      expect(result.stderr.length).toBeLessThan(1200);
+    }
+  });
+
+  it.each(["\n", "\u2028"])("prints one line when the worker's own error quotes a model path holding %j", async (text) => {
+    const result = await idefics2(["generate", "--model", `/no/such/model${text}${FORGED}`, "--prompt", "Hi"]);
+    expect(result.exitCode).toBe(1);
+    expect(result.stderr).toMatch(/MODEL_NOT_FOUND/);
+    expect(lines(result.stderr)).toHaveLength(1);
+    expect(result.stderr.replace(/\n$/, "")).not.toMatch(RAW_CONTROL);
+  });
+
+  it("keeps the doctor's report to its own lines when the interpreter path holds a line break", async () => {
+    const result = await idefics2(["doctor", "--python", `/no/such/python\n✗ [FORGED] all is well\r\u2028${FORGED}`]);
+    expect(result.exitCode).toBe(1);
+    const shown = result.stdout.split(LINE_BREAKS);
+    expect(shown.some((line) => line.startsWith("✗ [FORGED]") || line.startsWith("idefics2: error [FORGED]"))).toBe(false);
+    expect(shown.filter((line) => line.startsWith("✗ [PYTHON_NOT_FOUND]"))).toHaveLength(1);
+  });
+
   it("exits non-zero with one line when the model folder does not exist", async () => {
     const result = await idefics2(["generate", "--model", "/no/such/model", "--prompt", "Hi"]);
     expect(result.exitCode).toBe(1);
     expect(result.stderr).toMatch(/MODEL_NOT_FOUND/);
     expect(result.stderr).not.toContain("Traceback");
     expect(result.stderr.trim().split("\n")).toHaveLength(1);
+  });
+});
+
+describe("idefics2 doctor and setup on a damaged managed environment", () => {
+  // A copy of the suite's managed environment made of hard links (instant, no space): deleting in the copy unlinks
+  // only the copy's names, and pip writes new files rather than into old ones, so the original stays as it is.
+  const envDir = dirname(dirname(testPython()));
+  const managed = existsSync(join(envDir, "ready.json"));
+
+  it.runIf(managed)(
+    "the doctor names a deleted package folder, a deleted file and an uninstalled requirement; setup reinstalls them; generate answers",
+    async () => {
+      const home = await mkdtemp(join(tmpdir(), "idefics2-damaged-home-"));
+      try {
+        const copy = join(home, "envs", basename(envDir));
+        await mkdir(dirname(copy), { recursive: true });
+        await execa("cp", ["-al", envDir, copy]);
+        const [lib] = await readdir(join(copy, "lib"));
+        const site = join(copy, "lib", lib as string, "site-packages");
+        const tokenizers = (await readdir(site)).find((name) => /^tokenizers-.*\.dist-info$/.test(name)) as string;
+        await rm(join(site, "transformers"), { recursive: true });
+        await rm(join(site, "PIL", "ImageOps.py"));
+        await rm(join(site, tokenizers), { recursive: true });
+        // The managed environment, not the suite's interpreter as it is.
+        const env = { IDEFICS2_HOME: home, IDEFICS2_PYTHON: "" };
+
+        const damaged = await idefics2(["doctor"], env);
+        expect(damaged.exitCode).toBe(1);
+        const problem = damaged.stdout.split("\n").find((line) => line.startsWith("✗ [MISSING_PYTHON_PACKAGE]")) ?? "";
+        expect(problem).toContain("transformers 5.17.0 (its module transformers cannot be found)");
+        expect(problem).toContain("pillow 13.0.0 (its file PIL/ImageOps.py is missing)");
+        expect(problem).toContain("tokenizers (not installed, but transformers requires it)");
+        expect(damaged.stdout).toMatch(/fix: Run `idefics2 setup`/);
+
+        const setup = await idefics2(["setup"], env);
+        expect(setup.exitCode, setup.stderr).toBe(0);
+        expect(setup.stderr).toMatch(/\[pip\] Repairing /);
+        expect(setup.stderr).not.toMatch(/\[venv\]/);
+        expect(setup.stdout.trim()).toBe(join(copy, "bin", "python"));
+
+        const repaired = await idefics2(["doctor", "--json"], env);
+        expect(JSON.parse(repaired.stdout)).toMatchObject({ ok: true, source: "managed" });
+        const answer = await idefics2(
+          ["generate", "--prompt", "What colour is the shape?", "--image", demoSecond, "--max-new-tokens", "12"],
+          env,
+        );
+        expect(answer.stdout.toLowerCase()).toContain("blue");
+        // The suite's own environment is untouched.
+        expect(existsSync(join(envDir, "lib", lib as string, "site-packages", "PIL", "ImageOps.py"))).toBe(true);
+        expect(existsSync(join(envDir, "lib", lib as string, "site-packages", tokenizers))).toBe(true);
+      } finally {
+        await rm(home, { recursive: true, force: true });
+      }
+    },
+    300_000,
+  );
+
+  it.each([
+    ["inside /proc", "/proc/idefics2-home"],
+    ["below a regular file", join(repoRoot, "package.json", "home")],
+  ])("a home folder %s that cannot be written is one ENV_SETUP_FAILED line naming it", async (_what, home) => {
+    const result = await idefics2(["setup", "--home", home], { IDEFICS2_PYTHON: "" });
+    expect(result.exitCode).toBe(1);
+    expect(result.stderr.trim().split("\n").at(-1)).toMatch(
+      new RegExp(
+        `^idefics2: error \\[ENV_SETUP_FAILED\\]: Cannot write the managed environment under ${home.replace(/[.*+?^${}()|[\]\\]/g, "\\$&")}: E[A-Z]+ at .* — Make that folder writable`,
+      ),
+    );
+    expect(result.stderr).not.toMatch(/unexpected error/);
   });
 });

@@ -13,7 +13,8 @@ export const goodVersions: PythonVersions = {
 };
 
 const nothing = { torch: null, transformers: null, bitsandbytes: null, accelerate: null, pillow: null, safetensors: null };
-// The versions probe's module: the fakes answer `python -m <it>` as the real probe would.
+// The versions probe's module: the fakes answer it as the real probe would. Every Python child is started as
+// `python -c <bootstrap> <module> ...args` (src/runtime/safe-module-args.ts), so the module is the third argument.
 const versionsProbe = "idefics2_worker.probe.versions";
 
 async function script(file: string, body: string): Promise<string> {
@@ -29,8 +30,8 @@ export function fakePython(dir: string, versions: PythonVersions): Promise<strin
 }
 
 /**
- * A fake base interpreter: answers the versions probe (`-m idefics2_worker.probe.versions`) as a bare Python
- * 3.11, makes `-m venv DIR` a folder holding a fake venv python, whose `-m pip install -r FILE` prints two
+ * A fake base interpreter: answers the versions probe (module idefics2_worker.probe.versions) as a bare Python
+ * 3.11, makes module `venv DIR` a folder holding a fake venv python, whose module `pip install -r FILE` prints two
  * lines, waits `pipSeconds`, and records `<env dir> <FILE's name>` in `<dir>/installs`; after the install its
  * probe reports every package. While `<dir>/fail-dev` exists, installing requirements-dev.txt fails.
  */
@@ -41,7 +42,7 @@ export async function fakeBasePython(dir: string, pipSeconds = 0.3): Promise<{ p
     path.join(dir, "venv-python"),
     [
       'env_dir="$(dirname "$(dirname "$0")")"',
-      'case "$2" in',
+      'case "$3" in',
       `  ${versionsProbe}) if [ -f "$env_dir/installed" ]; then echo '${JSON.stringify(goodVersions)}'; else echo '${JSON.stringify({ python: "3.11.7", ...nothing })}'; fi ;;`,
       // biome-ignore lint/suspicious/noTemplateCurlyInString: shell syntax for the last argument, not a template
       '  pip) eval "file=\\${$#}"; name="$(basename "$file")"',
@@ -59,9 +60,9 @@ export async function fakeBasePython(dir: string, pipSeconds = 0.3): Promise<{ p
   const python = await script(
     path.join(dir, "base-python"),
     [
-      'case "$2" in',
+      'case "$3" in',
       `  ${versionsProbe}) echo '${JSON.stringify({ python: "3.11.7", ...nothing })}' ;;`,
-      `  venv) mkdir -p "$3/bin" && cp '${venvPython}' "$3/bin/python" && echo "$3" >> '${venvs}' ;;`,
+      `  venv) mkdir -p "$4/bin" && cp '${venvPython}' "$4/bin/python" && echo "$4" >> '${venvs}' ;;`,
       "esac",
     ].join("\n"),
   );

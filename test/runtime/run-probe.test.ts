@@ -19,18 +19,24 @@ test.each([
   ["env", true],
   ["managed", false],
 ] as const)(
-  "a probe from source %s runs `python -m idefics2_worker.probe.<name>` with the worker's PYTHONPATH",
+  "a probe from source %s runs module idefics2_worker.probe.<name> safely, in python/, with the worker's PYTHONPATH",
   async (source, inherits) => {
     const recorder = path.join(dir, `python-${source}`);
     const record = path.join(dir, `record-${source}`);
-    await writeFile(recorder, `#!/bin/sh\nprintf '%s\\n' "$*" "$PYTHONPATH" > '${record}'\n`, { mode: 0o755 });
-    vi.stubEnv("PYTHONPATH", "/opt/extra-site");
-    const result = await runProbe({ python: recorder, source }, "versions", { timeoutMs: 10_000 }).finally(() => vi.unstubAllEnvs());
+    await writeFile(recorder, `#!/bin/sh\nprintf '%s\\n' "$1" "$3" "$4" "$PYTHONPATH" "$PWD" > '${record}'\n`, { mode: 0o755 });
+    // Relative and empty PYTHONPATH entries mean the current folder: never passed on.
+    vi.stubEnv("PYTHONPATH", ["/opt/extra-site", "", "relative/site", "."].join(path.delimiter));
+    const result = await runProbe({ python: recorder, source }, "versions", { timeoutMs: 10_000, args: ["--files"] }).finally(() =>
+      vi.unstubAllEnvs(),
+    );
     expect(result.exitCode).toBe(0);
     const own = path.join(packageRoot(), "python");
     expect((await readFile(record, "utf8")).split("\n")).toEqual([
-      "-m idefics2_worker.probe.versions",
+      "-c",
+      "idefics2_worker.probe.versions",
+      "--files",
       inherits ? `${own}${path.delimiter}/opt/extra-site` : own,
+      own,
       "",
     ]);
   },

@@ -3,6 +3,7 @@ import { existsSync } from "node:fs";
 import path from "node:path";
 import { expect, test } from "vitest";
 import { packageRoot } from "../../src/runtime/package-root.js";
+import { safeModuleArgs } from "../../src/runtime/safe-module-args.js";
 import { workerCommand } from "../../src/runtime/worker-command.js";
 import { testPython } from "../helpers/python.js";
 
@@ -11,7 +12,7 @@ test("the package root is the folder holding package.json and python/", () => {
   expect(existsSync(path.join(packageRoot(), "python", "requirements.txt"))).toBe(true);
 });
 
-test("the worker runs `python -m idefics2_worker` with PYTHONPATH at python/ and only the variables it needs", () => {
+test("the worker runs module idefics2_worker through the safe bootstrap, in python/, with PYTHONPATH there and only the variables it needs", () => {
   const parent = {
     PATH: "/usr/bin",
     HOME: "/home/someone",
@@ -33,7 +34,8 @@ test("the worker runs `python -m idefics2_worker` with PYTHONPATH at python/ and
   };
   expect(workerCommand({ python: "/envs/x/bin/python" }, parent)).toEqual({
     file: "/envs/x/bin/python",
-    args: ["-m", "idefics2_worker"],
+    args: safeModuleArgs("idefics2_worker"),
+    cwd: path.join(packageRoot(), "python"),
     env: {
       PATH: "/usr/bin",
       HOME: "/home/someone",

@@ -63,11 +63,14 @@ describe("other refusals say what the value must be", () => {
     [{ maxNewTokens: 0 }, "`maxNewTokens`: must be an integer from 1 to 1,000,000 (got 0)"],
     [{ maxNewTokens: "20" }, '`maxNewTokens`: must be an integer from 1 to 1,000,000 (got "20")'],
     [{ numBeams: 1.5 }, "`numBeams`: must be an integer from 1 to 64 (got 1.5)"],
-    [{ temperature: 0 }, "`temperature`: must be a number greater than 0 and at most 100 (got 0)"],
+    [{ temperature: 0 }, "`temperature`: must be a number from 0.0001 to 100 (got 0)"],
     [{ topK: Number.NaN }, "`topK`: must be a non-negative integer (got NaN)"],
     [{ doSample: "yes" }, '`doSample`: must be true or false (got "yes")'],
-    [{ stopStrings: [] }, "`stopStrings`: must be an array of 1 to 64 items, each a non-empty string (got an array of 0)"],
-    [{ stopStrings: ["a", ""] }, '`stopStrings.1`: must be a non-empty string (got "")'],
+    [
+      { stopStrings: [] },
+      "`stopStrings`: must be an array of 1 to 16 items, each a non-empty string of at most 32 characters (got an array of 0)",
+    ],
+    [{ stopStrings: ["a", ""] }, '`stopStrings.1`: must be a non-empty string of at most 32 characters (got "")'],
     [{ max_new_tokens: 5, beams: 2 }, "unknown keys `max_new_tokens` (did you mean `maxNewTokens`?), `beams`"],
   ])("generate(%j)", (input, problem) => {
     expect(refusal(GenerationOptions, input, "generation option")).toBe(`Invalid generation option: ${problem}`);

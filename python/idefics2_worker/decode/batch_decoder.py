@@ -18,9 +18,10 @@ import torch
 
 from ..protocol.params import GenerateParams
 from ..protocol.results import GenerationResult
+from ..request.cancellation import aborted, stop_on_cancel
 from ..request.loaded_model import LoadedModel
 from ..request.prompt import PreparedPrompt, prepare_prompt
-from ..request.result import aborted, finish_reason, generation_result
+from ..request.result import finish_reason, generation_result
 from ..request.streaming import OnToken, TokenStreamer
 from .graphs import DecodeGraphs
 from .prefill import prefill
@@ -84,7 +85,7 @@ class BatchDecoder:
         attends to every cached position, so such a request must go to generate().
         """
         model = self.model
-        prepared = prepare_prompt(self.loaded, params, payload)
+        prepared = prepare_prompt(self.loaded, params, payload, cancel)
         input_ids = prepared.inputs["input_ids"]
         config, processors = generation_config_and_processors(model, params, self.loaded.eos_ids, input_ids)
         limit = new_token_limit(config, prepared.prompt_tokens)
@@ -105,7 +106,8 @@ class BatchDecoder:
         # Room for the prompt and a first stretch of answer; `step` grows the cache when a sequence needs more,
         # so a large maxNewTokens that ends at EOS early never allocates its whole length.
         self.graphs.ensure(len(self.running) + 1, prepared.prompt_tokens + min(limit, FIRST_STRETCH))
-        cache, logits = prefill(model, prepared.inputs, self.vision_chunk)
+        with stop_on_cancel(model, cancel):
+            cache, logits = prefill(model, prepared.inputs, self.vision_chunk)
         slot = len(self.running)
         self.graphs.store_prefill(slot, cache, prepared.prompt_tokens)
         del cache

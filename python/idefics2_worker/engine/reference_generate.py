@@ -11,9 +11,10 @@ from transformers.generation.stopping_criteria import StoppingCriteria, Stopping
 
 from ..protocol.params import GenerateParams
 from ..protocol.results import GenerationResult
+from ..request.cancellation import aborted, stop_on_cancel
 from ..request.loaded_model import LoadedModel
 from ..request.prompt import prepare_prompt
-from ..request.result import aborted, finish_reason, generation_result
+from ..request.result import finish_reason, generation_result
 from ..request.streaming import OnToken, TokenStreamer
 from .attention import fastest_attention
 
@@ -37,7 +38,7 @@ def run_generation(
     loaded: LoadedModel, params: GenerateParams, payload: bytes, on_token: OnToken, cancel: threading.Event
 ) -> GenerationResult:
     model, processor = loaded.model, loaded.processor
-    prepared = prepare_prompt(loaded, params, payload)
+    prepared = prepare_prompt(loaded, params, payload, cancel)
     kwargs = dict(params.generate_kwargs)
     kwargs["eos_token_id"] = list(loaded.eos_ids)
     if "stop_strings" in kwargs:
@@ -53,7 +54,7 @@ def run_generation(
     if cancel.is_set():
         raise aborted()
 
-    with fastest_attention(model):
+    with fastest_attention(model), stop_on_cancel(model, cancel):
         output = model.generate(**prepared.inputs, **kwargs)
     finished = time.perf_counter()
     if cancel.is_set():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import re
 import sys
 import traceback
@@ -106,15 +107,30 @@ def _classify(error: BaseException, stage: Stage) -> tuple[str, str | None]:
 
 
 def to_protocol_error(error: BaseException, stage: Stage = "other") -> dict[str, Any]:
-    """Maps any exception to the protocol's error object; the traceback goes in its own field."""
-    if isinstance(error, WorkerError):
-        code, message, fix = error.code, error.message, error.fix
-    else:
-        code, fix = _classify(error, stage)
-        message = str(error) or type(error).__name__
-    body: dict[str, Any] = {"code": code, "message": one_line(message), "pythonType": _python_type(error)}
+    """Maps any exception to the protocol's error object; the traceback goes in its own field. Never raises."""
+    try:
+        if isinstance(error, WorkerError):
+            code, message, fix = error.code, error.message, error.fix
+        else:
+            code, fix = _classify(error, stage)
+            message = str(error) or type(error).__name__
+        body: dict[str, Any] = {"code": code, "message": one_line(message), "pythonType": _python_type(error)}
+    except Exception:  # an exception whose str() fails still becomes an answer
+        body = {"code": "GENERATION_FAILED", "message": type(error).__name__, "pythonType": _python_type(error)}
+        fix = None
     if fix:
         body["fix"] = fix
     if error.__traceback__ is not None:
-        body["traceback"] = "".join(traceback.format_exception(type(error), error, error.__traceback__))
+        with contextlib.suppress(Exception):
+            body["traceback"] = "".join(traceback.format_exception(type(error), error, error.__traceback__))
     return body
+
+
+def unsendable_reply(failure: BaseException) -> dict[str, Any]:
+    """The error object for a request whose own reply could not be encoded; ASCII only, so it always can be."""
+    detail = ascii(str(failure))[1:-1]
+    return {
+        "code": "GENERATION_FAILED",
+        "message": one_line(f"The worker could not encode its reply ({_python_type(failure)}): {detail}"),
+        "pythonType": _python_type(failure),
+    }

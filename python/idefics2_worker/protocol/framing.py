@@ -22,7 +22,12 @@ class FrameError(Exception):
 
 def encode_header(header: dict[str, Any]) -> bytes:
     # NaN and Infinity are not JSON; refusing them here keeps the SDK's parser honest.
-    return json.dumps(header, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode("utf-8")
+    text = json.dumps(header, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError:
+        # A lone surrogate (from a path, a message) has no UTF-8 form; JSON's \ud800 escape carries it exactly.
+        return json.dumps(header, ensure_ascii=True, separators=(",", ":"), allow_nan=False).encode("ascii")
 
 
 def encode_frame(header: dict[str, Any], payload: bytes = b"") -> bytes:

@@ -32,6 +32,9 @@ DEVICE_NAMES = ("auto", "cpu", "cuda")
 # One CUDA device by index; torch refuses an index with leading zeros.
 _CUDA_DEVICE = re.compile(r"cuda:(0|[1-9][0-9]*)", re.ASCII)
 _NOT_BLANK = re.compile(r"\S")
+# Half of a UTF-16 surrogate pair, alone: JSON can carry one ("\\ud800") but it is no character, and encoding it
+# (a file name, the tokenizer) fails. Every string a caller sends is checked for one.
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 ROLES = ("user", "assistant", "system")
 DECODERS = ("auto", "fast", "reference")
 
@@ -41,8 +44,15 @@ MAX_BATCH_LIMIT = 64
 MAX_LONGEST_EDGE = 65_536
 MAX_NEW_TOKENS_LIMIT = 1_000_000
 MAX_BEAMS = 64
-MAX_STOP_STRINGS = 64
+# transformers' StopStringCriteria compares every vocabulary token with every position of every stop string before
+# the first step, and matches all of them at each step: the SDK's bounds (src/protocol/option-ranges.ts) keep that to
+# seconds for a 32,000-token vocabulary.
+MAX_STOP_STRINGS = 16
+MAX_STOP_STRING_LENGTH = 32
+# Logits are divided by these: below 1e-4 a float32 logit can overflow to inf and sampling fails on NaN.
+MIN_TEMPERATURE = 1e-4
 MAX_TEMPERATURE = 100.0
+MIN_REPETITION_PENALTY = 1e-4
 MAX_REPETITION_PENALTY = 100.0
 
 _REQUIRED: Any = object()
@@ -59,6 +69,13 @@ def _fail_option(name: str, expected: str, value: Any) -> WorkerError:
 
 def _fail_message(name: str, expected: str, value: Any) -> WorkerError:
     return WorkerError("INVALID_MESSAGES", f"Expected `{name}` to be {expected}, got {_describe(value)}")
+
+
+_WELL_FORMED = "well-formed Unicode (no lone surrogate)"
+
+
+def _well_formed(value: str) -> bool:
+    return _LONE_SURROGATE.search(value) is None
 
 
 def _is_int(value: Any) -> bool:
@@ -135,17 +152,22 @@ def _float(
     return float(value)
 
 
-def _strings(name: str, value: Any, *, min_items: int = 0, max_items: int = MAX_SAFE_INTEGER) -> tuple[str, ...] | None:
-    """Null, or a list of non-empty strings of an allowed length."""
+def _strings(
+    name: str, value: Any, *, min_items: int = 0, max_items: int = MAX_SAFE_INTEGER, max_length: int | None = None
+) -> tuple[str, ...] | None:
+    """Null, or a list of an allowed length of non-empty, well-formed strings, each at most `max_length` long."""
     if value is None:
         return None
     if (
         not isinstance(value, list)
         or not min_items <= len(value) <= max_items
-        or not all(isinstance(item, str) and item for item in value)
+        or not all(isinstance(item, str) and 0 < len(item) <= (max_length or len(item)) for item in value)
     ):
         items = f"{min_items} to {max_items}" if max_items < MAX_SAFE_INTEGER else f"{min_items} or more"
-        raise _fail_option(name, f"null or a list of {items} non-empty strings", value)
+        each = f" of at most {max_length} characters" if max_length is not None else ""
+        raise _fail_option(name, f"null or a list of {items} non-empty strings{each}", value)
+    if not all(_well_formed(item) for item in value):
+        raise _fail_option(name, f"a list of strings in {_WELL_FORMED}", value)
     return tuple(value)
 
 
@@ -228,12 +250,16 @@ def _device_map(value: Any) -> str:
 def _model(value: Any) -> str:
     if not isinstance(value, str) or not _NOT_BLANK.search(value):
         raise _fail_option("model", "a model folder or hub id (not blank)", value)
+    if not _well_formed(value):
+        raise _fail_option("model", f"a model folder or hub id in {_WELL_FORMED}", value)
     return value
 
 
 def _revision(value: Any) -> str | None:
     if value is not None and (not isinstance(value, str) or not value):
         raise _fail_option("revision", "null or a non-empty string", value)
+    if value is not None and not _well_formed(value):
+        raise _fail_option("revision", f"a string in {_WELL_FORMED}", value)
     return value
 
 
@@ -308,16 +334,21 @@ def _options(raw: Any) -> tuple[dict[str, Any], int | None]:
     def field(key: str, default: Any = None) -> Any:
         return _field(given, key, default, key)
 
-    stop = _strings("stopStrings", field("stopStrings"), min_items=1, max_items=MAX_STOP_STRINGS)
+    stop = _strings(
+        "stopStrings", field("stopStrings"), min_items=1, max_items=MAX_STOP_STRINGS, max_length=MAX_STOP_STRING_LENGTH
+    )
     checked = {
         "maxNewTokens": _int("maxNewTokens", field("maxNewTokens", _REQUIRED), 1, MAX_NEW_TOKENS_LIMIT),
         "minNewTokens": _int("minNewTokens", field("minNewTokens"), 0, MAX_NEW_TOKENS_LIMIT, nullable=True),
         "doSample": _bool("doSample", field("doSample"), nullable=True),
-        "temperature": _float("temperature", field("temperature"), above=0.0, at_most=MAX_TEMPERATURE),
+        "temperature": _float("temperature", field("temperature"), at_least=MIN_TEMPERATURE, at_most=MAX_TEMPERATURE),
         "topP": _float("topP", field("topP"), above=0.0, at_most=1.0),
         "topK": _int("topK", field("topK"), 0, nullable=True),
         "repetitionPenalty": _float(
-            "repetitionPenalty", field("repetitionPenalty"), above=0.0, at_most=MAX_REPETITION_PENALTY
+            "repetitionPenalty",
+            field("repetitionPenalty"),
+            at_least=MIN_REPETITION_PENALTY,
+            at_most=MAX_REPETITION_PENALTY,
         ),
         "noRepeatNgramSize": _int("noRepeatNgramSize", field("noRepeatNgramSize"), 0, nullable=True),
         "numBeams": _int("numBeams", field("numBeams"), 1, MAX_BEAMS, nullable=True),
@@ -344,6 +375,8 @@ def _part(where: str, part: Any) -> dict[str, Any]:
         return {"type": "image"}
     if kind == "text" and isinstance(part.get("text"), str):
         _message_object(where, part, _TEXT_PART_KEYS)
+        if not _well_formed(part["text"]):
+            raise _fail_message(f"{where}.text", f"text in {_WELL_FORMED}", part["text"])
         return {"type": "text", "text": part["text"]}
     raise _fail_message(where, "{type: 'image'} or {type: 'text', text: string}", part)
 

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import threading
 import time
+import weakref
 from dataclasses import dataclass
 from typing import Any
 
@@ -10,6 +13,7 @@ from PIL import Image
 
 from ..protocol.errors import WorkerError
 from ..protocol.params import GenerateParams
+from .cancellation import stop_if_cancelled
 from .loaded_model import LoadedModel
 
 
@@ -47,21 +51,73 @@ def _check_splittable(processor: Any, params: GenerateParams) -> None:
             )
 
 
-def prepare_prompt(loaded: LoadedModel, params: GenerateParams, payload: bytes) -> PreparedPrompt:
+_OVERFLOW_FIX = (
+    "Send fewer or smaller images (doImageSplitting false, a smaller longestEdge) or a shorter conversation."
+)
+# Per tokenizer: the most characters one token can stand for.
+_longest_token: weakref.WeakKeyDictionary[Any, int] = weakref.WeakKeyDictionary()
+
+
+def _longest_token_chars(tokenizer: Any) -> int:
+    """The longest token's text, in characters: a byte-level token stands for at most as many bytes as its
+    vocabulary entry has characters, a sentencepiece one for its piece, a byte-fallback one for one byte."""
+    try:
+        return _longest_token[tokenizer]
+    except (KeyError, TypeError):
+        pass
+    pieces = [*tokenizer.get_vocab(), *getattr(tokenizer, "added_tokens_encoder", {})]
+    longest = max((len(piece) for piece in pieces), default=1)
+    with contextlib.suppress(TypeError):  # a tokenizer that cannot be weakly referenced is measured each time
+        _longest_token[tokenizer] = longest
+    return longest
+
+
+def _check_text_fits(loaded: LoadedModel, prompt: str, max_context: int) -> None:
+    """Refuses a prompt whose text alone is more tokens than the context, before tokenizing it: tokenizing 15 MB
+    takes many seconds (and a cancel cannot stop it), while the least number of tokens it can be is its
+    length over the longest token's. So tokenizing never works on more than the context's worth of text."""
+    tokenizer = loaded.processor.tokenizer
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is None:
+        return
+    longest = _longest_token_chars(tokenizer)
+    if len(prompt) < max_context * longest:
+        return
+    # Tokens cover the normalized text; a normalizer may change its length, so count that (a quick pass).
+    normalizer = backend.normalizer
+    chars = len(normalizer.normalize_str(prompt)) if normalizer is not None else len(prompt)
+    least = -(-chars // longest)
+    if least >= max_context:
+        raise WorkerError(
+            "CONTEXT_OVERFLOW",
+            f"The prompt is at least {least} tokens ({chars} characters) "
+            f"but the model's context is {max_context} tokens",
+            _OVERFLOW_FIX,
+        )
+
+
+def prepare_prompt(
+    loaded: LoadedModel, params: GenerateParams, payload: bytes, cancel: threading.Event | None = None
+) -> PreparedPrompt:
+    """The processor's inputs for a request, checking `cancel` between stages; CONTEXT_OVERFLOW past the context."""
     model, processor = loaded.model, loaded.processor
     started = time.perf_counter()
+    max_context = int(model.config.text_config.max_position_embeddings)
     _check_splittable(processor, params)
     images = _images(params, payload)
+    stop_if_cancelled(cancel)
     prompt = processor.apply_chat_template(params.messages, add_generation_prompt=True)
+    _check_text_fits(loaded, prompt, max_context)
+    stop_if_cancelled(cancel)
     inputs = processor(text=prompt, images=images or None, return_tensors="pt").to(model.device)
+    stop_if_cancelled(cancel)
     input_ids = inputs["input_ids"]
     prompt_tokens = int(input_ids.shape[-1])
-    max_context = int(model.config.text_config.max_position_embeddings)
     if prompt_tokens >= max_context:
         raise WorkerError(
             "CONTEXT_OVERFLOW",
             f"The prompt is {prompt_tokens} tokens but the model's context is {max_context} tokens",
-            "Send fewer or smaller images (doImageSplitting false, a smaller longestEdge) or a shorter conversation.",
+            _OVERFLOW_FIX,
         )
     image_tokens = int((input_ids == int(model.config.image_token_id)).sum())
     return PreparedPrompt(inputs, prompt_tokens, image_tokens, started, time.perf_counter())

@@ -1,16 +1,11 @@
-"""How a request ends: its finish reason, its result, and the error of a cancelled one."""
+"""How a request ends: its finish reason and its result."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
-from ..protocol.errors import WorkerError
 from ..protocol.results import FinishReason, GenerationResult, Timings, Usage
 from .prompt import PreparedPrompt
-
-
-def aborted() -> WorkerError:
-    return WorkerError("ABORTED", "The generation was cancelled")
 
 
 def finish_reason(

@@ -8,18 +8,25 @@ from typing import Any, BinaryIO
 from ..protocol.errors import WorkerError
 from ..protocol.framing import FrameError, FrameWriter, read_frame
 from .engine_interface import EngineLike
-from .model_thread import METHODS, Info, Job, ModelThread
+from .model_thread import METHODS, Info, Job, ModelThread, OnDeath, end_process
 from .replies import Replies
 
 
 class Server:
     """Runs requests in arrival order on a model thread; reads frames on the calling thread."""
 
-    def __init__(self, engine: EngineLike, reader: BinaryIO, writer: FrameWriter, info: Info | None = None) -> None:
+    def __init__(
+        self,
+        engine: EngineLike,
+        reader: BinaryIO,
+        writer: FrameWriter,
+        info: Info | None = None,
+        on_model_thread_death: OnDeath = end_process,
+    ) -> None:
         self.engine = engine
         self.reader = reader
         self.replies = Replies(writer)
-        self._model = ModelThread(engine, self.replies, info)
+        self._model = ModelThread(engine, self.replies, info, on_model_thread_death)
 
     # Reads frames until `shutdown` or end of input; returns the process exit code.
     def serve(self, drain_seconds: float = 5.0) -> int:

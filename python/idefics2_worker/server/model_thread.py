@@ -8,7 +8,10 @@ so requests still take effect in the order they were sent.
 from __future__ import annotations
 
 import collections
+import os
+import sys
 import threading
+import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -23,6 +26,21 @@ METHODS = ("ping", "load", "generate", "info", "releaseMemory")
 _BESIDE_THE_BATCH = frozenset({"ping", "info"})
 _STAGES: dict[str, Stage] = {"load": "load", "generate": "generate"}
 Info = Callable[[dict[str, Any] | None], dict[str, Any]]
+OnDeath = Callable[[BaseException], None]
+# The exit code of a worker whose model thread failed (EX_SOFTWARE): the SDK reports it as a crash and restarts.
+MODEL_THREAD_FAILED = 70
+
+
+def end_process(error: BaseException) -> None:
+    """A model thread that dies leaves nothing to run requests: end the worker, so the SDK's crash handling (every
+    pending call rejected, a new worker on the next call) takes over instead of every call waiting for ever."""
+    try:
+        lines = traceback.format_exception(type(error), error, error.__traceback__)
+        sys.stderr.write("".join(lines))
+        sys.stderr.write(f"idefics2_worker: the model thread failed: {type(error).__name__}: {error}\n")
+        sys.stderr.flush()
+    finally:
+        os._exit(MODEL_THREAD_FAILED)
 
 
 @dataclass
@@ -35,15 +53,18 @@ class Job:
 
 
 class ModelThread:
-    def __init__(self, engine: EngineLike, replies: Replies, info: Info | None) -> None:
+    def __init__(
+        self, engine: EngineLike, replies: Replies, info: Info | None, on_death: OnDeath = end_process
+    ) -> None:
         self.engine = engine
         self.replies = replies
         self._info = info
+        self._on_death = on_death
         self._lock = threading.Condition()
         self._queue: collections.deque[Job] = collections.deque()
         self._running: dict[int, Job] = {}
         self._stopping = False
-        self._thread = threading.Thread(target=self._loop, name="idefics2-model", daemon=True)
+        self._thread = threading.Thread(target=self._run, name="idefics2-model", daemon=True)
 
     def start(self) -> None:
         self._thread.start()
@@ -80,6 +101,13 @@ class ModelThread:
             self._lock.notify_all()
         for job in dropped:
             self.replies.error(job.id, WorkerError("ABORTED", "The worker is shutting down"))
+
+    def _run(self) -> None:
+        try:
+            self._loop()
+        except BaseException as error:
+            # Requests are answered one by one below; reaching here means the loop itself broke.
+            self._on_death(error)
 
     def _loop(self) -> None:
         while True:

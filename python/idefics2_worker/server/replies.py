@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import sys
 from typing import Any
 
-from ..protocol.errors import Stage, to_protocol_error
+from ..protocol.errors import Stage, to_protocol_error, unsendable_reply
 from ..protocol.framing import FrameWriter
 from .engine_interface import OnProgress, OnToken
 
@@ -14,18 +15,22 @@ _QUIET_CODES = ("ABORTED", "PROTOCOL_ERROR", "INVALID_MESSAGES", "INVALID_OPTION
 
 
 class Replies:
+    """Every request's answer goes out through here; an answer that cannot be encoded becomes an error that can."""
+
     def __init__(self, writer: FrameWriter) -> None:
         self.writer = writer
 
     def result(self, request_id: int, result: dict[str, Any]) -> None:
-        self.writer.write({"type": "result", "id": request_id, "result": result})
+        self._answer(request_id, {"type": "result", "id": request_id, "result": result})
 
     def error(self, request_id: int | None, error: BaseException, stage: Stage = "other") -> None:
         body = to_protocol_error(error, stage)
         if body["code"] not in _QUIET_CODES:
             # The SDK keeps a stderr tail for crash reports; a failed request is worth a line there.
-            print(f"idefics2_worker: request {request_id} failed: {body['code']}: {body['message']}", file=sys.stderr)
-        self.writer.write({"type": "error", "id": request_id, "error": body})
+            line = f"idefics2_worker: request {request_id} failed: {body['code']}: {body['message']}"
+            with contextlib.suppress(OSError, ValueError):
+                print(line, file=sys.stderr)
+        self._answer(request_id, {"type": "error", "id": request_id, "error": body})
 
     def progress(self, request_id: int) -> OnProgress:
         def emit(stage: str, message: str) -> None:
@@ -40,3 +45,11 @@ class Replies:
             self.writer.write({"type": "event", "id": request_id, "event": "token", "data": data})
 
         return emit
+
+    def _answer(self, request_id: int | None, frame: dict[str, Any]) -> None:
+        """Sends a request's final frame; if it cannot be encoded (a value JSON cannot hold, a frame over the limit),
+        the request is answered with an error that can, so its caller never waits for an answer that never comes."""
+        try:
+            self.writer.write(frame)
+        except Exception as failure:  # whatever the reason, the request still gets its answer
+            self.writer.write({"type": "error", "id": request_id, "error": unsendable_reply(failure)})

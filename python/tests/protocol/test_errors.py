@@ -64,3 +64,22 @@ def test_the_message_is_one_line_and_the_traceback_has_its_own_field() -> None:
 
 def test_a_huge_message_is_bounded() -> None:
     assert len(to_protocol_error(ValueError("x" * 50_000))["message"]) <= 1000
+
+
+class _UnprintableError(Exception):
+    def __str__(self) -> str:
+        raise RuntimeError("no text for this one")
+
+
+def test_an_exception_whose_text_cannot_be_made_still_maps_to_an_error_object() -> None:
+    body = to_protocol_error(raised(_UnprintableError()), "generate")
+    assert (body["code"], body["message"]) == ("GENERATION_FAILED", "_UnprintableError")
+
+
+def test_the_error_for_an_unsendable_reply_is_ascii_and_names_the_failure() -> None:
+    from idefics2_worker.protocol.errors import unsendable_reply
+
+    body = unsendable_reply(UnicodeEncodeError("utf-8", "\ud800", 0, 1, "surrogates not allowed"))
+    assert body["code"] == "GENERATION_FAILED"
+    assert body["message"].isascii()
+    assert body["message"].startswith("The worker could not encode its reply (UnicodeEncodeError): ")

@@ -102,3 +102,13 @@ def test_a_closed_reader_makes_write_return_false_instead_of_raising() -> None:
     writer = FrameWriter(sink)
     assert writer.write({"type": "ready"}) is False
     assert writer.closed
+
+
+@pytest.mark.parametrize("text", ["/nonexistent/\ud800", "\udfff alone", "a \ud83d without its pair", "ok \U0001f5fc"])
+def test_a_header_holding_lone_surrogates_is_encoded_with_json_escapes_and_reads_back_exactly(text: str) -> None:
+    header = {"type": "error", "id": 1, "error": {"code": "MODEL_NOT_FOUND", "message": text}}
+    stream = io.BytesIO(encode_frame(header))
+    assert read_frame(stream) == (header, b"")
+    out = io.BytesIO()
+    assert FrameWriter(out).write(header) is True
+    assert read_frame(io.BytesIO(out.getvalue())) == (header, b"")

@@ -238,8 +238,17 @@ def _array_cases(node: dict[str, Any], existing: Any) -> list[Any]:
     if "maxItems" in node:
         counts |= {node["maxItems"], node["maxItems"] + 1}
     cases: list[Any] = [[item] * count for count in sorted(counts) if count >= 0]
+    # Items at and just past the longest a string item may be.
+    cases += [[text] for text in _length_cases(items)]
     # A bad item: each wrong type in turn.
     return cases + [[bad] for bad in _WRONG_TYPES if not isinstance(bad, list)] + [[""]]
+
+
+def _length_cases(node: dict[str, Any]) -> list[str]:
+    """Strings at and just past a string's maximum length, when it has one."""
+    if "maxLength" not in node:
+        return []
+    return ["x" * node["maxLength"], "x" * (node["maxLength"] + 1)]
 
 
 def cases_for(node: dict[str, Any], existing: Any) -> list[Any]:
@@ -248,7 +257,7 @@ def cases_for(node: dict[str, Any], existing: Any) -> list[Any]:
     for option in options_of(node):
         kind = option.get("type")
         if kind == "string" or "enum" in option or "const" in option:
-            cases += _STRINGS
+            cases += _STRINGS + _length_cases(option)
             for value in [*option.get("enum", []), *([option["const"]] if "const" in option else [])]:
                 cases += [value, f"{value}x", str(value).upper(), f" {value}"]
         if kind in ("integer", "number"):
@@ -413,3 +422,39 @@ def test_results_the_worker_sends_match_the_schema(definition: str, make: Callab
     wire = json.loads(json.dumps(make()))
     assert conforms(wire, DEFS[definition])
     assert _closed(wire, definition) == []
+
+
+# Beyond what JSON Schema says: every string a caller sends must be well-formed Unicode. A lone surrogate ("\ud800",
+# which JSON can carry) is no character; the SDK refuses it first, and the worker refuses it too, by field name.
+
+LONE_SURROGATES = ["\ud800", "/nonexistent/\ud800", "a\udfffb", "\udbff"]
+
+
+def _takes_strings(node: dict[str, Any]) -> tuple[bool, bool]:
+    """(accepts a string, accepts a list of strings), from the field's schema."""
+    options = options_of(node)
+    string = any(option.get("type") == "string" or "enum" in option or "const" in option for option in options)
+    strings = any(
+        option.get("type") == "array" and resolve(option.get("items", {})).get("type") == "string" for option in options
+    )
+    return string, strings
+
+
+@pytest.mark.parametrize(("target", "key"), list(_fields()), ids=lambda v: getattr(v, "definition", v))
+def test_a_lone_surrogate_is_refused_in_every_string_field_by_name(target: Target, key: str) -> None:
+    string, strings = _takes_strings(DEFS[target.definition]["properties"][key])
+    values = [*(LONE_SURROGATES if string else []), *([[text] for text in LONE_SURROGATES] if strings else [])]
+    for value in values:
+        with pytest.raises(WorkerError) as refused:
+            target.parse(changed(target.document, target.path, key, value))
+        assert refused.value.code == target.code(key), refused.value.message
+        assert key in refused.value.message
+        # The message itself can be sent: it holds no lone surrogate.
+        refused.value.message.encode("utf-8")
+
+
+def test_well_formed_text_beyond_the_basic_plane_is_accepted() -> None:
+    emoji = "\U0001f600 é 中"
+    parse_generate(changed(TEXT_DOCUMENT, ("messages", 0, "content", 0), "text", emoji), PAYLOAD_SIZE)
+    parse_generate(changed(TEXT_DOCUMENT, ("options",), "stopStrings", [emoji]), PAYLOAD_SIZE)
+    parse_load(changed(LOAD_DOCUMENT, (), "model", f"/models/{emoji}"))

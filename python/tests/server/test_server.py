@@ -51,14 +51,16 @@ class FakeEngine:
 
 
 class Harness:
-    def __init__(self) -> None:
+    def __init__(self, engine: Any = None, on_model_thread_death: Any = None) -> None:
         in_read, self._in_write = os.pipe()
         out_read, out_write = os.pipe()
         self._to_server = os.fdopen(self._in_write, "wb")
         self._from_server = os.fdopen(out_read, "rb")
         self._server_in = os.fdopen(in_read, "rb")
         self._server_out = os.fdopen(out_write, "wb")
-        self.server = Server(FakeEngine(), self._server_in, FrameWriter(self._server_out), info=lambda m: {"m": m})
+        extra = {"on_model_thread_death": on_model_thread_death} if on_model_thread_death else {}
+        writer = FrameWriter(self._server_out)
+        self.server = Server(engine or FakeEngine(), self._server_in, writer, info=lambda m: {"m": m}, **extra)
         self.exit_code: int | None = None
         self.frames: queue.Queue[dict[str, Any]] = queue.Queue()
         self._threads = [threading.Thread(target=self._serve), threading.Thread(target=self._read)]
@@ -197,3 +199,125 @@ def test_release_memory_waits_for_the_request_ahead_of_it_and_answers_with_the_e
     assert first["type"] == "result"
     assert len(events) == 20
     assert harness.until_final(2)[1]["result"] == {"freedKvCacheBytes": 0, "released": 1}
+
+
+class FaultyEngine(FakeEngine):
+    """An engine whose failures are awkward to report: messages no UTF-8 can hold, results JSON cannot hold."""
+
+    def load(self, params: Any, cancel: threading.Event, on_progress: Any) -> dict[str, Any]:
+        # What from_pretrained raised for a local path with a lone surrogate in it (a file name read from disk; the
+        # params themselves are refused with one).
+        raise OSError(f"Can't load the configuration of '{params.model}/\udce9t\u00e9'")
+
+    def generate(self, params: Any, payload: bytes, on_token: Any, cancel: threading.Event) -> Any:
+        text = params.messages[0]["content"][0]["text"]
+        if text == "nan":
+            return _WireResult({"text": "x", "score": float("nan")})
+        if text == "surrogate":
+            on_token("\ud800", [1])
+            return _WireResult({"text": "\udfff"})
+        if text == "die":
+            raise SystemExit(3)  # not an Exception: nothing on the model thread catches it
+        raise RuntimeError(f"cannot handle {text}")
+
+
+class _WireResult:
+    def __init__(self, wire: dict[str, Any]) -> None:
+        self.wire = wire
+
+    def to_wire(self) -> dict[str, Any]:
+        return self.wire
+
+
+def _generate_text(harness: Harness, request_id: int, text: str) -> None:
+    params = {"messages": [{"role": "user", "content": [{"type": "text", "text": text}]}], "images": []}
+    params["options"] = {"maxNewTokens": 1}
+    harness.send({"type": "request", "id": request_id, "method": "generate", "params": params})
+
+
+@pytest.fixture
+def faulty() -> Iterator[Harness]:
+    running = Harness(FaultyEngine())
+    yield running
+    running.close()
+
+
+@pytest.mark.timeout(10)
+def test_an_error_whose_message_has_a_lone_surrogate_is_answered_and_serving_goes_on(faulty: Harness) -> None:
+    faulty.send({"type": "request", "id": 1, "method": "load", "params": {"model": "/models/tiny"}})
+    _, final = faulty.until_final(1, timeout=5)
+    assert (final["type"], final["error"]["code"]) == ("error", "MODEL_NOT_FOUND")
+    assert final["error"]["message"] == "Can't load the configuration of '/models/tiny/\udce9t\u00e9'"
+    faulty.send({"type": "request", "id": 2, "method": "ping", "params": {}})
+    assert faulty.until_final(2, timeout=5)[1]["result"] == {"pong": True}
+
+
+@pytest.mark.timeout(10)
+def test_events_and_results_with_lone_surrogates_reach_the_sdk_exactly(faulty: Harness) -> None:
+    _generate_text(faulty, 1, "surrogate")
+    events, final = faulty.until_final(1, timeout=5)
+    assert [event["data"]["text"] for event in events] == ["\ud800"]
+    assert final["result"] == {"text": "\udfff"}
+
+
+@pytest.mark.timeout(10)
+def test_a_result_that_cannot_be_encoded_is_answered_with_an_error_and_serving_goes_on(faulty: Harness) -> None:
+    _generate_text(faulty, 1, "nan")
+    _, final = faulty.until_final(1, timeout=5)
+    assert final["type"] == "error"
+    assert final["error"]["code"] == "GENERATION_FAILED"
+    assert final["error"]["message"].startswith("The worker could not encode its reply (ValueError)")
+    _generate_text(faulty, 2, "other")
+    assert faulty.until_final(2, timeout=5)[1]["error"]["message"] == "cannot handle other"
+
+
+@pytest.mark.timeout(10)
+def test_a_model_thread_that_dies_hands_its_error_to_the_death_handler() -> None:
+    deaths: queue.Queue[BaseException] = queue.Queue()
+    harness = Harness(FaultyEngine(), on_model_thread_death=deaths.put)
+    try:
+        _generate_text(harness, 1, "die")
+        assert isinstance(deaths.get(timeout=5), SystemExit)
+    finally:
+        harness.close()
+
+
+WORKER_WHOSE_MODEL_THREAD_DIES = """
+import sys
+from idefics2_worker.protocol.framing import FrameWriter
+from idefics2_worker.server.frame_loop import Server
+
+
+class Engine:
+    batch = None
+
+    def generate(self, params, payload, on_token, cancel):
+        raise SystemExit(3)
+
+
+Server(Engine(), sys.stdin.buffer, FrameWriter(sys.stdout.buffer)).serve()
+"""
+
+
+@pytest.mark.timeout(20)
+def test_a_worker_whose_model_thread_dies_exits_at_once_so_the_sdk_sees_a_crash() -> None:
+    import subprocess
+    import sys
+
+    from conftest import PYTHON_DIR
+
+    env = {**os.environ, "PYTHONPATH": str(PYTHON_DIR)}
+    params = {"messages": [{"role": "user", "content": [{"type": "text", "text": "hi"}]}], "images": []}
+    params["options"] = {"maxNewTokens": 1}
+    pipe = subprocess.PIPE
+    command = [sys.executable, "-c", WORKER_WHOSE_MODEL_THREAD_DIES]
+    with subprocess.Popen(command, stdin=pipe, stdout=pipe, stderr=pipe, env=env) as process:
+        assert process.stdin is not None
+        assert process.stderr is not None
+        process.stdin.write(encode_frame({"type": "request", "id": 1, "method": "generate", "params": params}))
+        process.stdin.flush()
+        started = time.monotonic()
+        # stdin stays open: the worker must end on its own, not because its input ended.
+        assert process.wait(timeout=10) == 70
+        assert time.monotonic() - started < 5
+        assert b"idefics2_worker: the model thread failed: SystemExit: 3" in process.stderr.read()

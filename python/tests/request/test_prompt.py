@@ -1,0 +1,128 @@
+"""A request's prompt with the tiny model's real processor: a cancel stops it between stages, and text that cannot
+fit the context is refused before the (slow, uninterruptible) tokenizer sees it."""
+
+from __future__ import annotations
+
+import threading
+import time
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+from conftest import TINY_MODEL
+
+from idefics2_worker.protocol.errors import WorkerError
+from idefics2_worker.protocol.params import parse_generate
+from idefics2_worker.request.loaded_model import LoadedModel
+from idefics2_worker.request.prompt import prepare_prompt
+
+MAX_CONTEXT = 4096
+
+
+@pytest.fixture(scope="module")
+def processor() -> Any:
+    from transformers import AutoProcessor
+
+    from idefics2_worker.engine.compat import expose_pil_image_processor
+
+    expose_pil_image_processor()
+    return AutoProcessor.from_pretrained(str(TINY_MODEL))
+
+
+class CountingProcessor:
+    """The real processor, counting its calls; `during_template` runs while the chat template is applied."""
+
+    def __init__(self, real: Any, during_template: Any = None) -> None:
+        self.real = real
+        self.tokenizer = real.tokenizer
+        self.image_processor = real.image_processor
+        self.calls = 0
+        self._during_template = during_template
+
+    def apply_chat_template(self, *args: Any, **kwargs: Any) -> Any:
+        if self._during_template:
+            self._during_template()
+        return self.real.apply_chat_template(*args, **kwargs)
+
+    def __call__(self, **kwargs: Any) -> Any:
+        self.calls += 1
+        return self.real(**kwargs)
+
+
+def loaded_with(processor: Any) -> LoadedModel:
+    config = SimpleNamespace(text_config=SimpleNamespace(max_position_embeddings=MAX_CONTEXT), image_token_id=3)
+    return LoadedModel(SimpleNamespace(config=config, device="cpu"), processor, (2,))
+
+
+def params_for(*texts: str) -> Any:
+    content = [{"type": "text", "text": text} for text in texts]
+    raw = {"messages": [{"role": "user", "content": content}], "images": [], "options": {"maxNewTokens": 4}}
+    return parse_generate(raw, 0)
+
+
+def test_a_request_cancelled_before_it_starts_never_reaches_the_processor(processor: Any) -> None:
+    counting = CountingProcessor(processor)
+    cancel = threading.Event()
+    cancel.set()
+    with pytest.raises(WorkerError) as raised:
+        prepare_prompt(loaded_with(counting), params_for("Hello"), b"", cancel)
+    assert raised.value.code == "ABORTED"
+    assert counting.calls == 0
+
+
+def test_a_cancel_during_the_chat_template_stops_the_request_before_tokenizing(processor: Any) -> None:
+    cancel = threading.Event()
+    counting = CountingProcessor(processor, during_template=cancel.set)
+    with pytest.raises(WorkerError) as raised:
+        prepare_prompt(loaded_with(counting), params_for("Hello"), b"", cancel)
+    assert raised.value.code == "ABORTED"
+    assert counting.calls == 0
+
+
+@pytest.mark.parametrize(
+    ("what", "texts"),
+    [
+        ("one 15 MB text part", ["hello world " * 1_250_000]),
+        ("many parts of 100 KB", ["abcdefghij" * 10_000] * 150),
+        ("15 MB without a space", ["x" * 15_000_000]),
+        ("15 MB of multi-byte characters", ["東京 🗼" * 3_000_000]),
+    ],
+)
+def test_text_longer_than_the_context_can_hold_is_refused_at_once_without_tokenizing(
+    processor: Any, what: str, texts: list[str]
+) -> None:
+    counting = CountingProcessor(processor)
+    started = time.perf_counter()
+    with pytest.raises(WorkerError) as raised:
+        prepare_prompt(loaded_with(counting), params_for(*texts), b"")
+    assert time.perf_counter() - started < 2.0, what
+    assert raised.value.code == "CONTEXT_OVERFLOW"
+    assert raised.value.message.startswith("The prompt is at least ")
+    assert raised.value.message.endswith(f"but the model's context is {MAX_CONTEXT} tokens")
+    assert counting.calls == 0
+
+
+# "longest": the tokenizer's longest token itself, the text that packs the most characters into each token.
+@pytest.mark.parametrize("unit", ["longest", "hello world ", "x", "東京 🗼", "<end_of_utterance>", "\n\n\t  "])
+def test_the_bound_refuses_only_what_the_tokenizer_would_and_text_that_fits_is_tokenized(
+    processor: Any, unit: str
+) -> None:
+    counting = CountingProcessor(processor)
+    loaded = loaded_with(counting)
+    from idefics2_worker.request.prompt import _longest_token_chars
+
+    longest = _longest_token_chars(processor.tokenizer)
+    if unit == "longest":
+        pieces = [*processor.tokenizer.get_vocab(), *processor.tokenizer.added_tokens_encoder]
+        unit = next(piece for piece in pieces if len(piece) == longest).replace("\u2581", " ")
+    limit = MAX_CONTEXT * longest
+    text = (unit * (limit // len(unit) + 2))[: limit + 10]
+    prompt = processor.apply_chat_template(params_for(text).messages, add_generation_prompt=True)
+    tokens = len(processor.tokenizer(prompt)["input_ids"])
+    assert tokens >= MAX_CONTEXT  # so refusing it is right, whoever refuses
+    with pytest.raises(WorkerError) as raised:
+        prepare_prompt(loaded, params_for(text), b"")
+    assert raised.value.code == "CONTEXT_OVERFLOW"
+    short = unit * max(1, 200 // len(unit))
+    prepared = prepare_prompt(loaded, params_for(short), b"")
+    assert prepared.prompt_tokens < MAX_CONTEXT
