@@ -1,5 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { GenerationError, InvalidInputError } from "../../src/errors.js";
+import sharp from "sharp";
+import { GenerationError, ImageError, InvalidInputError } from "../../src/errors.js";
 import { image, text, user, type Messages } from "../../src/messages.js";
 import { Idefics2 } from "../../src/model.js";
 import type { GenerateCallOptions } from "../../src/prepare-generation.js";
@@ -169,6 +170,22 @@ describe("a prompt longer than the context", () => {
       /^The prompt is \d{4,5} tokens but the model's context is 4096 tokens$/,
     );
     expect(error.fix).toMatch(/shorter conversation/);
+    await expectServes(model);
+  });
+});
+
+describe("pictures past what one request may carry", () => {
+  it("refuses four 10000×9000 pictures (1.01 GiB of pixels) with IMAGE_TOO_LARGE before the wire, and keeps serving", async () => {
+    // Each is under the 100-megapixel `maxPixels`: only their sum is too much for one request.
+    const huge = await sharp({ create: { width: 10000, height: 9000, channels: 3, background: "#0000ff" } })
+      .png()
+      .toBuffer();
+    await expectRefusal(
+      generate([user(image(huge), image(huge), image(huge), image(huge), colourQuestion)]),
+      ImageError,
+      "IMAGE_TOO_LARGE",
+      /^The 4 pictures of this request decode to 1\.01 GiB of pixels .*over the 1 GiB one request may carry$/,
+    );
     await expectServes(model);
   });
 });
