@@ -1,14 +1,25 @@
 import { AbortError } from "./errors.js";
 import type { GenerateResult, TokenEventData } from "./protocol/messages.js";
 
-type Start = (onDelta: (delta: TokenEventData) => void) => Promise<GenerateResult>;
+/** Starts the generation: `onDelta` gets each token's text, `stop` aborts when the reader leaves the stream early. */
+type Start = (onDelta: (delta: TokenEventData) => void, stop: AbortSignal) => Promise<GenerateResult>;
+
+/** Why a stream's generation was stopped when its reader left the loop before the end. */
+export class StreamLeftError extends Error {
+  override name = "StreamLeftError";
+  constructor() {
+    super("The reader left the stream before its end, so its generation was cancelled");
+  }
+}
 
 /**
- * A streamed generation: `for await (const delta of stream)` yields text deltas as tokens arrive;
- * `result` resolves with the whole result, which is also the iterator's return value.
- * The stream errors (AbortError, WorkerCrashedError, ...) if the generation fails before its result.
+ * A streamed generation: `for await (const delta of stream)` yields text deltas as tokens arrive, and
+ * `await stream` (or `stream.result`) gives the whole result, which is also the iterator's return value.
+ * Leaving the loop early (`break`, `return`, a throw) cancels the generation: the worker stops before its next token
+ * and `result` rejects with AbortError (its `cause` a StreamLeftError). The stream errors (AbortError,
+ * WorkerCrashedError, ...) if the generation fails before its result.
  */
-export class GenerationStream implements AsyncIterable<string> {
+export class GenerationStream implements AsyncIterable<string>, PromiseLike<GenerateResult> {
   /** Resolves with the final result, or rejects with the generation's error. */
   readonly result: Promise<GenerateResult>;
   #deltas: string[] = [];
@@ -16,12 +27,13 @@ export class GenerationStream implements AsyncIterable<string> {
   #settled = false;
   #iterating = false;
   readonly #signal: AbortSignal | undefined;
+  readonly #left = new AbortController();
 
   constructor(start: Start, signal?: AbortSignal) {
     this.#signal = signal;
     // Started synchronously, so a stream takes its place in line before calls made after it, and `result`
     // works without iterating.
-    this.result = (async () => start((delta) => this.#push(delta.text)))().then(
+    this.result = (async () => start((delta) => this.#push(delta.text), this.#left.signal))().then(
       (result) => {
         this.#settle();
         return result;
@@ -41,18 +53,32 @@ export class GenerationStream implements AsyncIterable<string> {
   async *[Symbol.asyncIterator](): AsyncGenerator<string, GenerateResult, undefined> {
     if (this.#iterating) throw new TypeError("A GenerationStream can be iterated only once");
     this.#iterating = true;
-    for (;;) {
-      // An abort ends iteration at once, even while deltas received before it are still queued.
-      if (this.#signal?.aborted) throw new AbortError(this.#signal.reason);
-      const delta = this.#deltas.shift();
-      if (delta !== undefined) {
-        yield delta;
-        continue;
+    try {
+      for (;;) {
+        // An abort ends iteration at once, even while deltas received before it are still queued.
+        if (this.#signal?.aborted) throw new AbortError(this.#signal.reason);
+        const delta = this.#deltas.shift();
+        if (delta !== undefined) {
+          yield delta;
+          continue;
+        }
+        if (this.#settled) return await this.result;
+        await new Promise<void>((resolve) => (this.#wake = resolve));
+        this.#wake = undefined;
       }
-      if (this.#settled) return await this.result;
-      await new Promise<void>((resolve) => (this.#wake = resolve));
-      this.#wake = undefined;
+    } finally {
+      // Reached early only when the reader left (break, return, throw in the loop): nobody wants the rest.
+      if (!this.#settled) this.#left.abort(new StreamLeftError());
     }
+  }
+
+  /** Awaiting the stream awaits its result. */
+  // biome-ignore lint/suspicious/noThenProperty: the stream is awaitable on purpose, like the promise it stands for.
+  then<Fulfilled = GenerateResult, Rejected = never>(
+    onFulfilled?: ((value: GenerateResult) => Fulfilled | PromiseLike<Fulfilled>) | null,
+    onRejected?: ((reason: unknown) => Rejected | PromiseLike<Rejected>) | null,
+  ): Promise<Fulfilled | Rejected> {
+    return this.result.then(onFulfilled, onRejected);
   }
 
   #settle(): void {

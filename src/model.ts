@@ -12,6 +12,7 @@ import { contained } from "./worker/contained.js";
 import { startLoadedWorker } from "./worker/start-loaded-worker.js";
 import type { WorkerLaunch, WorkerProcess } from "./worker/worker-process.js";
 import { GenerationStream } from "./generation-stream.js";
+import { ChatSession, type ChatOptions, type TurnExtras } from "./chat-session.js";
 import { prepareGeneration, type GenerateCallOptions } from "./prepare-generation.js";
 import { parseOrThrow } from "./parse-or-throw.js";
 import type { LoadProgress } from "./load-progress.js";
@@ -110,7 +111,7 @@ export class Idefics2 {
 
   /** Generates an answer to the conversation; resolves with text, token ids, finish reason, usage and timings. */
   async generate(messages: Messages, options: GenerateCallOptions = {}): Promise<GenerationResult> {
-    return this.#run(messages, options, undefined);
+    return this.#run(messages, options);
   }
 
   /**
@@ -120,17 +121,36 @@ export class Idefics2 {
   stream(messages: Messages, options: GenerateCallOptions = {}): GenerationStream {
     // A signal that is not one is refused by the call itself (the stream's `result`), not here.
     const signal: unknown = (options as GenerateCallOptions | null)?.signal;
-    return new GenerationStream((onDelta) => this.#run(messages, options, onDelta), isAbortSignal(signal) ? signal : undefined);
+    return new GenerationStream(
+      (onDelta, stop) => this.#run(messages, options, { onDelta, stop }),
+      isAbortSignal(signal) ? signal : undefined,
+    );
   }
 
-  async #run(
-    messages: Messages,
-    options: GenerateCallOptions,
-    onDelta: ((delta: TokenEventData) => void) | undefined,
-  ): Promise<GenerationResult> {
+  /**
+   * A conversation that keeps its history: each `send()` answers with a GenerationStream (iterate it, or await it)
+   * and, once the answer completes, adds the turn and the answer to the history. `options` sets a system turn,
+   * a saved history to go on from, and the generation options every turn starts from.
+   */
+  chat(options: ChatOptions = {}): ChatSession {
+    if (this.#closed) throw new ClosedError();
+    return new ChatSession(
+      (messages, turnOptions, extras) =>
+        new GenerationStream(
+          (onDelta, stop) => this.#run(messages, turnOptions, { ...extras, onDelta, stop }),
+          isAbortSignal(turnOptions.signal) ? turnOptions.signal : undefined,
+        ),
+      () => this.#info.maxContext,
+      options,
+    );
+  }
+
+  async #run(messages: Messages, options: GenerateCallOptions, extras: RunExtras = {}): Promise<GenerationResult> {
     const started = performance.now();
     if (this.#closed) throw new ClosedError();
-    const signal = checkSignal((options as GenerateCallOptions | null)?.signal);
+    const given = checkSignal((options as GenerateCallOptions | null)?.signal);
+    const { onDelta, stop } = extras;
+    const signal = given && stop ? AbortSignal.any([given, stop]) : (given ?? stop);
     if (this.#inFlight >= this.#settings.maxQueue) {
       throw new QueueFullError(
         "QUEUE_FULL",
@@ -148,7 +168,11 @@ export class Idefics2 {
     const mine = new Promise<void>((resolve) => (sent = resolve));
     this.#sendOrder = Promise.all([earlier, mine]).then(() => undefined);
     try {
-      const prepared = await prepareGeneration(messages, options, this.#settings.imageLimits, onDelta !== undefined);
+      const prepared = await prepareGeneration(messages, options, this.#settings.imageLimits, {
+        stream: onDelta !== undefined,
+        reserveNewTokens: extras.reserveNewTokens,
+        pictures: extras.pictures,
+      });
       checkRequestSize(prepared.params, prepared.payload.length);
       // The call's timeoutMs runs from the call: it covers waiting for earlier calls and for a worker's restart.
       const timeoutMs = options.timeoutMs;
@@ -254,6 +278,14 @@ export class Idefics2 {
 }
 
 const PROBE_TIMEOUT_MS = 60_000;
+
+/** How #run is called beyond a call's messages and options. */
+interface RunExtras extends TurnExtras {
+  /** Each token's text, for a stream. */
+  onDelta?: (delta: TokenEventData) => void;
+  /** Aborts the call when a stream's reader leaves early. */
+  stop?: AbortSignal;
+}
 
 interface Settings {
   launch: WorkerLaunch;

@@ -1,6 +1,7 @@
 import { InvalidInputError } from "./errors.js";
 import type { ImageSource } from "./images/image-source.js";
-import { loadPictures } from "./images/load-pictures.js";
+import { loadPictures, type LoadPicturesBounds } from "./images/load-pictures.js";
+import type { NormalizedImage } from "./images/normalized-image.js";
 import { Messages, type ImagePart } from "./messages.js";
 import { GenerateCallOptionsSchema, type GenerationOptions, type ImageLimits } from "./options.js";
 import { parseOrThrow } from "./parse-or-throw.js";
@@ -22,12 +23,28 @@ export interface PreparedGeneration {
   payload: Buffer;
 }
 
+/**
+ * Decoded pictures by source, kept by a chat session so each picture is decoded once however many turns send it:
+ * a string source by its text, any other (Buffer, URL, sharp instance) by identity. @internal
+ */
+export type PictureCache = Map<ImageSource, NormalizedImage>;
+
+/** How a call is sent beyond its messages and options. @internal */
+export interface PrepareMode {
+  /** Tokens are streamed back as they come. */
+  stream: boolean;
+  /** The prompt and up to maxNewTokens new tokens must fit the context (a chat turn), not only the prompt. */
+  reserveNewTokens?: boolean;
+  /** Pictures already decoded are taken from here, and new ones kept here. */
+  pictures?: PictureCache;
+}
+
 // Validates everything and decodes every image before anything reaches the worker.
 export async function prepareGeneration(
   messages: Messages,
   options: GenerateCallOptions,
   limits: ImageLimits,
-  stream: boolean,
+  mode: PrepareMode,
 ): Promise<PreparedGeneration> {
   const parsedMessages = parseOrThrow(Messages, messages, "INVALID_MESSAGES", "messages");
   // One schema for the whole options object: `null`, `images: "a"` or a bad timeout is INVALID_OPTIONS, not a TypeError.
@@ -40,7 +57,7 @@ export async function prepareGeneration(
   const signal = checkSignal(given);
   const sources = imageSources(parsedMessages, images as ImageSource[] | undefined);
   // The call's signal and timeout cover its pictures, downloads included.
-  const decoded = await loadPictures(sources, limits, { signal, timeoutMs });
+  const decoded = await decodePictures(sources, limits, { signal, timeoutMs }, mode.pictures);
 
   let offset = 0;
   const wireImages = decoded.map((picture) => {
@@ -65,10 +82,24 @@ export async function prepareGeneration(
         seed: parsedOptions.seed ?? null,
         stopStrings: parsedOptions.stopStrings ?? null,
       },
-      stream,
+      stream: mode.stream,
+      reserveNewTokens: mode.reserveNewTokens ?? false,
     },
     payload: Buffer.concat(decoded.map((picture) => picture.data)),
   };
+}
+
+async function decodePictures(
+  sources: ImageSource[],
+  limits: ImageLimits,
+  bounds: LoadPicturesBounds,
+  cache: PictureCache | undefined,
+): Promise<NormalizedImage[]> {
+  if (!cache) return loadPictures(sources, limits, bounds);
+  const missing = [...new Set(sources.filter((source) => !cache.has(source)))];
+  const loaded = await loadPictures(missing, limits, bounds);
+  for (const [index, source] of missing.entries()) cache.set(source, loaded[index] as NormalizedImage);
+  return sources.map((source) => cache.get(source) as NormalizedImage);
 }
 
 // Images come either on the image parts or beside the messages, never both, and one per image part.

@@ -4,6 +4,7 @@ import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { embeddedModelPath } from "../embedded-model.js";
 import { InvalidInputError } from "../errors.js";
+import { decodeDataUrl, isDataUrl } from "../images/data-url.js";
 import type { ImagePart, Messages } from "../messages.js";
 import { Idefics2, type GenerationResult, type ModelInfo } from "../model.js";
 import { parseOrThrow } from "../parse-or-throw.js";
@@ -33,7 +34,7 @@ export async function checkParity(options: ParityOptions, call: ParityCallOption
   const images = resolved.images?.map(absolute);
   const referenceImages = images ?? imagesOnParts(resolved.messages);
   // Everything that can be checked without Python is checked first: messages, pictures, their count.
-  await prepareGeneration(resolved.messages, { images, maxNewTokens: resolved.maxNewTokens, signal }, {}, false);
+  await prepareGeneration(resolved.messages, { images, maxNewTokens: resolved.maxNewTokens, signal }, {}, { stream: false });
 
   onProgress?.({
     stage: "load",
@@ -53,7 +54,7 @@ export async function checkParity(options: ParityOptions, call: ParityCallOption
     const inputs: ProgramInputs = {
       model,
       messagesFile: path.join(folder, "messages.json"),
-      images: referenceImages,
+      images: await Promise.all(referenceImages.map((source, index) => asReferenceInput(source, index, folder))),
       quantization: referenceQuantization,
       imageSplitting: resolved.imageSplitting,
     };
@@ -175,7 +176,16 @@ function imagesOnParts(messages: Messages): string[] {
 
 // The reference may run in another folder than the caller's relative paths mean.
 function absolute(source: string): string {
-  return /^https?:\/\//i.test(source) ? source : path.resolve(source);
+  return /^https?:\/\//i.test(source) || isDataUrl(source) ? source : path.resolve(source);
+}
+
+// A data URL reaches the reference program as a file of its bytes (a command line cannot hold a large one); the
+// SDK has already read it, within its limits, when the messages were checked.
+async function asReferenceInput(source: string, index: number, folder: string): Promise<string> {
+  if (!isDataUrl(source)) return source;
+  const file = path.join(folder, `image-${index + 1}`);
+  await writeFile(file, decodeDataUrl(source, Number.MAX_SAFE_INTEGER));
+  return file;
 }
 
 // The blog's message shape: image parts carry no source.

@@ -208,6 +208,8 @@ export const GenerateParams = z
     images: z.array(WireImage).default([]),
     options: WireGenerationOptions,
     stream: z.boolean().default(false),
+    /** A chat session's turn: refuse with CONTEXT_OVERFLOW unless the prompt and up to maxNewTokens new tokens fit. */
+    reserveNewTokens: z.boolean().default(false),
   })
   .describe("The worker also requires as many images as {type: 'image'} parts (else INVALID_MESSAGES).");
 export type GenerateParams = z.infer<typeof GenerateParams>;

@@ -296,7 +296,7 @@ describe("odd but valid pictures work end to end, with PIL's pixels", () => {
     if (!expected || "error" in expected) throw new Error(`PIL could not read ${name}: ${JSON.stringify(expected)}`);
     const path = join(folder, "valid", name);
     const messages = [user(image(path), colourQuestion)];
-    const prepared = await prepareGeneration(messages, {}, {}, false);
+    const prepared = await prepareGeneration(messages, {}, {}, { stream: false });
     expect(prepared.params.images).toEqual([{ offset: 0, length: expected.rgb.length, width: expected.width, height: expected.height }]);
     expect(prepared.payload.equals(expected.rgb), "the payload is PIL's pixels").toBe(true);
 

@@ -162,7 +162,7 @@ describe("finding 3: blockPrivateNetwork refuses the local network", () => {
   it("without the option, the same loopback spellings are fetched", async () => {
     const port = host.split(":")[1] ?? "";
     for (const url of loopback(port)) {
-      const prepared = await prepareGeneration([user(image(url), colourQuestion)], {}, { blockPrivateNetwork: false }, false);
+      const prepared = await prepareGeneration([user(image(url), colourQuestion)], {}, { blockPrivateNetwork: false }, { stream: false });
       expect(prepared.params.images, url).toHaveLength(1);
     }
   });

@@ -19,5 +19,6 @@ export function textGenerateParams(text: string, maxNewTokens: number): Generate
       stopStrings: null,
     },
     stream: true,
+    reserveNewTokens: false,
   };
 }

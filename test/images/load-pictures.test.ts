@@ -105,13 +105,17 @@ describe("loadPictures", () => {
 
 describe("prepareGeneration", () => {
   it("gives the call's timeoutMs to its pictures", async () => {
-    const { error, ms } = await settle(prepareGeneration([user(image(`${base}/never`), "Colour?")], { timeoutMs: 300 }, {}, false));
+    const { error, ms } = await settle(
+      prepareGeneration([user(image(`${base}/never`), "Colour?")], { timeoutMs: 300 }, {}, { stream: false }),
+    );
     expect(error).toBeInstanceOf(TimeoutError);
     expect(ms).toBeLessThan(1500);
   });
 
   it("refuses a signal that is not an AbortSignal, with a typed error", async () => {
-    const { error } = await settle(prepareGeneration([user(image(png), "Colour?")], { signal: { aborted: false } as never }, {}, false));
+    const { error } = await settle(
+      prepareGeneration([user(image(png), "Colour?")], { signal: { aborted: false } as never }, {}, { stream: false }),
+    );
     expect(error).toBeInstanceOf(InvalidInputError);
     expect(error).toMatchObject({ code: "INVALID_OPTIONS", message: expect.stringContaining("`signal` option to be an AbortSignal") });
   });

@@ -304,6 +304,8 @@ class GenerateParams:
     generate_kwargs: dict[str, Any]
     seed: int | None
     stream: bool
+    # A chat session's turn: the prompt plus up to max_new_tokens must fit the context, not only the prompt.
+    reserve_new_tokens: bool = False
 
 
 # Wire option name → transformers generate() kwarg.
@@ -320,7 +322,7 @@ _OPTION_KWARGS = {
     "stopStrings": "stop_strings",
 }
 _OPTION_KEYS = (*_OPTION_KWARGS, "seed")
-_GENERATE_KEYS = ("messages", "images", "options", "stream")
+_GENERATE_KEYS = ("messages", "images", "options", "stream", "reserveNewTokens")
 _MESSAGE_KEYS = ("role", "content")
 _IMAGE_PART_KEYS = ("type",)
 _TEXT_PART_KEYS = ("type", "text")
@@ -446,4 +448,9 @@ def parse_generate(raw: Any, payload_size: int) -> GenerateParams:
     stream = _field(given, "stream", False, "stream", "INVALID_MESSAGES")
     if not isinstance(stream, bool):
         raise _fail_message("stream", "a boolean", stream)
-    return GenerateParams(messages=messages, images=images, generate_kwargs=kwargs, seed=seed, stream=stream)
+    reserve = _field(given, "reserveNewTokens", False, "reserveNewTokens", "INVALID_MESSAGES")
+    if not isinstance(reserve, bool):
+        raise _fail_message("reserveNewTokens", "a boolean", reserve)
+    return GenerateParams(
+        messages=messages, images=images, generate_kwargs=kwargs, seed=seed, stream=stream, reserve_new_tokens=reserve
+    )

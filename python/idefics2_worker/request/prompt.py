@@ -96,6 +96,21 @@ def _check_text_fits(loaded: LoadedModel, prompt: str, max_context: int) -> None
         )
 
 
+def _check_answer_fits(prompt_tokens: int, max_new_tokens: int, max_context: int) -> None:
+    """CONTEXT_OVERFLOW when the prompt and the longest answer asked for together pass the context."""
+    if prompt_tokens + max_new_tokens <= max_context:
+        return
+    left = max_context - prompt_tokens
+    raise WorkerError(
+        "CONTEXT_OVERFLOW",
+        f"This turn needs {prompt_tokens + max_new_tokens} tokens ({prompt_tokens} of conversation and up to "
+        f"{max_new_tokens} new) but the model's context is {max_context} tokens: {left} are left for the answer",
+        f"Lower maxNewTokens to at most {left}, or start again with a shorter history (reset(), or fewer turns)."
+        if left > 0
+        else _OVERFLOW_FIX,
+    )
+
+
 def prepare_prompt(
     loaded: LoadedModel, params: GenerateParams, payload: bytes, cancel: threading.Event | None = None
 ) -> PreparedPrompt:
@@ -119,5 +134,7 @@ def prepare_prompt(
             f"The prompt is {prompt_tokens} tokens but the model's context is {max_context} tokens",
             _OVERFLOW_FIX,
         )
+    if params.reserve_new_tokens:
+        _check_answer_fits(prompt_tokens, int(params.generate_kwargs.get("max_new_tokens") or 0), max_context)
     image_tokens = int((input_ids == int(model.config.image_token_id)).sum())
     return PreparedPrompt(inputs, prompt_tokens, image_tokens, started, time.perf_counter())

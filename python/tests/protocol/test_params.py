@@ -167,3 +167,13 @@ def test_quantization_options_reach_bits_and_bytes_config() -> None:
     eight = {"mode": "8bit", "int8Threshold": 4.0, "skipModules": ["vision_model"]}
     config = quantization_config(parse_load({"model": "m", "quantization": eight}).quantization)
     assert (config.llm_int8_threshold, config.llm_int8_skip_modules) == (4.0, ["vision_model"])
+
+
+def test_reserve_new_tokens_defaults_to_false_and_must_be_a_boolean() -> None:
+    raw = {"messages": [{"role": "user", "content": [{"type": "text", "text": "Hi"}]}], "options": {"maxNewTokens": 4}}
+    assert parse_generate(raw, 0).reserve_new_tokens is False
+    assert parse_generate({**raw, "reserveNewTokens": True}, 0).reserve_new_tokens is True
+    with pytest.raises(WorkerError) as raised:
+        parse_generate({**raw, "reserveNewTokens": "yes"}, 0)
+    assert raised.value.code == "INVALID_MESSAGES"
+    assert "reserveNewTokens" in raised.value.message

@@ -126,3 +126,32 @@ def test_the_bound_refuses_only_what_the_tokenizer_would_and_text_that_fits_is_t
     short = unit * max(1, 200 // len(unit))
     prepared = prepare_prompt(loaded, params_for(short), b"")
     assert prepared.prompt_tokens < MAX_CONTEXT
+
+
+def _turn(text: str, max_new_tokens: int, reserve: bool) -> Any:
+    raw = {
+        "messages": [{"role": "user", "content": [{"type": "text", "text": text}]}],
+        "images": [],
+        "options": {"maxNewTokens": max_new_tokens},
+        "reserveNewTokens": reserve,
+    }
+    return parse_generate(raw, 0)
+
+
+def test_a_chat_turn_must_leave_room_for_its_longest_answer_and_says_what_it_needs_and_what_is_left(
+    processor: Any,
+) -> None:
+    loaded = loaded_with(processor)
+    prompt_tokens = prepare_prompt(loaded, _turn("Hello there", 1, reserve=False), b"").prompt_tokens
+    left = MAX_CONTEXT - prompt_tokens
+    assert prepare_prompt(loaded, _turn("Hello there", left, reserve=True), b"").prompt_tokens == prompt_tokens
+    with pytest.raises(WorkerError) as raised:
+        prepare_prompt(loaded, _turn("Hello there", left + 1, reserve=True), b"")
+    assert raised.value.code == "CONTEXT_OVERFLOW"
+    assert raised.value.message == (
+        f"This turn needs {MAX_CONTEXT + 1} tokens ({prompt_tokens} of conversation and up to {left + 1} new) "
+        f"but the model's context is {MAX_CONTEXT} tokens: {left} are left for the answer"
+    )
+    assert f"at most {left}" in (raised.value.fix or "")
+    # A plain generate() only needs its prompt to fit, as the reference program does.
+    assert prepare_prompt(loaded, _turn("Hello there", left + 1, reserve=False), b"").prompt_tokens == prompt_tokens
