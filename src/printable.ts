@@ -28,6 +28,27 @@ export function printableExcerpt(text: string, max: number): string {
   return `${escaped.slice(0, end)}…`;
 }
 
+/** The most characters of one piece of the caller's input (a path, URL, value, name) an error message quotes. @internal */
+export const MAX_QUOTED_INPUT = 120;
+
+/**
+ * One piece of the caller's input as an error message quotes it: printable, and cut to `max` characters with
+ * its full length named (`/a/very/long/pa… (4,096 characters)`), so a huge input never makes a huge message. @internal
+ */
+export function quotedInput(text: string, max = MAX_QUOTED_INPUT): string {
+  // Only the head is escaped (escaping never shortens text), so a gigabyte of input costs no more than a line.
+  if (text.length <= max) {
+    const escaped = printable(text);
+    if (escaped.length <= max) return escaped;
+  }
+  return `${printableExcerpt(text.slice(0, max + 1), max)} (${groupDigits(text.length)} characters)`;
+}
+
+/** 2059 → "2,059". @internal */
+export function groupDigits(count: number): string {
+  return String(count).replace(/\B(?=(\d{3})+(?!\d))/g, ",");
+}
+
 // CSI and OSC sequences (colours, cursor moves, window titles) a child writes for a terminal.
 // biome-ignore lint/suspicious/noControlCharactersInRegex: ESC and BEL are what these sequences are made of.
 const TERMINAL_SEQUENCE = /\u001b(?:\[[0-?]*[ -/]*[@-~]|\][^\u0007\u001b]*(?:\u0007|\u001b\\)|[@-Z\\-_])/g;

@@ -4,9 +4,11 @@ import { image, Messages, user } from "../messages.js";
 import { Idefics2 } from "../model.js";
 import { QuantizationMode } from "../options.js";
 import { parseOrThrow } from "../parse-or-throw.js";
+import { printableExcerpt, quotedInput } from "../printable.js";
 import { prepareGeneration, type GenerateCallOptions } from "../prepare-generation.js";
 import type { GenerationResult } from "../model.js";
 import { numberFlag, parseCommandLine } from "./command-line.js";
+import { readStdinText } from "./read-stdin.js";
 import { UsageError } from "./usage-error.js";
 
 // A messages file is JSON text: far below this, which only stops a file that never ends.
@@ -17,8 +19,9 @@ export const GENERATE_USAGE = `Usage: idefics2 generate [--model DIR_OR_ID] (--m
 
   --model DIR_OR_ID          a save_pretrained folder or a hub id (default: the embedded tiny model)
   --messages FILE.json       the blog's messages list as JSON; images fill its image parts in order
-  --prompt TEXT              one user turn, every --image first
-  --image PATH_OR_URL        repeatable, in order
+                             (\`--messages -\` reads it from stdin)
+  --prompt TEXT              one user turn, every --image first (\`--prompt -\` reads all of stdin, up to 16 MiB)
+  --image PATH_OR_URL        repeatable, in order: a file, an http(s) URL or a data: URL
   --quantization MODE        none | 8bit | 4bit (default none)
   --device-map MAP           auto | cpu | cuda | cuda:N (default auto)
   --dtype DTYPE              auto | float32 | bfloat16 | float16 (default auto)
@@ -83,7 +86,7 @@ export async function runGenerate(args: string[]): Promise<number> {
   };
   const generation = withoutUndefined(options);
   // Everything that can be checked without Python is checked first, so bad input fails in well under a second.
-  await prepareGeneration(messages, generation, {}, false);
+  await prepareGeneration(messages, generation, {}, { stream: false });
   const quantization =
     values.quantization === undefined
       ? undefined
@@ -120,30 +123,42 @@ function resultJson(result: GenerationResult) {
   return { text: result.text, tokenIds: result.tokenIds, finishReason: result.finishReason, usage: result.usage, timings: result.timings };
 }
 
-/** The conversation of `--messages FILE.json` (the blog's messages as JSON) or `--prompt TEXT`, for generate and parity. */
+/**
+ * The conversation of `--messages FILE.json` (the blog's messages as JSON) or `--prompt TEXT`, for generate and
+ * parity; either one given as `-` is read from stdin.
+ */
 export async function conversation(messagesFile: string | undefined, prompt: string | undefined, images: string[]): Promise<Messages> {
   if ((messagesFile === undefined) === (prompt === undefined)) {
     throw new UsageError("give exactly one of --messages FILE.json or --prompt TEXT", "generate");
   }
-  if (prompt !== undefined) return [user(...images.map(() => image()), prompt)];
-  let text: string;
-  try {
-    // Only a regular file, within a size and a time: `--messages` naming a FIFO or /dev/zero fails at once.
-    text = (await readRegularFile(messagesFile as string, { maxBytes: MAX_MESSAGES_BYTES, timeoutMs: READ_TIMEOUT_MS })).toString("utf8");
-  } catch (cause) {
-    const reason = cause instanceof FileReadError ? readFailure(cause) : String(cause);
-    throw new InvalidInputError("INVALID_MESSAGES", `Cannot read --messages ${messagesFile}: ${reason}`, {
-      fix: cause instanceof FileReadError && cause.kind === "not-regular" ? "Pass a regular JSON file." : undefined,
-      cause,
-    });
+  if (prompt !== undefined) {
+    const text = prompt === "-" ? await readStdinText("--prompt") : prompt;
+    return [user(...images.map(() => image()), text)];
   }
+  const fromStdin = messagesFile === "-";
+  const where = fromStdin ? "--messages - (stdin)" : `--messages ${quotedInput(messagesFile as string)}`;
+  const text = fromStdin ? await readStdinText("--messages") : await readMessagesFile(messagesFile as string, where);
   let json: unknown;
   try {
     json = JSON.parse(text);
   } catch (cause) {
-    throw new InvalidInputError("INVALID_MESSAGES", `--messages ${messagesFile} is not JSON: ${(cause as Error).message}`, { cause });
+    // The parser's message may quote the text: only its start is kept.
+    throw new InvalidInputError("INVALID_MESSAGES", `${where} is not JSON: ${printableExcerpt((cause as Error).message, 200)}`, { cause });
   }
-  return parseOrThrow(Messages, json, "INVALID_MESSAGES", `messages in ${messagesFile}`);
+  return parseOrThrow(Messages, json, "INVALID_MESSAGES", `messages in ${fromStdin ? "stdin" : quotedInput(messagesFile as string)}`);
+}
+
+// Only a regular file, within a size and a time: `--messages` naming a FIFO or /dev/zero fails at once.
+async function readMessagesFile(file: string, where: string): Promise<string> {
+  try {
+    return (await readRegularFile(file, { maxBytes: MAX_MESSAGES_BYTES, timeoutMs: READ_TIMEOUT_MS })).toString("utf8");
+  } catch (cause) {
+    const reason = cause instanceof FileReadError ? readFailure(cause) : String(cause);
+    throw new InvalidInputError("INVALID_MESSAGES", `Cannot read ${where}: ${reason}`, {
+      fix: cause instanceof FileReadError && cause.kind === "not-regular" ? "Pass a regular JSON file." : undefined,
+      cause,
+    });
+  }
 }
 
 function readFailure(error: FileReadError): string {

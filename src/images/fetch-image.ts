@@ -4,6 +4,8 @@ import { FetchImageOptions } from "./fetch-image-options.js";
 import { guardedLookup, PrivateAddressError, refuseLiteralHost } from "./guarded-lookup.js";
 import { httpGet } from "./http-get.js";
 import { parseOptions } from "./parse-options.js";
+import { describeDataUrl, isDataUrl } from "./data-url.js";
+import { shorten } from "./describe-source.js";
 import { redactUrl, redactUrlsIn } from "./redact-url.js";
 import { throwIfAborted } from "./throw-if-aborted.js";
 
@@ -25,7 +27,7 @@ export async function fetchImage(url: string | URL, options: FetchImageOptions =
   const lookup = blockPrivateNetwork ? guardedLookup() : undefined;
   try {
     for (let redirects = 0; ; redirects += 1) {
-      const where = redactUrl(current);
+      const where = quoted(current);
       // An IP literal never reaches `lookup`: it is checked here, before any connection.
       const literal = blockPrivateNetwork ? refuseLiteralHost(current.hostname) : undefined;
       if (literal) throw refused(where, redirectedFrom, literal);
@@ -36,7 +38,7 @@ export async function fetchImage(url: string | URL, options: FetchImageOptions =
         const location = response.headers.location;
         if (location === undefined) throw failed(where, `HTTP ${status} redirect without a Location header`);
         if (redirects >= maxRedirects) {
-          throw failed(redactUrl(url), `more than ${maxRedirects} redirects (the \`maxRedirects\` option)`);
+          throw failed(quoted(url), `more than ${maxRedirects} redirects (the \`maxRedirects\` option)`);
         }
         current = httpUrl(location, current, where);
         redirectedFrom = where;
@@ -51,15 +53,15 @@ export async function fetchImage(url: string | URL, options: FetchImageOptions =
   } catch (error) {
     if (signal?.aborted) throw new AbortError(signal.reason);
     if (error instanceof ImageError) throw error;
-    if (error instanceof PrivateAddressError) throw refused(redactUrl(current), redirectedFrom, error);
+    if (error instanceof PrivateAddressError) throw refused(quoted(current), redirectedFrom, error);
     if (controller.signal.aborted) {
       throw failed(
-        redactUrl(url),
+        quoted(url),
         `timed out after ${timeoutMs} ms`,
         "Raise `timeoutMs` (`fetchTimeoutMs` of loadImage), or check that the server answers.",
       );
     }
-    throw failed(redactUrl(current), networkReason(error), undefined, error);
+    throw failed(quoted(current), networkReason(error), undefined, error);
   } finally {
     clearTimeout(timer);
     signal?.removeEventListener("abort", onAbort);
@@ -75,11 +77,11 @@ function httpUrl(url: string | URL, base?: URL, redirectedFrom?: string): URL {
     parsed = new URL(url, base);
   } catch {
     // The parser's error holds the raw input; it is not kept as the cause.
-    throw failed(redactUrl(String(url)), "not a valid URL");
+    throw failed(quoted(String(url)), "not a valid URL");
   }
   if (parsed.protocol !== "http:" && parsed.protocol !== "https:") {
     const via = redirectedFrom === undefined ? "" : ` (redirected from ${redirectedFrom})`;
-    throw failed(`${redactUrl(parsed)}${via}`, `only http: and https: URLs are fetched, not \`${parsed.protocol}\``);
+    throw failed(`${quoted(parsed)}${via}`, `only http: and https: URLs are fetched, not \`${parsed.protocol}\``);
   }
   return parsed;
 }
@@ -117,6 +119,11 @@ function networkReason(error: unknown): string {
   const inner = error instanceof AggregateError ? error.errors : error.cause instanceof Error ? [error.cause] : [];
   const more = inner.map((cause: unknown) => (cause instanceof Error ? cause.message : String(cause))).filter(Boolean);
   return redactUrlsIn(more.length > 0 && !error.message ? more.join("; ") : more.length > 0 ? `${own}: ${more[0]}` : own);
+}
+
+// A URL as an error quotes it: redacted, and short (a data URL by its media type and first characters).
+function quoted(url: string | URL): string {
+  return isDataUrl(url) ? describeDataUrl(String(url)) : shorten(redactUrl(url));
 }
 
 function failed(where: string, reason: string, fix?: string, cause?: unknown): ImageError {

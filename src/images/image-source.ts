@@ -11,14 +11,15 @@ export function isSharpInstance(value: unknown): value is Sharp {
 }
 
 /**
- * Where a picture comes from: a file path, an http(s) URL (string or URL object; a `file:` URL is a path),
- * encoded bytes (Buffer or Uint8Array), or a sharp instance (its own pipeline's output is used as is).
+ * Where a picture comes from: a file path, an http(s) URL (string or URL object; a `file:` URL is a path), a
+ * `data:` URL (`data:image/png;base64,…`, string or URL object), encoded bytes (Buffer or Uint8Array), or a sharp
+ * instance (its own pipeline's output is used as is).
  */
 export type ImageSource = string | URL | Uint8Array | Sharp;
 
 // Annotated, so declarations name `Uint8Array` as written: TypeScript before 5.7 has no generic Uint8Array<T>.
 export const ImageSource: z.ZodType<ImageSource> = z.union([
-  z.string().min(1, "expected a file path or an http(s) URL"),
+  z.string().min(1, "expected a file path, an http(s) URL or a data: URL"),
   z.instanceof(URL),
   // Any backing memory (a Buffer from a pool, a SharedArrayBuffer view), not only a plain ArrayBuffer.
   z.custom<Uint8Array>((value) => value instanceof Uint8Array, "expected a Buffer or Uint8Array"),

@@ -10,14 +10,14 @@ import { resizeToMaxEdge } from "./resize-to-max-edge.js";
 import { throwIfAborted } from "./throw-if-aborted.js";
 
 /**
- * Reads a picture from a path, URL, bytes or sharp instance and returns the raw RGB pixels that
+ * Reads a picture from a path, URL (http(s), file: or data:), bytes or sharp instance and returns the raw RGB pixels that
  * `transformers.image_utils.load_image` would give for it (EXIF orientation applied, alpha dropped, first frame).
  */
 export async function loadImage(source: ImageSource, options: LoadImageOptions = {}, signal?: AbortSignal): Promise<NormalizedImage> {
   const limits = parseOptions(LoadImageOptions, options, "image");
   if (!ImageSource.safeParse(source).success) {
     throw new ImageError("IMAGE_UNREADABLE", `Cannot read an image from ${describeValue(source)}`, {
-      fix: "Pass a file path, an http(s) URL, a Buffer or Uint8Array of encoded bytes, or a sharp instance.",
+      fix: "Pass a file path, an http(s) or data: URL, a Buffer or Uint8Array of encoded bytes, or a sharp instance.",
     });
   }
   throwIfAborted(signal);

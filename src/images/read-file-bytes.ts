@@ -1,4 +1,5 @@
 import { ImageError } from "../errors.js";
+import { shorten } from "./describe-source.js";
 import { DEFAULT_READ_TIMEOUT_MS } from "./load-image-options.js";
 import { FileReadError, readRegularFile } from "./read-regular-file.js";
 
@@ -16,14 +17,16 @@ export async function readFileBytes(
     return await readRegularFile(path, { maxBytes, timeoutMs, signal });
   } catch (error) {
     if (!(error instanceof FileReadError)) throw error;
+    // The path as errors quote it: printable and short, whatever its length.
+    const shown = shorten(path);
     if (error.kind === "too-large") {
       // A size from stat, or a file that reported less (a /proc file reports 0) and went on past the cap.
       const what = error.details.size === undefined ? "goes on past" : `is ${error.details.size} bytes, more than`;
-      throw new ImageError("IMAGE_TOO_LARGE", `${path} ${what} the \`maxBytes\` limit of ${maxBytes}`, {
+      throw new ImageError("IMAGE_TOO_LARGE", `${shown} ${what} the \`maxBytes\` limit of ${maxBytes}`, {
         fix: "Raise the `maxBytes` option, or use a smaller image.",
       });
     }
-    throw new ImageError("IMAGE_UNREADABLE", unreadableMessage(path, error), { fix: fixFor(error), cause: error.cause });
+    throw new ImageError("IMAGE_UNREADABLE", unreadableMessage(shown, error), { fix: fixFor(error), cause: error.cause });
   }
 }
 

@@ -2,16 +2,20 @@ import { fileURLToPath } from "node:url";
 import type { Sharp } from "sharp";
 import { ImageError } from "../errors.js";
 import { fetchImage } from "./fetch-image.js";
-import { URL_STRING } from "./describe-source.js";
-import { redactUrl } from "./redact-url.js";
+import { decodeDataUrl, isDataUrl } from "./data-url.js";
+import { describeSource, URL_STRING } from "./describe-source.js";
 import type { ImageSource } from "./image-source.js";
 import type { ResolvedLoadImageOptions } from "./load-image-options.js";
 import { readFileBytes } from "./read-file-bytes.js";
 
-/** Gets a source's encoded bytes (read, downloaded, or the caller's own, never copied nor changed), or its sharp instance. */
+/**
+ * Gets a source's encoded bytes (read, downloaded, decoded from a data URL, or the caller's own, never copied nor
+ * changed), or its sharp instance.
+ */
 export async function readSource(source: ImageSource, options: ResolvedLoadImageOptions, signal?: AbortSignal): Promise<Buffer | Sharp> {
   const { maxBytes, fetchTimeoutMs: timeoutMs, readTimeoutMs, maxRedirects, blockPrivateNetwork } = options;
   if (typeof source === "string" || source instanceof URL) {
+    if (isDataUrl(source)) return decodeDataUrl(String(source), maxBytes, describeSource(source));
     const isUrl = source instanceof URL || URL_STRING.test(source);
     if (!isUrl) return readFileBytes(source, maxBytes, signal, readTimeoutMs);
     // A string that does not parse goes to fetchImage as it is, which refuses it with its URL redacted.
@@ -36,7 +40,7 @@ function filePath(url: URL): string {
   try {
     return fileURLToPath(url);
   } catch (error) {
-    throw new ImageError("IMAGE_UNREADABLE", `Cannot read ${redactUrl(url)}: ${(error as Error).message}`, {
+    throw new ImageError("IMAGE_UNREADABLE", `Cannot read ${describeSource(url)}: ${(error as Error).message}`, {
       fix: "Pass a file: URL without a host, or the path itself.",
     });
   }

@@ -51,7 +51,7 @@ export interface ParityCallOptions {
 export const ParityOptionsSchema = z.strictObject({
   model: z.string().min(1).optional(),
   messages: Messages,
-  images: z.array(z.string().min(1, "expected a file path or an http(s) URL")).optional(),
+  images: z.array(z.string().min(1, "expected a file path, an http(s) URL or a data: URL")).optional(),
   quantization: QuantizationMode.default("none"),
   referenceQuantization: QuantizationMode.optional(),
   decoder: Decoder.default("auto"),

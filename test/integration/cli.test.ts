@@ -1,5 +1,5 @@
 import { existsSync } from "node:fs";
-import { mkdir, mkdtemp, readdir, rm, writeFile } from "node:fs/promises";
+import { mkdir, mkdtemp, readdir, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { basename, dirname, join } from "node:path";
 import { execa } from "execa";
@@ -69,6 +69,112 @@ describe("idefics2 demo", () => {
     expect(result.exitCode).toBe(0);
     const answer = result.stdout.split("\n").find((line) => line.startsWith("Assistant:") && !line.includes("red circle"));
     expect(answer?.toLowerCase()).toContain("blue");
+  });
+});
+
+// What a person or a script hands the CLI: a question for its version and usage, the prompt or the messages on
+// stdin, a picture as a data URL. Each gives what the plain form gives, and long input never makes a long error line.
+describe("idefics2 --version, usage, stdin and data: URLs", () => {
+  const main = join(repoRoot, "dist", "cli", "main.js");
+  const env = () => ({ IDEFICS2_PYTHON: testPython() });
+  const withStdin = (args: string[], stdin: { input: string } | { inputFile: string }) =>
+    execa(process.execPath, [main, ...args], { reject: false, env: env(), timeout: 240_000, ...stdin });
+  const json = (result: { exitCode?: number; stdout: string; stderr: string }) => {
+    expect(result.exitCode, result.stderr).toBe(0);
+    return JSON.parse(result.stdout) as { text: string; tokenIds: number[] };
+  };
+
+  it("prints the package's version for --version and -v", async () => {
+    const { version } = JSON.parse(await readFile(join(repoRoot, "package.json"), "utf8")) as { version: string };
+    for (const flag of ["--version", "-v"]) {
+      const result = await idefics2([flag]);
+      expect(result.exitCode).toBe(0);
+      expect(result.stdout).toBe(version);
+    }
+  });
+
+  it("says --model is optional everywhere generate is described, and lists chat", async () => {
+    const usage = (await idefics2(["--help"])).stdout;
+    expect(usage).toContain("generate [--model DIR_OR_ID] (--messages FILE.json | --prompt TEXT)");
+    expect(usage).toMatch(/--model defaults to the embedded tiny model/);
+    expect(usage).toContain("chat [--model DIR_OR_ID] [--image PATH_OR_URL]... [options]");
+    expect(usage).toMatch(/--version, -v/);
+    const generateUsage = (await idefics2(["generate", "--help"])).stdout;
+    expect(generateUsage).toMatch(/^Usage: idefics2 generate \[--model DIR_OR_ID\]/);
+    expect(generateUsage).toMatch(/--model DIR_OR_ID .*default: the embedded tiny model/);
+    expect(generateUsage).toContain("`--prompt -` reads all of stdin");
+    const readme = await readFile(join(repoRoot, "README.md"), "utf8");
+    expect(readme).toContain("`--model` defaults to the embedded model");
+    expect(readme).not.toMatch(/generate --model DIR_OR_ID/);
+  });
+
+  it("answers `--prompt -` from a pipe, `--messages -` from a file and a data: URL as their plain forms", async () => {
+    const question = ["--max-new-tokens", "20", "--json"];
+    const jpeg = `data:image/jpeg;base64,${(await readFile(demoSecond)).toString("base64")}`;
+    const [plain, piped, fromData, messagesFile, messagesStdin] = await Promise.all([
+      idefics2(["generate", "--image", demoSecond, "--prompt", "What colour?", ...question]),
+      // Literally `echo "What colour?" | idefics2 generate --image second.jpg --prompt -`.
+      execa(
+        "sh",
+        [
+          "-c",
+          'echo "What colour?" | "$0" "$1" generate --image "$2" --prompt - "$3" "$4" "$5"',
+          process.execPath,
+          main,
+          demoSecond,
+          ...question,
+        ],
+        {
+          reject: false,
+          env: env(),
+          timeout: 240_000,
+        },
+      ),
+      idefics2(["generate", "--image", jpeg, "--prompt", "What colour?", ...question]),
+      idefics2(["generate", "--messages", conversation, "--image", demoFirst, "--image", demoSecond, ...question]),
+      withStdin(["generate", "--messages", "-", "--image", demoFirst, "--image", demoSecond, ...question], { inputFile: conversation }),
+    ]);
+    const expected = json(plain);
+    expect(expected.tokenIds.length).toBeGreaterThan(0);
+    expect(json(piped)).toEqual(expect.objectContaining({ text: expected.text, tokenIds: expected.tokenIds }));
+    expect(json(fromData)).toEqual(expect.objectContaining({ text: expected.text, tokenIds: expected.tokenIds }));
+    const fromFile = json(messagesFile);
+    expect(json(messagesStdin)).toEqual(expect.objectContaining({ text: fromFile.text, tokenIds: fromFile.tokenIds }));
+  });
+
+  it.each([
+    ["nothing", "", /INVALID_MESSAGES.*--prompt - read nothing from stdin/],
+    ["only whitespace", " \n\t\n", /INVALID_MESSAGES.*--prompt - read only whitespace from stdin/],
+    ["more than 16 MiB", "a".repeat(17 * 1024 * 1024), /INVALID_MESSAGES.*--prompt - read more than 16777216 bytes from stdin/],
+  ])("refuses a stdin holding %s within seconds, with one line", async (_what, input, pattern) => {
+    const started = Date.now();
+    const result = await withStdin(["generate", "--prompt", "-"], { input });
+    expect(Date.now() - started).toBeLessThan(10_000);
+    expect(result.exitCode).toBe(1);
+    expect(result.stderr).toMatch(pattern);
+    expect(result.stderr.trim().split("\n")).toHaveLength(1);
+  });
+
+  it("quotes only a short prefix of a 100 kB argument in its one error line", async () => {
+    const long = "x".repeat(100_000);
+    const garbage = `data:image/png;base64,${Buffer.alloc(75_000, 7).toString("base64")}`;
+    const cases: [string[], RegExp][] = [
+      [["generate", "--prompt", "Hi", "--image", garbage], /IMAGE_UNREADABLE.*data:image\/png;base64,BwcHBwcHB… \(100,022 characters\)/],
+      [["generate", "--prompt", "Hi", "--image", `/no/such/${long}.png`], /IMAGE_UNREADABLE.*\/no\/such\/xxx+… \(100,013 characters\)/],
+      [["generate", "--messages", `/no/such/${long}.json`], /INVALID_MESSAGES.*--messages \/no\/such\/xxx+… \(100,014 characters\)/],
+      [
+        ["generate", "--prompt", "Hi", "--max-new-tokens", long],
+        /INVALID_OPTIONS.*--max-new-tokens expects a number, got "xxx+… \(100,002 characters\)/,
+      ],
+      [["generate", "--prompt", "Hi", `--${long}`, "1"], /Unknown option '--xxx+… \(100,002 characters\)'/],
+      [[long], /unknown command "xxx+… \(100,000 characters\)"/],
+    ];
+    for (const [args, pattern] of cases) {
+      const result = await idefics2(args);
+      expect(result.exitCode, args[args.length - 1]?.slice(0, 40)).not.toBe(0);
+      expect(result.stderr).toMatch(pattern);
+      expect(result.stderr.length, result.stderr.slice(0, 300)).toBeLessThan(700);
+    }
   });
 });
 

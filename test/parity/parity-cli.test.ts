@@ -5,10 +5,10 @@ import { execa } from "execa";
 import { beforeAll, describe, expect, it } from "vitest";
 import { embeddedModelPath } from "../../src/embedded-model.js";
 import { InvalidInputError } from "../../src/errors.js";
-import { image, user } from "../../src/messages.js";
+import { assistant, image, user } from "../../src/messages.js";
 import { checkParity } from "../../src/parity/check-parity.js";
 import type { ParityReport } from "../../src/parity/parity-report.js";
-import { demoFirst } from "../helpers/pictures.js";
+import { demoFirst, demoSecond } from "../helpers/pictures.js";
 import { testPython } from "../helpers/python.js";
 import { repoRoot } from "../helpers/reference.js";
 
@@ -165,6 +165,21 @@ describe("checkParity", () => {
     expect(logits?.maxAbsErr).toBeLessThan(1e-4);
     expect(report.timings.teacherForcingMs).toBeGreaterThan(0);
     expect(report.tokens.ok).toBe(true);
+  });
+
+  it("holds with pictures as data URLs (a URL object and a string), which reach the reference program as files", async () => {
+    const dataUrl = async (path: string, mediaType: string) => `data:${mediaType};base64,${(await readFile(path)).toString("base64")}`;
+    const report = await checkParity({
+      messages: [
+        user(image(new URL(await dataUrl(demoFirst, "image/png"))), "What do we see?"),
+        assistant("A red circle."),
+        user(image(await dataUrl(demoSecond, "image/jpeg")), "And here?"),
+      ],
+      maxNewTokens: 12,
+      python: testPython(),
+    });
+    expect(report.ok, report.verdict).toBe(true);
+    expect(report.reference.tokenIds.length).toBeGreaterThan(0);
   });
 
   it("refuses pictures given as bytes, which the reference program cannot read, before loading anything", async () => {

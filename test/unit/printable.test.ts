@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
 import { InvalidInputError, WorkerCrashedError } from "../../src/errors.js";
-import { lastOutputLine, printable, printableExcerpt } from "../../src/printable.js";
+import { lastOutputLine, printable, printableExcerpt, quotedInput } from "../../src/printable.js";
 
 // Every character that can end a line, move the cursor, recolour or reorder a terminal's text, or that is no
 // character at all: each must come out as a visible escape.
@@ -83,5 +83,16 @@ describe("error messages quote input on one line", () => {
     const error = new WorkerCrashedError({ exitCode: null, signal: "SIGKILL", stderrTail });
     expect(error.message).toBe("The Python worker was killed by SIGKILL: Killed");
     expect(error.stderrTail).toBe(stderrTail);
+  });
+});
+
+describe("quotedInput", () => {
+  it("quotes short input whole and long input by its start and its length, whatever the length", () => {
+    expect(quotedInput("/tmp/a.png")).toBe("/tmp/a.png");
+    expect(quotedInput("x".repeat(120))).toBe("x".repeat(120));
+    expect(quotedInput("x".repeat(121))).toBe(`${"x".repeat(119)}… (121 characters)`);
+    const huge = quotedInput(`a\n${"b".repeat(50_000_000)}`);
+    expect(huge).toBe(`a\\n${"b".repeat(116)}… (50,000,002 characters)`);
+    expect(quotedInput("\n".repeat(100))).toMatch(/^(\\n){59}\\… \(100 characters\)$/);
   });
 });
