@@ -1,6 +1,10 @@
 #!/usr/bin/env node
+import { readFileSync } from "node:fs";
+import path from "node:path";
 import { Idefics2Error } from "../errors.js";
-import { printable, printableExcerpt } from "../printable.js";
+import { printable, printableExcerpt, quotedInput } from "../printable.js";
+import { packageRoot } from "../runtime/package-root.js";
+import { runChat } from "./chat-command.js";
 import { runDemo } from "./demo-command.js";
 import { runDoctorCommand } from "./doctor-command.js";
 import { runGenerate } from "./generate-command.js";
@@ -13,17 +17,26 @@ const USAGE = `Usage: idefics2 <command> [options]
 Commands:
   setup [--dev] [--python PATH] [--home DIR]   create or check the Python environment
   doctor [--json]                              interpreter, versions, CUDA devices, problems with fixes
-  generate --model DIR_OR_ID (--messages FILE.json | --prompt TEXT) [--image PATH_OR_URL]... [options]
+  generate [--model DIR_OR_ID] (--messages FILE.json | --prompt TEXT) [--image PATH_OR_URL]... [options]
+                                               one answer, streamed; --model defaults to the embedded tiny model,
+                                               \`--prompt -\` reads the prompt from stdin
+  chat [--model DIR_OR_ID] [--image PATH_OR_URL]... [options]   an interactive conversation (/image, /reset, /save, /load, /quit)
   demo [--quantization none|8bit|4bit]         the blog's two-image conversation on the embedded model
   parity [--messages FILE.json --image ...] [--quantization MODE] [--json] [--junit FILE]
                                                the SDK against the blog's program; exit 0 only when they agree
 
+Options:
+  --version, -v                                print the package's version
+  --help, -h                                   print this help
+
+An image (PATH_OR_URL) is a file path, an http(s) URL or a data: URL (data:image/png;base64,…).
 Run \`idefics2 generate --help\` for the generation options, \`idefics2 parity --help\` for the parity check's.`;
 
 const commands: Record<string, (args: string[]) => Promise<number>> = {
   setup: runSetup,
   doctor: runDoctorCommand,
   generate: runGenerate,
+  chat: runChat,
   demo: runDemo,
   parity: runParity,
 };
@@ -34,9 +47,19 @@ async function main(argv: string[]): Promise<number> {
     process.stdout.write(`${USAGE}\n`);
     return name === undefined ? 2 : 0;
   }
+  if (name === "--version" || name === "-v") {
+    process.stdout.write(`${packageVersion()}\n`);
+    return 0;
+  }
   const command = commands[name];
-  if (!command) throw new UsageError(`unknown command "${name}"; expected one of ${Object.keys(commands).join(", ")}`);
+  if (!command) throw new UsageError(`unknown command "${quotedInput(name)}"; expected one of ${Object.keys(commands).join(", ")}`);
   return command(args);
+}
+
+// The installed package's own version, from its package.json.
+function packageVersion(): string {
+  const manifest = JSON.parse(readFileSync(path.join(packageRoot(), "package.json"), "utf8")) as { version: string };
+  return manifest.version;
 }
 
 // One line on stderr for every failure the user can act on (what it quotes escaped, so it stays one line); the Python
