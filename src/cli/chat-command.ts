@@ -5,6 +5,7 @@ import { printable } from "../printable.js";
 import { CHAT_HELP } from "./chat-line.js";
 import { runChatRepl } from "./chat-repl.js";
 import { parseCommandLine } from "./command-line.js";
+import { createProgressDisplay, showingProgress } from "./progress-display.js";
 import { GENERATION_FLAGS_USAGE, generationFlags, generationOptionsFrom } from "./generation-flags.js";
 import { loadOptionsFrom, MODEL_FLAGS_USAGE, modelFlags, withoutUndefined } from "./model-flags.js";
 
@@ -42,8 +43,12 @@ export async function runChat(args: string[]): Promise<number> {
   parseOrThrow(ChatOptions, session, "INVALID_OPTIONS", "chat option");
   const load = loadOptionsFrom(values, "chat");
   const interactive = Boolean(process.stdin.isTTY);
-  await using model = await Idefics2.load(load);
-  if (interactive) process.stderr.write(`Loaded ${printable(model.info.model)} in ${Math.round(model.info.loadMs)} ms.\n`);
+  // The load's steps on stderr: live in a terminal, plain lines otherwise (stdout carries only answers).
+  await using model = await showingProgress(
+    createProgressDisplay(),
+    (onProgress) => Idefics2.load({ ...load, onProgress }),
+    (loaded) => `Loaded ${printable(loaded.info.model)} in ${Math.round(loaded.info.loadMs)} ms`,
+  );
   const { failedTurns } = await runChatRepl({
     model,
     session,

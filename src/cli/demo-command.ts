@@ -5,8 +5,8 @@ import { Messages } from "../messages.js";
 import { Idefics2 } from "../model.js";
 import { QuantizationMode } from "../options.js";
 import { parseOrThrow } from "../parse-or-throw.js";
-import { printable } from "../printable.js";
 import { parseCommandLine } from "./command-line.js";
+import { createProgressDisplay, showingProgress } from "./progress-display.js";
 
 const DEMO_USAGE = "Usage: idefics2 demo [--quantization none|8bit|4bit] [--python PATH]";
 
@@ -33,11 +33,10 @@ export async function runDemo(args: string[]): Promise<number> {
     "demo conversation",
   );
 
-  await using model = await Idefics2.load({
-    quantization,
-    ...(values.python === undefined ? {} : { python: values.python }),
-    onProgress: (event) => process.stderr.write(`[${event.stage}] ${printable(event.message)}\n`),
-  });
+  // Progress on stderr: live in a terminal, plain lines otherwise.
+  await using model = await showingProgress(createProgressDisplay(), (onProgress) =>
+    Idefics2.load({ quantization, ...(values.python === undefined ? {} : { python: values.python }), onProgress }),
+  );
   let picture = 0;
   for (const message of messages) {
     const parts = message.content.map((part) => (part.type === "text" ? part.text : `[${demoImages[picture++]}] `));

@@ -11,6 +11,7 @@ import { parseOrThrow } from "../parse-or-throw.js";
 import { Decoder } from "../protocol/option-ranges.js";
 import { numberFlag, parseCommandLine } from "./command-line.js";
 import { demoConversationPath, demoImages } from "./demo-command.js";
+import { createProgressDisplay, showingProgress } from "./progress-display.js";
 import { conversation } from "./generate-command.js";
 import { UsageError } from "./usage-error.js";
 
@@ -107,7 +108,9 @@ export async function runParity(args: string[]): Promise<number> {
 
   let report: ParityReport;
   try {
-    report = await checkParity(options, { onProgress: (event) => process.stderr.write(`[parity] ${event.message}\n`) });
+    report = await showingProgress(createProgressDisplay(), (onProgress) =>
+      checkParity(options, { onProgress: (event) => onProgress({ type: "stage", ...event }) }),
+    );
   } catch (error) {
     // CI still gets its XML: the conversation's check could not run, as a JUnit error.
     if (values.junit !== undefined && error instanceof Idefics2Error) {

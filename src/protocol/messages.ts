@@ -51,7 +51,17 @@ export const ReadyFrame = z.object({
 export const TokenEventData = z.object({ text: z.string(), tokenIds: z.array(z.number().int()) });
 export type TokenEventData = z.infer<typeof TokenEventData>;
 
-export const ProgressEventData = z.object({ stage: z.string(), message: z.string() });
+/**
+ * A load's step (`stage`, `message`) or, with `done` and `unit`, a count of its work: `done` of `total` (when known)
+ * bytes (a hub download) or items (the weights placed).
+ */
+export const ProgressEventData = z.object({
+  stage: z.string(),
+  message: z.string(),
+  done: z.number().nonnegative().optional(),
+  total: z.number().nonnegative().optional(),
+  unit: z.enum(["bytes", "items"]).optional(),
+});
 export type ProgressEventData = z.infer<typeof ProgressEventData>;
 
 export const EventFrame = z.discriminatedUnion("event", [

@@ -1,11 +1,12 @@
-import { promises as fs } from "node:fs";
+import { promises as fs, readFileSync } from "node:fs";
 import path from "node:path";
 import { z } from "zod";
-import { Idefics2Error, PythonEnvironmentError } from "../errors.js";
+import { AbortError, Idefics2Error, PythonEnvironmentError } from "../errors.js";
 import { checkPythonVersions } from "./check-python-versions.js";
 import { acquireEnvironmentLock } from "./environment-lock.js";
 import { probePythonVersions, PythonVersions } from "./python-versions.js";
-import { requirementPin } from "./requirement-pins.js";
+import { pipProgressReader } from "./pip-progress.js";
+import { pipRequirementsFile, requirementPin } from "./requirement-pins.js";
 import { runSetupCommand } from "./run-setup-command.js";
 import { emitProgress, type ProgressListener, type SetupStage } from "./setup-progress.js";
 
@@ -52,6 +53,16 @@ export interface ManagedEnvironmentOptions {
   checkFiles?: boolean | undefined;
   signal?: AbortSignal | undefined;
   onProgress?: ProgressListener | undefined;
+  /**
+   * Where venv's and pip's whole output goes (`<home>/logs/setup-<hash>.log`): started anew by each set-up that
+   * creates or repairs, and named in the fix of a step that fails.
+   */
+  logFile?: string | undefined;
+}
+
+/** One creation or repair under the lock: its options, its log, and whether pip was upgraded (once, first). */
+interface SetupRun extends ManagedEnvironmentOptions {
+  pip: { raw?: Promise<boolean> };
 }
 
 interface Found {
@@ -111,18 +122,32 @@ async function createOrRepair(options: ManagedEnvironmentOptions): Promise<{ pyt
     // Whoever held the lock before may have just finished (or repaired) this very environment, or its dev extras.
     const current = await inspect(options);
     if (current.state === "ready" && current.devReady) return reused(options, current);
+    const run: SetupRun = { ...options, logFile: await startLog(options), pip: {} };
     let ready: Found;
     if (current.state === "ready") {
       reused(options, current);
       ready = current;
     } else {
-      ready = current.state === "damaged" ? await repair(options, current) : await create(options);
+      ready = current.state === "damaged" ? await repair(run, current) : await create(run);
     }
-    const result = options.dev && !ready.devReady ? await installDevExtras(options, options.dev, ready.python) : ready;
+    const result = options.dev && !ready.devReady ? await installDevExtras(run, options.dev, ready.python) : ready;
     emitProgress(onProgress, { type: "stage", stage: "ready", message: `The managed environment is ready: ${envDir}` });
     return { python: result.python, versions: result.versions };
   } finally {
     await lock.release();
+  }
+}
+
+// The log of this set-up, begun anew; without a log (a folder that cannot be written) set-up goes on.
+async function startLog(options: ManagedEnvironmentOptions): Promise<string | undefined> {
+  const file = options.logFile;
+  if (!file) return undefined;
+  try {
+    await makeFolders(path.dirname(file));
+    await fs.writeFile(file, `# Setting up ${options.envDir}, ${new Date().toISOString()}\n\n`);
+    return file;
+  } catch {
+    return undefined;
   }
 }
 
@@ -232,17 +257,77 @@ async function writeMarker(file: string, marker: unknown): Promise<void> {
   await fs.rename(`${file}.tmp`, file);
 }
 
-const PIP_INSTALL = ["install", "--disable-pip-version-check", "--no-input", "--progress-bar", "off"];
+const PIP_INSTALL = ["install", "--disable-pip-version-check", "--no-input"];
 
-function pipInstall(python: string, file: string, stage: SetupStage, fix: string, options: ManagedEnvironmentOptions): Promise<void> {
-  emitProgress(options.onProgress, { type: "stage", stage, message: `Installing ${path.basename(file)}` });
-  return runSetupCommand(python, "pip", [...PIP_INSTALL, "-r", file], {
+async function pipInstall(python: string, file: string, stage: SetupStage, fix: string, run: SetupRun): Promise<void> {
+  emitProgress(run.onProgress, { type: "stage", stage, message: `Installing ${path.basename(file)}` });
+  await runPip(python, ["-r", file], stage, `Installing ${file}`, fix, run);
+}
+
+/** What pip install needs of a set-up: where its events and its log go, and whether pip was upgraded yet. @internal */
+export type PipRun = Pick<SetupRun, "signal" | "onProgress" | "logFile" | "pip">;
+
+/**
+ * `pip install ...args` into `python`'s environment, reporting download bytes (`--progress-bar raw`, once pip is
+ * upgraded: the first call of a run upgrades it) and package counts as `progress` events. @internal
+ */
+export async function runPip(python: string, args: string[], stage: SetupStage, what: string, fix: string, run: PipRun): Promise<void> {
+  const raw = await readyPip(python, stage, run);
+  await runSetupCommand(python, "pip", [...PIP_INSTALL, "--progress-bar", raw ? "raw" : "off", ...args], {
     stage,
-    what: `Installing ${file}`,
+    what,
     fix,
-    signal: options.signal,
-    onProgress: options.onProgress,
+    signal: run.signal,
+    onProgress: run.onProgress,
+    logFile: run.logFile,
+    readLine: pipProgressReader(stage, (event) => emitProgress(run.onProgress, event)),
   });
+}
+
+// Before its first install, a set-up puts the pinned pip (python/requirements-pip.txt) into the environment: a new
+// venv's pip predates `--progress-bar raw`. When that fails (an index without it), the environment's own pip
+// installs, without download bytes; the failure is a `log` event and in the log file.
+function readyPip(python: string, stage: SetupStage, run: PipRun): Promise<boolean> {
+  run.pip.raw ??= upgradePip(python, stage, run);
+  return run.pip.raw;
+}
+
+async function upgradePip(python: string, stage: SetupStage, run: PipRun): Promise<boolean> {
+  const file = pipRequirementsFile();
+  const message = `Upgrading pip to ${pipPin(file)}`;
+  emitProgress(run.onProgress, { type: "progress", stage, message, done: 0, total: 1, unit: "items" });
+  try {
+    await runSetupCommand(python, "pip", [...PIP_INSTALL, "--progress-bar", "off", "-r", file], {
+      stage,
+      what: "Upgrading pip",
+      fix: "",
+      signal: run.signal,
+      onProgress: run.onProgress,
+      logFile: run.logFile,
+    });
+  } catch (error) {
+    if (error instanceof AbortError || run.signal?.aborted) throw error;
+    const reason = error instanceof Error ? error.message : String(error);
+    emitProgress(run.onProgress, {
+      type: "log",
+      stage,
+      message: `${reason}; installing with the environment's pip, without download progress`,
+    });
+    return false;
+  }
+  emitProgress(run.onProgress, { type: "progress", stage, message, done: 1, total: 1, unit: "items" });
+  return true;
+}
+
+function pipPin(file: string): string {
+  try {
+    const line = readFileSync(file, "utf8")
+      .split("\n")
+      .find((text) => /^pip\s*==/.test(text.trim()));
+    return line ? line.trim().replace(/^pip\s*==\s*/, "") : "the pinned version";
+  } catch {
+    return "the pinned version";
+  }
 }
 
 // After an install, every file is checked: a package pip reported installed must also be usable.
@@ -262,7 +347,7 @@ async function verify(python: string, what: string, options: ManagedEnvironmentO
 // A finished environment whose packages were damaged since (a folder deleted, a package uninstalled, a file gone):
 // what the probe names is reinstalled as it was (pinned packages at their pin), then requirements.txt installed
 // again, which brings back anything missing altogether; the rest stays. The ready marker is rewritten last.
-async function repair(options: ManagedEnvironmentOptions, found: Extract<Inspection, { state: "damaged" }>): Promise<Found> {
+async function repair(options: SetupRun, found: Extract<Inspection, { state: "damaged" }>): Promise<Found> {
   const { python } = found;
   const fix =
     "Check the network and pip's configuration (PIP_INDEX_URL, proxies) and run `idefics2 setup` again, or delete the environment's folder so that setup makes it anew.";
@@ -276,13 +361,7 @@ async function repair(options: ManagedEnvironmentOptions, found: Extract<Inspect
     message: `Repairing ${options.envDir}: ${found.problem.message}`,
   });
   if (reinstall.length > 0) {
-    await runSetupCommand(python, "pip", [...PIP_INSTALL, "--force-reinstall", "--no-deps", ...reinstall], {
-      stage: "pip",
-      what: `Reinstalling ${reinstall.join(", ")}`,
-      fix,
-      signal: options.signal,
-      onProgress: options.onProgress,
-    });
+    await runPip(python, ["--force-reinstall", "--no-deps", ...reinstall], "pip", `Reinstalling ${reinstall.join(", ")}`, fix, options);
   }
   await pipInstall(python, options.requirementsFile, "pip", fix, options);
   const versions = await verify(python, "The repaired managed environment is still incomplete", options);
@@ -296,7 +375,7 @@ async function repair(options: ManagedEnvironmentOptions, found: Extract<Inspect
   return { python, versions, devReady: await devReady(options) };
 }
 
-async function create(options: ManagedEnvironmentOptions): Promise<Found> {
+async function create(options: SetupRun): Promise<Found> {
   const { envDir, signal, onProgress } = options;
   const python = venvPython(envDir);
   try {
@@ -314,6 +393,7 @@ async function create(options: ManagedEnvironmentOptions): Promise<Found> {
       fix: "Install Python's venv module (Debian/Ubuntu: `apt install python3-venv`), or pass `basePython`.",
       signal,
       onProgress,
+      logFile: options.logFile,
     });
     await pipInstall(
       python,
@@ -341,7 +421,7 @@ async function create(options: ManagedEnvironmentOptions): Promise<Found> {
 // Adds requirements-dev.txt into the finished environment. It starts with `-r requirements.txt`, so pip finds
 // the runtime set satisfied and adds only the test tools. A failure or abort leaves the runtime environment
 // as it was (usable); without the dev marker, the next dev call installs again.
-async function installDevExtras(options: ManagedEnvironmentOptions, dev: DevExtras, python: string): Promise<Found> {
+async function installDevExtras(options: SetupRun, dev: DevExtras, python: string): Promise<Found> {
   const markerFile = path.join(options.envDir, devReadyFile);
   await fs.rm(markerFile, { force: true });
   await pipInstall(

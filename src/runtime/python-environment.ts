@@ -86,10 +86,12 @@ export async function ensurePythonEnvironment(options: EnsurePythonEnvironmentOp
   const hash = environmentHash({ requirements: [await fs.readFile(file, "utf8")], basePythonVersion: base.python });
   const devFile = requirementsFile(true);
   const devExtras = dev ? { requirementsFile: devFile, digest: requirementsDigest(await fs.readFile(devFile, "utf8")) } : undefined;
-  const envDir = path.join(idefics2Home(options.home), "envs", hash);
+  const home = idefics2Home(options.home);
+  const envDir = path.join(home, "envs", hash);
   const { python, versions } = await managedEnvironment({
     envDir,
     hash,
+    logFile: path.join(home, "logs", `setup-${hash}.log`),
     requirementsFile: file,
     dev: devExtras,
     basePython,

@@ -7,6 +7,11 @@ export function requirementsFile(dev: boolean): string {
   return path.join(packageRoot(), "python", dev ? "requirements-dev.txt" : "requirements.txt");
 }
 
+/** python/requirements-pip.txt: the pip set-up upgrades an environment to before installing into it. @internal */
+export function pipRequirementsFile(): string {
+  return path.join(packageRoot(), "python", "requirements-pip.txt");
+}
+
 // Pins from python/requirements.txt by lower-case name ("torch" → "torch==2.13.0"), for fix messages.
 /** Returns the pinned requirement for `name`, or the bare name when it is not pinned there. @internal */
 export function requirementPin(name: string): string {

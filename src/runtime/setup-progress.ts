@@ -10,8 +10,10 @@ export type SetupStage = z.infer<typeof SetupStage>;
 
 /**
  * What ensurePythonEnvironment reports while it works, told apart by `type`: `stage` when a step starts (message
- * says what it does), `log` for one line of venv/pip output (message is the line), `progress` for a count of
- * work done (none is emitted yet: pip runs with its progress bar off).
+ * says what it does), `log` for one line of venv/pip output (message is the line; pip's raw byte counts are not
+ * logged), `progress` for a count of work done: during `pip` and `dev-extras`, the pip upgrade (1 item), each
+ * download's bytes (`Downloading <file>`, for files of 512 KiB and more), the packages found (items, no total)
+ * and the packages installed (0, then all of them, items).
  */
 export const SetupProgress = progressEvent(SetupStage);
 export type SetupProgress = z.infer<typeof SetupProgress>;

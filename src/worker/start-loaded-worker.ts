@@ -44,9 +44,15 @@ export async function startLoadedWorker(
     const info = await worker.request("load", params, {
       signal,
       timeoutMs: Math.max(1, Math.ceil(deadline - performance.now())),
-      onEvent: (event) =>
-        event.event === "progress" &&
-        onProgress?.({ type: "stage", stage: workerLoadStage(event.data.stage), message: event.data.message }),
+      onEvent: (event) => {
+        if (event.event !== "progress") return;
+        const { stage, message, done, total, unit } = event.data;
+        onProgress?.(
+          done !== undefined && unit !== undefined
+            ? { type: "progress", stage: workerLoadStage(stage), message, done, unit, ...(total === undefined ? {} : { total }) }
+            : { type: "stage", stage: workerLoadStage(stage), message },
+        );
+      },
     });
     return { worker, info };
   } catch (error) {

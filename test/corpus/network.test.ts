@@ -120,7 +120,7 @@ describe("finding 2: secrets in URLs are redacted in every error", () => {
       { reject: false, env: { IDEFICS2_PYTHON: testPython() }, timeout: 60_000 },
     );
     expect(result.exitCode).toBe(1);
-    expect(result.stderr).toMatch(/^idefics2: error \[IMAGE_FETCH_FAILED\]: Could not fetch http:\/\/\*\*\*:\*\*\*@/);
+    expect(result.stderr).toMatch(/^idefics2: error \[IMAGE_FETCH_FAILED\]: Could not fetch http:\/\/\*\*\*:\*\*\*@/m);
     for (const secret of SECRETS) expect(`${result.stdout}${result.stderr}`).not.toContain(secret);
   });
 });

@@ -42,7 +42,9 @@ const fileGone = {
 // The venv interpreter the fake base made, replaced by one whose probe reports the damage its marker files name
 // (`damage-module`; `damage-file`, seen only with --files) and whose pip records each call; installing
 // requirements.txt repairs everything, unless `fail-pip` exists.
-async function damageable(python: string): Promise<{ envDir: string; pipCalls: () => Promise<string[]>; probes: () => Promise<string[]> }> {
+async function damageable(
+  python: string,
+): Promise<{ envDir: string; pipCalls: () => Promise<string[]>; pipUpgrades: () => Promise<string[]>; probes: () => Promise<string[]> }> {
   const envDir = path.dirname(path.dirname(python));
   const script = [
     "#!/bin/sh",
@@ -62,7 +64,11 @@ async function damageable(python: string): Promise<{ envDir: string; pipCalls: (
   ].join("\n");
   await writeFile(python, `${script}\n`, { mode: 0o755 });
   const lines = (name: string) => async () => (await readFile(path.join(envDir, name), "utf8").catch(() => "")).split("\n").filter(Boolean);
-  return { envDir, pipCalls: lines("pip-calls"), probes: lines("probes") };
+  // Each set-up that installs first upgrades pip (python/requirements-pip.txt): kept apart from the installs.
+  const upgrade = (call: string) => call.endsWith("requirements-pip.txt");
+  const pipCalls = async () => (await lines("pip-calls")()).filter((call) => !upgrade(call));
+  const pipUpgrades = async () => (await lines("pip-calls")()).filter(upgrade);
+  return { envDir, pipCalls, pipUpgrades, probes: lines("probes") };
 }
 
 async function made(): Promise<{ home: string; basePython: string; venvs: string; python: string }> {
@@ -110,7 +116,9 @@ describe("a managed environment damaged after it was made", () => {
       "ready",
     ]);
     const calls = await env.pipCalls();
+    expect(await env.pipUpgrades()).toEqual([expect.stringMatching(/^install .*--progress-bar off -r .*python\/requirements-pip\.txt$/)]);
     expect(calls).toHaveLength(2);
+    expect(calls.every((call) => call.includes("--progress-bar raw"))).toBe(true);
     expect(calls[0]).toMatch(/^install .* --force-reinstall --no-deps transformers==5\.17\.0$/);
     expect(calls[1]).toMatch(/^install .* -r .*python\/requirements\.txt$/);
     // Repaired in place: the venv was made once.

@@ -32,7 +32,7 @@ export function fakePython(dir: string, versions: PythonVersions): Promise<strin
 /**
  * A fake base interpreter: answers the versions probe (module idefics2_worker.probe.versions) as a bare Python
  * 3.11, makes module `venv DIR` a folder holding a fake venv python, whose module `pip install -r FILE` prints two
- * lines, waits `pipSeconds`, and records `<env dir> <FILE's name>` in `<dir>/installs`; after the install its
+ * lines (nothing for requirements-pip.txt, the pip upgrade), waits `pipSeconds`, and records `<env dir> <FILE's name>` in `<dir>/installs`; after the install its
  * probe reports every package. While `<dir>/fail-dev` exists, installing requirements-dev.txt fails.
  */
 export async function fakeBasePython(dir: string, pipSeconds = 0.3): Promise<{ python: string; installs: string; venvs: string }> {
@@ -46,6 +46,8 @@ export async function fakeBasePython(dir: string, pipSeconds = 0.3): Promise<{ p
       `  ${versionsProbe}) if [ -f "$env_dir/installed" ]; then echo '${JSON.stringify(goodVersions)}'; else echo '${JSON.stringify({ python: "3.11.7", ...nothing })}'; fi ;;`,
       // biome-ignore lint/suspicious/noTemplateCurlyInString: shell syntax for the last argument, not a template
       '  pip) eval "file=\\${$#}"; name="$(basename "$file")"',
+      // The pip upgrade before the first install answers as an up-to-date pip does: silently.
+      '      if [ "$name" = requirements-pip.txt ]; then exit 0; fi',
       '      if [ "$name" = requirements-dev.txt ]; then',
       `        echo "Requirement already satisfied: torch==2.13.0"; sleep ${String(pipSeconds)}`,
       `        if [ -f '${path.join(dir, "fail-dev")}' ]; then echo "ERROR: No matching distribution found for pytest==9.2.0"; exit 1; fi`,

@@ -286,6 +286,14 @@ describe("the managed environment", () => {
     expect(error.code).toBe("ENV_SETUP_FAILED");
     expect(error.message).toMatch(/requirements\.txt failed: ERROR: No matching distribution found for torch==2\.13\.0$/);
     expect(await readdir(path.join(home, "envs"))).toEqual([]);
+    // pip's whole output is kept in the set-up's log, which the fix names.
+    const [log] = await readdir(path.join(home, "logs"));
+    const logFile = path.join(home, "logs", log as string);
+    expect(log).toMatch(/^setup-[0-9a-f]{16}\.log$/);
+    expect(error.fix).toContain(`The step's whole output is in ${logFile}.`);
+    expect(await readFile(logFile, "utf8")).toMatch(
+      /^\$ .* -m pip install .* -r .*requirements\.txt\nERROR: No matching distribution found for torch==2\.13\.0\n/m,
+    );
   });
 
   test("aborting during pip stops it, removes the unfinished environment and frees the lock", async () => {

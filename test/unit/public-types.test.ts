@@ -80,7 +80,7 @@ describe("the public types", () => {
     // @ts-expect-error: a log line carries no count
     const counted: LoadProgress = { type: "log", stage: "pip", message: "Collecting torch", elapsedMs: 5, done: 3 };
     // @ts-expect-error: no such stage
-    const unknown: LoadProgress = { type: "stage", stage: "download", message: "Downloading", elapsedMs: 5 };
+    const unknown: LoadProgress = { type: "stage", stage: "compile", message: "Compiling", elapsedMs: 5 };
     expectTypeOf([counted, unknown]).toEqualTypeOf<LoadProgress[]>();
   });
 

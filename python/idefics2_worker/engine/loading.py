@@ -4,16 +4,15 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Callable
 from typing import Any
 
 from ..protocol.errors import WorkerError
 from ..protocol.params import LoadParams
 from ..request.loaded_model import LoadedModel
 from .compat import expose_pil_image_processor, portable_cpu_four_bit, quiet_int8_cast_notice
+from .load_progress import OnProgress, progress_tqdm, reporting_weight_loading
 from .quantization import quantization_config
 
-OnProgress = Callable[[str, str], None]
 END_OF_UTTERANCE = "<end_of_utterance>"
 
 
@@ -103,7 +102,11 @@ def load_model(params: LoadParams, cancel: threading.Event, on_progress: OnProgr
         model_kwargs["dtype"] = getattr(torch, params.dtype)
     if params.attn_implementation is not None:
         model_kwargs["attn_implementation"] = params.attn_implementation
-    model = AutoModelForImageTextToText.from_pretrained(params.model, use_safetensors=True, **model_kwargs)
+    # The hub's download of the weights reports bytes (stage `download`); transformers' "Loading weights" bar
+    # reports the tensors placed (stage `model`, items). Neither bar draws anything.
+    model_kwargs["tqdm_class"] = progress_tqdm(on_progress, "download", f"Downloading {params.model}", unit="B")
+    with reporting_weight_loading(on_progress, "model", f"Loading the weights of {params.model}"):
+        model = AutoModelForImageTextToText.from_pretrained(params.model, use_safetensors=True, **model_kwargs)
     portable_cpu_four_bit(model)
     if cancel.is_set():
         raise WorkerError("ABORTED", "The load was cancelled; no model is loaded")

@@ -9,7 +9,20 @@ from typing import Any, Protocol
 from ..protocol.params import GenerateParams, LoadParams
 
 OnToken = Callable[[str, list[int]], None]
-OnProgress = Callable[[str, str], None]
+
+
+class OnProgress(Protocol):
+    """A load's stage starting (no count), or a count of its work: `done` of `total` `unit`s ("bytes", "items")."""
+
+    def __call__(
+        self,
+        stage: str,
+        message: str,
+        *,
+        done: float | None = None,
+        total: float | None = None,
+        unit: str | None = None,
+    ) -> None: ...
 
 
 class WireForm(Protocol):

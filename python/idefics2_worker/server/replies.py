@@ -14,6 +14,11 @@ from .engine_interface import OnProgress, OnToken
 _QUIET_CODES = ("ABORTED", "PROTOCOL_ERROR", "INVALID_MESSAGES", "INVALID_OPTIONS")
 
 
+def _number(value: float) -> float | int:
+    """A count as JSON writes it best: 12, not 12.0."""
+    return int(value) if float(value).is_integer() else value
+
+
 class Replies:
     """Every request's answer goes out through here; an answer that cannot be encoded becomes an error that can."""
 
@@ -33,8 +38,19 @@ class Replies:
         self._answer(request_id, {"type": "error", "id": request_id, "error": body})
 
     def progress(self, request_id: int) -> OnProgress:
-        def emit(stage: str, message: str) -> None:
-            data = {"stage": stage, "message": message}
+        def emit(
+            stage: str,
+            message: str,
+            *,
+            done: float | None = None,
+            total: float | None = None,
+            unit: str | None = None,
+        ) -> None:
+            data: dict[str, Any] = {"stage": stage, "message": message}
+            if done is not None and unit is not None:
+                data.update(
+                    {"done": _number(done), "unit": unit, **({} if total is None else {"total": _number(total)})}
+                )
             self.writer.write({"type": "event", "id": request_id, "event": "progress", "data": data})
 
         return emit

@@ -40,8 +40,19 @@ def test_load_reports_the_tiny_model_and_streams_progress(loaded: tuple[dict[str
     assert result["doImageSplitting"] is True
     processor_config = json.loads((TINY_MODEL / "processor_config.json").read_text())
     assert result["longestEdge"] == processor_config["image_processor"]["size"]["longest_edge"]
-    stages = [event["data"]["stage"] for event in events]
+    stages = [event["data"]["stage"] for event in events if "done" not in event["data"]]
     assert stages[-2:] == ["processor", "model"]
+    # Then transformers' "Loading weights" bar as counts: every tensor of the tiny model, from 0 to all of them.
+    counts = [event["data"] for event in events if "done" in event["data"]]
+    assert counts[0] == {
+        "stage": "model",
+        "message": f"Loading the weights of {TINY_MODEL}",
+        "done": 0,
+        "total": 92,
+        "unit": "items",
+    }
+    assert counts[-1]["done"] == counts[-1]["total"] == 92
+    assert [count["done"] for count in counts] == sorted({count["done"] for count in counts})
 
 
 def test_ping_answers_pong(worker: WorkerProcess) -> None:
