@@ -2,13 +2,15 @@
 """Teacher-forced parity of the worker's decode paths against the reference's, per quantization (GPU).
 
 The reference (the blog's calls, PyTorch's default SDPA choice) generates N greedy tokens. Then the same model
-decodes those tokens step by step (prefill, then one token at a time with the KV cache, as generate does): with
-the default choice (the reference), with the math kernel, with the worker's `decoder: "reference"` path
-(`fastest_attention`: cuDNN ruled out) and with its default `decoder: "fast"` path (chunked vision tower, slot
-KV cache, CUDA-graph replay). The spread between two kernels the worker does not use (default vs math) is the
-precision's noise; a worker path passes when its per-step logits are within that noise of the reference's, and
-its top-1 token agrees wherever the reference's top-1/top-2 margin exceeds it. Prints one JSON object, keyed by
-quantization, with the fast path's figures at the top level of each.
+decodes those tokens step by step (prefill, then one token at a time with the KV cache, as generate does): with the
+default choice (the reference), with the math kernel, with the worker's `decoder: "reference"` path
+(`fastest_attention`: cuDNN ruled out) and with its default `decoder: "fast"` path (its prefill as
+`PrefillPlan.fastest` plans it: pictures preprocessed on the GPU, the vision tower in one batch, cuDNN attention
+allowed, quantized linears on the tensor cores; then the slot KV cache and CUDA-graph replay). The spread between
+two kernels the worker does not use (default vs math) is the precision's noise; a worker path passes when its
+per-step logits are within that noise of the reference's, and its top-1 token agrees wherever the reference's
+top-1/top-2 margin exceeds it. Prints one JSON object, keyed by quantization, with the fast path's figures at the
+top level of each.
 
 Usage: python scripts/gpu/gpu_parity.py --model DIR --messages FILE.json --image A --image B [--new-tokens 128]
            [--quantization bf16 --quantization 8bit --quantization 4bit]
@@ -31,22 +33,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "python"))
 from benchmark_quantization import QUANTIZATIONS, from_pretrained_kwargs
 from idefics2_worker.decode.teacher_forcing import fast_path_logits
 from idefics2_worker.engine.attention import fastest_attention
+from idefics2_worker.engine.teacher_forced_parity import forced_logits
 
 
-@torch.no_grad()
-def forced_logits(model, inputs, tokens, context) -> torch.Tensor:
-    """Logits for each generated position, feeding the reference's tokens one step at a time."""
-    with context():
-        out = model(**inputs, use_cache=True)
-        cache, mask = out.past_key_values, inputs["attention_mask"]
-        logits = [out.logits[:, -1].float()]
-        for token in tokens[:-1]:
-            step = torch.tensor([[token]], device=model.device)
-            mask = torch.cat([mask, torch.ones_like(step)], dim=1)
-            out = model(input_ids=step, attention_mask=mask, past_key_values=cache, use_cache=True)
-            cache = out.past_key_values
-            logits.append(out.logits[:, -1].float())
-    return torch.cat(logits)
+def device_inputs(processor, prompt, images, model):
+    """The inputs as the worker's fast path makes them (pictures preprocessed on the GPU), or None where it cannot."""
+    from transformers.image_processing_backends import TorchvisionBackend
+
+    if not images or not isinstance(processor.image_processor, TorchvisionBackend):
+        return None
+    return processor(text=prompt, images=images, return_tensors="pt", device=model.device).to(model.device)
 
 
 def compare(candidate: torch.Tensor, reference: torch.Tensor, noise_abs: float) -> dict:
@@ -100,9 +96,13 @@ def main() -> None:
             reference = forced_logits(model, inputs, tokens, contextlib.nullcontext)
             worker = forced_logits(model, inputs, tokens, lambda m=model: fastest_attention(m))
             math = forced_logits(model, inputs, tokens, lambda: sdpa_kernel([SDPBackend.MATH]))
-            fast = fast_path_logits(model, inputs, tokens)
             noise = compare(math, reference, 0.0)
+            # The worker preprocesses on the GPU when its image processor can: judged on those inputs, and on
+            # the reference's own inputs too.
+            fast = fast_path_logits(model, device_inputs(processor, prompt, images, model) or inputs, tokens)
             result = judged(compare(fast, reference, noise["max_abs_logit_err"]), noise)
+            fast_cpu = fast_path_logits(model, inputs, tokens)
+            result["fast_cpu_preprocessed"] = judged(compare(fast_cpu, reference, noise["max_abs_logit_err"]), noise)
             result["reference_decoder"] = judged(compare(worker, reference, noise["max_abs_logit_err"]), noise)
             result["noise_math_vs_reference"] = noise
             results[quantization] = result

@@ -24,7 +24,7 @@ from ..request.prompt import PreparedPrompt, prepare_prompt
 from ..request.result import finish_reason, generation_result
 from ..request.streaming import OnToken, TokenStreamer
 from .graphs import DecodeGraphs
-from .prefill import prefill
+from .prefill import PrefillPlan, prefill
 from .token_choice import TokenHistory, choose_token, generation_config_and_processors, new_token_limit
 
 OnDone = Callable[[GenerationResult | None, BaseException | None], None]
@@ -50,11 +50,11 @@ class _Sequence:
 class BatchDecoder:
     """Owns the running sequences; `admit` adds one, `step` advances all by one token."""
 
-    def __init__(self, loaded: LoadedModel, max_batch: int, vision_chunk: int, use_graphs: bool) -> None:
+    def __init__(self, loaded: LoadedModel, max_batch: int, plan: PrefillPlan, use_graphs: bool) -> None:
         self.loaded = loaded
         self.model = loaded.model
         self.graphs = DecodeGraphs(loaded.model, max_batch, use_graphs)
-        self.vision_chunk = vision_chunk
+        self.plan = plan
         self.running: list[_Sequence] = []
 
     @property
@@ -85,7 +85,7 @@ class BatchDecoder:
         attends to every cached position, so such a request must go to generate().
         """
         model = self.model
-        prepared = prepare_prompt(self.loaded, params, payload, cancel)
+        prepared = prepare_prompt(self.loaded, params, payload, cancel, on_device=self.plan.preprocess_on_device)
         input_ids = prepared.inputs["input_ids"]
         config, processors = generation_config_and_processors(model, params, self.loaded.eos_ids, input_ids)
         limit = new_token_limit(config, prepared.prompt_tokens)
@@ -107,7 +107,7 @@ class BatchDecoder:
         # so a large maxNewTokens that ends at EOS early never allocates its whole length.
         self.graphs.ensure(len(self.running) + 1, prepared.prompt_tokens + min(limit, FIRST_STRETCH))
         with stop_on_cancel(model, cancel):
-            cache, logits = prefill(model, prepared.inputs, self.vision_chunk)
+            cache, logits = prefill(model, prepared.inputs, self.plan)
         slot = len(self.running)
         self.graphs.store_prefill(slot, cache, prepared.prompt_tokens)
         del cache

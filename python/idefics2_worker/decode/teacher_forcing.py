@@ -11,18 +11,27 @@ from typing import Any
 import torch
 
 from .graphs import DecodeGraphs
-from .prefill import prefill
+from .prefill import PrefillPlan, prefill
 
 
 @torch.inference_mode()
 def fast_path_logits(
-    model: Any, inputs: Any, tokens: list[int], use_graphs: bool = True, kernels: bool | None = None
+    model: Any,
+    inputs: Any,
+    tokens: list[int],
+    *,
+    use_graphs: bool = True,
+    kernels: bool | None = None,
+    plan: PrefillPlan | None = None,
 ) -> torch.Tensor:
-    """Float32 logits of shape [len(tokens), vocab]: row i predicts tokens[i] given the prompt and tokens[:i]."""
+    """Float32 logits of shape [len(tokens), vocab]: row i predicts tokens[i] given the prompt and tokens[:i].
+
+    The prefill runs as the worker's fast decoder runs it (`PrefillPlan.fastest`) unless `plan` says otherwise.
+    """
     graphs = DecodeGraphs(model, max_batch=1, use_graphs=use_graphs, kernels=kernels)
     length = int(inputs["input_ids"].shape[1])
     graphs.ensure(1, length + len(tokens))
-    cache, first = prefill(model, inputs, vision_chunk=1)
+    cache, first = prefill(model, inputs, plan or PrefillPlan.fastest(model))
     graphs.store_prefill(0, cache, length)
     rows = [first]
     for index, token in enumerate(tokens[:-1]):

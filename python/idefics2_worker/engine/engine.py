@@ -11,7 +11,8 @@ from ..protocol.errors import WorkerError
 from ..protocol.params import GenerateParams, LoadParams
 from ..protocol.results import GenerationResult, MemoryUse, ModelSummary
 from ..request.loaded_model import LoadedModel
-from .loading import OnProgress, check_load, load_model
+from .load_progress import OnProgress
+from .loading import check_load, load_model
 
 if TYPE_CHECKING:
     from ..decode.batch_decoder import BatchDecoder
@@ -92,6 +93,7 @@ class Engine:
 def choose_batch_decoder(loaded: LoadedModel, params: LoadParams) -> BatchDecoder | None:
     """The fast decoder when asked for, or by default on a model that sits on one CUDA device."""
     from ..decode.batch_decoder import BatchDecoder
+    from ..decode.prefill import PrefillPlan
 
     devices = sorted({str(p.device) for p in loaded.model.parameters()})
     single = len(devices) == 1
@@ -104,7 +106,7 @@ def choose_batch_decoder(loaded: LoadedModel, params: LoadParams) -> BatchDecode
             f"decoder 'fast' needs the model on one device, but deviceMap spread it over {devices}",
             "Use decoder 'reference' (or 'auto') with a model split over devices, or a deviceMap of one device.",
         )
-    return BatchDecoder(loaded, params.max_batch_size, vision_chunk=1, use_graphs=True)
+    return BatchDecoder(loaded, params.max_batch_size, PrefillPlan.fastest(loaded.model), use_graphs=True)
 
 
 def _summary(loaded: LoadedModel, params: LoadParams, fast: bool, seconds: float) -> ModelSummary:

@@ -1,0 +1,100 @@
+"""Quantized linears on the tensor cores for a prompt's many rows.
+
+bitsandbytes computes a 4-bit layer in its compute dtype (float32 with the blog's config: CUDA-core GEMMs, 72% of
+a 4-bit prefill's GPU time on an H200) and LLM.int8() quantises the input row by row and splits its outliers out
+with a host-synchronising `argwhere`. For a prompt's hundreds of rows both are far from what the card can do. Here
+each layer's weight is dequantised once per call (bitsandbytes' own `dequantize_4bit`, or CB * SCB / 127 for
+int8) into the activations' dtype and multiplied in one cuBLAS GEMM, as vLLM and TGI do for prefill. The weights
+are the same numbers; only the arithmetic differs (bf16 products summed in float32 instead of float32 products, and
+for int8 no quantisation of the input at all), so parity is judged as for every fast path: teacher-forced logits
+within the noise of another valid kernel (scripts/gpu/gpu_parity.py). A few rows (decode) keep their own forward.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import torch
+
+# Below this many rows a GEMM on dequantised weights reads more than the layer's own kernel: decode stays as it is.
+MIN_ROWS = 16
+_TENSOR_CORE_DTYPES = (torch.bfloat16, torch.float16)
+
+
+def _quantized_linear_classes() -> tuple[type, ...]:
+    try:
+        from bitsandbytes.nn.modules import Linear4bit, Linear8bitLt
+    except Exception:  # any import failure means there are no quantized layers to replace
+        return ()
+    return (Linear4bit, Linear8bitLt)
+
+
+def dequantized_weight(module: Any, dtype: torch.dtype) -> torch.Tensor:
+    """The layer's weight as a dense [out, in] tensor of `dtype`: what its quantized form stands for."""
+    from bitsandbytes.functional import dequantize_4bit
+
+    weight = module.weight
+    state = getattr(weight, "quant_state", None)
+    if state is not None:
+        return dequantize_4bit(weight.data, state).to(dtype)
+    # LLM.int8(): row-wise absmax scaling, CB / 127 * SCB; the state holds them once the layer has run.
+    quantized = module.state.CB if getattr(module.state, "CB", None) is not None else weight.CB
+    scales = module.state.SCB if getattr(module.state, "SCB", None) is not None else weight.SCB
+    return (quantized.to(torch.float32) * (scales.to(torch.float32)[:, None] / 127.0)).to(dtype)
+
+
+def gemm_dtype(module: Any, activations: torch.dtype, bf16_for_float32: bool) -> torch.dtype:
+    """A 4-bit layer that computes in float32 (the blog's config) multiplies in float32 with TF32 allowed; other
+    layers (int8, 4-bit in bf16/fp16) in the activations' dtype. `dequantize_4bit` gives the weight in the model's
+    dtype (bf16 on the benchmark), so the float32 GEMM sees bf16-valued weights: measured on an H200 it passed the
+    parity check where the all-bf16 GEMM sat on its edge, but it is not yet float32 dequantisation (see BENCHMARKS)."""
+    if getattr(module, "compute_dtype", None) == torch.float32 and not bf16_for_float32:
+        return torch.float32
+    return activations if activations in _TENSOR_CORE_DTYPES else torch.float32
+
+
+class TensorCoreLinears:
+    """Inside `active()`, the model's bitsandbytes linears compute inputs of MIN_ROWS rows or more as one GEMM
+    (`gemm_dtype`; float32 in TF32) on their dequantised weights. CUDA only; elsewhere nothing changes."""
+
+    def __init__(self, model: Any, bf16_for_float32: bool = False) -> None:
+        classes = _quantized_linear_classes()
+        on_cuda = getattr(model, "device", torch.device("cpu")).type == "cuda"
+        self.modules = [m for m in model.modules() if classes and isinstance(m, classes)] if on_cuda else []
+        self.bf16_for_float32 = bf16_for_float32
+
+    @contextmanager
+    def active(self) -> Iterator[None]:
+        if not self.modules:
+            yield
+            return
+        saved = [(module, module.__dict__.get("forward")) for module in self.modules]
+        for module, previous in saved:
+            module.forward = self._forward_of(module, previous, self.bf16_for_float32)
+        tf32 = torch.backends.cuda.matmul.allow_tf32
+        torch.backends.cuda.matmul.allow_tf32 = True
+        try:
+            yield
+        finally:
+            torch.backends.cuda.matmul.allow_tf32 = tf32
+            for module, previous in saved:
+                if previous is None:
+                    del module.forward
+                else:
+                    module.forward = previous
+
+    @staticmethod
+    def _forward_of(module: Any, previous: Any, bf16_for_float32: bool) -> Any:
+        own = previous if previous is not None else type(module).forward.__get__(module)
+
+        def forward(x: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
+            if x.numel() // x.shape[-1] < MIN_ROWS:
+                return own(x, *args, **kwargs)
+            dtype = gemm_dtype(module, x.dtype, bf16_for_float32)
+            weight = dequantized_weight(module, dtype)
+            bias = None if module.bias is None else module.bias.to(dtype)
+            return torch.nn.functional.linear(x.to(dtype), weight, bias).to(x.dtype)
+
+        return forward
