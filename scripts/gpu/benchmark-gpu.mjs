@@ -79,6 +79,7 @@ for (const quantization of values.quantization.split(",")) {
       splitting: splitting === "on",
       prompt_tokens: ref.promptTokens,
       reference_load_s: reference.value.loadS,
+      reference_import_s: reference.value.importS,
       sdk_load_s: sdk.value.loadS,
       reference_prefill_ms: ref.prefillMs,
       sdk_prefill_ms: sdk.value.prefillMs,
