@@ -8,6 +8,7 @@ import { ContentPart, type ImagePart, type Message, Messages, type PartInput, te
 import { GenerationOptions } from "./options.js";
 import { parseOrThrow } from "./parse-or-throw.js";
 import type { GenerateCallOptions, PictureCache } from "./prepare-generation.js";
+import type { StructuredResult } from "./structured-output.js";
 import type { GenerateResult } from "./protocol/messages.js";
 
 /**
@@ -110,7 +111,10 @@ export class ChatSession {
    * with CONTEXT_OVERFLOW saying how many tokens it needs and how many are left. One turn at a time: a turn sent
    * while another is being answered is refused.
    */
-  send(content: string | PartInput[], options: ChatTurnOptions = {}): GenerationStream {
+  send<const O extends ChatTurnOptions = ChatTurnOptions>(
+    content: string | PartInput[],
+    options?: O,
+  ): GenerationStream<StructuredResult<O>> {
     let turn: Message;
     try {
       if (this.#answering) {
@@ -121,11 +125,13 @@ export class ChatSession {
       turn = { role: "user", content: turnContent(content, "turn") };
     } catch (error) {
       // Refused before anything is sent: the stream's result is the refusal, like any other failed turn.
-      return new GenerationStream(() => Promise.reject(error));
+      return new GenerationStream<StructuredResult<O>>(() => Promise.reject(error));
     }
     const messages = [...this.#history, turn];
-    const merged = { ...this.#defaults, ...(options as GenerateCallOptions) };
-    const answer = this.#start(messages, merged, { reserveNewTokens: true, pictures: this.#pictures });
+    const merged = { ...this.#defaults, ...((options ?? {}) as GenerateCallOptions) };
+    const answer = this.#start(messages, merged, { reserveNewTokens: true, pictures: this.#pictures }) as GenerationStream<
+      StructuredResult<O>
+    >;
     this.#answering = answer;
     answer.result.then(
       (result) => this.#answered(messages, result, answer),
@@ -168,7 +174,7 @@ export class ChatSession {
     return `data:image/png;base64,${(await pngOf(picture)).toString("base64")}`;
   }
 
-  #answered(messages: Messages | undefined, result: GenerateResult | undefined, answer: GenerationStream): void {
+  #answered(messages: Messages | undefined, result: GenerateResult | undefined, answer: GenerationStream<GenerateResult>): void {
     if (this.#answering === answer) this.#answering = undefined;
     if (!messages || !result) return;
     this.#history = [...messages, { role: "assistant", content: [text(result.text.trim())] }];

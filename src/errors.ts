@@ -20,6 +20,8 @@ export const ErrorCode = z.enum([
   "IMAGE_URL_REFUSED",
   "CONTEXT_OVERFLOW",
   "GENERATION_FAILED",
+  "INCOMPLETE_STRUCTURE",
+  "INVALID_STRUCTURE",
   "QUEUE_FULL",
   "WORKER_CRASHED",
   "PROTOCOL_ERROR",
@@ -97,6 +99,39 @@ export class ModelLoadError extends Idefics2Error {
 export class GenerationError extends Idefics2Error {
   override name = "GenerationError";
   declare readonly code: CodeOf<"GENERATION_FAILED" | "CONTEXT_OVERFLOW" | "OUT_OF_MEMORY">;
+}
+
+/** What a structured answer that failed was: the text the model wrote (never a half object) and the result it came in. */
+export interface StructuredOutputDetails {
+  /** The answer's text as far as it went. */
+  text: string;
+  /** The whole result (token ids, finish reason, usage, timings). */
+  result: unknown;
+}
+
+/**
+ * A structured answer (`schema`, `choices`, `regex`) that is not a whole, valid value: `INCOMPLETE_STRUCTURE` when
+ * `maxNewTokens` ran out before the grammar was complete (finish reason `incomplete_structure`), `INVALID_STRUCTURE`
+ * when the text does not parse or the schema refuses it. `text` holds the partial answer.
+ */
+export class StructuredOutputError extends Idefics2Error {
+  override name = "StructuredOutputError";
+  declare readonly code: CodeOf<"INCOMPLETE_STRUCTURE" | "INVALID_STRUCTURE">;
+  /** The answer's text as far as it went. */
+  readonly text: string;
+  /** The whole generation result, for its token ids, usage and timings. */
+  readonly result: unknown;
+
+  constructor(
+    code: "INCOMPLETE_STRUCTURE" | "INVALID_STRUCTURE",
+    message: string,
+    details: StructuredOutputDetails,
+    options: Idefics2ErrorOptions = {},
+  ) {
+    super(code, message, options);
+    this.text = details.text;
+    this.result = details.result;
+  }
 }
 
 export interface WorkerCrashDetails {
@@ -182,6 +217,8 @@ const classByCode: Record<ErrorCode, new (code: never, message: string, options?
   IMAGE_URL_REFUSED: ImageError,
   CONTEXT_OVERFLOW: GenerationError,
   GENERATION_FAILED: GenerationError,
+  INCOMPLETE_STRUCTURE: Idefics2Error,
+  INVALID_STRUCTURE: Idefics2Error,
   QUEUE_FULL: QueueFullError,
   WORKER_CRASHED: Idefics2Error,
   PROTOCOL_ERROR: ProtocolError,

@@ -2,7 +2,7 @@ import { AbortError } from "./errors.js";
 import type { GenerateResult, TokenEventData } from "./protocol/messages.js";
 
 /** Starts the generation: `onDelta` gets each token's text, `stop` aborts when the reader leaves the stream early. */
-type Start = (onDelta: (delta: TokenEventData) => void, stop: AbortSignal) => Promise<GenerateResult>;
+type Start<R> = (onDelta: (delta: TokenEventData) => void, stop: AbortSignal) => Promise<R>;
 
 /** Why a stream's generation was stopped when its reader left the loop before the end. */
 export class StreamLeftError extends Error {
@@ -17,11 +17,12 @@ export class StreamLeftError extends Error {
  * `await stream` (or `stream.result`) gives the whole result, which is also the iterator's return value.
  * Leaving the loop early (`break`, `return`, a throw) cancels the generation: the worker stops before its next token
  * and `result` rejects with AbortError (its `cause` a StreamLeftError). The stream errors (AbortError,
- * WorkerCrashedError, ...) if the generation fails before its result.
+ * WorkerCrashedError, ...) if the generation fails before its result. With `schema`, `choices` or `regex` the
+ * deltas are the structured answer's text as it forms, and `result` carries `object` (type `R`).
  */
-export class GenerationStream implements AsyncIterable<string>, PromiseLike<GenerateResult> {
+export class GenerationStream<R extends GenerateResult = GenerateResult> implements AsyncIterable<string>, PromiseLike<R> {
   /** Resolves with the final result, or rejects with the generation's error. */
-  readonly result: Promise<GenerateResult>;
+  readonly result: Promise<R>;
   #deltas: string[] = [];
   #wake: (() => void) | undefined;
   #settled = false;
@@ -29,7 +30,7 @@ export class GenerationStream implements AsyncIterable<string>, PromiseLike<Gene
   readonly #signal: AbortSignal | undefined;
   readonly #left = new AbortController();
 
-  constructor(start: Start, signal?: AbortSignal) {
+  constructor(start: Start<R>, signal?: AbortSignal) {
     this.#signal = signal;
     // Started synchronously, so a stream takes its place in line before calls made after it, and `result`
     // works without iterating.
@@ -50,7 +51,7 @@ export class GenerationStream implements AsyncIterable<string>, PromiseLike<Gene
     });
   }
 
-  async *[Symbol.asyncIterator](): AsyncGenerator<string, GenerateResult, undefined> {
+  async *[Symbol.asyncIterator](): AsyncGenerator<string, R, undefined> {
     if (this.#iterating) throw new TypeError("A GenerationStream can be iterated only once");
     this.#iterating = true;
     try {
@@ -74,8 +75,8 @@ export class GenerationStream implements AsyncIterable<string>, PromiseLike<Gene
 
   /** Awaiting the stream awaits its result. */
   // biome-ignore lint/suspicious/noThenProperty: the stream is awaitable on purpose, like the promise it stands for.
-  then<Fulfilled = GenerateResult, Rejected = never>(
-    onFulfilled?: ((value: GenerateResult) => Fulfilled | PromiseLike<Fulfilled>) | null,
+  then<Fulfilled = R, Rejected = never>(
+    onFulfilled?: ((value: R) => Fulfilled | PromiseLike<Fulfilled>) | null,
     onRejected?: ((reason: unknown) => Rejected | PromiseLike<Rejected>) | null,
   ): Promise<Fulfilled | Rejected> {
     return this.result.then(onFulfilled, onRejected);

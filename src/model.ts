@@ -18,6 +18,7 @@ import { parseOrThrow } from "./parse-or-throw.js";
 import type { LoadProgress } from "./load-progress.js";
 import { stampedListener } from "./progress-event.js";
 import type { Messages } from "./messages.js";
+import type { StructuredResult } from "./structured-output.js";
 
 export type GenerationResult = GenerateResult;
 export type ModelInfo = LoadResult;
@@ -109,20 +110,28 @@ export class Idefics2 {
     return this.#restarts;
   }
 
-  /** Generates an answer to the conversation; resolves with text, token ids, finish reason, usage and timings. */
-  async generate(messages: Messages, options: GenerateCallOptions = {}): Promise<GenerationResult> {
-    return this.#run(messages, options);
+  /**
+   * Generates an answer to the conversation; resolves with text, token ids, finish reason, usage and timings.
+   * With `schema` (zod or JSON Schema), `choices` or `regex`, decoding is constrained to it and the result also
+   * carries `object`: the answer parsed and checked, typed by the option (`z.infer` of a zod schema).
+   */
+  async generate<const O extends GenerateCallOptions = GenerateCallOptions>(messages: Messages, options?: O): Promise<StructuredResult<O>> {
+    return this.#run(messages, options ?? {}) as Promise<StructuredResult<O>>;
   }
 
   /**
    * Streams the answer: iterate for text deltas; `result` resolves with the same result generate() gives
    * (it is also the iterator's return value). Aborting ends the iteration with an AbortError.
    */
-  stream(messages: Messages, options: GenerateCallOptions = {}): GenerationStream {
+  stream<const O extends GenerateCallOptions = GenerateCallOptions>(
+    messages: Messages,
+    options?: O,
+  ): GenerationStream<StructuredResult<O>> {
+    const given: GenerateCallOptions = options ?? {};
     // A signal that is not one is refused by the call itself (the stream's `result`), not here.
-    const signal: unknown = (options as GenerateCallOptions | null)?.signal;
+    const signal: unknown = (given as GenerateCallOptions | null)?.signal;
     return new GenerationStream(
-      (onDelta, stop) => this.#run(messages, options, { onDelta, stop }),
+      (onDelta, stop) => this.#run(messages, given, { onDelta, stop }) as Promise<StructuredResult<O>>,
       isAbortSignal(signal) ? signal : undefined,
     );
   }
@@ -187,7 +196,9 @@ export class Idefics2 {
       });
       sent();
       try {
-        return await answer;
+        const result = await answer;
+        // A structured answer's text becomes `object`, or a StructuredOutputError (never a half object).
+        return prepared.structure ? prepared.structure.finish(result) : result;
       } catch (error) {
         // The worker got what was left of the call's time; the caller hears of the time it gave.
         if (error instanceof TimeoutError && deadline) throw timedOut(deadline);

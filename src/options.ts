@@ -178,6 +178,10 @@ const callShape = {
   images: z.array(z.unknown()).optional(),
   signal: z.unknown().optional(),
   timeoutMs: z.number().int().positive().optional(),
+  // Structured output (structured-output.ts checks each, and that only one is given).
+  schema: z.unknown().optional(),
+  choices: z.unknown().optional(),
+  regex: z.unknown().optional(),
 };
 /** The options of one generate() or stream() call, as prepareGeneration checks them. @internal */
 export const GenerateCallOptionsSchema: z.ZodObject<typeof callShape, z.core.$strict> = z.strictObject(callShape);

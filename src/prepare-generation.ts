@@ -7,29 +7,36 @@ import { GenerateCallOptionsSchema, type GenerationOptions, type ImageLimits } f
 import { parseOrThrow } from "./parse-or-throw.js";
 import { checkSignal } from "./worker/check-call-options.js";
 import type { GenerateParams, WireMessage } from "./protocol/messages.js";
+import { resolveStructure, type Structure, type StructureOptions } from "./structured-output.js";
 
-/** Options of generate() and stream(): generation options plus the call's images, signal and timeout. */
-export type GenerateCallOptions = GenerationOptions & {
-  /** The pictures for the conversation's image parts, in order, as the blog passes them beside the messages. */
-  images?: ImageSource[];
-  /** Aborts the call: it rejects with AbortError at once, picture downloads close, generation stops before the next token. */
-  signal?: AbortSignal;
-  /** Rejects with TimeoutError and cancels the call after this many milliseconds, loading its pictures included. */
-  timeoutMs?: number;
-};
+/**
+ * Options of generate() and stream(): generation options plus the call's images, signal and timeout, and at most one
+ * of the structured-output options `schema`, `choices`, `regex`.
+ */
+export type GenerateCallOptions = GenerationOptions &
+  StructureOptions & {
+    /** The pictures for the conversation's image parts, in order, as the blog passes them beside the messages. */
+    images?: ImageSource[];
+    /** Aborts the call: it rejects with AbortError at once, picture downloads close, generation stops before the next token. */
+    signal?: AbortSignal;
+    /** Rejects with TimeoutError and cancels the call after this many milliseconds, loading its pictures included. */
+    timeoutMs?: number;
+  };
 
 export interface PreparedGeneration {
   params: GenerateParams;
   payload: Buffer;
+  /** The call's structured output, which turns the result's text into `object`. */
+  structure: Structure | undefined;
 }
 
 /**
  * Decoded pictures by source, kept by a chat session so each picture is decoded once however many turns send it:
- * a string source by its text, any other (Buffer, URL, sharp instance) by identity. @internal
+ * a string source by its text, any other (Buffer, URL, sharp instance) by identity.
  */
 export type PictureCache = Map<ImageSource, NormalizedImage>;
 
-/** How a call is sent beyond its messages and options. @internal */
+/** How a call is sent beyond its messages and options. */
 export interface PrepareMode {
   /** Tokens are streamed back as they come. */
   stream: boolean;
@@ -52,8 +59,12 @@ export async function prepareGeneration(
     images,
     signal: given,
     timeoutMs,
+    schema,
+    choices,
+    regex,
     ...parsedOptions
   } = parseOrThrow(GenerateCallOptionsSchema, options, "INVALID_OPTIONS", "generation option");
+  const structure = resolveStructure({ schema, choices, regex } as StructureOptions);
   const signal = checkSignal(given);
   const sources = imageSources(parsedMessages, images as ImageSource[] | undefined);
   // The call's signal and timeout cover its pictures, downloads included.
@@ -81,11 +92,13 @@ export async function prepareGeneration(
         numBeams: parsedOptions.numBeams ?? null,
         seed: parsedOptions.seed ?? null,
         stopStrings: parsedOptions.stopStrings ?? null,
+        grammar: structure?.grammar ?? null,
       },
       stream: mode.stream,
       reserveNewTokens: mode.reserveNewTokens ?? false,
     },
     payload: Buffer.concat(decoded.map((picture) => picture.data)),
+    structure,
   };
 }
 

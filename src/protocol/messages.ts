@@ -193,6 +193,20 @@ export const WireImage = z
   );
 export type WireImage = z.infer<typeof WireImage>;
 
+/** The longest grammar source the worker compiles (a JSON Schema as JSON text, or a regular expression). */
+export const MAX_GRAMMAR_SOURCE = 100_000;
+
+export const WireGrammar = z
+  .strictObject({
+    /** `json_schema`: `source` is a JSON Schema as JSON text; `regex`: the whole answer matches `source`. */
+    type: z.enum(["json_schema", "regex"]),
+    source: WellFormedString.min(1).max(MAX_GRAMMAR_SOURCE),
+  })
+  .describe(
+    "Structured output: the answer is constrained token by token (llguidance). A source the engine cannot compile is refused with INVALID_OPTIONS naming the construct, when the request runs.",
+  );
+export type WireGrammar = z.infer<typeof WireGrammar>;
+
 export const WireGenerationOptions = z
   .strictObject({
     maxNewTokens: MaxNewTokens,
@@ -206,6 +220,7 @@ export const WireGenerationOptions = z
     numBeams: NumBeams.nullable().default(null),
     seed: Seed.nullable().default(null),
     stopStrings: StopStrings.nullable().default(null),
+    grammar: WireGrammar.nullable().default(null),
   })
   .describe(
     "transformers generate() options; null ones are left out so the model's generation config decides. The worker also requires minNewTokens <= maxNewTokens, and stop strings that are well-formed Unicode: no lone surrogate.",
@@ -224,7 +239,11 @@ export const GenerateParams = z
   .describe("The worker also requires as many images as {type: 'image'} parts (else INVALID_MESSAGES).");
 export type GenerateParams = z.infer<typeof GenerateParams>;
 
-export const FinishReason = z.enum(["stop", "length", "stop_string"]);
+/**
+ * Why the answer ended: EOS (`stop`), `maxNewTokens` (`length`), a stop string (`stop_string`), or `maxNewTokens`
+ * before a structured answer's grammar was complete (`incomplete_structure`: generate() then rejects).
+ */
+export const FinishReason = z.enum(["stop", "length", "stop_string", "incomplete_structure"]);
 export type FinishReason = z.infer<typeof FinishReason>;
 
 export const Usage = z.object({

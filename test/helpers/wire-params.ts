@@ -17,6 +17,7 @@ export function textGenerateParams(text: string, maxNewTokens: number): Generate
       numBeams: null,
       seed: null,
       stopStrings: null,
+      grammar: null,
     },
     stream: true,
     reserveNewTokens: false,

@@ -49,12 +49,19 @@ describe("a worker that dies", () => {
         (error: unknown) => error,
       ),
     );
-    for await (const _ of stream) {
-      process.kill(first, "SIGKILL");
-      break;
-    }
+    // Read on after the kill (leaving the loop would cancel the stream): the crash ends the iteration.
+    let killed = false;
+    const iteration = (async () => {
+      for await (const _ of stream) {
+        if (!killed) process.kill(first, "SIGKILL");
+        killed = true;
+      }
+    })().then(
+      () => "finished",
+      (error: unknown) => error,
+    );
     const started = Date.now();
-    const outcomes = await Promise.all(pending);
+    const outcomes = await Promise.all([...pending, iteration]);
     expect(Date.now() - started).toBeLessThan(2000);
     for (const outcome of outcomes) {
       expect(outcome).toBeInstanceOf(WorkerCrashedError);

@@ -1,4 +1,5 @@
 import { describe, expectTypeOf, it } from "vitest";
+import { z } from "zod";
 import {
   type GenerateCallOptions,
   type GenerationResult,
@@ -28,13 +29,28 @@ describe("the public types", () => {
 
   it("type the result as the wire's shape, with a closed set of finish reasons", () => {
     expectTypeOf<GenerationResult["tokenIds"]>().toEqualTypeOf<number[]>();
-    expectTypeOf<GenerationResult["finishReason"]>().toEqualTypeOf<"stop" | "length" | "stop_string">();
+    expectTypeOf<GenerationResult["finishReason"]>().toEqualTypeOf<"stop" | "length" | "stop_string" | "incomplete_structure">();
     expectTypeOf<GenerationResult["usage"]>().toEqualTypeOf<{
       promptTokens: number;
       imageTokens: number;
       completionTokens: number;
       totalTokens: number;
     }>();
+  });
+
+  it("type a structured answer's object by its schema, choices or regex", () => {
+    const Shape = z.object({ colour: z.enum(["red", "blue"]), count: z.number().int().optional() });
+    type Generate = (model: Idefics2) => unknown;
+    const bySchema = ((model) => model.generate([], { schema: Shape })) satisfies Generate;
+    expectTypeOf<Awaited<ReturnType<typeof bySchema>>["object"]>().toEqualTypeOf<{ colour: "red" | "blue"; count?: number | undefined }>();
+    const byJsonSchema = ((model) => model.generate([], { schema: { type: "object" } })) satisfies Generate;
+    expectTypeOf<Awaited<ReturnType<typeof byJsonSchema>>["object"]>().toEqualTypeOf<unknown>();
+    const byChoices = ((model) => model.generate([], { choices: ["red", "green"] })) satisfies Generate;
+    expectTypeOf<Awaited<ReturnType<typeof byChoices>>["object"]>().toEqualTypeOf<"red" | "green">();
+    const byRegex = ((model) => model.stream([], { regex: "[0-9]+" }).result) satisfies Generate;
+    expectTypeOf<Awaited<ReturnType<typeof byRegex>>["object"]>().toEqualTypeOf<string>();
+    const plain = ((model) => model.generate([], { maxNewTokens: 3 })) satisfies Generate;
+    expectTypeOf<Awaited<ReturnType<typeof plain>>>().toEqualTypeOf<GenerationResult>();
   });
 
   it("refuse option typos and wrong value types at compile time", () => {

@@ -16,9 +16,11 @@ from typing import Any
 
 import torch
 
+from ..protocol.errors import WorkerError
 from ..protocol.params import GenerateParams
 from ..protocol.results import GenerationResult
 from ..request.cancellation import aborted, stop_on_cancel
+from ..request.grammar import GrammarMask, request_grammar, structured_finish
 from ..request.loaded_model import LoadedModel
 from ..request.prompt import PreparedPrompt, prepare_prompt
 from ..request.result import finish_reason, generation_result
@@ -43,6 +45,7 @@ class _Sequence:
     on_done: OnDone
     position: int
     history: TokenHistory | None  # for logits processors that read earlier tokens
+    grammar: GrammarMask | None  # structured output: also among `processors`, fed each token in `_advance`
     ids: list[int] = field(default_factory=list)
     first_step_at: float = 0.0
 
@@ -85,9 +88,11 @@ class BatchDecoder:
         attends to every cached position, so such a request must go to generate().
         """
         model = self.model
+        grammar = request_grammar(self.loaded, params)
         prepared = prepare_prompt(self.loaded, params, payload, cancel, on_device=self.plan.preprocess_on_device)
         input_ids = prepared.inputs["input_ids"]
-        config, processors = generation_config_and_processors(model, params, self.loaded.eos_ids, input_ids)
+        extra = [grammar] if grammar is not None else []
+        config, processors = generation_config_and_processors(model, params, self.loaded.eos_ids, input_ids, extra)
         limit = new_token_limit(config, prepared.prompt_tokens)
         if not self.graphs.supports(prepared.prompt_tokens + limit):
             return False
@@ -108,6 +113,8 @@ class BatchDecoder:
         self.graphs.ensure(len(self.running) + 1, prepared.prompt_tokens + min(limit, FIRST_STRETCH))
         with stop_on_cancel(model, cancel):
             cache, logits = prefill(model, prepared.inputs, self.plan)
+            if grammar is not None:
+                grammar.prepare()  # the first mask, on the CPU while the prefill's kernels run
         slot = len(self.running)
         self.graphs.store_prefill(slot, cache, prepared.prompt_tokens)
         del cache
@@ -123,6 +130,7 @@ class BatchDecoder:
             # The first token, chosen from the prefill's logits, is fed at the prompt's length.
             position=prepared.prompt_tokens - 1,
             history=TokenHistory(input_ids) if processors else None,
+            grammar=grammar,
         )
         # Chosen before the sequence joins, so a failing choice leaves nothing running for this request.
         token = choose_token(logits, processors, sequence.history, generator)
@@ -145,6 +153,11 @@ class BatchDecoder:
         graphs.tokens[:count].copy_(last, non_blocking=False)
         graphs.positions[:count].copy_(positions, non_blocking=False)
         logits = graphs.run(count)
+        # On CUDA the step is queued, not finished: the grammar rows' next masks are computed on the CPU meanwhile
+        # (llguidance releases the GIL), and applied per row by their processors once the logits are read.
+        for sequence in self.running:
+            if sequence.grammar is not None:
+                sequence.grammar.prepare()
         if all(not s.processors and s.generator is None for s in self.running):
             chosen = logits.argmax(dim=-1).tolist()
         else:
@@ -164,6 +177,12 @@ class BatchDecoder:
             sequence.position += 1
             if sequence.history is not None:
                 sequence.history.append(token)
+            if sequence.grammar is not None:
+                try:
+                    sequence.grammar.consume([token])
+                except WorkerError as error:
+                    self._finish(sequence, None, error)
+                    continue
             if sequence.streamer is not None:
                 sequence.streamer.put(torch.tensor([token]))
             if sequence.cancel.is_set():
@@ -178,7 +197,9 @@ class BatchDecoder:
             rest = sequence.streamer.finish(text)
             if rest:
                 sequence.on_token(rest, [])
-        reason = finish_reason(sequence.ids, self.loaded.eos_ids, text, None, sequence.limit)
+        reason = structured_finish(
+            finish_reason(sequence.ids, self.loaded.eos_ids, text, None, sequence.limit), sequence.grammar
+        )
         return generation_result(sequence.prepared, sequence.ids, text, reason, sequence.first_step_at, finished)
 
     def _finish(self, sequence: _Sequence, result: GenerationResult | None, error: BaseException | None) -> None:

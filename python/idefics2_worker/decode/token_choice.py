@@ -18,9 +18,10 @@ from ..protocol.params import GenerateParams
 
 
 def generation_config_and_processors(
-    model: Any, params: GenerateParams, eos_ids: Sequence[int], input_ids: torch.Tensor
+    model: Any, params: GenerateParams, eos_ids: Sequence[int], input_ids: torch.Tensor, extra: Sequence[Any] = ()
 ) -> tuple[Any, Any]:
-    """The request's GenerationConfig and its LogitsProcessorList, as generate() would build them."""
+    """The request's GenerationConfig and its LogitsProcessorList, as generate() would build them; `extra` (a
+    grammar's mask) goes where generate() puts a caller's processors: after its own, before the sampling warpers."""
     from transformers.generation.logits_process import LogitsProcessorList
 
     kwargs = dict(params.generate_kwargs)
@@ -32,7 +33,7 @@ def generation_config_and_processors(
         input_ids_seq_length=int(input_ids.shape[-1]),
         encoder_input_ids=input_ids,
         prefix_allowed_tokens_fn=None,
-        logits_processor=LogitsProcessorList(),
+        logits_processor=LogitsProcessorList(extra),
         device=input_ids.device,
         model_kwargs=model_kwargs,
     )

@@ -7,11 +7,13 @@ import time
 from typing import Any, cast
 
 import torch
+from transformers.generation.logits_process import LogitsProcessorList
 from transformers.generation.stopping_criteria import StoppingCriteria, StoppingCriteriaList
 
 from ..protocol.params import GenerateParams
 from ..protocol.results import GenerationResult
 from ..request.cancellation import aborted, stop_on_cancel
+from ..request.grammar import request_grammar, structured_finish
 from ..request.loaded_model import LoadedModel
 from ..request.prompt import prepare_prompt
 from ..request.result import finish_reason, generation_result
@@ -38,8 +40,13 @@ def run_generation(
     loaded: LoadedModel, params: GenerateParams, payload: bytes, on_token: OnToken, cancel: threading.Event
 ) -> GenerationResult:
     model, processor = loaded.model, loaded.processor
+    grammar = request_grammar(loaded, params)
     prepared = prepare_prompt(loaded, params, payload, cancel)
     kwargs = dict(params.generate_kwargs)
+    if grammar is not None:
+        # generate() runs a given processor after its own (penalties, min length) and before temperature and
+        # top-k/top-p, so sampling draws only among the tokens the grammar allows.
+        kwargs["logits_processor"] = LogitsProcessorList([grammar])
     kwargs["eos_token_id"] = list(loaded.eos_ids)
     if "stop_strings" in kwargs:
         kwargs["tokenizer"] = processor.tokenizer
@@ -69,4 +76,7 @@ def run_generation(
     elif params.stream:
         on_token(text, ids)
     reason = finish_reason(ids, loaded.eos_ids, text, kwargs.get("stop_strings"), kwargs.get("max_new_tokens"))
+    if grammar is not None:
+        grammar.follow(ids)  # generate() chose the last token after the processor's last call
+        reason = structured_finish(reason, grammar)
     return generation_result(prepared, ids, text, reason, timer.first_step_at or finished, finished)

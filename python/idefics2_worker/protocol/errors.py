@@ -51,7 +51,7 @@ def _missing_package(error: BaseException) -> str | None:
     if not isinstance(error, ImportError):
         return None
     text = f"{getattr(error, 'name', '') or ''} {error}".lower()
-    for package in ("bitsandbytes", "accelerate", "torch", "transformers", "PIL", "safetensors"):
+    for package in ("bitsandbytes", "accelerate", "torch", "transformers", "PIL", "safetensors", "llguidance"):
         if package.lower() in text:
             return "pillow" if package == "PIL" else package
     return getattr(error, "name", None) or "a Python package"

@@ -54,6 +54,10 @@ MIN_TEMPERATURE = 1e-4
 MAX_TEMPERATURE = 100.0
 MIN_REPETITION_PENALTY = 1e-4
 MAX_REPETITION_PENALTY = 100.0
+# Structured output: a JSON Schema (as JSON text) or a regular expression the answer must match, compiled by
+# llguidance against the model's tokenizer (request/grammar.py). The bound keeps one request's compile to seconds.
+GRAMMAR_TYPES = ("json_schema", "regex")
+MAX_GRAMMAR_SOURCE = 100_000
 
 _REQUIRED: Any = object()
 
@@ -298,6 +302,14 @@ class ImageSpec:
 
 
 @dataclass(frozen=True)
+class GrammarSpec:
+    """What the answer must be: `json_schema` (the schema as JSON text) or `regex` (the whole answer matches)."""
+
+    type: str
+    source: str
+
+
+@dataclass(frozen=True)
 class GenerateParams:
     messages: list[dict[str, Any]]
     images: list[ImageSpec]
@@ -306,6 +318,8 @@ class GenerateParams:
     stream: bool
     # A chat session's turn: the prompt plus up to max_new_tokens must fit the context, not only the prompt.
     reserve_new_tokens: bool = False
+    # Structured output: the answer is constrained to this grammar (null: free text).
+    grammar: GrammarSpec | None = None
 
 
 # Wire option name → transformers generate() kwarg.
@@ -321,7 +335,8 @@ _OPTION_KWARGS = {
     "numBeams": "num_beams",
     "stopStrings": "stop_strings",
 }
-_OPTION_KEYS = (*_OPTION_KWARGS, "seed")
+_OPTION_KEYS = (*_OPTION_KWARGS, "seed", "grammar")
+_GRAMMAR_KEYS = ("type", "source")
 _GENERATE_KEYS = ("messages", "images", "options", "stream", "reserveNewTokens")
 _MESSAGE_KEYS = ("role", "content")
 _IMAGE_PART_KEYS = ("type",)
@@ -329,7 +344,21 @@ _TEXT_PART_KEYS = ("type", "text")
 _IMAGE_KEYS = ("offset", "length", "width", "height")
 
 
-def _options(raw: Any) -> tuple[dict[str, Any], int | None]:
+def _grammar(raw: Any) -> GrammarSpec | None:
+    if raw is None:
+        return None
+    given = _object("grammar", raw)
+    _check_keys("grammar", given, _GRAMMAR_KEYS)
+    kind = _choice("grammar.type", _field(given, "type", _REQUIRED, "grammar.type"), GRAMMAR_TYPES)
+    source = _field(given, "source", _REQUIRED, "grammar.source")
+    if not isinstance(source, str) or not 0 < len(source) <= MAX_GRAMMAR_SOURCE:
+        raise _fail_option("grammar.source", f"a string of 1 to {MAX_GRAMMAR_SOURCE} characters", source)
+    if not _well_formed(source):
+        raise _fail_option("grammar.source", f"a string in {_WELL_FORMED}", source)
+    return GrammarSpec(kind, source)
+
+
+def _options(raw: Any) -> tuple[dict[str, Any], int | None, GrammarSpec | None]:
     given = _object("options", raw)
     _check_keys("options", given, _OPTION_KEYS)
 
@@ -361,7 +390,7 @@ def _options(raw: Any) -> tuple[dict[str, Any], int | None]:
         raise _fail_option("minNewTokens", f"at most maxNewTokens ({max_new})", min_new)
     # Null options are left out so the model's generation config decides them, as in the reference.
     kwargs = {_OPTION_KWARGS[name]: value for name, value in checked.items() if value is not None}
-    return kwargs, _int("seed", field("seed"), 0, nullable=True)
+    return kwargs, _int("seed", field("seed"), 0, nullable=True), _grammar(field("grammar"))
 
 
 def _message_object(where: str, value: Any, known: tuple[str, ...]) -> dict[str, Any]:
@@ -444,7 +473,7 @@ def parse_generate(raw: Any, payload_size: int) -> GenerateParams:
             f"The messages have {image_parts} image part(s) but {len(images)} image(s) were sent; "
             "each {type: 'image'} part needs exactly one image, in order",
         )
-    kwargs, seed = _options(_field(given, "options", _REQUIRED, "options"))
+    kwargs, seed, grammar = _options(_field(given, "options", _REQUIRED, "options"))
     stream = _field(given, "stream", False, "stream", "INVALID_MESSAGES")
     if not isinstance(stream, bool):
         raise _fail_message("stream", "a boolean", stream)
@@ -452,5 +481,11 @@ def parse_generate(raw: Any, payload_size: int) -> GenerateParams:
     if not isinstance(reserve, bool):
         raise _fail_message("reserveNewTokens", "a boolean", reserve)
     return GenerateParams(
-        messages=messages, images=images, generate_kwargs=kwargs, seed=seed, stream=stream, reserve_new_tokens=reserve
+        messages=messages,
+        images=images,
+        generate_kwargs=kwargs,
+        seed=seed,
+        stream=stream,
+        reserve_new_tokens=reserve,
+        grammar=grammar,
     )

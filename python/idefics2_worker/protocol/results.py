@@ -7,7 +7,8 @@ from typing import Any, Literal
 
 from .params import Quantization
 
-FinishReason = Literal["stop", "stop_string", "length"]
+# `incomplete_structure`: a structured answer cut off by max_new_tokens before its grammar was complete.
+FinishReason = Literal["stop", "stop_string", "length", "incomplete_structure"]
 
 
 def milliseconds(seconds: float) -> float:

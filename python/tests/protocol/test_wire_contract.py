@@ -121,6 +121,10 @@ IMAGE_DOCUMENT = {
     "images": [{"offset": 0, "length": 12, "width": 2, "height": 2}],
     "options": _OPTIONS,
 }
+GRAMMAR_DOCUMENT = {
+    "messages": [_TEXT_TURN],
+    "options": {**_OPTIONS, "grammar": {"type": "regex", "source": "(red|green)"}},
+}
 PAYLOAD_SIZE = 12
 
 
@@ -150,6 +154,7 @@ TARGETS = [
     Target("QuantizationParams", "LoadParams", LOAD_DOCUMENT, ("quantization",), params._QUANT_KEYS),
     Target("GenerateParams", "GenerateParams", TEXT_DOCUMENT, (), params._GENERATE_KEYS),
     Target("WireGenerationOptions", "GenerateParams", TEXT_DOCUMENT, ("options",), params._OPTION_KEYS),
+    Target("WireGrammar", "GenerateParams", GRAMMAR_DOCUMENT, ("options", "grammar"), params._GRAMMAR_KEYS),
     Target("WireMessage", "GenerateParams", TEXT_DOCUMENT, ("messages", 0), params._MESSAGE_KEYS),
     Target("WireTextPart", "GenerateParams", TEXT_DOCUMENT, ("messages", 0, "content", 0), params._TEXT_PART_KEYS),
     Target("WireImagePart", "GenerateParams", IMAGE_DOCUMENT, ("messages", 0, "content", 0), params._IMAGE_PART_KEYS),
