@@ -33,8 +33,11 @@ export {
   AbortError,
   TimeoutError,
   ClosedError,
+  StructuredOutputError,
 } from "./errors.js";
-export type { Idefics2ErrorOptions, WorkerCrashDetails } from "./errors.js";
+export type { Idefics2ErrorOptions, WorkerCrashDetails, StructuredOutputDetails } from "./errors.js";
+export { MAX_CHOICES } from "./structured-output.js";
+export type { JsonSchemaObject, OutputSchema, StructureOptions, StructuredObject, StructuredResult } from "./structured-output.js";
 export { ImageSource } from "./images/image-source.js";
 export { ensurePythonEnvironment, PythonEnvironment, PythonEnvironmentSource } from "./runtime/python-environment.js";
 export type { EnsurePythonEnvironmentOptions } from "./runtime/python-environment.js";
@@ -53,3 +56,9 @@ export { parityJunitXml } from "./parity/parity-junit.js";
 export type { ParityRunFailure } from "./parity/parity-junit.js";
 export { ReferenceRunError } from "./parity/reference-run-error.js";
 export type { ReferenceRunDetails, ReferenceProgram } from "./parity/reference-run-error.js";
+export { createServer, serve, ServerOptions } from "./server/index.js";
+export type { Idefics2Server, ServeOptions, Idefics2Extension } from "./server/index.js";
+export { connect } from "./remote/connect.js";
+export { ConnectOptions } from "./remote/connect-options.js";
+export { RemoteIdefics2 } from "./remote/remote-model.js";
+export type { RemoteModelInfo } from "./remote/remote-model.js";

@@ -2,10 +2,10 @@
 // The CommonJS build (dist/cjs/), beside tsc's ES module build (dist/): for `require("idefics2")` on every Node the
 // package supports (require of an ES module is unflagged only from Node 20.19) and for tslab, which compiles
 // notebook cells to CommonJS. esbuild bundles both entries into one file, with execa inside it, since execa 9 ships
-// only as an ES module; zod and sharp stay outside (users share zod's classes; sharp is native). One bundle, so
-// `idefics2` and `idefics2/notebook` share their modules (one ImageError class, not one per entry); each entry's
-// index.js hands out its part. tsc writes the declarations again under dist/cjs/, where dist/cjs/package.json makes
-// TypeScript read them as CommonJS.
+// only as an ES module; zod and sharp stay outside (users share zod's classes; sharp is native), and so do the
+// server's dependencies. One bundle, so `idefics2` and `idefics2/notebook` share their modules (one ImageError
+// class, not one per entry); each entry's index.js hands out its part. tsc writes the declarations again under
+// dist/cjs/, where dist/cjs/package.json makes TypeScript read them as CommonJS.
 import { execFileSync } from "node:child_process";
 import { mkdir, rm, writeFile } from "node:fs/promises";
 import path from "node:path";
@@ -34,7 +34,8 @@ await build({
   format: "cjs",
   platform: "node",
   target: "node20.9",
-  external: ["sharp", "zod"],
+  // The server's runtime dependencies (Hono, its Node adapter, prom-client) ship CommonJS builds of their own.
+  external: ["sharp", "zod", "hono", "@hono/node-server", "prom-client"],
   // `import.meta.url` does not exist in CommonJS: the bundle answers it with its own file's URL.
   define: { "import.meta.url": "__idefics2ModuleUrl" },
   banner: { js: 'const __idefics2ModuleUrl = require("node:url").pathToFileURL(__filename).href;' },

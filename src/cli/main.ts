@@ -9,6 +9,7 @@ import { runDemo } from "./demo-command.js";
 import { runDoctorCommand } from "./doctor-command.js";
 import { runGenerate } from "./generate-command.js";
 import { runParity } from "./parity-command.js";
+import { runServe } from "./serve-command.js";
 import { runSetup } from "./setup-command.js";
 import { UsageError } from "./usage-error.js";
 
@@ -24,13 +25,16 @@ Commands:
   demo [--quantization none|8bit|4bit]         the blog's two-image conversation on the embedded model
   parity [--messages FILE.json --image ...] [--quantization MODE] [--json] [--junit FILE]
                                                the SDK against the blog's program; exit 0 only when they agree
+  serve [--model DIR_OR_ID] [--host ADDRESS] [--port N] [--api-key KEY] [options]
+                                               an OpenAI-compatible HTTP server of the model (/v1/chat/completions)
 
 Options:
   --version, -v                                print the package's version
   --help, -h                                   print this help
 
 An image (PATH_OR_URL) is a file path, an http(s) URL or a data: URL (data:image/png;base64,…).
-Run \`idefics2 generate --help\` for the generation options, \`idefics2 parity --help\` for the parity check's.`;
+Run \`idefics2 generate --help\` for the generation options, \`idefics2 parity --help\` for the parity check's,
+\`idefics2 serve --help\` for the server's.`;
 
 const commands: Record<string, (args: string[]) => Promise<number>> = {
   setup: runSetup,
@@ -39,6 +43,7 @@ const commands: Record<string, (args: string[]) => Promise<number>> = {
   chat: runChat,
   demo: runDemo,
   parity: runParity,
+  serve: runServe,
 };
 
 async function main(argv: string[]): Promise<number> {
