@@ -1,8 +1,8 @@
-import { InvalidInputError } from "./errors.js";
 import type { ImageSource } from "./images/image-source.js";
 import { loadPictures, type LoadPicturesBounds } from "./images/load-pictures.js";
 import type { NormalizedImage } from "./images/normalized-image.js";
-import { Messages, type ImagePart } from "./messages.js";
+import { Messages } from "./messages.js";
+import { conversationPictures } from "./conversation-pictures.js";
 import { GenerateCallOptionsSchema, type GenerationOptions, type ImageLimits } from "./options.js";
 import { parseOrThrow } from "./parse-or-throw.js";
 import { checkSignal } from "./worker/check-call-options.js";
@@ -66,7 +66,7 @@ export async function prepareGeneration(
   } = parseOrThrow(GenerateCallOptionsSchema, options, "INVALID_OPTIONS", "generation option");
   const structure = resolveStructure({ schema, choices, regex } as StructureOptions);
   const signal = checkSignal(given);
-  const sources = imageSources(parsedMessages, images as ImageSource[] | undefined);
+  const sources = conversationPictures(parsedMessages, images as ImageSource[] | undefined);
   // The call's signal and timeout cover its pictures, downloads included.
   const decoded = await decodePictures(sources, limits, { signal, timeoutMs }, mode.pictures);
 
@@ -113,35 +113,6 @@ async function decodePictures(
   const loaded = await loadPictures(missing, limits, bounds);
   for (const [index, source] of missing.entries()) cache.set(source, loaded[index] as NormalizedImage);
   return sources.map((source) => cache.get(source) as NormalizedImage);
-}
-
-// Images come either on the image parts or beside the messages, never both, and one per image part.
-function imageSources(messages: Messages, images: ImageSource[] | undefined): ImageSource[] {
-  const parts = messages.flatMap((message) => message.content.filter((part): part is ImagePart => part.type === "image"));
-  const withSource = parts.filter((part) => part.source !== undefined);
-  if (images !== undefined) {
-    if (withSource.length > 0) {
-      throw new InvalidInputError("INVALID_MESSAGES", "Images were given both on image parts and in the `images` option", {
-        fix: "Either write image(source) in the messages or pass `images` beside them, not both.",
-      });
-    }
-    if (images.length !== parts.length) {
-      throw new InvalidInputError(
-        "INVALID_MESSAGES",
-        `The messages have ${parts.length} image part${parts.length === 1 ? "" : "s"} but ${images.length} image${images.length === 1 ? " was" : "s were"} given`,
-        { fix: "Give exactly one image per image() part, in order." },
-      );
-    }
-    return images;
-  }
-  if (withSource.length !== parts.length) {
-    throw new InvalidInputError(
-      "INVALID_MESSAGES",
-      `${parts.length - withSource.length} of ${parts.length} image parts have no source and no \`images\` were given`,
-      { fix: "Write image(pathOrUrlOrBytes) in the messages, or pass the pictures in order as the `images` option." },
-    );
-  }
-  return withSource.map((part) => part.source as ImageSource);
 }
 
 function toWire(message: Messages[number]): WireMessage {

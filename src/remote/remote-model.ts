@@ -10,7 +10,8 @@ import type { GenerateCallOptions } from "../prepare-generation.js";
 import type { FinishReason, TokenEventData } from "../protocol/messages.js";
 import { checkSignal, isAbortSignal, MAX_TIMER_MS } from "../worker/check-call-options.js";
 import { fetchFailure, remoteError } from "./remote-error.js";
-import { imageSources, pictureUrls, sessionPictureUrls } from "./remote-pictures.js";
+import { conversationPictures } from "../conversation-pictures.js";
+import { pictureUrls, sessionPictureUrls } from "./remote-pictures.js";
 import { serverSentData } from "./server-sent-events.js";
 
 /** What connect() found on the server. */
@@ -146,7 +147,7 @@ export class RemoteIdefics2 {
       return fetchFailure(error, this.#settings.info.baseURL);
     };
     try {
-      const sources = imageSources(parsedMessages, images as ImageSource[] | undefined);
+      const sources = conversationPictures(parsedMessages, images as ImageSource[] | undefined);
       const urls = extras.pictures
         ? await sessionPictureUrls(sources, this.#settings.images, extras.pictures, ended)
         : await pictureUrls(sources, this.#settings.images, ended);

@@ -1,4 +1,3 @@
-import { InvalidInputError } from "../errors.js";
 import { isDataUrl } from "../images/data-url.js";
 import { URL_STRING } from "../images/describe-source.js";
 import type { ImageSource } from "../images/image-source.js";
@@ -10,7 +9,6 @@ import { parseOptions } from "../images/parse-options.js";
 import { readSource } from "../images/read-source.js";
 import sharp from "../images/sharp.js";
 import { sniffFormat } from "../images/sniff-format.js";
-import type { ImagePart, Messages } from "../messages.js";
 import type { ImageLimits } from "../options.js";
 import type { PictureCache } from "../prepare-generation.js";
 
@@ -25,37 +23,6 @@ const MEDIA_TYPES: Record<string, string> = {
   webp: "image/webp",
   tiff: "image/tiff",
 };
-
-/** The pictures a conversation's image parts hold, or the `images` given beside them, in order. @internal */
-export function imageSources(messages: Messages, images: ImageSource[] | undefined): ImageSource[] {
-  const parts = messages.flatMap((message) => message.content.filter((part): part is ImagePart => part.type === "image"));
-  const withSource = parts.filter((part) => part.source !== undefined);
-  if (images !== undefined) {
-    if (withSource.length > 0) {
-      throw new InvalidInputError("INVALID_MESSAGES", "Images were given both on image parts and in the `images` option", {
-        fix: "Either write image(source) in the messages or pass `images` beside them, not both.",
-      });
-    }
-    if (images.length !== parts.length) {
-      throw new InvalidInputError(
-        "INVALID_MESSAGES",
-        `The messages have ${parts.length} image parts but ${images.length} images were given`,
-        {
-          fix: "Give exactly one image per image() part, in order.",
-        },
-      );
-    }
-    return images;
-  }
-  if (withSource.length !== parts.length) {
-    throw new InvalidInputError(
-      "INVALID_MESSAGES",
-      `${parts.length - withSource.length} of ${parts.length} image parts have no source and no \`images\` were given`,
-      { fix: "Write image(pathOrUrlOrBytes) in the messages, or pass the pictures in order as the `images` option." },
-    );
-  }
-  return withSource.map((part) => part.source as ImageSource);
-}
 
 /** Each picture as the URL to send, read within `limits` and the call's signal. @internal */
 export async function pictureUrls(sources: ImageSource[], limits: ImageLimits, signal: AbortSignal | undefined): Promise<string[]> {

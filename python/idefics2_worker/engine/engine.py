@@ -9,9 +9,9 @@ from typing import TYPE_CHECKING, Any
 
 from ..protocol.errors import WorkerError
 from ..protocol.params import GenerateParams, LoadParams
+from ..protocol.progress import OnProgress
 from ..protocol.results import GenerationResult, MemoryUse, ModelSummary
 from ..request.loaded_model import LoadedModel
-from .load_progress import OnProgress
 from .loading import check_load, load_model
 
 if TYPE_CHECKING:

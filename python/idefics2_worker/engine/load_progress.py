@@ -11,22 +11,9 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any, Protocol
+from typing import Any
 
-
-class OnProgress(Protocol):
-    """A stage starting (no count), or a count of its work: `done` of `total` `unit`s (bytes or items)."""
-
-    def __call__(
-        self,
-        stage: str,
-        message: str,
-        *,
-        done: float | None = None,
-        total: float | None = None,
-        unit: str | None = None,
-    ) -> None: ...
-
+from ..protocol.progress import OnProgress
 
 # huggingface_hub's snapshot download keeps two byte bars: this one counts network bytes against a total it keeps
 # guessing (it grows the total as bytes arrive), the other counts the bytes written against the files' real sizes.

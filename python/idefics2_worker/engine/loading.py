@@ -8,9 +8,10 @@ from typing import Any
 
 from ..protocol.errors import WorkerError
 from ..protocol.params import LoadParams
+from ..protocol.progress import OnProgress
 from ..request.loaded_model import LoadedModel
 from .compat import expose_pil_image_processor, portable_cpu_four_bit, quiet_int8_cast_notice
-from .load_progress import OnProgress, progress_tqdm, reporting_weight_loading
+from .load_progress import progress_tqdm, reporting_weight_loading
 from .quantization import quantization_config
 
 END_OF_UTTERANCE = "<end_of_utterance>"

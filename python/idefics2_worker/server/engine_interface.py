@@ -7,22 +7,9 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from ..protocol.params import GenerateParams, LoadParams
+from ..protocol.progress import OnProgress
 
 OnToken = Callable[[str, list[int]], None]
-
-
-class OnProgress(Protocol):
-    """A load's stage starting (no count), or a count of its work: `done` of `total` `unit`s ("bytes", "items")."""
-
-    def __call__(
-        self,
-        stage: str,
-        message: str,
-        *,
-        done: float | None = None,
-        total: float | None = None,
-        unit: str | None = None,
-    ) -> None: ...
 
 
 class WireForm(Protocol):

@@ -8,7 +8,8 @@ from typing import Any
 
 from ..protocol.errors import Stage, to_protocol_error, unsendable_reply
 from ..protocol.framing import FrameWriter
-from .engine_interface import OnProgress, OnToken
+from ..protocol.progress import OnProgress
+from .engine_interface import OnToken
 
 # Codes that answer the caller's own input or action: not worth a line in the SDK's stderr tail.
 _QUIET_CODES = ("ABORTED", "PROTOCOL_ERROR", "INVALID_MESSAGES", "INVALID_OPTIONS")
