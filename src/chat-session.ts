@@ -123,12 +123,21 @@ export class ChatSession {
         });
       }
       turn = { role: "user", content: turnContent(content, "turn") };
+      if (options !== undefined && (typeof options !== "object" || options === null)) {
+        throw new InvalidInputError(
+          "INVALID_OPTIONS",
+          `A turn's options must be an object (got ${options === null ? "null" : typeof options})`,
+          {
+            fix: "Pass the turn's options as an object, e.g. { maxNewTokens: 100 }, or leave them out.",
+          },
+        );
+      }
     } catch (error) {
       // Refused before anything is sent: the stream's result is the refusal, like any other failed turn.
       return new GenerationStream<StructuredResult<O>>(() => Promise.reject(error));
     }
     const messages = [...this.#history, turn];
-    const merged = { ...this.#defaults, ...((options ?? {}) as GenerateCallOptions) };
+    const merged = { ...this.#defaults, ...((options === undefined ? {} : options) as GenerateCallOptions) };
     const answer = this.#start(messages, merged, { reserveNewTokens: true, pictures: this.#pictures }) as GenerationStream<
       StructuredResult<O>
     >;

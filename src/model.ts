@@ -116,7 +116,7 @@ export class Idefics2 {
    * carries `object`: the answer parsed and checked, typed by the option (`z.infer` of a zod schema).
    */
   async generate<const O extends GenerateCallOptions = GenerateCallOptions>(messages: Messages, options?: O): Promise<StructuredResult<O>> {
-    return this.#run(messages, options ?? {}) as Promise<StructuredResult<O>>;
+    return this.#run(messages, options === undefined ? {} : options) as Promise<StructuredResult<O>>;
   }
 
   /**
@@ -127,7 +127,7 @@ export class Idefics2 {
     messages: Messages,
     options?: O,
   ): GenerationStream<StructuredResult<O>> {
-    const given: GenerateCallOptions = options ?? {};
+    const given: GenerateCallOptions = options === undefined ? {} : options;
     // A signal that is not one is refused by the call itself (the stream's `result`), not here.
     const signal: unknown = (given as GenerateCallOptions | null)?.signal;
     return new GenerationStream(

@@ -144,6 +144,10 @@ describe("a chat session", () => {
     await expect(chat.send("Too soon")).rejects.toMatchObject({ code: "INVALID_MESSAGES", message: /still being answered/ });
     await first;
     await expect(chat.send([image(), "Which?"])).rejects.toMatchObject({ code: "INVALID_MESSAGES", message: /has no source/ });
+    await expect(chat.send("Hi", null as never)).rejects.toMatchObject({
+      code: "INVALID_OPTIONS",
+      message: /must be an object \(got null\)/,
+    });
     expect(() => model.chat({ maxNewTokens: -1 })).toThrow(InvalidInputError);
     expect(() => model.chat({ system: "a", history: [] })).toThrow(/either `system` or `history`/);
     expect(() => model.chat({ history: [{ role: "user", content: [{ type: "image" }] }] })).toThrow(/has no source/);
