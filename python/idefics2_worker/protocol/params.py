@@ -461,6 +461,14 @@ def _images(raw: Any, payload_size: int) -> list[ImageSpec]:
     return [_image(f"images[{index}]", item, payload_size) for index, item in enumerate(raw)]
 
 
+def _flag(given: dict[str, Any], key: str) -> bool:
+    """A boolean generate param, false when left out."""
+    value = _field(given, key, False, key, "INVALID_MESSAGES")
+    if not isinstance(value, bool):
+        raise _fail_message(key, "a boolean", value)
+    return value
+
+
 def parse_generate(raw: Any, payload_size: int) -> GenerateParams:
     """Checks `generate` params against each other and the payload."""
     given = _object("generate params", raw, code="INVALID_MESSAGES")
@@ -474,12 +482,8 @@ def parse_generate(raw: Any, payload_size: int) -> GenerateParams:
             "each {type: 'image'} part needs exactly one image, in order",
         )
     kwargs, seed, grammar = _options(_field(given, "options", _REQUIRED, "options"))
-    stream = _field(given, "stream", False, "stream", "INVALID_MESSAGES")
-    if not isinstance(stream, bool):
-        raise _fail_message("stream", "a boolean", stream)
-    reserve = _field(given, "reserveNewTokens", False, "reserveNewTokens", "INVALID_MESSAGES")
-    if not isinstance(reserve, bool):
-        raise _fail_message("reserveNewTokens", "a boolean", reserve)
+    stream = _flag(given, "stream")
+    reserve = _flag(given, "reserveNewTokens")
     return GenerateParams(
         messages=messages,
         images=images,
