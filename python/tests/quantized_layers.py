@@ -15,11 +15,13 @@ def eight_bit_layer(inputs: int, outputs: int, threshold: float = 6.0) -> torch.
     return layer.to("cpu").eval()
 
 
-def four_bit_layer(inputs: int, outputs: int, quant_type: str = "nf4") -> torch.nn.Module:
+def four_bit_layer(
+    inputs: int, outputs: int, quant_type: str = "nf4", dtype: torch.dtype = torch.float32
+) -> torch.nn.Module:
     import bitsandbytes as bnb
 
     torch.manual_seed(0)
     layer = bnb.nn.Linear4bit(inputs, outputs, bias=False, compute_dtype=torch.float32, quant_type=quant_type)
-    weight = torch.randn(outputs, inputs) * 0.05
+    weight = (torch.randn(outputs, inputs) * 0.05).to(dtype)
     layer.weight = bnb.nn.Params4bit(weight, requires_grad=False, quant_type=quant_type)
     return layer.to("cpu").eval()

@@ -198,6 +198,7 @@ async function runSdk(quantization, imageSplitting) {
       // The 1-token call as the worker timed it: preprocessing (chat template, processor) and the prefill forward.
       workerPreprocessMs: round(prefill.result.timings.preprocessMs, 1),
       workerPrefillMs: round(prefill.result.timings.prefillMs, 1),
+      workerTotalMs: round(prefill.result.timings.totalMs, 1),
       loadSteps,
       decodeTokS: round((newTokens - 1) / (seconds - prefill.seconds), 2),
       workerDecodeTokS: round(result.timings.decodeTokensPerSecond, 2),

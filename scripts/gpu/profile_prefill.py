@@ -65,6 +65,9 @@ def plans(model: Any) -> dict[str, PrefillPlan]:
         ),
         FASTEST: PrefillPlan(vision_chunk=None, linears=tf32, cudnn_attention=True, unpadded_vision=True),
         "fastest without cuDNN": PrefillPlan(vision_chunk=None, linears=tf32, unpadded_vision=True),
+        "fastest with bf16 GEMMs for float32 layers": PrefillPlan(
+            vision_chunk=None, linears=bf16, cudnn_attention=True, unpadded_vision=True
+        ),
     }
 
 

@@ -3,15 +3,17 @@
 bitsandbytes computes a 4-bit layer in its compute dtype (float32 with the blog's config: CUDA-core GEMMs, 72% of
 a 4-bit prefill's GPU time on an H200) and LLM.int8() quantises the input row by row and splits its outliers out
 with a host-synchronising `argwhere`. For a prompt's hundreds of rows both are far from what the card can do. Here
-each layer's weight is dequantised once per call (bitsandbytes' own `dequantize_4bit`, or CB * SCB / 127 for
-int8) into the activations' dtype and multiplied in one cuBLAS GEMM, as vLLM and TGI do for prefill. The weights
-are the same numbers; only the arithmetic differs (bf16 products summed in float32 instead of float32 products, and
-for int8 no quantisation of the input at all), so parity is judged as for every fast path: teacher-forced logits
-within the noise of another valid kernel (scripts/gpu/gpu_parity.py). A few rows (decode) keep their own forward.
+each layer's weight is dequantised once per call (bitsandbytes' own 4-bit dequantisation, written straight in the
+GEMM's dtype as bitsandbytes' own `gemm_4bit` does, or CB * SCB / 127 for int8) and multiplied in one cuBLAS GEMM,
+as vLLM and TGI do for prefill. The weights are the same numbers; only the arithmetic differs (TF32 or bf16 products
+summed in float32 instead of float32 products, and for int8 no quantisation of the input at all), so parity is
+judged as for every fast path: teacher-forced logits within the noise of another valid kernel
+(scripts/gpu/gpu_parity.py). A few rows (decode) keep their own forward.
 """
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -38,7 +40,12 @@ def dequantized_weight(module: Any, dtype: torch.dtype) -> torch.Tensor:
     weight = module.weight
     state = getattr(weight, "quant_state", None)
     if state is not None:
-        return dequantize_4bit(weight.data, state).to(dtype)
+        if state.dtype != dtype:
+            # Dequantised in the GEMM's dtype directly, as bitsandbytes' gemm_4bit does for a float32 input: the
+            # model's dtype (bf16) would round the weights first and cost a copy per layer (46 ms of a 4-bit prefill).
+            state = copy.copy(state)
+            state.dtype = dtype
+        return dequantize_4bit(weight.data, state)
     # LLM.int8(): row-wise absmax scaling, CB / 127 * SCB; the state holds them once the layer has run.
     quantized = module.state.CB if getattr(module.state, "CB", None) is not None else weight.CB
     scales = module.state.SCB if getattr(module.state, "SCB", None) is not None else weight.SCB
@@ -46,10 +53,9 @@ def dequantized_weight(module: Any, dtype: torch.dtype) -> torch.Tensor:
 
 
 def gemm_dtype(module: Any, activations: torch.dtype, bf16_for_float32: bool) -> torch.dtype:
-    """A 4-bit layer that computes in float32 (the blog's config) multiplies in float32 with TF32 allowed; other
-    layers (int8, 4-bit in bf16/fp16) in the activations' dtype. `dequantize_4bit` gives the weight in the model's
-    dtype (bf16 on the benchmark), so the float32 GEMM sees bf16-valued weights: measured on an H200 it passed the
-    parity check where the all-bf16 GEMM sat on its edge, but it is not yet float32 dequantisation (see BENCHMARKS)."""
+    """A 4-bit layer that computes in float32 (the blog's config) multiplies in float32 with TF32 allowed, on weights
+    dequantised in float32 as bitsandbytes' own forward has them; other layers (int8, 4-bit in bf16/fp16) in the
+    activations' dtype."""
     if getattr(module, "compute_dtype", None) == torch.float32 and not bf16_for_float32:
         return torch.float32
     return activations if activations in _TENSOR_CORE_DTYPES else torch.float32
