@@ -64,7 +64,7 @@ export async function prepareGeneration(
     regex,
     ...parsedOptions
   } = parseOrThrow(GenerateCallOptionsSchema, options, "INVALID_OPTIONS", "generation option");
-  const structure = resolveStructure({ schema, choices, regex } as StructureOptions);
+  const structure = resolveStructure({ schema, choices, regex, minNewTokens: parsedOptions.minNewTokens } as StructureOptions);
   const signal = checkSignal(given);
   const sources = conversationPictures(parsedMessages, images as ImageSource[] | undefined);
   // The call's signal and timeout cover its pictures, downloads included.

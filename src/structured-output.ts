@@ -67,14 +67,24 @@ function refuse(message: string, fix: string): never {
   throw new InvalidInputError("INVALID_OPTIONS", message, { fix });
 }
 
-/** The call's structure, or undefined without one; a wrong or doubled option is INVALID_OPTIONS. @internal */
-export function resolveStructure(options: StructureOptions): Structure | undefined {
+/**
+ * The call's structure, or undefined without one; a wrong or doubled option, or one beside `minNewTokens`, is
+ * INVALID_OPTIONS. @internal
+ */
+export function resolveStructure(options: StructureOptions & { minNewTokens?: number | undefined }): Structure | undefined {
   const given = (["schema", "choices", "regex"] as const).filter((key) => options[key] !== undefined);
   if (given.length === 0) return undefined;
   if (given.length > 1) {
     refuse(
       `Only one of \`schema\`, \`choices\` and \`regex\` may be given, got ${given.map((key) => `\`${key}\``).join(" and ")}`,
       "Pick one form of structured output per call.",
+    );
+  }
+  // The end of the answer is forbidden before minNewTokens, even where the grammar allows nothing else.
+  if ((options.minNewTokens ?? 0) > 0) {
+    refuse(
+      `\`minNewTokens\` cannot be combined with \`${given[0]}\`: it forbids the end of the answer before ${options.minNewTokens} tokens, so it can force tokens past the end of a complete structured answer`,
+      "Leave `minNewTokens` out (or 0) for a structured answer; to make it longer, say so in the structure (minLength, minItems, a longer pattern).",
     );
   }
   if (options.choices !== undefined) return choicesStructure(options.choices);

@@ -13,6 +13,7 @@ import { fetchFailure, remoteError } from "./remote-error.js";
 import { conversationPictures } from "../conversation-pictures.js";
 import { pictureUrls, sessionPictureUrls } from "./remote-pictures.js";
 import { serverSentData } from "./server-sent-events.js";
+import { resolveStructure, type Structure, type StructuredResult, type StructureOptions } from "../structured-output.js";
 
 /** What connect() found on the server. */
 export interface RemoteModelInfo {
@@ -43,10 +44,11 @@ interface RunExtras extends TurnExtras {
  * What differs from a local model: `tokenIds` are the server's `choices[0].token_ids` when it sends them (this
  * package's server and vLLM do) and empty otherwise; `usage.imageTokens` and the `timings` breakdown come from this
  * package's server (elsewhere imageTokens is 0 and the timings are measured here: prefillMs is the time to the
- * first text, preprocessMs 0). `numBeams`, `noRepeatNgramSize` and structured output (`schema`, `choices`,
- * `regex`) have no OpenAI parameter here yet and are refused (INVALID_OPTIONS); `topK`, `minNewTokens` and
- * `repetitionPenalty` go as vLLM's `top_k`, `min_tokens` and `repetition_penalty`. A chat session's turn is held to
- * the server's own context check (the prompt must fit), not to prompt + maxNewTokens.
+ * first text, preprocessMs 0). `schema` (zod or JSON Schema) goes as `response_format` `json_schema`, and
+ * `result.object` is parsed and checked here as locally; `choices`, `regex`, `numBeams` and `noRepeatNgramSize`
+ * have no OpenAI parameter and are refused (INVALID_OPTIONS); `topK`, `minNewTokens` and `repetitionPenalty` go as
+ * vLLM's `top_k`, `min_tokens` and `repetition_penalty`. A chat session's turn is held to the server's own context
+ * check (the prompt must fit), not to prompt + maxNewTokens.
  */
 export class RemoteIdefics2 {
   readonly #settings: RemoteSettings;
@@ -63,19 +65,26 @@ export class RemoteIdefics2 {
     return this.#settings.info;
   }
 
-  /** Generates an answer to the conversation; resolves with text, token ids, finish reason, usage and timings. */
-  async generate(messages: Messages, options: GenerateCallOptions = {}): Promise<GenerationResult> {
-    return this.#run(messages, options);
+  /**
+   * Generates an answer to the conversation; resolves with text, token ids, finish reason, usage and timings. With
+   * `schema` the result also carries `object`, parsed and checked as the local model's (`z.infer` of a zod schema).
+   */
+  async generate<const O extends GenerateCallOptions = GenerateCallOptions>(messages: Messages, options?: O): Promise<StructuredResult<O>> {
+    return this.#run(messages, options === undefined ? {} : options) as Promise<StructuredResult<O>>;
   }
 
   /**
    * Streams the answer: iterate for text deltas; `result` resolves with the same result generate() gives. Aborting,
    * or leaving the loop early, closes the request, and the server stops the generation before its next token.
    */
-  stream(messages: Messages, options: GenerateCallOptions = {}): GenerationStream {
-    const signal: unknown = (options as GenerateCallOptions | null)?.signal;
+  stream<const O extends GenerateCallOptions = GenerateCallOptions>(
+    messages: Messages,
+    options?: O,
+  ): GenerationStream<StructuredResult<O>> {
+    const given: GenerateCallOptions = options === undefined ? {} : options;
+    const signal: unknown = (given as GenerateCallOptions | null)?.signal;
     return new GenerationStream(
-      (onDelta, stop) => this.#run(messages, options, { onDelta, stop }),
+      (onDelta, stop) => this.#run(messages, given, { onDelta, stop }) as Promise<StructuredResult<O>>,
       isAbortSignal(signal) ? signal : undefined,
     );
   }
@@ -115,8 +124,12 @@ export class RemoteIdefics2 {
       images,
       signal: given,
       timeoutMs,
+      schema,
+      choices,
+      regex,
       ...generation
     } = parseOrThrow(GenerateCallOptionsSchema, options, "INVALID_OPTIONS", "generation option");
+    const structure = remoteStructure({ schema, choices, regex, minNewTokens: generation.minNewTokens } as StructureOptions);
     const signal = checkSignal(given);
     // Options with no OpenAI parameter (numBeams, noRepeatNgramSize, …) are refused, never dropped.
     const unsent = Object.keys(generation).filter(
@@ -151,7 +164,7 @@ export class RemoteIdefics2 {
       const urls = extras.pictures
         ? await sessionPictureUrls(sources, this.#settings.images, extras.pictures, ended)
         : await pictureUrls(sources, this.#settings.images, ended);
-      const body = requestBody(this.#settings.info.model, parsedMessages, urls, generation);
+      const body = requestBody(this.#settings.info.model, parsedMessages, urls, generation, structure);
       let response: Response;
       try {
         response = await fetch(`${this.#settings.info.baseURL}/chat/completions`, {
@@ -167,10 +180,12 @@ export class RemoteIdefics2 {
         const text = await response.text().catch(() => "");
         throw remoteError({ status: response.status, body: parseJson(text) ?? text, retryAfter: response.headers.get("retry-after") });
       }
-      return await readAnswer(response.body, started, extras.onDelta).catch((error: unknown) => {
+      const result = await readAnswer(response.body, started, extras.onDelta).catch((error: unknown) => {
         if (error instanceof StreamFailure) throw remoteError({ status: undefined, body: error.body });
         throw failure(error);
       });
+      // The answer's text becomes `object` as locally, or the same StructuredOutputError.
+      return structure ? structure.finish(cutOffStructure(result)) : result;
     } catch (error) {
       // An abort or timeout ends the call however far it got (pictures, request, stream).
       if (ended.aborted) throw failure(error);
@@ -194,6 +209,30 @@ const SENT_OPTIONS = new Set([
   "seed",
   "stopStrings",
 ]);
+
+// The call's structure, as the local model's; OpenAI's `response_format` carries only a JSON Schema, so choices and a
+// regex are refused rather than turned into a JSON answer whose text would differ from the local one's.
+function remoteStructure(options: StructureOptions & { minNewTokens?: number }): Structure | undefined {
+  const structure = resolveStructure(options);
+  const unsent = options.choices !== undefined ? "choices" : options.regex !== undefined ? "regex" : undefined;
+  if (unsent !== undefined) {
+    throw new InvalidInputError(
+      "INVALID_OPTIONS",
+      `\`${unsent}\` has no OpenAI parameter (\`response_format\` takes only a JSON Schema), so a remote model cannot use it`,
+      {
+        fix: `Use \`schema\` (a z.enum() for choices, a z.string().regex() for a pattern: the answer is then a JSON string), or load the model locally with Idefics2.load().`,
+      },
+    );
+  }
+  return structure;
+}
+
+// This package's server says `incomplete_structure`; another says only "length", which for a structured answer is
+// a cut-off one when its JSON does not parse (the grammar allows nothing else to stop it early).
+function cutOffStructure(result: GenerationResult): GenerationResult {
+  if (result.finishReason !== "length" || parseJson(result.text) !== undefined) return result;
+  return { ...result, finishReason: "incomplete_structure" };
+}
 
 /** An `{ error }` event in the stream: the server failed after it began to answer. */
 class StreamFailure extends Error {
@@ -288,11 +327,20 @@ async function readAnswer(
   };
 }
 
-type Generation = Omit<ReturnType<typeof GenerateCallOptionsSchema.parse>, "images" | "signal" | "timeoutMs">;
+type Generation = Omit<
+  ReturnType<typeof GenerateCallOptionsSchema.parse>,
+  "images" | "signal" | "timeoutMs" | "schema" | "choices" | "regex"
+>;
 
 // OpenAI's request for the SDK's call. Greedy decoding (the SDK's default) is asked for with temperature 0, which
 // every OpenAI-compatible server takes as greedy.
-function requestBody(model: string, messages: Messages, urls: string[], generation: Generation): Record<string, unknown> {
+function requestBody(
+  model: string,
+  messages: Messages,
+  urls: string[],
+  generation: Generation,
+  structure: Structure | undefined,
+): Record<string, unknown> {
   let picture = 0;
   const sample = generation.doSample === true;
   const body: Record<string, unknown> = {
@@ -315,6 +363,13 @@ function requestBody(model: string, messages: Messages, urls: string[], generati
   if (generation.stopStrings !== undefined) body.stop = generation.stopStrings;
   if (generation.minNewTokens !== undefined) body.min_tokens = generation.minNewTokens;
   if (generation.repetitionPenalty !== undefined) body.repetition_penalty = generation.repetitionPenalty;
+  // The JSON Schema the local model would constrain to (a zod schema converted the same way).
+  if (structure) {
+    body.response_format = {
+      type: "json_schema",
+      json_schema: { name: "answer", schema: JSON.parse(structure.grammar.source), strict: true },
+    };
+  }
   return body;
 }
 

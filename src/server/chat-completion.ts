@@ -1,9 +1,10 @@
 import { randomUUID } from "node:crypto";
+import { InvalidInputError, StructuredOutputError } from "../errors.js";
 import { fetchImage } from "../images/fetch-image.js";
 import type { ImageSource } from "../images/image-source.js";
 import type { Messages } from "../messages.js";
 import type { GenerationResult, Idefics2 } from "../model.js";
-import { type ApiError, type ApiErrorBody, apiErrorFor } from "./api-error.js";
+import { ApiError, type ApiErrorBody, apiErrorFor } from "./api-error.js";
 import { parseChatRequest, type ChatRequest } from "./chat-request.js";
 import { readJsonBody } from "./read-json-body.js";
 import type { ServerMetrics } from "./server-metrics.js";
@@ -35,7 +36,10 @@ export interface CompletionContext {
  * `choices[0].token_ids` (vLLM's field).
  */
 export interface Idefics2Extension {
-  /** The SDK's finish reason: `stop_string` where OpenAI's says `stop`. */
+  /**
+   * The SDK's finish reason: `stop_string` where OpenAI's says `stop`, `incomplete_structure` where it says `length`
+   * for a JSON `response_format` cut off before its JSON closed.
+   */
   finish_reason: GenerationResult["finishReason"];
   /**
    * What the content leaves out at its end when a stop string ended the answer (OpenAI's rule): the stop string and
@@ -51,14 +55,14 @@ const JSON_HEADERS = { "content-type": "application/json" };
 /** Answers POST /v1/chat/completions: a JSON completion, or server-sent events with `stream: true`. @internal */
 export async function chatCompletion(raw: Request, context: CompletionContext): Promise<Response> {
   const arrived = performance.now();
-  let stream = false;
+  let request: ChatRequest | undefined;
   try {
     const body = await readJsonBody(raw, context.maxBodyBytes);
-    const request = parseChatRequest(body, context.defaultMaxTokens);
-    stream = request.stream;
+    request = parseChatRequest(body, context.defaultMaxTokens);
     return await generate(raw, request, context, arrived);
   } catch (error) {
-    const apiError = apiErrorFor(error, causes(raw, context), () => context.metrics.retryAfterSeconds());
+    const stream = request?.stream ?? false;
+    const apiError = apiErrorFor(responseFormatError(error, request), causes(raw, context), () => context.metrics.retryAfterSeconds());
     context.metrics.finished(apiError.status, stream, (performance.now() - arrived) / 1000);
     return errorResponse(apiError);
   }
@@ -98,7 +102,7 @@ async function generate(raw: Request, request: ChatRequest, context: CompletionC
     const iterator = answer[Symbol.asyncIterator]();
     // Nothing is sent before the first text (or the result, or the error): a request refused by the SDK (a bad
     // picture, a full queue, a prompt too long) gets its own status, not a stream that fails.
-    const first = await iterator.next();
+    const first = await nextAnswer(iterator);
     const firstAt = performance.now();
     metrics.queueDepth.dec();
     metrics.running.inc();
@@ -110,7 +114,7 @@ async function generate(raw: Request, request: ChatRequest, context: CompletionC
     let next = first;
     let last = firstAt;
     while (!next.done) {
-      next = await iterator.next();
+      next = await nextAnswer(iterator);
       if (!next.done) last = observeGap(metrics, last);
     }
     const result = next.value;
@@ -187,7 +191,7 @@ function streamed(answer: StreamedAnswer): Response {
       while (!next.done) {
         const piece = holdback.push(next.value);
         if (piece !== "") send(chunk({ content: piece }, null));
-        next = await iterator.next();
+        next = await nextAnswer(iterator);
         if (!next.done) last = observeGap(metrics, last);
       }
       const result = next.value;
@@ -274,6 +278,28 @@ async function fetchPictures(messages: Messages, limits: PictureFetchLimits, sig
   }));
 }
 
+// A structured answer the SDK will not turn into `object` (cut off by max_tokens before the JSON closed, or one its
+// second check refuses) is still the answer OpenAI's API gives: its text, with finish_reason "length" when cut off
+// (the idefics2 extension says `incomplete_structure`). The client parses and validates it, as connect() does.
+async function nextAnswer(iterator: AsyncIterator<string, GenerationResult>): Promise<IteratorResult<string, GenerationResult>> {
+  try {
+    return await iterator.next();
+  } catch (error) {
+    if (error instanceof StructuredOutputError) return { done: true, value: error.result as GenerationResult };
+    throw error;
+  }
+}
+
+// The SDK calls the schema it cannot use `schema`: the request gave it as `response_format`, and the answer says so.
+function responseFormatError(error: unknown, request: ChatRequest | undefined): unknown {
+  const format = request?.responseSchema;
+  if (!format || !(error instanceof InvalidInputError) || !error.message.includes("`schema`")) return error;
+  return new ApiError(400, `Invalid schema for response_format '${format.name}': ${error.summary}`, {
+    param: "response_format",
+    code: error.code,
+  });
+}
+
 function observeGap(metrics: ServerMetrics, last: number): number {
   const now = performance.now();
   metrics.timePerOutputToken.observe((now - last) / 1000);
@@ -285,7 +311,8 @@ function countTokens(metrics: ServerMetrics, result: GenerationResult): void {
   metrics.generationTokens.inc(result.usage.completionTokens);
 }
 
-// OpenAI has `stop` and `length`: a stop string is a stop, an answer cut off by max_tokens is a length.
+// OpenAI has `stop` and `length`: a stop string is a stop, an answer cut off by max_tokens is a length, a structured
+// one (`incomplete_structure`, its JSON not closed) included.
 function openAiFinishReason(result: GenerationResult): "stop" | "length" {
   return result.finishReason === "stop" || result.finishReason === "stop_string" ? "stop" : "length";
 }

@@ -15,17 +15,22 @@ import {
   WellFormedString,
 } from "../protocol/option-ranges.js";
 import { printable, printableExcerpt } from "../printable.js";
+import type { StructureOptions } from "../structured-output.js";
 import { ApiError } from "./api-error.js";
+import { ResponseFormat, type ResponseSchema, responseSchema } from "./response-format.js";
 
 // POST /v1/chat/completions as OpenAI documents it, turned into the SDK's messages and generation options. What the
-// server cannot do (n > 1, tools, response formats, logprobs, penalties…) is refused with a 400 naming the parameter,
+// server cannot do (n > 1, tools, logprobs, penalties…) is refused with a 400 naming the parameter,
 // never silently ignored; parameters that change nothing here (user, metadata…) are accepted.
 
 /** A chat completion request, ready for the SDK. @internal */
 export interface ChatRequest {
   /** The conversation; an image part's source is a `data:` URL or an `http(s)` URL still to be fetched. */
   messages: Messages;
-  options: GenerationOptions;
+  /** The generation options, and `schema` for a JSON `response_format`. */
+  options: GenerationOptions & Pick<StructureOptions, "schema">;
+  /** The JSON `response_format`'s schema and name; undefined for plain text. */
+  responseSchema: ResponseSchema | undefined;
   stream: boolean;
   /** `stream_options.include_usage`: a last chunk with the usage. */
   includeUsage: boolean;
@@ -52,10 +57,6 @@ const UNSUPPORTED: Record<string, { unused: (value: unknown) => boolean; why: st
   tool_choice: { unused: (value) => value === "none" || value === "auto", why: "Tools and function calling are not supported" },
   functions: { unused: isEmptyArray, why: "Tools and function calling are not supported" },
   function_call: { unused: (value) => value === "none" || value === "auto", why: "Tools and function calling are not supported" },
-  response_format: {
-    unused: (value) => isObject(value) && value.type === "text",
-    why: '`response_format` other than `{ type: "text" }` (JSON mode, JSON schemas) is not supported yet',
-  },
   logprobs: { unused: (value) => value === false, why: "`logprobs` are not supported" },
   top_logprobs: { unused: (value) => value === 0, why: "`top_logprobs` are not supported" },
   frequency_penalty: { unused: (value) => value === 0, why: "`frequency_penalty` is not supported: use `repetition_penalty`" },
@@ -87,6 +88,7 @@ const Parameters = z.object({
   top_k: TopK.nullish(),
   min_tokens: MinNewTokens.nullish(),
   repetition_penalty: RepetitionPenalty.nullish(),
+  response_format: ResponseFormat.nullish(),
 });
 const KNOWN = new Set(Object.keys(Parameters.shape));
 
@@ -121,7 +123,8 @@ export function parseChatRequest(body: unknown, defaultMaxTokens: number): ChatR
   // temperature a top_p below 1 or a top_k.
   const doSample =
     temperature !== undefined ? temperature > 0 : (request.top_p ?? 1) < 1 || (request.top_k !== undefined && request.top_k !== null);
-  const options: GenerationOptions = withoutUndefined({
+  const structured = responseSchema(request.response_format);
+  const options: ChatRequest["options"] = withoutUndefined({
     maxNewTokens: request.max_completion_tokens ?? request.max_tokens ?? defaultMaxTokens,
     minNewTokens: request.min_tokens ?? undefined,
     // A temperature of 0 asks for greedy decoding explicitly; without one, the model's generation config decides.
@@ -133,13 +136,22 @@ export function parseChatRequest(body: unknown, defaultMaxTokens: number): ChatR
     repetitionPenalty: request.repetition_penalty ?? undefined,
     seed: request.seed ?? undefined,
     stopStrings: stop.length > 0 ? stop : undefined,
+    schema: structured?.schema,
   });
   if (options.minNewTokens !== undefined && options.minNewTokens > (options.maxNewTokens ?? defaultMaxTokens)) {
     throw new ApiError(400, "`min_tokens` must be at most `max_tokens`", { param: "min_tokens", code: "invalid_value" });
   }
+  // The SDK refuses it too (min_tokens can force tokens past the grammar's end); refused here under OpenAI's name.
+  if (structured && (options.minNewTokens ?? 0) > 0) {
+    throw new ApiError(400, "`min_tokens` cannot be combined with a JSON `response_format`: it could force tokens past the JSON's end", {
+      param: "min_tokens",
+      code: "invalid_value",
+    });
+  }
   return {
     messages: request.messages.map((message, index) => toMessage(message, `messages[${index}]`)),
     options,
+    responseSchema: structured,
     stream: request.stream ?? false,
     includeUsage: request.stream_options?.include_usage ?? false,
     stop,

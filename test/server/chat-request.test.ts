@@ -56,6 +56,47 @@ describe("parseChatRequest", () => {
     expect(() => parseChatRequest({ messages: hello, max_tokens: 2, min_tokens: 3 }, 500)).toThrow(/min_tokens/);
     expect(() => parseChatRequest({ messages: hello, temperature: -1 }, 500)).toThrow(/temperature/);
   });
+
+  it("turns a JSON response_format into the SDK's schema: JSON mode is any object", () => {
+    const schema = { type: "object", properties: { colour: { type: "string" } }, required: ["colour"] };
+    const request = parseChatRequest(
+      {
+        messages: hello,
+        response_format: { type: "json_schema", json_schema: { name: "Shape_1-a", schema, strict: true, description: "x" } },
+      },
+      500,
+    );
+    expect(request.options).toEqual({ maxNewTokens: 500, schema });
+    expect(request.responseSchema).toEqual({ name: "Shape_1-a", schema });
+    expect(parseChatRequest({ messages: hello, response_format: { type: "json_object" } }, 500).options).toEqual({
+      maxNewTokens: 500,
+      schema: { type: "object" },
+    });
+    const text = parseChatRequest({ messages: hello, response_format: { type: "text" } }, 500);
+    expect([text.options, text.responseSchema]).toEqual([{ maxNewTokens: 500 }, undefined]);
+  });
+
+  it.each([
+    [{ type: "json_schema", json_schema: { name: "has space", schema: {} } }, "response_format.json_schema.name"],
+    [{ type: "json_schema", json_schema: { name: "n".repeat(65), schema: {} } }, "response_format.json_schema.name"],
+    [{ type: "json_schema", json_schema: { schema: {} } }, "response_format.json_schema.name"],
+    [{ type: "json_schema", json_schema: { name: "n", schema: [] } }, "response_format.json_schema.schema"],
+    [{ type: "json_schema", json_schema: { name: "n", schema: {}, extra: 1 } }, "response_format.json_schema"],
+    [{ type: "grammar", grammar: "root ::= x" }, "response_format.type"],
+  ])("refuses response_format %j naming `%s`", (format, param) => {
+    expect(() => parseChatRequest({ messages: hello, response_format: format }, 500)).toThrow(
+      expect.objectContaining({ status: 400, param, code: "invalid_value" }),
+    );
+  });
+
+  it("refuses min_tokens with a JSON response_format: it could force tokens past the JSON's end", () => {
+    expect(() => parseChatRequest({ messages: hello, min_tokens: 5, response_format: { type: "json_object" } }, 500)).toThrow(
+      expect.objectContaining({ status: 400, param: "min_tokens", message: expect.stringMatching(/response_format/) }),
+    );
+    expect(parseChatRequest({ messages: hello, min_tokens: 0, response_format: { type: "json_object" } }, 500).options.minNewTokens).toBe(
+      0,
+    );
+  });
 });
 
 describe("StopHoldback", () => {

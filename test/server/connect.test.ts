@@ -1,7 +1,8 @@
 import { readFileSync } from "node:fs";
 import sharp from "sharp";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { AbortError, ImageError, InvalidInputError } from "../../src/errors.js";
+import { z } from "zod";
+import { AbortError, ImageError, InvalidInputError, StructuredOutputError } from "../../src/errors.js";
 import { image, user } from "../../src/messages.js";
 import { Idefics2 } from "../../src/model.js";
 import { connect } from "../../src/remote/connect.js";
@@ -114,5 +115,58 @@ describe("connect()", () => {
       code: "GENERATION_FAILED",
     });
     await expect(connect({ baseURL: "ftp://example.org" })).rejects.toBeInstanceOf(InvalidInputError);
+  });
+});
+
+describe("structured output through connect()", () => {
+  const Shape = z.object({ colour: z.enum(["red", "green", "blue", "yellow"]), size: z.enum(["small", "big"]) });
+  const ask = [user(image(demoSecond), "Describe the shape as JSON.")];
+
+  it("gives the local model's object and token ids for a zod schema and a JSON Schema, generated or streamed", async () => {
+    for (const schema of [Shape, z.toJSONSchema(Shape)]) {
+      const here = await model.generate(ask, { schema, maxNewTokens: 60 });
+      const there = await remote.generate(ask, { schema, maxNewTokens: 60 });
+      expect(there.object).toEqual(here.object);
+      expect(there).toMatchObject({ text: here.text, tokenIds: here.tokenIds, finishReason: "stop" });
+    }
+    const stream = remote.stream(ask, { schema: Shape, maxNewTokens: 60 });
+    let streamed = "";
+    for await (const delta of stream) streamed += delta;
+    const result = await stream;
+    // Typed by the zod schema, as locally.
+    const colour: "red" | "green" | "blue" | "yellow" = result.object.colour;
+    expect(Shape.parse(JSON.parse(streamed))).toEqual(result.object);
+    expect(colour).toBe(result.object.colour);
+  });
+
+  it("answers a chat turn with a schema as a local session does", async () => {
+    const here = await model.chat({ maxNewTokens: 60 }).send([image(demoFirst), "Describe it"], { schema: Shape });
+    const there = await remote.chat({ maxNewTokens: 60 }).send([image(demoFirst), "Describe it"], { schema: Shape });
+    expect([there.object, there.tokenIds]).toEqual([here.object, here.tokenIds]);
+  });
+
+  it("rejects a cut-off answer with INCOMPLETE_STRUCTURE and a schema the engine cannot compile with INVALID_OPTIONS, as locally", async () => {
+    const cut = await remote.generate(ask, { schema: Shape, maxNewTokens: 4 }).catch((error: unknown) => error);
+    const localCut = await model.generate(ask, { schema: Shape, maxNewTokens: 4 }).catch((error: unknown) => error);
+    expect(cut).toBeInstanceOf(StructuredOutputError);
+    expect(cut).toMatchObject({ code: "INCOMPLETE_STRUCTURE", text: (localCut as StructuredOutputError).text });
+    expect((cut as StructuredOutputError).result).toMatchObject({ finishReason: "incomplete_structure" });
+    const bad = await remote.generate(ask, { schema: { type: "object", not: { required: ["a"] } } }).catch((error: unknown) => error);
+    expect(bad).toBeInstanceOf(InvalidInputError);
+    expect(bad).toMatchObject({ code: "INVALID_OPTIONS", message: expect.stringContaining('Unimplemented keys: ["not"]') });
+  });
+
+  it("refuses choices and regex (OpenAI's response_format has no place for them) and minNewTokens beside a schema", async () => {
+    for (const options of [{ choices: ["red", "blue"] }, { regex: "[a-z]+" }] as const) {
+      await expect(remote.generate(ask, options)).rejects.toMatchObject({
+        name: "InvalidInputError",
+        code: "INVALID_OPTIONS",
+        message: expect.stringMatching(/has no OpenAI parameter/),
+      });
+    }
+    await expect(remote.generate(ask, { schema: Shape, minNewTokens: 3 })).rejects.toMatchObject({
+      code: "INVALID_OPTIONS",
+      message: expect.stringMatching(/`minNewTokens` cannot be combined with `schema`/),
+    });
   });
 });

@@ -1,20 +1,28 @@
 """The OpenAI Python client against idefics2 serve (argv: base URL, API key, then picture URLs).
 
 For each picture URL: the blog's conversation with it as the second picture, answered whole and streamed. Then
-one request the server refuses. Prints one JSON object.
+one request the server refuses, and one structured answer parsed into a pydantic model (the first picture URL).
+Prints one JSON object.
 """
 
 import base64
 import json
 import sys
 from pathlib import Path
+from typing import Literal
 
 import openai
 from openai import OpenAI
+from pydantic import BaseModel
 
 Q1 = "What do we see in this image?"
 A1 = "In this image, we can see a red circle."
 Q2 = "And how about this image? Which colour is that?"
+
+
+class Shape(BaseModel):
+    colour: Literal["red", "green", "blue", "yellow"]
+    size: Literal["small", "big"]
 
 
 def blog(first: str, second_url: str) -> list:
@@ -71,7 +79,27 @@ def main() -> None:
         refused = None
     except openai.BadRequestError as error:
         refused = {"status": error.status_code, "body": error.body}
-    print(json.dumps({"answers": answers, "refused": refused}))
+    shape = client.chat.completions.parse(
+        model="tiny-idefics2",
+        messages=[
+            {
+                "role": "user",
+                "content": [
+                    {"type": "image_url", "image_url": {"url": second_urls[0]}},
+                    {"type": "text", "text": "Describe the shape as JSON."},
+                ],
+            }
+        ],
+        response_format=Shape,
+        max_tokens=60,
+    )
+    message = shape.choices[0].message
+    structured = {
+        "content": message.content,
+        "parsed": message.parsed.model_dump() if message.parsed else None,
+        "finishReason": shape.choices[0].finish_reason,
+    }
+    print(json.dumps({"answers": answers, "refused": refused, "structured": structured}))
 
 
 if __name__ == "__main__":
