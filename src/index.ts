@@ -1,5 +1,5 @@
 export { Idefics2 } from "./model.js";
-export type { GenerationResult, ModelInfo, LoadCallOptions } from "./model.js";
+export type { GenerationResult, ModelInfo, LoadCallOptions, ReleasedMemory, ReplicaState, ReplicaStatus } from "./model.js";
 export { LoadProgress, LoadStage } from "./load-progress.js";
 export { ProgressUnit } from "./progress-event.js";
 export { GenerationStream, StreamLeftError } from "./generation-stream.js";
@@ -15,6 +15,8 @@ export {
   QuantizationOptions,
   TorchDtype,
   DeviceMap,
+  ReplicaDevice,
+  MaxMemory,
   ImageLimits,
 } from "./options.js";
 export type { ResolvedLoadOptions, ResolvedGenerationOptions } from "./options.js";

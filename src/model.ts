@@ -1,16 +1,19 @@
 import { existsSync } from "node:fs";
 import { resolve } from "node:path";
-import { AbortError, ClosedError, QueueFullError, TimeoutError, WorkerCrashedError } from "./errors.js";
+import { AbortError, ClosedError, InvalidInputError, QueueFullError, TimeoutError } from "./errors.js";
 import { checkBitsandbytes } from "./runtime/check-bitsandbytes.js";
 import { LoadOptions, type ImageLimits, type ResolvedLoadOptions } from "./options.js";
 import type { LoadParams, LoadResult, GenerateResult, InfoResult, ReleaseMemoryResult, TokenEventData } from "./protocol/messages.js";
+import type { ReplicaDevice } from "./protocol/option-ranges.js";
 import { ensurePythonEnvironment, type PythonEnvironment } from "./runtime/python-environment.js";
 import { workerCommand } from "./runtime/worker-command.js";
 import { checkSignal, isAbortSignal, MAX_TIMER_MS } from "./worker/check-call-options.js";
 import { checkRequestSize } from "./worker/check-request-size.js";
 import { contained } from "./worker/contained.js";
-import { startLoadedWorker } from "./worker/start-loaded-worker.js";
-import type { WorkerLaunch, WorkerProcess } from "./worker/worker-process.js";
+import { cudaDevices } from "./pool/cuda-devices.js";
+import { timedOut, within } from "./pool/deadline.js";
+import type { ReplicaSettings } from "./pool/replica.js";
+import { ReplicaPool, type ReplicaStatus } from "./pool/replica-pool.js";
 import { GenerationStream } from "./generation-stream.js";
 import { ChatSession, type ChatOptions, type TurnExtras } from "./chat-session.js";
 import { prepareGeneration, type GenerateCallOptions } from "./prepare-generation.js";
@@ -24,6 +27,13 @@ export type GenerationResult = GenerateResult;
 export type ModelInfo = LoadResult;
 
 export type { LoadProgress } from "./load-progress.js";
+export type { ReplicaState, ReplicaStatus } from "./pool/replica-pool.js";
+
+/** What `releaseMemory()` gave back: every replica's together, and each one's. */
+export interface ReleasedMemory extends ReleaseMemoryResult {
+  /** Each replica's release, in `replicas` order (one entry for a model of one worker). */
+  replicas: ReleaseMemoryResult[];
+}
 
 export interface LoadCallOptions {
   /** Aborts the load: the environment set-up or the worker stops and load() rejects with AbortError. */
@@ -37,28 +47,28 @@ export interface LoadCallOptions {
   onStderr?: (line: string) => void;
 }
 
-/** An Idefics2 model held by a Python worker. Create with `Idefics2.load()`, end with `close()` or `await using`. */
+/**
+ * An Idefics2 model held by a Python worker, or by one worker per device (`devices`). Create with `Idefics2.load()`,
+ * end with `close()` or `await using`.
+ */
 export class Idefics2 {
   readonly environment: PythonEnvironment;
-  #worker: WorkerProcess;
-  #info: ModelInfo;
+  readonly #pool: ReplicaPool;
   #settings: Settings;
-  #restarting: Promise<void> | undefined;
-  #restarts = 0;
   #inFlight = 0;
   #sendOrder: Promise<void> = Promise.resolve();
   #closed = false;
-  // Aborted by close(): a restart still under way stops and its worker is killed.
-  readonly #lifetime = new AbortController();
 
-  private constructor(worker: WorkerProcess, info: ModelInfo, environment: PythonEnvironment, settings: Settings) {
-    this.#worker = worker;
-    this.#info = info;
+  private constructor(pool: ReplicaPool, environment: PythonEnvironment, settings: Settings) {
+    this.#pool = pool;
     this.environment = environment;
     this.#settings = settings;
   }
 
-  /** Finds or creates the Python environment, starts a worker and loads the model into it. */
+  /**
+   * Finds or creates the Python environment, starts a worker and loads the model into it; with `devices`, one
+   * worker per device, all loading at once (if one fails, the others are stopped and load() rejects with its error).
+   */
   static async load(options: LoadOptions & LoadCallOptions = {}): Promise<Idefics2> {
     const { signal: givenSignal, onProgress: givenOnProgress, onStderr, ...rest } = options;
     const resolved = parseOrThrow(LoadOptions, rest, "INVALID_OPTIONS", "load option");
@@ -80,34 +90,45 @@ export class Idefics2 {
       const missing = checkBitsandbytes(environment.versions, environment.python);
       if (missing) throw missing;
     }
-    const settings: Settings = {
+    const devices: readonly ReplicaDevice[] | undefined =
+      resolved.devices === "all"
+        ? await cudaDevices(environment, { signal, timeoutMs: Math.min(PROBE_TIMEOUT_MS, resolved.startupTimeoutMs) })
+        : resolved.devices;
+    const common: Omit<ReplicaSettings, "params"> = {
       launch: workerCommand(environment),
-      params: loadParams(resolved),
-      imageLimits: resolved.images,
       startupTimeoutMs: resolved.startupTimeoutMs,
       loadTimeoutMs: resolved.loadTimeoutMs,
       restartOnCrash: resolved.restartOnCrash,
-      maxQueue: resolved.maxQueue,
       onStderr,
       onProgress,
     };
-    const { worker, info } = await startLoadedWorker(settings.launch, settings.params, { ...settings, signal, onProgress: report });
-    return new Idefics2(worker, info, environment, settings);
+    const params = loadParams(resolved);
+    const replicas = (devices ?? [params.deviceMap]).map((deviceMap) => ({ ...common, params: { ...params, deviceMap } }));
+    const pool = await ReplicaPool.start(replicas, { signal, onProgress: report });
+    return new Idefics2(pool, environment, { imageLimits: resolved.images, maxQueue: resolved.maxQueue });
   }
 
-  /** What the worker loaded: device, dtype, quantization, image settings, load time. */
+  /** What the worker loaded: device, dtype, quantization, image settings, load time. With `devices`, the first worker's. */
   get info(): ModelInfo {
-    return this.#info;
+    return this.#pool.first.info;
   }
 
-  /** The worker's process id; it changes when a crashed worker is replaced. */
+  /** The worker's process id; it changes when a crashed worker is replaced. With `devices`, the first worker's. */
   get workerPid(): number {
-    return this.#worker.pid;
+    return this.#pool.first.pid;
   }
 
-  /** How many times a crashed worker has been replaced. */
+  /** How many times a crashed worker has been replaced (with `devices`, all workers' together). */
   get restarts(): number {
-    return this.#restarts;
+    return this.#pool.restarts;
+  }
+
+  /**
+   * Each worker as it is now: its device, state, pid, calls in flight and routed to it, restarts and load info. One
+   * entry without `devices`.
+   */
+  get replicas(): ReplicaStatus[] {
+    return this.#pool.status();
   }
 
   /**
@@ -149,7 +170,7 @@ export class Idefics2 {
           (onDelta, stop) => this.#run(messages, turnOptions, { ...extras, onDelta, stop }),
           isAbortSignal(turnOptions.signal) ? turnOptions.signal : undefined,
         ),
-      () => this.#info.maxContext,
+      () => this.info.maxContext,
       options,
     );
   }
@@ -187,15 +208,16 @@ export class Idefics2 {
       const timeoutMs = options.timeoutMs;
       const deadline = timeoutMs === undefined || timeoutMs > MAX_TIMER_MS ? undefined : { started, timeoutMs };
       await within(earlier, signal, deadline);
-      const worker = await this.#liveWorker(signal, deadline);
-      const answer = worker.request("generate", prepared.params, {
-        payload: prepared.payload,
-        signal,
-        timeoutMs: deadline && Math.max(1, Math.ceil(deadline.started + deadline.timeoutMs - performance.now())),
-        onEvent: onDelta && ((event) => event.event === "token" && onDelta(event.data)),
-      });
-      sent();
+      // The least loaded worker that is up; a call on a worker that crashes rejects with WorkerCrashedError.
+      const { worker, release } = await this.#pool.acquire(signal, deadline);
       try {
+        const answer = worker.request("generate", prepared.params, {
+          payload: prepared.payload,
+          signal,
+          timeoutMs: deadline && Math.max(1, Math.ceil(deadline.started + deadline.timeoutMs - performance.now())),
+          onEvent: onDelta && ((event) => event.event === "token" && onDelta(event.data)),
+        });
+        sent();
         const result = await answer;
         // A structured answer's text becomes `object`, or a StructuredOutputError (never a half object).
         return prepared.structure ? prepared.structure.finish(result) : result;
@@ -203,6 +225,8 @@ export class Idefics2 {
         // The worker got what was left of the call's time; the caller hears of the time it gave.
         if (error instanceof TimeoutError && deadline) throw timedOut(deadline);
         throw error;
+      } finally {
+        release();
       }
     } finally {
       sent();
@@ -210,63 +234,47 @@ export class Idefics2 {
     }
   }
 
-  // The worker, replaced first if it crashed (once, however many calls are waiting) and restarts are on. A call
-  // waiting for the restart gives up when its signal aborts or its time runs out; the restart goes on for the others.
-  async #liveWorker(signal?: AbortSignal, deadline?: Deadline): Promise<WorkerProcess> {
-    if (this.#closed) throw new ClosedError();
-    const failure = this.#worker.failure;
-    if (!failure) return this.#worker;
-    if (!this.#settings.restartOnCrash || !(failure instanceof WorkerCrashedError)) throw failure;
-    if (!this.#restarting) {
-      const restarting = this.#restart().finally(() => (this.#restarting = undefined));
-      // Its failure reaches the calls that wait for it; one that gave up already must not leave it unhandled.
-      restarting.catch(() => undefined);
-      this.#restarting = restarting;
-    }
-    try {
-      await within(this.#restarting, signal, deadline, "while the worker restarted");
-    } catch (error) {
-      if (this.#closed) throw new ClosedError();
-      throw error;
-    }
-    if (this.#closed) throw new ClosedError();
-    return this.#worker;
-  }
-
-  async #restart(): Promise<void> {
-    const { launch, params } = this.#settings;
-    const report = stampedListener(this.#settings.onProgress);
-    report?.({ type: "stage", stage: "restart", message: `The worker crashed; starting a new one and loading ${params.model} again` });
-    const { worker, info } = await startLoadedWorker(launch, params, {
-      ...this.#settings,
-      signal: this.#lifetime.signal,
-      onProgress: report,
-    });
-    if (this.#closed) {
-      await worker.close();
-      return;
-    }
-    this.#worker = worker;
-    this.#info = info;
-    this.#restarts++;
-  }
-
-  /** Versions, CUDA devices and memory as the worker sees them. */
-  async workerInfo(options: { signal?: AbortSignal } = {}): Promise<InfoResult> {
+  /**
+   * Versions, CUDA devices and memory as the worker sees them; with `devices`, those of the worker at `replica`
+   * (an index into `replicas`, default 0).
+   */
+  async workerInfo(options: { signal?: AbortSignal; replica?: number } = {}): Promise<InfoResult> {
     const signal = checkSignal(options?.signal);
-    const worker = await this.#liveWorker(signal);
+    if (this.#closed) throw new ClosedError();
+    const index = options?.replica ?? 0;
+    const replica = Number.isInteger(index) ? this.#pool.at(index) : undefined;
+    if (!replica)
+      throw new InvalidInputError(
+        "INVALID_OPTIONS",
+        `Invalid workerInfo option: \`replica\` must be an index below ${this.#pool.size} (got ${String(index)})`,
+        {
+          fix: "Pick an index of `model.replicas`.",
+        },
+      );
+    const worker = await replica.liveWorker(signal);
     return worker.request("info", {}, { signal });
   }
 
   /**
    * Gives back what the fast decoder holds between requests (its KV cache and captured CUDA graphs), so an idle
    * model keeps only its weights. Waits for running generations to finish first; the next request regrows the
-   * cache. With the reference decoder there is nothing to free and it reports 0.
+   * cache. With the reference decoder there is nothing to free and it reports 0. With `devices`, every worker
+   * releases: `freedKvCacheBytes` is their sum, `memory` the first one's, `replicas` each one's.
    */
-  async releaseMemory(options: { signal?: AbortSignal } = {}): Promise<ReleaseMemoryResult> {
+  async releaseMemory(options: { signal?: AbortSignal } = {}): Promise<ReleasedMemory> {
     const signal = checkSignal(options?.signal);
-    const worker = await this.#liveWorker(signal);
-    return worker.request("releaseMemory", {}, { signal });
+    if (this.#closed) throw new ClosedError();
+    const released = await Promise.all(
+      this.#pool.status().map(async ({ index }) => {
+        const worker = await this.#pool.at(index)?.liveWorker(signal);
+        if (!worker) throw new ClosedError();
+        return worker.request("releaseMemory", {}, { signal });
+      }),
+    );
+    const [first] = released;
+    if (!first) throw new ClosedError();
+    const freedKvCacheBytes = released.reduce((sum, one) => sum + one.freedKvCacheBytes, 0);
+    return { freedKvCacheBytes, memory: first.memory, replicas: released };
   }
 
   /**
@@ -275,12 +283,7 @@ export class Idefics2 {
    */
   async close(): Promise<void> {
     this.#closed = true;
-    this.#lifetime.abort(new ClosedError());
-    try {
-      await this.#restarting?.catch(() => undefined);
-    } finally {
-      await this.#worker.close();
-    }
+    await this.#pool.close();
   }
 
   async [Symbol.asyncDispose](): Promise<void> {
@@ -298,68 +301,11 @@ interface RunExtras extends TurnExtras {
   stop?: AbortSignal;
 }
 
+/** What a model's calls need beyond its workers. */
 interface Settings {
-  launch: WorkerLaunch;
-  params: LoadParams;
   imageLimits: ImageLimits;
-  startupTimeoutMs: number;
-  loadTimeoutMs: number;
-  restartOnCrash: boolean;
+  /** Generations queued or running at once, over all workers. */
   maxQueue: number;
-  onStderr: ((line: string) => void) | undefined;
-  onProgress: ((event: LoadProgress) => void) | undefined;
-}
-
-/** A generate call's time limit: `timeoutMs` from `started` (performance.now()). */
-interface Deadline {
-  started: number;
-  timeoutMs: number;
-}
-
-// Waits for `promise`, but rejects with AbortError when the signal fires first, or with TimeoutError when the
-// call's deadline passes first; the promise itself runs on.
-function within<T>(
-  promise: Promise<T>,
-  signal: AbortSignal | undefined,
-  deadline: Deadline | undefined,
-  doing = "while waiting for earlier calls",
-): Promise<T> {
-  if (signal?.aborted) return Promise.reject(new AbortError(signal.reason));
-  if (!signal && !deadline) return promise;
-  return new Promise<T>((resolve, reject) => {
-    const done = () => {
-      signal?.removeEventListener("abort", onAbort);
-      clearTimeout(timer);
-    };
-    const onAbort = () => {
-      done();
-      reject(new AbortError(signal?.reason));
-    };
-    const timer =
-      deadline &&
-      setTimeout(
-        () => {
-          done();
-          reject(timedOut(deadline, ` ${doing}`));
-        },
-        Math.max(0, deadline.started + deadline.timeoutMs - performance.now()),
-      );
-    signal?.addEventListener("abort", onAbort, { once: true });
-    promise.then(
-      (value) => {
-        done();
-        resolve(value);
-      },
-      (error: unknown) => {
-        done();
-        reject(error);
-      },
-    );
-  });
-}
-
-function timedOut(deadline: Deadline, doing = ""): TimeoutError {
-  return new TimeoutError("TIMED_OUT", `The generate call timed out after ${deadline.timeoutMs} ms${doing}`);
 }
 
 function loadParams(options: ResolvedLoadOptions): LoadParams {
@@ -386,5 +332,7 @@ function loadParams(options: ResolvedLoadOptions): LoadParams {
     localFilesOnly: options.localFilesOnly,
     decoder: options.decoder,
     maxBatchSize: options.maxBatchSize,
+    maxMemory: options.maxMemory ?? null,
+    deterministic: options.deterministic,
   };
 }

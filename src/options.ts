@@ -8,6 +8,7 @@ import {
   Int8Threshold,
   LongestEdge,
   MaxBatchSize,
+  MaxMemory,
   MaxNewTokens,
   MinNewTokens,
   ModelId,
@@ -15,6 +16,7 @@ import {
   NumBeams,
   QuantizationMode,
   QuantType,
+  ReplicaDevice,
   RepetitionPenalty,
   Revision,
   Seed,
@@ -32,7 +34,10 @@ import {
 // Each shape is a const of its own that the schema's type names: declaration emit drops the doc comments from the
 // mapped type z.strictObject() returns, so the published .d.ts would otherwise show no documentation on hover.
 
-export { DeviceMap, QuantizationMode, TorchDtype } from "./protocol/option-ranges.js";
+export { DeviceMap, MaxMemory, QuantizationMode, ReplicaDevice, TorchDtype } from "./protocol/option-ranges.js";
+
+/** The most workers `devices` may start. @internal */
+export const MAX_REPLICAS = 64;
 
 /** The longest delay Node's timers hold (2^31 − 1 ms, about 24.8 days): a longer one fires at once. @internal */
 export const MAX_TIMER_MS = 2 ** 31 - 1;
@@ -91,6 +96,20 @@ const loadShape = {
   quantization: z.union([QuantizationMode, QuantizationOptions]).default("none"),
   /** Where the model goes: `"auto"` (default: accelerate places it), `"cpu"`, `"cuda"` (the current CUDA device) or `"cuda:N"`. */
   deviceMap: DeviceMap.default("auto"),
+  /**
+   * One worker per entry, each holding the whole model on its device: `["cuda:0", "cuda:1"]`, or `"all"` (every CUDA
+   * device torch sees). Each call goes to the worker with the fewest calls in flight; a crashed one is replaced while
+   * the others serve. `"cpu"` may repeat (two workers on the CPU). Not with a `deviceMap` other than `"auto"`. One
+   * worker, placed by `deviceMap`, when left out.
+   */
+  devices: z.union([z.literal("all"), z.array(ReplicaDevice).min(1).max(MAX_REPLICAS)]).optional(),
+  /**
+   * The most memory `deviceMap: "auto"` may give the model on each device (from_pretrained's `max_memory`, accelerate's
+   * format): `{ "0": "10GiB", "1": "10GiB", "cpu": "30GiB" }`, keys CUDA indexes or `"cpu"`, values bytes or a number
+   * with GiB, MiB, KiB, GB, MB or KB. With limits below the model's size on each GPU, one model is split over several.
+   * Only with `deviceMap: "auto"`; accelerate's own limits (most of each device) when left out.
+   */
+  maxMemory: MaxMemory.optional(),
   /** Weight dtype: `"auto"` (default: the checkpoint's), `"float32"`, `"bfloat16"` or `"float16"`. */
   dtype: TorchDtype.default("auto"),
   /**
@@ -134,10 +153,37 @@ const loadShape = {
   decoder: Decoder.default("auto"),
   /** Most requests the fast decoder runs in one batch (1–64, default 8); more wait in the queue. */
   maxBatchSize: MaxBatchSize.default(8),
+  /**
+   * Identical tokens for the same request run to run, alone or beside any others (default false). The fast decoder
+   * then uses batch-invariant kernels (each request's numbers never depend on what shares its batch), at some cost
+   * in decode speed (docs/BENCHMARKS.md); it needs a CUDA GPU of compute capability 8.0+ with Triton, else `auto`
+   * uses the reference decoder (one request at a time). Sampling is reproducible only with a `seed`.
+   */
+  deterministic: z.boolean().default(false),
   /** Generations queued or running at once (default 256); one more is rejected with QueueFullError instead of growing memory. */
   maxQueue: z.number().int().positive().max(100_000).default(256),
 };
-export const LoadOptions: z.ZodObject<typeof loadShape, z.core.$strict> = z.strictObject(loadShape);
+export const LoadOptions: z.ZodObject<typeof loadShape, z.core.$strict> = z.strictObject(loadShape).superRefine((options, context) => {
+  // Each replica is placed by its own device, and max_memory only bounds accelerate's "auto" placement.
+  if (options.devices !== undefined && options.deviceMap !== "auto")
+    context.addIssue({
+      code: "custom",
+      path: ["devices"],
+      message: `cannot be combined with deviceMap ${JSON.stringify(options.deviceMap)}: each worker is placed on its own device; leave deviceMap out`,
+    });
+  if (options.maxMemory !== undefined && options.devices !== undefined)
+    context.addIssue({
+      code: "custom",
+      path: ["maxMemory"],
+      message: 'cannot be combined with `devices` (each worker holds the whole model on its device); use it with deviceMap "auto" alone',
+    });
+  else if (options.maxMemory !== undefined && options.deviceMap !== "auto")
+    context.addIssue({
+      code: "custom",
+      path: ["maxMemory"],
+      message: `bounds deviceMap "auto" only (deviceMap is ${JSON.stringify(options.deviceMap)}); use deviceMap "auto"`,
+    });
+});
 export type LoadOptions = z.input<typeof LoadOptions>;
 export type ResolvedLoadOptions = z.output<typeof LoadOptions>;
 

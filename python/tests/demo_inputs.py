@@ -1,11 +1,15 @@
-"""The demo conversation and pictures, read the way the reference program reads them."""
+"""The demo conversation and pictures, read the way the reference program reads them.
+
+Free of the test suite's imports (conftest, pytest) so that scripts/gpu/check_deterministic.py uses it on a GPU
+machine without pytest."""
 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
-from conftest import DEMO_DIR
+DEMO_DIR = Path(__file__).resolve().parents[2] / "assets" / "demo"
 
 
 def demo_messages() -> list[dict[str, Any]]:

@@ -12,8 +12,8 @@ import { mkdtempSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
-import sharp from "sharp";
-import { Idefics2, assistant, image, user } from "../../dist/index.js";
+import { Idefics2, user } from "../../dist/index.js";
+import { blogMessages, blogPictures, firstDivergence, gpuName, round, run } from "./bench-inputs.mjs";
 
 const { values } = parseArgs({
   options: {
@@ -33,13 +33,9 @@ const concurrent = Number(values.concurrent);
 const repoRoot = new URL("../..", import.meta.url).pathname;
 const log = (message) => process.stderr.write(`[bench] ${message}\n`);
 
-const messages = [
-  user(image(), "What do we see in this image?"),
-  assistant("In this image, we can see the city of New York, and more specifically the Statue of Liberty."),
-  user(image(), "And how about this image? Which city is that?"),
-];
+const messages = blogMessages;
 const folder = mkdtempSync(join(tmpdir(), "idefics2-bench-"));
-const images = await pictures(folder);
+const images = await blogPictures(folder);
 const messagesFile = join(folder, "messages.json");
 writeFileSync(messagesFile, JSON.stringify(messages));
 
@@ -233,27 +229,11 @@ async function withGpuPeak(work) {
   }
 }
 
-function run(file, args) {
-  return new Promise((resolve, reject) => {
-    const child = spawn(file, args, { stdio: ["ignore", "pipe", "pipe"] });
-    let stdout = "";
-    let stderr = "";
-    child.stdout.on("data", (chunk) => (stdout += chunk));
-    child.stderr.on("data", (chunk) => (stderr = (stderr + chunk).slice(-20_000)));
-    child.on("error", reject);
-    child.on("close", (code) => (code === 0 ? resolve(stdout) : reject(new Error(`${file} exited ${code}: ${stderr.slice(-3000)}`))));
-  });
-}
-
 async function pythonVersions() {
   const code =
     "import json,torch,transformers,bitsandbytes,accelerate;print(json.dumps({'torch':torch.__version__,'cuda':torch.version.cuda," +
     "'transformers':transformers.__version__,'bitsandbytes':bitsandbytes.__version__,'accelerate':accelerate.__version__}))";
   return JSON.parse(await run(values.python, ["-c", code]));
-}
-
-async function gpuName() {
-  return (await run("nvidia-smi", ["--query-gpu=name,memory.total,driver_version", "--format=csv,noheader"]).catch(() => "no GPU")).trim();
 }
 
 // The bandwidth that bounds decode: a large device-to-device copy, bytes read plus bytes written.
@@ -264,37 +244,6 @@ async function copyBandwidth() {
     "for _ in range(3): y.copy_(x)\ntorch.cuda.synchronize();t=time.perf_counter()\n" +
     "for _ in range(20): y.copy_(x)\ntorch.cuda.synchronize();print(round(2*20*2**30/(time.perf_counter()-t)/1e12,3))";
   return JSON.parse((await run(values.python, ["-c", code])).trim());
-}
-
-async function pictures(dir) {
-  const paths = [];
-  for (const [index, shift] of [20, 200].entries()) {
-    const raw = Buffer.alloc(980 * 735 * 3);
-    for (let y = 0; y < 735; y++) {
-      for (let x = 0; x < 980; x++) {
-        const o = (y * 980 + x) * 3;
-        raw[o] = (x * 255) / 980;
-        raw[o + 1] = (y * 255) / 735;
-        raw[o + 2] = (shift + x + y) % 256;
-      }
-    }
-    const path = join(dir, `picture-${index}.jpg`);
-    await sharp(raw, { raw: { width: 980, height: 735, channels: 3 } })
-      .jpeg({ quality: 90 })
-      .toFile(path);
-    paths.push(path);
-  }
-  return paths;
-}
-
-function firstDivergence(a, b) {
-  const length = Math.min(a.length, b.length);
-  for (let i = 0; i < length; i++) if (a[i] !== b[i]) return i;
-  return a.length === b.length ? null : length;
-}
-
-function round(value, digits) {
-  return Math.round(value * 10 ** digits) / 10 ** digits;
 }
 
 function printTable({ card, cases: rows }) {

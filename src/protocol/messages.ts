@@ -8,6 +8,7 @@ import {
   Int8Threshold,
   LongestEdge,
   MaxBatchSize,
+  MaxMemory,
   MaxNewTokens,
   MinNewTokens,
   ModelId,
@@ -129,9 +130,13 @@ export const LoadParams = z
     localFilesOnly: z.boolean().default(false),
     decoder: Decoder.default("auto"),
     maxBatchSize: MaxBatchSize.default(8),
+    /** from_pretrained's `max_memory`, by device (accelerate's format); only with deviceMap "auto". */
+    maxMemory: MaxMemory.nullable().default(null),
+    /** The fast decoder computes each request's tokens independently of what shares its batch (batch-invariant kernels). */
+    deterministic: z.boolean().default(false),
   })
   .describe(
-    "The worker also requires model, revision and quantization.skipModules to be well-formed Unicode: no lone surrogate (else INVALID_OPTIONS).",
+    "The worker also requires model, revision and quantization.skipModules to be well-formed Unicode: no lone surrogate (else INVALID_OPTIONS), maxMemory only with deviceMap 'auto', and every CUDA index in maxMemory to be a device torch sees (else CUDA_UNAVAILABLE).",
   );
 export type LoadParams = z.infer<typeof LoadParams>;
 

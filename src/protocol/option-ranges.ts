@@ -41,6 +41,27 @@ const cudaDevice = z.string().regex(/^cuda:(0|[1-9][0-9]*)$/, 'must be "auto", "
 export const DeviceMap = z.union([z.enum(["auto", "cpu", "cuda"]), cudaDevice]);
 export type DeviceMap = z.infer<typeof DeviceMap>;
 
+/** One worker's whole device: the CPU or one CUDA device by index. */
+export const ReplicaDevice = z.union([z.literal("cpu"), cudaDevice]);
+export type ReplicaDevice = z.infer<typeof ReplicaDevice>;
+
+/**
+ * A key of accelerate's `max_memory`: a CUDA device index (`"0"`, `"1"`, … without leading zeros) or `"cpu"`.
+ * accelerate's `"disk"` (it needs an offload folder) and `"mps"` are not offered.
+ */
+export const MaxMemoryDevice = z.string().regex(/^(cpu|0|[1-9][0-9]*)$/, 'must be a CUDA device index ("0", "1", …) or "cpu"');
+/**
+ * An amount of memory: bytes as an integer, or a number with a unit, `"10GiB"`, `"500MiB"`, `"12GB"` (accelerate's
+ * units: GiB, MiB, KiB are powers of 2, GB, MB, KB powers of 10; a lower-case `b`, which accelerate reads as bits, is refused).
+ */
+export const MemorySize = z.union([
+  z.number().int().min(0),
+  z.string().regex(/^[0-9]+(\.[0-9]+)?(GiB|MiB|KiB|GB|MB|KB)$/, 'must be bytes, or a number with a unit such as "10GiB" or "500MB"'),
+]);
+/** accelerate's `max_memory`: the most memory `deviceMap: "auto"` may give the model on each device. */
+export const MaxMemory = z.record(MaxMemoryDevice, MemorySize);
+export type MaxMemory = z.infer<typeof MaxMemory>;
+
 /**
  * Every plain `attn_implementation` transformers 5.17 accepts for Idefics2 (all three towers declare flash, SDPA
  * and flex support). Left out: `paged|…` (only for transformers' continuous batching; generate() refuses it

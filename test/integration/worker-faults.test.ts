@@ -223,5 +223,7 @@ function loadParamsOf(): LoadParams {
     localFilesOnly: false,
     decoder: resolved.decoder,
     maxBatchSize: resolved.maxBatchSize,
+    maxMemory: null,
+    deterministic: false,
   };
 }

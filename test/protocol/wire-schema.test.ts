@@ -66,6 +66,8 @@ describe("the user-facing options and the wire", () => {
       localFilesOnly: "localFilesOnly",
       decoder: "decoder",
       maxBatchSize: "maxBatchSize",
+      maxMemory: "maxMemory",
+      deterministic: "deterministic",
     } as const;
     expect([...Object.values(sent), "quantization"].sort()).toEqual(Object.keys(wire).sort());
     for (const [userKey, wireKey] of Object.entries(sent))
@@ -103,6 +105,7 @@ describe("the user-facing options and the wire", () => {
       maxBatchSize: 8,
       trustRemoteCode: false,
       attnImplementation: null,
+      deterministic: false,
     });
     expect(load.quantization).toEqual({
       mode: "none",

@@ -4,10 +4,17 @@ Each request is prepared and prefilled on its own (the reference's processor cal
 then decoded together with the others, one token per request per step, through `DecodeGraphs`. Token choice
 uses transformers' own logits processors for the request's options (`token_choice`). Options this path does
 not implement (beam search, stop strings) go to generate().
+
+Deterministic (`deterministic=True`): the step's kernels compute each row independently of the others
+(`DecodeStep`), and each request is prefilled alone with a vision chunk fixed in advance rather than chosen from the
+card's free memory (which the other requests' caches change), so a request's tokens do not depend on what else
+runs. Greedy choice takes the first of equal maxima; sampling draws from the request's own generator, reproducible
+when the request gives a seed.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 from collections.abc import Callable
@@ -16,6 +23,7 @@ from typing import Any
 
 import torch
 
+from ..kernels import triton_support
 from ..protocol.errors import WorkerError
 from ..protocol.params import GenerateParams
 from ..protocol.results import GenerationResult
@@ -31,6 +39,12 @@ from .token_choice import TokenHistory, choose_token, generation_config_and_proc
 
 OnDone = Callable[[GenerationResult | None, BaseException | None], None]
 FIRST_STRETCH = 512  # new tokens the KV cache holds room for at admission
+DETERMINISTIC_VISION_CHUNK = 1  # sub-images per vision-tower call when deterministic: the lowest peak, always
+
+
+def invariant_kernels_run(model: Any) -> bool:
+    """Whether the batch-invariant kernels `deterministic` needs run on the model's device (Triton on CUDA)."""
+    return triton_support.available(model.device)
 
 
 @dataclass(eq=False)
@@ -53,11 +67,22 @@ class _Sequence:
 class BatchDecoder:
     """Owns the running sequences; `admit` adds one, `step` advances all by one token."""
 
-    def __init__(self, loaded: LoadedModel, max_batch: int, plan: PrefillPlan, use_graphs: bool) -> None:
+    def __init__(  # noqa: PLR0917 - the decoder's settings
+        self,
+        loaded: LoadedModel,
+        max_batch: int,
+        plan: PrefillPlan,
+        use_graphs: bool,
+        kernels: bool | None = None,
+        deterministic: bool = False,
+    ) -> None:
         self.loaded = loaded
         self.model = loaded.model
-        self.graphs = DecodeGraphs(loaded.model, max_batch, use_graphs)
+        self.graphs = DecodeGraphs(loaded.model, max_batch, use_graphs, kernels, deterministic)
+        if deterministic and plan.vision_chunk is None:
+            plan = dataclasses.replace(plan, vision_chunk=DETERMINISTIC_VISION_CHUNK)
         self.plan = plan
+        self.deterministic = deterministic
         self.running: list[_Sequence] = []
 
     @property

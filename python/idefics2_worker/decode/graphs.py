@@ -19,14 +19,16 @@ from .step import DecodeStep
 class DecodeGraphs:
     """KV slots plus the step; `run(count)` advances slots 0..count-1 by one token each."""
 
-    def __init__(self, model: Any, max_batch: int, use_graphs: bool, kernels: bool | None = None) -> None:
+    def __init__(
+        self, model: Any, max_batch: int, use_graphs: bool, kernels: bool | None = None, deterministic: bool = False
+    ) -> None:
         text = model.model.text_model
         config = text.config
         self.max_batch = max_batch
         self.use_graphs = use_graphs and model.device.type == "cuda"
         self.device = model.device
         self.sliding_window = getattr(config, "sliding_window", None)
-        self.step = DecodeStep(model, max_batch, kernels)
+        self.step = DecodeStep(model, max_batch, kernels, deterministic)
         self.cache = KVSlots(
             len(text.layers),
             self.step.kv_heads,

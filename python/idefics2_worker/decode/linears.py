@@ -12,6 +12,13 @@ a dense outlier product.
 4-bit layers capture as they are; on CUDA with Triton, those computing in float32 (transformers' default) run
 `four_bit_gemv`, which computes bitsandbytes' float32 GEMV sums ~3x faster. Other compute dtypes, and nested
 (double-quantised) absmax, keep bitsandbytes' kernel.
+
+Deterministic (`deterministic=True`, with kernels): every linear's rows are computed independently of the other
+rows, so a request's tokens do not depend on what shares its batch. The bf16 / fp16 linears (and lm_head) run
+`batch_invariant_matmul` instead of cuBLAS; the int8 product always runs the MMA kernel (`int8_gemv` switches from
+the one-row kernel to it at two rows, and the two order the outlier sums differently); `four_bit_gemv` orders each
+row's sums alike at any row count; the other 4-bit layers (bitsandbytes computes one row and several differently)
+are dequantised and run the invariant matmul.
 """
 
 from __future__ import annotations
@@ -22,15 +29,8 @@ from typing import Any
 
 import torch
 
-from ..kernels import four_bit_gemv, int8_gemv, int8_quantize, triton_support
-
-
-def _bitsandbytes_linears() -> tuple[Any, Any]:
-    try:
-        from bitsandbytes.nn.modules import Linear4bit, Linear8bitLt
-    except Exception:  # any import failure means there are no quantized layers to replace
-        return None, None
-    return Linear8bitLt, Linear4bit
+from ..kernels import batch_invariant_matmul, four_bit_gemv, int8_gemv, int8_quantize, triton_support
+from ..request.quantized_layers import bitsandbytes_linears
 
 
 def _four_bit_kernel_computes(module: Any) -> bool:
@@ -76,16 +76,17 @@ class DecodeLinears:
     """Swaps the text model's 8-bit linears (and, with kernels, float32-compute 4-bit ones) for the capturable
     forms inside `capturable()`."""
 
-    def __init__(self, model: Any, kernels: bool | None = None) -> None:
-        eight_bit, four_bit = _bitsandbytes_linears()
+    def __init__(self, model: Any, kernels: bool | None = None, deterministic: bool = False) -> None:
+        eight_bit, four_bit = bitsandbytes_linears() or (None, None)
         modules = [*model.model.text_model.modules(), model.lm_head]
         self.kernels = triton_support.available(model.device) if kernels is None else kernels
+        self.deterministic = deterministic and self.kernels
         self.eight_bit = [m for m in modules if eight_bit is not None and isinstance(m, eight_bit)]
-        self.four_bit = [
-            m
-            for m in modules
-            if self.kernels and four_bit is not None and isinstance(m, four_bit) and _four_bit_kernel_computes(m)
-        ]
+        four_bits = [m for m in modules if four_bit is not None and isinstance(m, four_bit)]
+        self.four_bit = [m for m in four_bits if self.kernels and _four_bit_kernel_computes(m)]
+        # Deterministic only: the 4-bit layers four_bit_gemv does not compute, and the plain linears.
+        self.four_bit_dequantized = [m for m in four_bits if self.deterministic and m not in self.four_bit]
+        self.dense = [m for m in modules if self.deterministic and type(m) is torch.nn.Linear]
         self._last: tuple[torch.Tensor, _QuantizedInput] | None = None
 
     @contextmanager
@@ -96,11 +97,15 @@ class DecodeLinears:
             module.forward = self._forward_of(module, self._eight_bit)
         for module in self.four_bit:
             module.forward = self._forward_of(module, self._four_bit)
+        for module in self.four_bit_dequantized:
+            module.forward = self._forward_of(module, self._four_bit_dequantized)
+        for module in self.dense:
+            module.forward = self._forward_of(module, self._dense)
         try:
             yield
         finally:
             self._last = None
-            for module in [*self.eight_bit, *self.four_bit]:
+            for module in [*self.eight_bit, *self.four_bit, *self.four_bit_dequantized, *self.dense]:
                 del module.forward
 
     @staticmethod
@@ -120,6 +125,18 @@ class DecodeLinears:
         )
         return out.reshape(*x.shape[:-1], out.shape[-1])
 
+    @staticmethod
+    def _dense(module: Any, x: torch.Tensor) -> torch.Tensor:
+        return batch_invariant_matmul.linear(x, module.weight, module.bias)
+
+    @staticmethod
+    def _four_bit_dequantized(module: Any, x: torch.Tensor) -> torch.Tensor:
+        from bitsandbytes.functional import dequantize_4bit
+
+        weight = dequantize_4bit(module.weight.data, module.weight.quant_state).to(x.dtype)
+        bias = None if module.bias is None else module.bias.to(x.dtype)
+        return batch_invariant_matmul.linear(x, weight, bias)
+
     def _quantize(self, x: torch.Tensor, threshold: float) -> _QuantizedInput:
         if self._last is not None and self._last[0] is x:
             return self._last[1]
@@ -134,8 +151,17 @@ class DecodeLinears:
             bias = bias.to(x.dtype)
         quantized = self._quantize(x, float(state.threshold))
         if quantized.flags is not None and quantized.outliers is not None:
+            # Deterministic: the MMA kernel's tiling at every row count (it depends on the layer's width alone).
+            tiling = int8_gemv.tiling_for(state.CB.shape[0], int8_gemv.MMA_ROWS) if self.deterministic else None
             out = int8_gemv.eight_bit_gemv(
-                quantized.quantized, quantized.outliers, quantized.flags, state.CB, quantized.stats, state.SCB, x.dtype
+                quantized.quantized,
+                quantized.outliers,
+                quantized.flags,
+                state.CB,
+                quantized.stats,
+                state.SCB,
+                x.dtype,
+                tiling,
             )
             if bias is not None:
                 out = out + bias

@@ -8,6 +8,12 @@ query heads sharing a KV head are attended as one group instead of repeating K a
 On CUDA with Triton (or when `kernels` is forced, as the CPU tests do under Triton's interpreter), the work
 between the projections runs as a few fused kernels (`kernels.step_kernels`) and the quantized projections as
 the worker's own kernels (`DecodeLinears`), each rounding where the module code rounds.
+
+Deterministic (`deterministic=True`): each row's logits are the same bits whatever the other rows are, how many
+there are, and how long the cache is, so a request's tokens do not depend on what shares its batch. That needs the
+fused step (its norms, rotary and SiLU kernels work one row at a time), the linears' invariant forms
+(`DecodeLinears`), and attention in a fixed order over the row's own positions (`batch_invariant_attention`)
+instead of SDPA, whose kernel and KV splits depend on the batch and the cache length.
 """
 
 from __future__ import annotations
@@ -19,7 +25,8 @@ from typing import Any
 import torch
 from torch.nn.functional import scaled_dot_product_attention
 
-from ..kernels import step_kernels, triton_support
+from ..kernels import batch_invariant_attention, step_kernels, triton_support
+from ..protocol.errors import WorkerError
 from .kv_slots import KVSlots
 from .linears import DecodeLinears
 
@@ -42,7 +49,7 @@ def _fusable(text: Any, norms: list[Any]) -> bool:
 class DecodeStep:
     """`decode_one_token(cache, tokens, positions, size)`: float32 logits [size, vocab] for rows 0..size-1."""
 
-    def __init__(self, model: Any, max_batch: int, kernels: bool | None = None) -> None:
+    def __init__(self, model: Any, max_batch: int, kernels: bool | None = None, deterministic: bool = False) -> None:
         text = model.model.text_model
         config = text.config
         device = model.device
@@ -56,9 +63,21 @@ class DecodeStep:
         self._rotary: Callable[..., Any] = sys.modules[type(first).__module__].apply_rotary_pos_emb
         if kernels is None:
             kernels = triton_support.available(device)
-        self.linears = DecodeLinears(model, kernels)
+        self.linears = DecodeLinears(model, kernels, deterministic)
         self._norms = _norms_in_order(text)
         self.fused = kernels and _fusable(text, self._norms)
+        self.deterministic = deterministic
+        # The fixed-order attention reads each row's own positions only, where SDPA reads the whole preallocated
+        # cache under a mask: on an H200 bf16 decode went from 150.6 to 176.9 tok/s at batch 1 with parity kept
+        # (BENCHMARKS 2026-12-01, change 7), so on CUDA it is the fused step's attention, deterministic or not.
+        self.own_positions_attention = self.fused and (deterministic or device.type == "cuda")
+        if deterministic and not self.fused:
+            raise WorkerError(
+                "INVALID_OPTIONS",
+                "deterministic decoding needs the fast decoder's Triton kernels (a CUDA GPU of compute capability "
+                "8.0 or newer, with Triton) and a Mistral text model, which this model or device does not have",
+                "Leave `deterministic` off, or use decoder 'reference' (generate(), one request at a time).",
+            )
         self.rows = torch.arange(max_batch, device=device)
         # Index and value tensors on the device: a graph cannot capture a host-to-device copy.
         self._zeros = torch.zeros(max_batch, dtype=torch.long, device=device)
@@ -111,16 +130,23 @@ class DecodeStep:
         query, key = self._rotary(query, key, *rotary)
         cache.keys[index][rows, :, positions] = key[:, :, 0]
         cache.values[index][rows, :, positions] = value[:, :, 0]
-        return self._attend(cache, attn, index, query, mask)
+        return self._attend(cache, attn, index, query, mask, positions)
 
-    def _attend(self, cache: KVSlots, attn: Any, index: int, query: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    def _attend(  # noqa: PLR0917 - the step's state, passed rather than kept
+        self, cache: KVSlots, attn: Any, index: int, query: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor
+    ) -> torch.Tensor:
         """Attention over each row's cache slot and the output projection; query holds [rows, heads, (1,) dim]."""
         size, dim = query.shape[0], self.head_dim
         # Query head h uses KV head h // groups (transformers' repeat_kv), so the heads of one KV head
         # are a contiguous group: attend them as a group of queries at the same position.
         grouped = query.reshape(size, self.kv_heads, self.heads // self.kv_heads, dim)
-        keys, values = cache.keys[index][:size], cache.values[index][:size]
-        out = scaled_dot_product_attention(grouped, keys, values, attn_mask=mask, scale=self.scaling)
+        if self.own_positions_attention:
+            out = batch_invariant_attention.decode_attention(
+                grouped, cache.keys[index], cache.values[index], mask, positions, self.scaling
+            )
+        else:
+            keys, values = cache.keys[index][:size], cache.values[index][:size]
+            out = scaled_dot_product_attention(grouped, keys, values, attn_mask=mask, scale=self.scaling)
         return attn.o_proj(out.reshape(size, 1, self.heads * dim))
 
     def _fused_step(self, cache: KVSlots, tokens: torch.Tensor, positions: torch.Tensor, size: int) -> torch.Tensor:
@@ -143,7 +169,7 @@ class DecodeStep:
                     cache.values[index],
                     positions,
                 )
-                out = self._attend(cache, attn, index, query, mask)
+                out = self._attend(cache, attn, index, query, mask, positions)
                 norm = norms[2 * index + 1]
                 residual, normed = step_kernels.add_rms_norm(residual, out, norm.weight, norm.variance_epsilon)
                 mlp = layer.mlp

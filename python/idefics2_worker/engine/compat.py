@@ -5,6 +5,8 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from ..request.quantized_layers import bitsandbytes_linears
+
 
 def expose_pil_image_processor() -> None:
     """Lets AutoProcessor find Idefics2's PIL image processor when torchvision is absent.
@@ -50,10 +52,10 @@ def portable_cpu_four_bit(model: Any) -> None:
     answers would depend on the CPU. The portable path is the one every other x86 CPU takes; GPU layers never
     read this flag.
     """
-    try:
-        from bitsandbytes.nn.modules import Linear4bit
-    except Exception:  # no bitsandbytes: no 4-bit layers
+    classes = bitsandbytes_linears()
+    if classes is None:  # no bitsandbytes layers
         return
+    _, four_bit = classes
     for module in model.modules():
-        if isinstance(module, Linear4bit):
+        if isinstance(module, four_bit):
             module.support_avx512bf16_for_cpu = False

@@ -91,8 +91,9 @@ class Engine:
 
 
 def choose_batch_decoder(loaded: LoadedModel, params: LoadParams) -> BatchDecoder | None:
-    """The fast decoder when asked for, or by default on a model that sits on one CUDA device."""
-    from ..decode.batch_decoder import BatchDecoder
+    """The fast decoder when asked for, or by default on a model that sits on one CUDA device (and, deterministic, where
+    its batch-invariant kernels run)."""
+    from ..decode.batch_decoder import BatchDecoder, invariant_kernels_run
     from ..decode.prefill import PrefillPlan
 
     devices = sorted({str(p.device) for p in loaded.model.parameters()})
@@ -106,7 +107,10 @@ def choose_batch_decoder(loaded: LoadedModel, params: LoadParams) -> BatchDecode
             f"decoder 'fast' needs the model on one device, but deviceMap spread it over {devices}",
             "Use decoder 'reference' (or 'auto') with a model split over devices, or a deviceMap of one device.",
         )
-    return BatchDecoder(loaded, params.max_batch_size, PrefillPlan.fastest(loaded.model), use_graphs=True)
+    if params.deterministic and params.decoder == "auto" and not invariant_kernels_run(loaded.model):
+        return None  # deterministic without the invariant kernels: generate(), one request at a time
+    plan = PrefillPlan.fastest(loaded.model)
+    return BatchDecoder(loaded, params.max_batch_size, plan, use_graphs=True, deterministic=params.deterministic)
 
 
 def _summary(loaded: LoadedModel, params: LoadParams, fast: bool, seconds: float) -> ModelSummary:

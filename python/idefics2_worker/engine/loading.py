@@ -45,6 +45,14 @@ def check_load(params: LoadParams) -> None:
             f"deviceMap asks for cuda:{index}, but torch sees {torch.cuda.device_count()} CUDA device(s)",
             "Pick an index below the device count (`idefics2 doctor` lists them), or use deviceMap 'auto'.",
         )
+    limited = [device for device, _ in params.max_memory or () if isinstance(device, int)]
+    if limited and max(limited) >= torch.cuda.device_count():
+        raise WorkerError(
+            "CUDA_UNAVAILABLE",
+            f"maxMemory names CUDA device {max(limited)}, but torch {torch.__version__} sees "
+            f"{torch.cuda.device_count()} CUDA device(s)",
+            "Key maxMemory by indexes below the device count (`idefics2 doctor` lists them), or by 'cpu' alone.",
+        )
     if _looks_local(params.model) and not os.path.isdir(os.path.expanduser(params.model)):
         raise WorkerError(
             "MODEL_NOT_FOUND",
@@ -94,8 +102,16 @@ def load_model(params: LoadParams, cancel: threading.Event, on_progress: OnProgr
         _set_longest_edge(processor.image_processor, params.longest_edge)
 
     on_progress("model", f"Loading the model {params.model}")
+    index = _cuda_index(params.device_map)
+    if index is not None:
+        # The model thread loads and generates: with its current device the model's, CUDA graphs, Triton launches and
+        # memory counts land on that device, not on cuda:0 (one worker per GPU, `devices`).
+        torch.cuda.set_device(index)
     model_kwargs = dict(common)
     model_kwargs["device_map"] = params.device_map
+    max_memory = params.max_memory_kwarg()
+    if max_memory is not None:
+        model_kwargs["max_memory"] = max_memory
     quant = quantization_config(params.quantization)
     if quant is not None:
         model_kwargs["quantization_config"] = quant

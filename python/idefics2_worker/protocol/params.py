@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any
 
 from .errors import WorkerError
@@ -32,6 +33,11 @@ DEVICE_NAMES = ("auto", "cpu", "cuda")
 # One CUDA device by index; torch refuses an index with leading zeros.
 _CUDA_DEVICE = re.compile(r"cuda:(0|[1-9][0-9]*)", re.ASCII)
 _NOT_BLANK = re.compile(r"\S")
+# accelerate's max_memory: a CUDA index or "cpu" to bytes, or to a number with one of accelerate's units (a lower-case
+# "b", which accelerate reads as bits, is not one).
+_MAX_MEMORY_DEVICE = re.compile(r"cpu|0|[1-9][0-9]*", re.ASCII)
+_MEMORY_SIZE = re.compile(r"([0-9]+(?:\.[0-9]+)?)(GiB|MiB|KiB|GB|MB|KB)", re.ASCII)
+MEMORY_UNITS = {"GiB": 2**30, "MiB": 2**20, "KiB": 2**10, "GB": 10**9, "MB": 10**6, "KB": 10**3}
 # Half of a UTF-16 surrogate pair, alone: JSON can carry one ("\\ud800") but it is no character, and encoding it
 # (a file name, the tokenizer) fails. Every string a caller sends is checked for one.
 _LONE_SURROGATE = re.compile("[\ud800-\udfff]")
@@ -209,6 +215,14 @@ class LoadParams:
     local_files_only: bool = False
     decoder: str = "auto"
     max_batch_size: int = 8
+    # from_pretrained's max_memory as (device, bytes) pairs: a CUDA index or "cpu"; None leaves accelerate's limits.
+    max_memory: tuple[tuple[int | str, int], ...] | None = None
+    # The fast decoder computes each request's tokens independently of what shares its batch (batch-invariant kernels).
+    deterministic: bool = False
+
+    def max_memory_kwarg(self) -> dict[int | str, int] | None:
+        """`max_memory` as from_pretrained takes it, or None."""
+        return dict(self.max_memory) if self.max_memory else None
 
 
 _LOAD_KEYS = (
@@ -224,6 +238,8 @@ _LOAD_KEYS = (
     "localFilesOnly",
     "decoder",
     "maxBatchSize",
+    "maxMemory",
+    "deterministic",
 )
 _QUANT_KEYS = ("mode", "quantType", "doubleQuant", "computeDtype", "skipModules", "int8Threshold")
 
@@ -251,6 +267,35 @@ def _device_map(value: Any) -> str:
     raise _fail_option("deviceMap", "'auto', 'cpu', 'cuda' or 'cuda:N' (N without leading zeros)", value)
 
 
+_MAX_MEMORY_EXPECTED = "null or an object of CUDA index or 'cpu' to memory, such as {'0': '10GiB', 'cpu': '30GiB'}"
+_MEMORY_SIZE_EXPECTED = "bytes (an integer ≥ 0 and ≤ 2^53 - 1) or a number with a unit, such as '10GiB' or '500MB'"
+
+
+def _memory_size(name: str, value: Any) -> int:
+    if _is_int(value) and 0 <= value <= MAX_SAFE_INTEGER:
+        return int(value)
+    matched = _MEMORY_SIZE.fullmatch(value) if isinstance(value, str) else None
+    if matched is None:
+        raise _fail_option(name, _MEMORY_SIZE_EXPECTED, value)
+    # Decimal, not float: a number of many digits stays finite and exact.
+    return int(Decimal(matched.group(1)) * MEMORY_UNITS[matched.group(2)])
+
+
+def _max_memory(value: Any) -> tuple[tuple[int | str, int], ...] | None:
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise _fail_option("maxMemory", _MAX_MEMORY_EXPECTED, value)
+    limits: list[tuple[int | str, int]] = []
+    for device, size in value.items():
+        if not isinstance(device, str) or not _MAX_MEMORY_DEVICE.fullmatch(device):
+            raise _fail_option(
+                "maxMemory", "keyed by CUDA indexes ('0', '1', … without leading zeros) or 'cpu'", device
+            )
+        limits.append((device if device == "cpu" else int(device), _memory_size(f"maxMemory.{device}", size)))
+    return tuple(limits) or None
+
+
 def _model(value: Any) -> str:
     if not isinstance(value, str) or not _NOT_BLANK.search(value):
         raise _fail_option("model", "a model folder or hub id (not blank)", value)
@@ -275,7 +320,7 @@ def parse_load(raw: Any) -> LoadParams:
     def field(key: str, default: Any = None) -> Any:
         return _field(given, key, default, key)
 
-    return LoadParams(
+    params = LoadParams(
         model=_model(field("model", _REQUIRED)),
         revision=_revision(field("revision")),
         quantization=_quantization(field("quantization", {})),
@@ -290,7 +335,17 @@ def parse_load(raw: Any) -> LoadParams:
         local_files_only=bool(_bool("localFilesOnly", field("localFilesOnly", False))),
         decoder=_choice("decoder", field("decoder", "auto"), DECODERS),
         max_batch_size=_int("maxBatchSize", field("maxBatchSize", 8), 1, MAX_BATCH_LIMIT),
+        max_memory=_max_memory(field("maxMemory")),
+        deterministic=bool(_bool("deterministic", field("deterministic", False))),
     )
+    # accelerate applies max_memory only where it places the model itself.
+    if params.max_memory is not None and params.device_map != "auto":
+        raise WorkerError(
+            "INVALID_OPTIONS",
+            f"The `maxMemory` option bounds deviceMap 'auto' only, but deviceMap is {params.device_map!r}",
+            "Use deviceMap 'auto' with maxMemory, or leave maxMemory out.",
+        )
+    return params
 
 
 @dataclass(frozen=True)

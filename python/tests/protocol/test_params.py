@@ -177,3 +177,44 @@ def test_reserve_new_tokens_defaults_to_false_and_must_be_a_boolean() -> None:
         parse_generate({**raw, "reserveNewTokens": "yes"}, 0)
     assert raised.value.code == "INVALID_MESSAGES"
     assert "reserveNewTokens" in raised.value.message
+
+
+def test_max_memory_becomes_accelerates_max_memory_in_bytes() -> None:
+    parsed = parse_load({"model": "m", "maxMemory": {"0": "10GiB", "1": "1.5GB", "cpu": 4096}})
+    assert parsed.max_memory_kwarg() == {0: 10 * 2**30, 1: 1_500_000_000, "cpu": 4096}
+
+
+@pytest.mark.parametrize(
+    ("size", "expected"), [("1KiB", 1024), ("2MiB", 2 * 2**20), ("3KB", 3000), ("0.5MB", 500_000), (0, 0)]
+)
+def test_each_of_accelerates_units_is_understood(size: Any, expected: int) -> None:
+    assert parse_load({"model": "m", "maxMemory": {"cpu": size}}).max_memory_kwarg() == {"cpu": expected}
+
+
+def test_no_max_memory_and_an_empty_one_leave_accelerates_limits() -> None:
+    assert parse_load({"model": "m"}).max_memory_kwarg() is None
+    assert parse_load({"model": "m", "maxMemory": None}).max_memory_kwarg() is None
+    assert parse_load({"model": "m", "maxMemory": {}}).max_memory_kwarg() is None
+
+
+@pytest.mark.parametrize("device", ["01", "-1", "cuda:0", "gpu", "disk", "mps", "CPU", " 0", "0\n"])
+def test_a_max_memory_key_that_is_no_cuda_index_or_cpu_is_refused(device: str) -> None:
+    error = failure(lambda: parse_load({"model": "m", "maxMemory": {device: "1GiB"}}))
+    assert (error.code, "`maxMemory`" in error.message) == ("INVALID_OPTIONS", True)
+
+
+@pytest.mark.parametrize(
+    "size", ["10gib", "10Gb", "10 GiB", "GiB", "1e3GiB", "-1GiB", "10", "", -1, 1.5, True, None, 2**53]
+)
+def test_a_max_memory_size_that_is_no_byte_count_or_number_with_a_unit_is_refused(size: Any) -> None:
+    error = failure(lambda: parse_load({"model": "m", "maxMemory": {"0": size}}))
+    assert (error.code, "`maxMemory.0`" in error.message) == ("INVALID_OPTIONS", True)
+
+
+@pytest.mark.parametrize("device_map", ["cpu", "cuda", "cuda:1"])
+def test_max_memory_is_refused_with_a_device_map_other_than_auto(device_map: str) -> None:
+    error = failure(lambda: parse_load({"model": "m", "deviceMap": device_map, "maxMemory": {"cpu": "1GiB"}}))
+    assert error.code == "INVALID_OPTIONS"
+    assert "`maxMemory`" in error.message
+    assert repr(device_map) in error.message
+    assert error.fix

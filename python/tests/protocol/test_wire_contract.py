@@ -100,6 +100,12 @@ def conforms(value: Any, node: dict[str, Any]) -> bool:
             return False
         if not all(conforms(value[key], properties[key]) for key in value if key in properties):
             return False
+        # A record (maxMemory): every key matches `propertyNames`, every value `additionalProperties`.
+        if "propertyNames" in node and not all(conforms(key, node["propertyNames"]) for key in value):
+            return False
+        extra = node.get("additionalProperties")
+        if isinstance(extra, dict) and not all(conforms(value[key], extra) for key in value if key not in properties):
+            return False
     return True
 
 
@@ -210,6 +216,15 @@ _EDGE_STRINGS = [
     "cuda:1.5",
     "cuda:",
     "cuda:0\n",
+    "0",
+    "1",
+    "12",
+    "01",
+    "10GiB",
+    "1.5GB",
+    "10gib",
+    "10 GiB",
+    "1e3GiB",
 ]
 _STRINGS = sorted({*_all_enum_strings(SCHEMA), *_PARSER_STRINGS, *_EDGE_STRINGS})
 _WRONG_TYPES = ["1", True, 1, 1.5, -1, [], {}, [None]]
@@ -269,7 +284,18 @@ def cases_for(node: dict[str, Any], existing: Any) -> list[Any]:
             cases += _number_cases(option)
         if kind == "array":
             cases += _array_cases(option, existing)
+        if kind == "object" and "propertyNames" in option:
+            cases += _record_cases(option)
     return cases
+
+
+def _record_cases(node: dict[str, Any]) -> list[Any]:
+    """Records of one entry: every string tried as the key with a valid value, and every value case with a valid key."""
+    keys, values = resolve(node["propertyNames"]), resolve(node["additionalProperties"])
+    value_cases = [value for value in cases_for(values, None) if value is not MISSING]
+    valid_key = next(key for key in _STRINGS if conforms(key, keys))
+    valid_value = next(value for value in value_cases if conforms(value, values))
+    return [{key: valid_value} for key in _STRINGS] + [{valid_key: value} for value in value_cases]
 
 
 def _fields() -> Iterator[tuple[Target, str]]:

@@ -1,0 +1,134 @@
+"""The batch-invariant kernels: a row's result is the same bits in a batch of 1, 3, 8 or 20 rows, and close to torch's.
+
+Prints one JSON line: per case, `invariant` (every batch gave the row alone's bits) and `steps` (the largest
+difference from torch's float64 result, in rounding steps of the output dtype at that value). Run on a GPU machine
+as `python tests/kernels/batch_invariant_cases.py --device cuda`, and on CPU by test_batch_invariant_kernels.py under
+Triton's interpreter.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from idefics2_worker.kernels import batch_invariant_attention, batch_invariant_matmul
+from idefics2_worker.kernels.batch_invariant_matmul import Tiling
+
+BATCHES = (1, 3, 8, 20)
+
+
+def steps(ours: torch.Tensor, theirs: torch.Tensor) -> float:
+    """Largest |ours - theirs| in rounding steps of ours' dtype, at the larger of the value and the rows' scale."""
+    scale = torch.finfo(ours.dtype).eps * theirs.abs().amax(dim=-1, keepdim=True).clamp_min(1e-30)
+    return float(((ours.double() - theirs) / scale).abs().max().item())
+
+
+def placed(target: torch.Tensor, others: torch.Tensor, size: int, at: int) -> torch.Tensor:
+    """A batch of `size` rows: `others`' first rows with `target` at row `at`."""
+    batch = others[:size].clone()
+    batch[at] = target
+    return batch
+
+
+def matmul_cases(device: str) -> dict[str, dict[str, object]]:
+    results: dict[str, dict[str, object]] = {}
+    cases = [
+        (40, 256, None, False),  # the default tiling for a small weight
+        (48, 200, Tiling(rows=16, outputs=16, step=32, splits=3), True),  # K not a multiple of the step, split
+        (100, 96, Tiling(rows=16, outputs=32, step=64, splits=1), False),
+    ]
+    for dtype in (torch.bfloat16, torch.float32):
+        for n, k, tiling, bias in cases:
+            generator = torch.Generator().manual_seed(n * k)
+            weight = (torch.randn(n, k, generator=generator) * 0.1).to(dtype).to(device)
+            b = torch.randn(n, generator=generator).to(dtype).to(device) if bias else None
+            target = torch.randn(k, generator=generator).to(dtype).to(device)
+            alone = batch_invariant_matmul.linear(target[None], weight, b, tiling)[0]
+            invariant = True
+            for size in BATCHES:
+                others = torch.randn(max(BATCHES), k, generator=generator).to(dtype).to(device)
+                at = size // 2
+                out = batch_invariant_matmul.linear(placed(target, others, size, at), weight, b, tiling)
+                invariant = invariant and torch.equal(out[at], alone)
+            reference = torch.nn.functional.linear(
+                target[None].double(), weight.double(), None if b is None else b.double()
+            )[0]
+            split = " split" if tiling and tiling.splits > 1 else ""
+            name = f"linear {str(dtype).removeprefix('torch.')} {n}x{k}{split}"
+            results[name] = {"invariant": invariant, "steps": steps(alone, reference)}
+    return results
+
+
+def attention_reference(
+    query: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, end: int, scale: float
+) -> torch.Tensor:
+    """Float64 softmax(q·kᵀ·scale)·v for one row over positions 0..end-1: [kv_heads, group, dim]."""
+    q, k, v = query.double(), keys[:, :end].double(), values[:, :end].double()
+    weights = torch.softmax(torch.einsum("hgd,hld->hgl", q, k) * scale, dim=-1)
+    return torch.einsum("hgl,hld->hgd", weights, v)
+
+
+def attention_in_batch(target: dict[str, torch.Tensor], size: int, at: int, length: int, seed: int) -> torch.Tensor:
+    """The target row's attention at row `at` of `size` rows, in a cache of `length` positions. The other rows sit at
+    other positions, and past every row's last position the cache holds garbage (as when another request is longer),
+    which the mask keeps out."""
+    query, keys, values = target["query"], target["keys"], target["values"]
+    kv_heads, group, dim = query.shape
+    position = keys.shape[1] - 1
+    local = torch.Generator().manual_seed(seed)
+
+    def noise(*shape: int) -> torch.Tensor:
+        return torch.randn(*shape, generator=local).to(query.dtype).to(query.device)
+
+    cache_k, cache_v = noise(size, kv_heads, length, dim), noise(size, kv_heads, length, dim)
+    queries = noise(size, kv_heads, group, dim)
+    positions = torch.randint(0, length, (size,), generator=local).to(query.device)
+    cache_k[at, :, : position + 1] = keys
+    cache_v[at, :, : position + 1] = values
+    queries[at] = query
+    positions[at] = position
+    mask = torch.arange(length, device=query.device)[None, :] <= positions[:, None]
+    scale = dim**-0.5
+    out = batch_invariant_attention.decode_attention(
+        queries, cache_k, cache_v, mask[:, None, None, :], positions, scale
+    )
+    return out[at]
+
+
+def attention_cases(device: str) -> dict[str, dict[str, object]]:
+    results: dict[str, dict[str, object]] = {}
+    for dtype in (torch.bfloat16, torch.float32):
+        for kv_heads, group, dim, position in ((2, 2, 40, 150), (1, 4, 16, 63), (2, 1, 32, 0)):
+            generator = torch.Generator().manual_seed(kv_heads * 1000 + group * 100 + dim + position)
+            target = {
+                "query": torch.randn(kv_heads, group, dim, generator=generator).to(dtype).to(device),
+                "keys": torch.randn(kv_heads, position + 1, dim, generator=generator).to(dtype).to(device),
+                "values": torch.randn(kv_heads, position + 1, dim, generator=generator).to(dtype).to(device),
+            }
+            alone = attention_in_batch(target, 1, 0, position + 1, 0)
+            invariant = all(
+                torch.equal(attention_in_batch(target, size, size // 2, position + 1 + 70 * index, size), alone)
+                for index, size in enumerate(BATCHES)
+            )
+            reference = attention_reference(target["query"], target["keys"], target["values"], position + 1, dim**-0.5)
+            name = f"attention {str(dtype).removeprefix('torch.')} kv{kv_heads} group{group} dim{dim} at {position}"
+            results[name] = {"invariant": invariant, "steps": steps(alone, reference)}
+    return results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--device", default="cpu")
+    args = parser.parse_args()
+    torch.manual_seed(0)
+    print(json.dumps({**matmul_cases(args.device), **attention_cases(args.device)}))
+
+
+if __name__ == "__main__":
+    main()
