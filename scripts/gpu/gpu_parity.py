@@ -32,10 +32,10 @@ from transformers.image_utils import load_image
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "python"))
 from benchmark_quantization import QUANTIZATIONS, from_pretrained_kwargs
 from idefics2_worker.decode.prefill import PrefillPlan
-from idefics2_worker.decode.prefill_linears import TensorCoreLinears
 from idefics2_worker.decode.teacher_forcing import fast_path_logits
 from idefics2_worker.engine.attention import fastest_attention
 from idefics2_worker.engine.teacher_forced_parity import forced_logits
+from profile_prefill import bf16_variants
 
 
 def device_inputs(processor, prompt, images, model):
@@ -107,11 +107,13 @@ def main() -> None:
             fast_cpu = fast_path_logits(model, inputs, tokens)
             result["fast_cpu_preprocessed"] = judged(compare(fast_cpu, reference, noise["max_abs_logit_err"]), noise)
             if quantization == "4bit":
-                # The cheaper GEMM for float32-compute layers, judged beside the one the worker uses.
-                bf16_plan = PrefillPlan.fastest(model)
-                bf16_plan.linears = TensorCoreLinears(model, bf16_for_float32=True)
-                fast_bf16 = fast_path_logits(model, worker_inputs, tokens, plan=bf16_plan)
-                result["fast_bf16_gemms"] = judged(compare(fast_bf16, reference, noise["max_abs_logit_err"]), noise)
+                # Cheaper GEMMs for float32-compute layers, judged beside the one the worker uses.
+                for label, linears in bf16_variants(model).items():
+                    plan = PrefillPlan.fastest(model)
+                    plan.linears = linears
+                    variant = fast_path_logits(model, worker_inputs, tokens, plan=plan)
+                    key = f"fast_bf16_gemms{label}"
+                    result[key] = judged(compare(variant, reference, noise["max_abs_logit_err"]), noise)
             result["reference_decoder"] = judged(compare(worker, reference, noise["max_abs_logit_err"]), noise)
             result["noise_math_vs_reference"] = noise
             results[quantization] = result

@@ -20,17 +20,11 @@ from typing import Any
 
 import torch
 
+from ..request.quantized_layers import bitsandbytes_linears
+
 # Below this many rows a GEMM on dequantised weights reads more than the layer's own kernel: decode stays as it is.
 MIN_ROWS = 16
 _TENSOR_CORE_DTYPES = (torch.bfloat16, torch.float16)
-
-
-def _quantized_linear_classes() -> tuple[type, ...]:
-    try:
-        from bitsandbytes.nn.modules import Linear4bit, Linear8bitLt
-    except Exception:  # any import failure means there are no quantized layers to replace
-        return ()
-    return (Linear4bit, Linear8bitLt)
 
 
 def dequantized_weight(module: Any, dtype: torch.dtype) -> torch.Tensor:
@@ -65,11 +59,19 @@ class TensorCoreLinears:
     """Inside `active()`, the model's bitsandbytes linears compute inputs of MIN_ROWS rows or more as one GEMM
     (`gemm_dtype`; float32 in TF32) on their dequantised weights. CUDA only; elsewhere nothing changes."""
 
-    def __init__(self, model: Any, bf16_for_float32: bool = False) -> None:
-        classes = _quantized_linear_classes()
+    def __init__(self, model: Any, bf16_for_float32: bool | str = False, exact_bf16_sums: bool = False) -> None:
+        """`bf16_for_float32`: False, True (every float32-compute layer in bf16) or a module-name prefix (those
+        under it only, e.g. "model.vision_model"); `exact_bf16_sums`: bf16 GEMMs reduce split-K partial sums in
+        float32 (cuBLAS may otherwise reduce them in bf16)."""
+        classes = bitsandbytes_linears() or ()
         on_cuda = getattr(model, "device", torch.device("cpu")).type == "cuda"
-        self.modules = [m for m in model.modules() if classes and isinstance(m, classes)] if on_cuda else []
-        self.bf16_for_float32 = bf16_for_float32
+        named = [(n, m) for n, m in model.named_modules() if classes and isinstance(m, classes)] if on_cuda else []
+        self.modules = [m for _, m in named]
+        self._bf16 = {
+            id(m): bf16_for_float32 is True or (isinstance(bf16_for_float32, str) and n.startswith(bf16_for_float32))
+            for n, m in named
+        }
+        self.exact_bf16_sums = exact_bf16_sums
 
     @contextmanager
     def active(self) -> Iterator[None]:
@@ -78,13 +80,16 @@ class TensorCoreLinears:
             return
         saved = [(module, module.__dict__.get("forward")) for module in self.modules]
         for module, previous in saved:
-            module.forward = self._forward_of(module, previous, self.bf16_for_float32)
-        tf32 = torch.backends.cuda.matmul.allow_tf32
-        torch.backends.cuda.matmul.allow_tf32 = True
+            module.forward = self._forward_of(module, previous, self._bf16[id(module)])
+        matmul = torch.backends.cuda.matmul
+        tf32, reduced = matmul.allow_tf32, matmul.allow_bf16_reduced_precision_reduction
+        matmul.allow_tf32 = True
+        if self.exact_bf16_sums:
+            matmul.allow_bf16_reduced_precision_reduction = False
         try:
             yield
         finally:
-            torch.backends.cuda.matmul.allow_tf32 = tf32
+            matmul.allow_tf32, matmul.allow_bf16_reduced_precision_reduction = tf32, reduced
             for module, previous in saved:
                 if previous is None:
                     del module.forward

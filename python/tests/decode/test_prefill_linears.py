@@ -13,7 +13,9 @@ def test_a_four_bit_weight_is_dequantised_in_the_gemms_dtype_without_a_rounding_
     assert layer.weight.quant_state.dtype == torch.bfloat16
     full = dequantized_weight(layer, torch.float32)
     half = dequantized_weight(layer, torch.bfloat16)
-    assert full.dtype == torch.float32 and half.dtype == torch.bfloat16 and full.shape == (64, 128)
+    assert full.dtype == torch.float32
+    assert half.dtype == torch.bfloat16
+    assert full.shape == (64, 128)
     # The float32 weights are bitsandbytes' float32 dequantisation, finer than the bfloat16 ones they round to.
     assert torch.equal(full.to(torch.bfloat16), half)
     assert not torch.equal(full, half.float())
