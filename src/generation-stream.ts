@@ -1,5 +1,6 @@
 import { AbortError } from "./errors.js";
 import type { GenerateResult, TokenEventData } from "./protocol/messages.js";
+import { isAbortSignal } from "./worker/check-call-options.js";
 
 /** Starts the generation: `onDelta` gets each token's text, `stop` aborts when the reader leaves the stream early. */
 type Start<R> = (onDelta: (delta: TokenEventData) => void, stop: AbortSignal) => Promise<R>;
@@ -92,4 +93,13 @@ export class GenerationStream<R extends GenerateResult = GenerateResult> impleme
     this.#deltas.push(text);
     this.#wake?.();
   }
+}
+
+/**
+ * The stream of a generation whose call options may carry a `signal`; one that is not an AbortSignal is left to
+ * `start` to refuse (it rejects `result`), not thrown here. @internal
+ */
+export function streamOf<R extends GenerateResult>(options: unknown, start: Start<R>): GenerationStream<R> {
+  const signal: unknown = options !== null && typeof options === "object" ? (options as { signal?: unknown }).signal : undefined;
+  return new GenerationStream(start, isAbortSignal(signal) ? signal : undefined);
 }

@@ -7,14 +7,14 @@ import type { LoadParams, LoadResult, GenerateResult, InfoResult, ReleaseMemoryR
 import type { ReplicaDevice } from "./protocol/option-ranges.js";
 import { ensurePythonEnvironment, type PythonEnvironment } from "./runtime/python-environment.js";
 import { workerCommand } from "./runtime/worker-command.js";
-import { checkSignal, isAbortSignal, MAX_TIMER_MS } from "./worker/check-call-options.js";
+import { checkSignal, MAX_TIMER_MS } from "./worker/check-call-options.js";
 import { checkRequestSize } from "./worker/check-request-size.js";
 import { contained } from "./worker/contained.js";
 import { cudaDevices } from "./pool/cuda-devices.js";
 import { timedOut, within } from "./pool/deadline.js";
 import type { ReplicaSettings } from "./pool/replica.js";
 import { ReplicaPool, type ReplicaStatus } from "./pool/replica-pool.js";
-import { GenerationStream } from "./generation-stream.js";
+import { type GenerationStream, streamOf } from "./generation-stream.js";
 import { ChatSession, type ChatOptions, type TurnExtras } from "./chat-session.js";
 import { prepareGeneration, type GenerateCallOptions } from "./prepare-generation.js";
 import { parseOrThrow } from "./parse-or-throw.js";
@@ -149,12 +149,7 @@ export class Idefics2 {
     options?: O,
   ): GenerationStream<StructuredResult<O>> {
     const given: GenerateCallOptions = options === undefined ? {} : options;
-    // A signal that is not one is refused by the call itself (the stream's `result`), not here.
-    const signal: unknown = (given as GenerateCallOptions | null)?.signal;
-    return new GenerationStream(
-      (onDelta, stop) => this.#run(messages, given, { onDelta, stop }) as Promise<StructuredResult<O>>,
-      isAbortSignal(signal) ? signal : undefined,
-    );
+    return streamOf(given, (onDelta, stop) => this.#run(messages, given, { onDelta, stop }) as Promise<StructuredResult<O>>);
   }
 
   /**
@@ -166,10 +161,7 @@ export class Idefics2 {
     if (this.#closed) throw new ClosedError();
     return new ChatSession(
       (messages, turnOptions, extras) =>
-        new GenerationStream(
-          (onDelta, stop) => this.#run(messages, turnOptions, { ...extras, onDelta, stop }),
-          isAbortSignal(turnOptions.signal) ? turnOptions.signal : undefined,
-        ),
+        streamOf(turnOptions, (onDelta, stop) => this.#run(messages, turnOptions, { ...extras, onDelta, stop })),
       () => this.info.maxContext,
       options,
     );

@@ -1,6 +1,6 @@
 import { ChatSession, type ChatOptions, type TurnExtras } from "../chat-session.js";
 import { AbortError, ClosedError, type Idefics2Error, InvalidInputError, TimeoutError } from "../errors.js";
-import { GenerationStream } from "../generation-stream.js";
+import { type GenerationStream, streamOf } from "../generation-stream.js";
 import type { ImageSource } from "../images/image-source.js";
 import { Messages } from "../messages.js";
 import type { GenerationResult } from "../model.js";
@@ -8,7 +8,7 @@ import { GenerateCallOptionsSchema, type ImageLimits } from "../options.js";
 import { parseOrThrow } from "../parse-or-throw.js";
 import type { GenerateCallOptions } from "../prepare-generation.js";
 import type { FinishReason, TokenEventData } from "../protocol/messages.js";
-import { checkSignal, isAbortSignal, MAX_TIMER_MS } from "../worker/check-call-options.js";
+import { checkSignal, MAX_TIMER_MS } from "../worker/check-call-options.js";
 import { fetchFailure, remoteError } from "./remote-error.js";
 import { conversationPictures } from "../conversation-pictures.js";
 import { pictureUrls, sessionPictureUrls } from "./remote-pictures.js";
@@ -82,11 +82,7 @@ export class RemoteIdefics2 {
     options?: O,
   ): GenerationStream<StructuredResult<O>> {
     const given: GenerateCallOptions = options === undefined ? {} : options;
-    const signal: unknown = (given as GenerateCallOptions | null)?.signal;
-    return new GenerationStream(
-      (onDelta, stop) => this.#run(messages, given, { onDelta, stop }) as Promise<StructuredResult<O>>,
-      isAbortSignal(signal) ? signal : undefined,
-    );
+    return streamOf(given, (onDelta, stop) => this.#run(messages, given, { onDelta, stop }) as Promise<StructuredResult<O>>);
   }
 
   /**
@@ -97,10 +93,7 @@ export class RemoteIdefics2 {
     if (this.#closed) throw new ClosedError("The remote model");
     return new ChatSession(
       (messages, turnOptions, extras) =>
-        new GenerationStream(
-          (onDelta, stop) => this.#run(messages, turnOptions, { ...extras, onDelta, stop }),
-          isAbortSignal(turnOptions.signal) ? turnOptions.signal : undefined,
-        ),
+        streamOf(turnOptions, (onDelta, stop) => this.#run(messages, turnOptions, { ...extras, onDelta, stop })),
       () => this.#settings.info.maxContext,
       options,
     );
