@@ -5,21 +5,13 @@ import { image, user } from "../../src/messages.js";
 import { Idefics2 } from "../../src/model.js";
 import { demoSecond } from "../helpers/pictures.js";
 import { testPython } from "../helpers/python.js";
+import { alive } from "../helpers/processes.js";
 
 // Several workers behind one model (`devices`), on the CPU: two workers of the embedded model, each a real worker.
 
 const question = [user(image(demoSecond), "What colour is the shape?")];
 const greeting = [user("Hello!")];
 const longAnswer = { maxNewTokens: 150, minNewTokens: 150 };
-
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-}
 
 async function until(condition: () => boolean, what: string, ms = 60_000): Promise<void> {
   const deadline = Date.now() + ms;

@@ -8,18 +8,10 @@ import { Idefics2 } from "../../src/model.js";
 import { demoSecond } from "../helpers/pictures.js";
 import { testPython } from "../helpers/python.js";
 import { repoRoot } from "../helpers/reference.js";
+import { alive } from "../helpers/processes.js";
 
 const question = [user(image(demoSecond), "What colour is the shape?")];
 const longAnswer = { maxNewTokens: 300, minNewTokens: 300 };
-
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-}
 
 async function waitUntilDead(pid: number, ms = 10_000): Promise<boolean> {
   const deadline = Date.now() + ms;

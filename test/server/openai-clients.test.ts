@@ -212,12 +212,7 @@ describe("structured output (response_format)", () => {
       response_format: format,
       stream: true,
     });
-    let text = "";
-    let finish: string | null = null;
-    for await (const chunk of stream) {
-      text += chunk.choices[0]?.delta.content ?? "";
-      finish = chunk.choices[0]?.finish_reason ?? finish;
-    }
+    const [text, finish] = await textAndFinish(stream);
     expect([text, finish]).toEqual([here.text, "stop"]);
   });
 
@@ -261,12 +256,7 @@ describe("structured output (response_format)", () => {
       response_format: format,
       stream: true,
     });
-    let text = "";
-    let finish: string | null = null;
-    for await (const chunk of stream) {
-      text += chunk.choices[0]?.delta.content ?? "";
-      finish = chunk.choices[0]?.finish_reason ?? finish;
-    }
+    const [text, finish] = await textAndFinish(stream);
     expect([text, finish]).toEqual([whole.choices[0]?.message.content, "length"]);
   });
 
@@ -419,3 +409,14 @@ describe("metrics", () => {
     expect(metricValue(text, "idefics2_time_per_output_token_seconds_count")).toBeGreaterThan(10);
   });
 });
+
+/** A streamed completion's whole text and its finish reason. */
+async function textAndFinish(stream: AsyncIterable<OpenAI.Chat.Completions.ChatCompletionChunk>): Promise<[string, string | null]> {
+  let text = "";
+  let finish: string | null = null;
+  for await (const chunk of stream) {
+    text += chunk.choices[0]?.delta.content ?? "";
+    finish = chunk.choices[0]?.finish_reason ?? finish;
+  }
+  return [text, finish];
+}
