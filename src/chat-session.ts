@@ -46,6 +46,8 @@ export interface ChatContextUse {
 export interface TurnExtras {
   /** The prompt and up to maxNewTokens new tokens must fit the context. */
   reserveNewTokens?: boolean;
+  /** Tokens of the history at the last answer (its prompt and answer): the next prompt is at least that long. */
+  usedTokens?: number;
   /** The session's decoded pictures. */
   pictures?: PictureCache;
 }
@@ -138,9 +140,11 @@ export class ChatSession {
     }
     const messages = [...this.#history, turn];
     const merged = { ...this.#defaults, ...((options === undefined ? {} : options) as GenerateCallOptions) };
-    const answer = this.#start(messages, merged, { reserveNewTokens: true, pictures: this.#pictures }) as GenerationStream<
-      StructuredResult<O>
-    >;
+    const answer = this.#start(messages, merged, {
+      reserveNewTokens: true,
+      usedTokens: this.#used,
+      pictures: this.#pictures,
+    }) as GenerationStream<StructuredResult<O>>;
     this.#answering = answer;
     answer.result.then(
       (result) => this.#answered(messages, result, answer),

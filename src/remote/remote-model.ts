@@ -1,5 +1,5 @@
 import { ChatSession, type ChatOptions, type TurnExtras } from "../chat-session.js";
-import { AbortError, ClosedError, type Idefics2Error, InvalidInputError, TimeoutError } from "../errors.js";
+import { AbortError, ClosedError, GenerationError, type Idefics2Error, InvalidInputError, TimeoutError } from "../errors.js";
 import { type GenerationStream, streamOf } from "../generation-stream.js";
 import type { ImageSource } from "../images/image-source.js";
 import { Messages } from "../messages.js";
@@ -109,6 +109,27 @@ export class RemoteIdefics2 {
     await this.close();
   }
 
+  // A session's turn must leave room for its answer, as a local model's worker checks exactly. The server knows only
+  // its prompt, so the check is made here from what the session knows: the history's tokens at the last answer (the
+  // next prompt holds them and the new turn) and maxNewTokens when the turn gives it. A turn that would pass the
+  // context is refused before it is sent; one this cannot tell (no answer yet, no maxNewTokens) is the server's.
+  #checkAnswerFits(usedTokens: number | undefined, maxNewTokens: number | undefined): void {
+    const context = this.#settings.info.maxContext;
+    if (usedTokens === undefined || maxNewTokens === undefined || context === null) return;
+    if (usedTokens + maxNewTokens < context) return;
+    const left = context - usedTokens;
+    throw new GenerationError(
+      "CONTEXT_OVERFLOW",
+      `This turn needs more than ${usedTokens + maxNewTokens} tokens (over ${usedTokens} of conversation and up to ${maxNewTokens} new) but the model's context is ${context} tokens`,
+      {
+        fix:
+          left > 1
+            ? `Lower maxNewTokens below ${left}, or start again with a shorter history (reset(), or fewer turns).`
+            : "Start again with a shorter history: reset(), or fewer turns.",
+      },
+    );
+  }
+
   async #run(messages: Messages, options: GenerateCallOptions, extras: RunExtras = {}): Promise<GenerationResult> {
     const started = performance.now();
     if (this.#closed) throw new ClosedError("The remote model");
@@ -133,6 +154,7 @@ export class RemoteIdefics2 {
         fix: `Leave \`${unsent[0]}\` out, or load the model locally with Idefics2.load().`,
       });
     }
+    if (extras.reserveNewTokens) this.#checkAnswerFits(extras.usedTokens, generation.maxNewTokens);
     // The call ends on its own signal, its timeout, a stream's reader leaving, or close().
     const timeout = new AbortController();
     const timer =

@@ -2,7 +2,7 @@ import { readFileSync } from "node:fs";
 import sharp from "sharp";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { z } from "zod";
-import { AbortError, ImageError, InvalidInputError, StructuredOutputError } from "../../src/errors.js";
+import { AbortError, GenerationError, ImageError, InvalidInputError, StructuredOutputError } from "../../src/errors.js";
 import { image, user } from "../../src/messages.js";
 import { Idefics2 } from "../../src/model.js";
 import { connect } from "../../src/remote/connect.js";
@@ -105,6 +105,26 @@ describe("connect()", () => {
     expect(there.messages).toEqual(here.messages);
     expect(there.contextUse).toEqual(here.contextUse);
     expect(await there.exportHistory()).toEqual(await here.exportHistory());
+  });
+
+  it("refuses a session's turn whose answer could pass the context before sending it, as the local worker does", async () => {
+    const there = remote.chat({ maxNewTokens: 8 });
+    await there.send([image(demoFirst), "What do we see?"]);
+    const before = there.messages;
+    const use = there.contextUse;
+    if (use === undefined) throw new Error("the server gave no context length");
+    const error = await there.send("And then?", { maxNewTokens: use.leftTokens }).then(
+      () => undefined,
+      (failure: unknown) => failure,
+    );
+    expect(error).toBeInstanceOf(GenerationError);
+    expect(error).toMatchObject({
+      code: "CONTEXT_OVERFLOW",
+      message: `This turn needs more than ${use.contextTokens} tokens (over ${use.usedTokens} of conversation and up to ${use.leftTokens} new) but the model's context is ${use.contextTokens} tokens`,
+    });
+    expect((error as GenerationError).fix).toContain(`below ${use.leftTokens}`);
+    expect(there.messages).toEqual(before);
+    await expect(there.send("And then?", { maxNewTokens: 4 })).resolves.toMatchObject({ finishReason: expect.any(String) });
   });
 
   it("raises the SDK's typed errors for the server's refusals", async () => {
