@@ -2,11 +2,16 @@
 
 `scaled_dot_product_attention` picks a backend and, in the memory-efficient and flash kernels, a number of KV
 splits from the batch size, the head count and the cache length, so a row's result can change with how many rows
-run beside it and with the cache length the longest of them needs. Here one program per (row, KV head) attends
-the query heads sharing that KV head over the row's positions in blocks of a fixed size, from position 0 up, with
-an online softmax in float32. Nothing depends on other rows, and the cache length only adds blocks past the row's
-last open position, which are not visited. Rounding is SDPA's on the GPU: scores and sums in float32, the
-probabilities rounded to the values' dtype for the product with V, the output rounded once.
+run beside it and with the cache length the longest of them needs. Here the splits are fixed: one program per
+(row, KV head, block of BLOCK_POSITIONS positions) attends the query heads sharing that KV head over its block, with
+the softmax's running max and sum in float32, and a second kernel merges a row's blocks from position 0 up. Nothing
+depends on other rows, and the cache length only adds blocks past the row's last open position, which are not
+merged. Rounding is SDPA's on the GPU: scores and sums in float32, the probabilities rounded to the values' dtype
+for the product with V, the output rounded once.
+
+Splitting the positions is flash-decoding's idea: one program per (row, KV head) walking all ~900 positions of the
+blog's prompt was 8 programs at batch 1 on a 132-SM card, 24 µs per layer for 3.7 MB (0.76 ms of a 5.6 ms bf16
+step on an H200); split, 4.4 + 5.2 µs (docs/BENCHMARKS.md, change 8).
 """
 
 # Triton's @jit kernels take launch options (num_warps) and tl.constexpr parameters that its types do not describe.
@@ -48,35 +53,71 @@ if triton is not None:
         return new_best, total, acc
 
     @triton.jit
-    def _decode_attention_kernel(query, keys, values, mask, positions, out, LENGTH, MASK_LENGTH, scale,
-                                 KV_HEADS: tl.constexpr, GROUP: tl.constexpr, DIM: tl.constexpr,
-                                 BLOCK_G: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_L: tl.constexpr,
-                                 DOT: tl.constexpr, STATIC_STOP: tl.constexpr):  # fmt: skip
+    def _split_kernel(query, keys, values, mask, positions, part_acc, part_best, part_total, LENGTH, MASK_LENGTH,
+                      SPLITS, scale, KV_HEADS: tl.constexpr, GROUP: tl.constexpr, DIM: tl.constexpr,
+                      BLOCK_G: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_L: tl.constexpr,
+                      DOT: tl.constexpr):  # fmt: skip
         # query [rows, KV_HEADS, GROUP, DIM]; keys / values [slots, KV_HEADS, LENGTH, DIM]; mask [slots, MASK_LENGTH]
-        # (True: attend); positions [rows]: the row's current position, its last open one.
+        # (True: attend); positions [rows]: the row's current position, its last open one. Program (row, head,
+        # split) attends positions split·BLOCK_L .. +BLOCK_L and stores its unnormalised partial; a split past the
+        # row's last position stores the neutral one (best -1e30, total 0) without reading the cache.
+        row = tl.program_id(0)
+        head = tl.program_id(1)
+        split = tl.program_id(2)
+        g = tl.arange(0, BLOCK_G)
+        d = tl.arange(0, BLOCK_D)
+        q_ok = (g < GROUP)[:, None] & (d < DIM)[None, :]
+        q = tl.load(query + ((row * KV_HEADS + head) * GROUP + g[:, None]) * DIM + d[None, :], mask=q_ok, other=0.0)
+        slot = (row * KV_HEADS + head) * LENGTH * DIM
+        end = tl.minimum(tl.load(positions + row) + 1, LENGTH)
+        best = tl.full([BLOCK_G], -1.0e30, dtype=tl.float32)
+        total = tl.zeros([BLOCK_G], dtype=tl.float32)
+        acc = tl.zeros([BLOCK_G, BLOCK_D], dtype=tl.float32)
+        best, total, acc = _attend_block(q, keys, values, mask, row, slot, split * BLOCK_L, end, best, total, acc,
+                                         scale, MASK_LENGTH, DIM, BLOCK_D, BLOCK_L, DOT)  # fmt: skip
+        part = ((row * KV_HEADS + head) * SPLITS + split) * BLOCK_G
+        tl.store(part_best + part + g, best)
+        tl.store(part_total + part + g, total)
+        tl.store(part_acc + (part + g[:, None]) * BLOCK_D + d[None, :], acc)
+
+    @triton.jit
+    def _merge_split(part_acc, part_best, part_total, part, g, d, best, total, acc, BLOCK_D: tl.constexpr):
+        split_best = tl.load(part_best + part + g)
+        new_best = tl.maximum(best, split_best)
+        kept = tl.exp(best - new_best)
+        added = tl.exp(split_best - new_best)
+        total = total * kept + tl.load(part_total + part + g) * added
+        split_acc = tl.load(part_acc + (part + g[:, None]) * BLOCK_D + d[None, :])
+        return new_best, total, acc * kept[:, None] + split_acc * added[:, None]
+
+    @triton.jit
+    def _combine_kernel(part_acc, part_best, part_total, positions, out, LENGTH, SPLITS, KV_HEADS: tl.constexpr,
+                        GROUP: tl.constexpr, DIM: tl.constexpr, BLOCK_G: tl.constexpr, BLOCK_D: tl.constexpr,
+                        BLOCK_L: tl.constexpr, STATIC_STOP: tl.constexpr):  # fmt: skip
+        # The row's partials merged from split 0 up, in that fixed order, and normalised once. (Merging 8 splits per
+        # step, as [8, group, dim] tiles, was 2.6x slower on an H200: 14 µs a layer against 5.)
         row = tl.program_id(0)
         head = tl.program_id(1)
         g = tl.arange(0, BLOCK_G)
         d = tl.arange(0, BLOCK_D)
-        q_ok = (g < GROUP)[:, None] & (d < DIM)[None, :]
-        q_at = ((row * KV_HEADS + head) * GROUP + g[:, None]) * DIM + d[None, :]
-        q = tl.load(query + q_at, mask=q_ok, other=0.0)
-        slot = (row * KV_HEADS + head) * LENGTH * DIM
+        first = (row * KV_HEADS + head) * SPLITS
         best = tl.full([BLOCK_G], -1.0e30, dtype=tl.float32)
         total = tl.zeros([BLOCK_G], dtype=tl.float32)
         acc = tl.zeros([BLOCK_G, BLOCK_D], dtype=tl.float32)
-        end = tl.minimum(tl.load(positions + row) + 1, LENGTH)
+        count = tl.cdiv(tl.minimum(tl.load(positions + row) + 1, LENGTH), BLOCK_L)
         if STATIC_STOP > 0:
-            # Triton's CPU interpreter takes only constant loop bounds: there every block of the cache is visited,
-            # and those past `end` change nothing.
-            for start in range(0, STATIC_STOP, BLOCK_L):
-                best, total, acc = _attend_block(q, keys, values, mask, row, slot, start, end, best, total, acc,
-                                                 scale, MASK_LENGTH, DIM, BLOCK_D, BLOCK_L, DOT)  # fmt: skip
+            # Triton's CPU interpreter takes only constant loop bounds: there every split is merged, and the
+            # neutral ones past the row's last position change nothing (their weight is exp(-1e30 - best) = 0).
+            for split in range(STATIC_STOP):
+                best, total, acc = _merge_split(part_acc, part_best, part_total, (first + split) * BLOCK_G, g, d,
+                                                best, total, acc, BLOCK_D)  # fmt: skip
         else:
-            for start in range(0, end, BLOCK_L):
-                best, total, acc = _attend_block(q, keys, values, mask, row, slot, start, end, best, total, acc,
-                                                 scale, MASK_LENGTH, DIM, BLOCK_D, BLOCK_L, DOT)  # fmt: skip
-        tl.store(out + q_at, (acc / total[:, None]).to(out.dtype.element_ty), mask=q_ok)
+            for split in range(count):
+                best, total, acc = _merge_split(part_acc, part_best, part_total, (first + split) * BLOCK_G, g, d,
+                                                best, total, acc, BLOCK_D)  # fmt: skip
+        q_ok = (g < GROUP)[:, None] & (d < DIM)[None, :]
+        out_at = ((row * KV_HEADS + head) * GROUP + g[:, None]) * DIM + d[None, :]
+        tl.store(out + out_at, (acc / total[:, None]).to(out.dtype.element_ty), mask=q_ok)
 
 
 def decode_attention(
@@ -94,24 +135,42 @@ def decode_attention(
     length = keys.shape[2]
     flat_mask = mask.reshape(mask.shape[0], -1)
     out = torch.empty_like(query, memory_format=torch.contiguous_format)
-    _decode_attention_kernel[(rows, kv_heads)](
+    block_g = max(MIN_DOT, triton.next_power_of_2(group))
+    block_d = max(MIN_DOT, triton.next_power_of_2(dim))
+    splits = triton.cdiv(length, BLOCK_POSITIONS)
+    part_acc = torch.empty(rows, kv_heads, splits, block_g, block_d, dtype=torch.float32, device=query.device)
+    part_best = torch.empty(rows, kv_heads, splits, block_g, dtype=torch.float32, device=query.device)
+    part_total = torch.empty_like(part_best)
+    shapes = {"KV_HEADS": kv_heads, "GROUP": group, "DIM": dim, "BLOCK_G": block_g, "BLOCK_D": block_d}
+    _split_kernel[(rows, kv_heads, splits)](
         query.contiguous(),
         keys,
         values,
         flat_mask,
         positions,
-        out,
+        part_acc,
+        part_best,
+        part_total,
         length,
         flat_mask.shape[1],
+        splits,
         scale,
-        KV_HEADS=kv_heads,
-        GROUP=group,
-        DIM=dim,
-        BLOCK_G=max(MIN_DOT, triton.next_power_of_2(group)),
-        BLOCK_D=max(MIN_DOT, triton.next_power_of_2(dim)),
+        **shapes,
         BLOCK_L=BLOCK_POSITIONS,
         DOT=dot_mode(query.dtype),
-        STATIC_STOP=length if triton_support.INTERPRETED else 0,
+        num_warps=4,
+    )
+    _combine_kernel[(rows, kv_heads)](
+        part_acc,
+        part_best,
+        part_total,
+        positions,
+        out,
+        length,
+        splits,
+        **shapes,
+        BLOCK_L=BLOCK_POSITIONS,
+        STATIC_STOP=splits if triton_support.INTERPRETED else 0,
         num_warps=4,
     )
     return out
