@@ -33,7 +33,7 @@ from ..kernels import batch_invariant_matmul, four_bit_gemv, int8_gemv, int8_qua
 from ..request.quantized_layers import bitsandbytes_linears
 
 
-def _four_bit_kernel_computes(module: Any) -> bool:
+def four_bit_kernel_computes(module: Any) -> bool:
     """Whether `four_bit_gemv` computes exactly what this 4-bit layer's bitsandbytes forward computes."""
     state = getattr(module.weight, "quant_state", None)
     return (
@@ -83,7 +83,7 @@ class DecodeLinears:
         self.deterministic = deterministic and self.kernels
         self.eight_bit = [m for m in modules if eight_bit is not None and isinstance(m, eight_bit)]
         four_bits = [m for m in modules if four_bit is not None and isinstance(m, four_bit)]
-        self.four_bit = [m for m in four_bits if self.kernels and _four_bit_kernel_computes(m)]
+        self.four_bit = [m for m in four_bits if self.kernels and four_bit_kernel_computes(m)]
         # Deterministic only: the 4-bit layers four_bit_gemv does not compute, and the plain linears.
         self.four_bit_dequantized = [m for m in four_bits if self.deterministic and m not in self.four_bit]
         self.dense = [m for m in modules if self.deterministic and type(m) is torch.nn.Linear]

@@ -6,8 +6,9 @@ cache is preallocated per slot (`KVSlots`), with attention masked to each sequen
 query heads sharing a KV head are attended as one group instead of repeating K and V.
 
 On CUDA with Triton (or when `kernels` is forced, as the CPU tests do under Triton's interpreter), the work
-between the projections runs as a few fused kernels (`kernels.step_kernels`) and the quantized projections as
-the worker's own kernels (`DecodeLinears`), each rounding where the module code rounds.
+between the projections runs as a few fused kernels (`kernels.step_kernels`), the quantized projections as
+the worker's own kernels (`DecodeLinears`), each rounding where the module code rounds, and the projections that
+read the same input as one product (`FusedProjection`: q/k/v, gate/up).
 
 Deterministic (`deterministic=True`): each row's logits are the same bits whatever the other rows are, how many
 there are, and how long the cache is, so a request's tokens do not depend on what shares its batch. That needs the
@@ -27,6 +28,7 @@ from torch.nn.functional import scaled_dot_product_attention
 
 from ..kernels import batch_invariant_attention, step_kernels, triton_support
 from ..protocol.errors import WorkerError
+from .fused_projections import FusedProjection
 from .kv_slots import KVSlots
 from .linears import DecodeLinears
 
@@ -78,6 +80,14 @@ class DecodeStep:
                 "8.0 or newer, with Triton) and a Mistral text model, which this model or device does not have",
                 "Leave `deterministic` off, or use decoder 'reference' (generate(), one request at a time).",
             )
+        # The fused step's q/k/v and gate/up products, one each per layer where the layers' linears allow it.
+        self._qkv: list[FusedProjection | None] = []
+        self._gate_up: list[FusedProjection | None] = []
+        if self.fused:
+            for layer in text.layers:
+                attn, mlp = layer.self_attn, layer.mlp
+                self._qkv.append(FusedProjection.of([attn.q_proj, attn.k_proj, attn.v_proj], deterministic))
+                self._gate_up.append(FusedProjection.of([mlp.gate_proj, mlp.up_proj], deterministic))
         self.rows = torch.arange(max_batch, device=device)
         # Index and value tensors on the device: a graph cannot capture a host-to-device copy.
         self._zeros = torch.zeros(max_batch, dtype=torch.long, device=device)
@@ -159,21 +169,21 @@ class DecodeStep:
         with self.linears.capturable():
             for index, layer in enumerate(text.layers):
                 attn = layer.self_attn
+                qkv = self._qkv[index]
+                if qkv is not None:
+                    query, key, value = qkv(normed)
+                else:
+                    query, key, value = attn.q_proj(normed), attn.k_proj(normed), attn.v_proj(normed)
                 query = step_kernels.rotary_into_cache(
-                    attn.q_proj(normed),
-                    attn.k_proj(normed),
-                    attn.v_proj(normed),
-                    cos,
-                    sin,
-                    cache.keys[index],
-                    cache.values[index],
-                    positions,
+                    query, key, value, cos, sin, cache.keys[index], cache.values[index], positions
                 )
                 out = self._attend(cache, attn, index, query, mask, positions)
                 norm = norms[2 * index + 1]
                 residual, normed = step_kernels.add_rms_norm(residual, out, norm.weight, norm.variance_epsilon)
                 mlp = layer.mlp
-                out = mlp.down_proj(step_kernels.silu_mul(mlp.gate_proj(normed), mlp.up_proj(normed)))
+                gate_up = self._gate_up[index]
+                gate, up = gate_up(normed) if gate_up is not None else (mlp.gate_proj(normed), mlp.up_proj(normed))
+                out = mlp.down_proj(step_kernels.silu_mul(gate, up))
                 norm = norms[2 * index + 2]
                 residual, normed = step_kernels.add_rms_norm(residual, out, norm.weight, norm.variance_epsilon)
             return self.model.lm_head(normed[:, 0]).float()

@@ -1,0 +1,107 @@
+"""Projections that read the same input, computed as one product: a layer's q, k and v, and its gate and up.
+
+At batch 1 a decode step is a chain of matrix-vector products, and the narrow ones waste bandwidth: on an H200 the
+bf16 k and v projections (8.4 MB each) read at 1.6 TB/s in cuBLAS's split-K kernels, plus a reduce kernel each, and q
+at 3.1 TB/s, where the 117 MB gate and up read at 3.8 (docs/BENCHMARKS.md, 2026-12-01, change 9). Concatenating the
+weights along the outputs makes one wider product per group, as vLLM's merged linears do. The modules' own weights
+become views of the concatenated tensor, so memory does not grow, and every other path (generate(), the prefill)
+computes with the same weights as before.
+
+It applies to plain linears without a bias and to the 4-bit layers `four_bit_gemv` computes (one block size and code
+table); 8-bit layers, and groups that differ in dtype, device or input width, keep their own modules. Each output is
+the same sum as before (4-bit: the same products in the kernel's order; bf16: cuBLAS's kernel for the wider shape,
+which may order its sums differently), and deterministic decoding runs the batch-invariant matmul on the whole.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+
+from ..kernels import batch_invariant_matmul, four_bit_gemv
+from .linears import four_bit_kernel_computes
+
+Product = Callable[[torch.Tensor], torch.Tensor]
+
+
+def _joined(parts: Sequence[torch.Tensor]) -> torch.Tensor:
+    """The parts (contiguous, same trailing shape) as one tensor along dim 0: a view where they already lie back to
+    back in one storage (a step built earlier fused them), else a new tensor."""
+    first = parts[0]
+    storage = first.untyped_storage().data_ptr()
+    offset = first.storage_offset()
+    adjacent = True
+    for part in parts:
+        adjacent = adjacent and part.is_contiguous() and part.untyped_storage().data_ptr() == storage
+        adjacent = adjacent and part.storage_offset() == offset
+        offset += part.numel()
+    if adjacent:
+        rows = sum(part.shape[0] for part in parts)
+        return first.as_strided((rows, *first.shape[1:]), first.stride(), first.storage_offset())
+    return torch.cat(list(parts))
+
+
+def _pointed_at(joined: torch.Tensor, parts: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+    return list(joined.split([part.shape[0] for part in parts]))
+
+
+def _dense(modules: Sequence[Any], deterministic: bool) -> Product | None:
+    weights = [module.weight for module in modules]
+    plain = all(type(module) is torch.nn.Linear and module.bias is None for module in modules)
+    if not plain or len({(w.dtype, w.device, w.shape[1]) for w in weights}) != 1:
+        return None
+    joined = _joined([w.data for w in weights])
+    for weight, view in zip(weights, _pointed_at(joined, [w.data for w in weights]), strict=True):
+        weight.data = view
+    if deterministic:
+        return lambda x: batch_invariant_matmul.linear(x, joined, None)
+    return lambda x: torch.nn.functional.linear(x, joined)
+
+
+def _four_bit(modules: Sequence[Any]) -> Product | None:
+    if not all(four_bit_kernel_computes(module) and module.bias is None for module in modules):
+        return None
+    states = [module.weight.quant_state for module in modules]
+    first = states[0]
+    alike = all(
+        s.blocksize == first.blocksize and s.shape[1] == first.shape[1] and torch.equal(s.code, first.code)
+        for s in states
+    )
+    if not alike:
+        return None
+    packed = _joined([module.weight.data for module in modules])
+    absmax = _joined([s.absmax for s in states])
+    for module, view in zip(modules, _pointed_at(packed, [module.weight.data for module in modules]), strict=True):
+        module.weight.data = view
+    for state, view in zip(states, _pointed_at(absmax, [s.absmax for s in states]), strict=True):
+        state.absmax = view
+    shape = (sum(int(s.shape[0]) for s in states), int(first.shape[1]))
+    flat, code, blocksize = packed.view(-1), first.code, first.blocksize
+
+    def product(x: torch.Tensor) -> torch.Tensor:
+        rows = x.reshape(-1, x.shape[-1])
+        out = four_bit_gemv.four_bit_gemv(rows, flat, absmax, code, shape, blocksize)
+        return out.reshape(*x.shape[:-1], out.shape[-1])
+
+    return product
+
+
+class FusedProjection:
+    """`projection(x)`: each module's output, from one product over their concatenated weights."""
+
+    def __init__(self, product: Product, sizes: list[int]) -> None:
+        self._product = product
+        self.sizes = sizes
+
+    def __call__(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return self._product(x).split(self.sizes, dim=-1)
+
+    @staticmethod
+    def of(modules: Sequence[Any], deterministic: bool) -> FusedProjection | None:
+        """The modules fused, or None (and the modules untouched) where they cannot be."""
+        product = _dense(modules, deterministic) or _four_bit(modules)
+        if product is None:
+            return None
+        return FusedProjection(product, [int(module.out_features) for module in modules])
