@@ -1,15 +1,18 @@
 """Continuous batching: requests join the running batch between decode steps and leave when they finish.
 
-Each request is prepared and prefilled on its own (the reference's processor call and first forward pass),
-then decoded together with the others, one token per request per step, through `DecodeGraphs`. Token choice
-uses transformers' own logits processors for the request's options (`token_choice`). Options this path does
-not implement (beam search, stop strings) go to generate().
+Requests waiting together are admitted together (`admit_many`): each is prepared on its own (the reference's
+processor call), then their prompts are prefilled in one forward (`prefill_many`: one request's prefill is mostly
+the host launching kernels, so several in a row stall the running batch for the sum of them, while one batched
+forward shares the launches), and each row joins the batch in its own slot. A request that fails to prepare, or
+that this path does not take, is answered alone; the others go on. They are then decoded together, one token per
+request per step, through `DecodeGraphs`. Token choice uses transformers' own logits processors for the request's
+options (`token_choice`). Options this path does not implement (beam search, stop strings) go to generate().
 
 Deterministic (`deterministic=True`): the step's kernels compute each row independently of the others
-(`DecodeStep`), and each request is prefilled alone with a vision chunk fixed in advance rather than chosen from the
-card's free memory (which the other requests' caches change), so a request's tokens do not depend on what else
-runs. Greedy choice takes the first of equal maxima; sampling draws from the request's own generator, reproducible
-when the request gives a seed.
+(`DecodeStep`), and each request is prefilled alone (a batched prefill's rounding depends on its other rows) with a
+vision chunk fixed in advance rather than chosen from the card's free memory (which the other requests' caches
+change), so a request's tokens do not depend on what else runs. Greedy choice takes the first of equal maxima;
+sampling draws from the request's own generator, reproducible when the request gives a seed.
 """
 
 from __future__ import annotations
@@ -17,9 +20,9 @@ from __future__ import annotations
 import dataclasses
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 
@@ -34,10 +37,13 @@ from ..request.prompt import PreparedPrompt, prepare_prompt
 from ..request.result import finish_reason, generation_result
 from ..request.streaming import OnToken, TokenStreamer
 from .graphs import DecodeGraphs
-from .prefill import PrefillPlan, prefill
+from .prefill import PrefillPlan, prefill, prefill_groups, prefill_many
 from .token_choice import TokenHistory, choose_token, generation_config_and_processors, new_token_limit
 
 OnDone = Callable[[GenerationResult | None, BaseException | None], None]
+# What became of an admitted request: True, it runs (its `on_done` will be called); False, this path does not take
+# it and nothing started (run it through generate()); an error, it failed before it started (the caller answers it).
+Admitted = bool | BaseException
 FIRST_STRETCH = 512  # new tokens the KV cache holds room for at admission
 DETERMINISTIC_VISION_CHUNK = 1  # sub-images per vision-tower call when deterministic: the lowest peak, always
 
@@ -45,6 +51,30 @@ DETERMINISTIC_VISION_CHUNK = 1  # sub-images per vision-tower call when determin
 def invariant_kernels_run(model: Any) -> bool:
     """Whether the batch-invariant kernels `deterministic` needs run on the model's device (Triton on CUDA)."""
     return triton_support.available(model.device)
+
+
+# One request offered to the batch: its params and payload, where its tokens go, its cancel, where its end goes.
+AdmissionFields = tuple[GenerateParams, bytes, OnToken, threading.Event, OnDone]
+
+
+class Admission(NamedTuple):
+    params: GenerateParams
+    payload: bytes
+    on_token: OnToken
+    cancel: threading.Event
+    on_done: OnDone
+
+
+class _AllCancelled(threading.Event):
+    """Set once every one of the events is: a batched prefill stops in its next layer only when no request it
+    computes is still wanted (a request cancelled alone is dropped when the prefill ends)."""
+
+    def __init__(self, events: Sequence[threading.Event]) -> None:
+        super().__init__()
+        self._events = list(events)
+
+    def is_set(self) -> bool:
+        return all(event.is_set() for event in self._events)
 
 
 @dataclass(eq=False)
@@ -65,7 +95,7 @@ class _Sequence:
 
 
 class BatchDecoder:
-    """Owns the running sequences; `admit` adds one, `step` advances all by one token."""
+    """Owns the running sequences; `admit_many` adds waiting requests, `step` advances all by one token."""
 
     def __init__(  # noqa: PLR0917 - the decoder's settings
         self,
@@ -104,6 +134,10 @@ class BatchDecoder:
         if not self.running:
             self.graphs.release()
 
+    def room(self) -> int:
+        """How many more sequences can join now."""
+        return self.graphs.max_batch - len(self.running)
+
     def admit(
         self, params: GenerateParams, payload: bytes, on_token: OnToken, cancel: threading.Event, on_done: OnDone
     ) -> bool:
@@ -112,15 +146,48 @@ class BatchDecoder:
         Returns False, having started nothing, for a request longer than the model's sliding window: the step
         attends to every cached position, so such a request must go to generate().
         """
-        model = self.model
+        outcome = self.admit_many([Admission(params, payload, on_token, cancel, on_done)])[0]
+        if isinstance(outcome, BaseException):
+            raise outcome
+        return outcome
+
+    def admit_many(self, admissions: Sequence[AdmissionFields]) -> list[Admitted]:
+        """Prepares each request, prefills them together (within `prefill_groups`' bounds; one at a time when
+        deterministic) and lets each join the batch; at most `room()` of them. One outcome per request, in order
+        (`Admitted`): a request's failure or refusal is its own, the others run."""
+        if len(admissions) > self.room():
+            raise ValueError(f"{len(admissions)} requests offered to a batch with room for {self.room()}")
+        outcomes: list[Admitted] = [False] * len(admissions)
+        ready: list[tuple[int, _Sequence]] = []
+        for index, fields in enumerate(admissions):
+            try:
+                sequence = self._prepare(Admission(*fields))
+            except Exception as error:
+                outcomes[index] = error
+                continue
+            if sequence is not None:
+                ready.append((index, sequence))
+        if self.deterministic:
+            groups = [[position] for position in range(len(ready))]
+        else:
+            groups = prefill_groups([sequence.prepared.inputs for _, sequence in ready])
+        for group in groups:
+            self._prefill_and_join([ready[position] for position in group], outcomes)
+        return outcomes
+
+    def _prepare(self, admission: Admission) -> _Sequence | None:
+        """The request's prompt, token choice and streaming, before its prefill; None when this path does not take
+        it: a request longer than the model's sliding window (the step attends to every cached position)."""
+        model, params, cancel = self.model, admission.params, admission.cancel
         grammar = request_grammar(self.loaded, params)
-        prepared = prepare_prompt(self.loaded, params, payload, cancel, on_device=self.plan.preprocess_on_device)
+        on_device = self.plan.preprocess_on_device
+        prepared = prepare_prompt(self.loaded, params, admission.payload, cancel, on_device=on_device)
         input_ids = prepared.inputs["input_ids"]
         extra = [grammar] if grammar is not None else []
         config, processors = generation_config_and_processors(model, params, self.loaded.eos_ids, input_ids, extra)
         limit = new_token_limit(config, prepared.prompt_tokens)
         if not self.graphs.supports(prepared.prompt_tokens + limit):
-            return False
+            return None
         if cancel.is_set():
             raise aborted()
         generator = None
@@ -130,39 +197,68 @@ class BatchDecoder:
                 generator.manual_seed(params.seed)
             else:
                 generator.seed()
-        streamer = TokenStreamer(self.loaded.decode, on_token, cancel) if params.stream else None
+        streamer = TokenStreamer(self.loaded.decode, admission.on_token, cancel) if params.stream else None
         if streamer is not None:
             streamer.put(input_ids)
-        # Room for the prompt and a first stretch of answer; `step` grows the cache when a sequence needs more,
-        # so a large maxNewTokens that ends at EOS early never allocates its whole length.
-        self.graphs.ensure(len(self.running) + 1, prepared.prompt_tokens + min(limit, FIRST_STRETCH))
-        with stop_on_cancel(model, cancel):
-            cache, logits = prefill(model, prepared.inputs, self.plan)
-            if grammar is not None:
-                grammar.prepare()  # the first mask, on the CPU while the prefill's kernels run
-        slot = len(self.running)
-        self.graphs.store_prefill(slot, cache, prepared.prompt_tokens)
-        del cache
-        sequence = _Sequence(
+        return _Sequence(
             prepared=prepared,
             limit=limit,
             processors=processors,
             generator=generator,
             streamer=streamer,
-            on_token=on_token,
+            on_token=admission.on_token,
             cancel=cancel,
-            on_done=on_done,
+            on_done=admission.on_done,
             # The first token, chosen from the prefill's logits, is fed at the prompt's length.
             position=prepared.prompt_tokens - 1,
             history=TokenHistory(input_ids) if processors else None,
             grammar=grammar,
         )
-        # Chosen before the sequence joins, so a failing choice leaves nothing running for this request.
-        token = choose_token(logits, processors, sequence.history, generator)
-        sequence.first_step_at = time.perf_counter()
-        self.running.append(sequence)
-        self._advance([(sequence, token)])
-        return True
+
+    def _prefill_and_join(self, group: list[tuple[int, _Sequence]], outcomes: list[Admitted]) -> None:
+        """Prefills the group's prompts in one forward, stores each row in a slot and chooses its first token."""
+        sequences = [sequence for _, sequence in group]
+        # Room for the prompts and a first stretch of answer; `step` grows the cache when a sequence needs more,
+        # so a large maxNewTokens that ends at EOS early never allocates its whole length.
+        longest = max(s.prepared.prompt_tokens + min(s.limit, FIRST_STRETCH) for s in sequences)
+        cancel = sequences[0].cancel if len(sequences) == 1 else _AllCancelled([s.cancel for s in sequences])
+        try:
+            self.graphs.ensure(len(self.running) + len(sequences), longest)
+            with stop_on_cancel(self.model, cancel):
+                if len(sequences) == 1:
+                    cache, logits = prefill(self.model, sequences[0].prepared.inputs, self.plan)
+                else:
+                    inputs = [s.prepared.inputs for s in sequences]
+                    cache, logits, _lengths = prefill_many(self.model, inputs, self.plan, self._pad_id())
+                for sequence in sequences:
+                    if sequence.grammar is not None:
+                        sequence.grammar.prepare()  # the first mask, on the CPU while the prefill's kernels run
+        except Exception as error:
+            for index, _ in group:
+                outcomes[index] = error
+            return
+        joined: list[tuple[_Sequence, int]] = []
+        for row, (index, sequence) in enumerate(group):
+            if sequence.cancel.is_set():
+                outcomes[index] = aborted()
+                continue
+            try:
+                # Chosen before the sequence joins, so a failing choice leaves nothing running for this request.
+                token = choose_token(logits[row : row + 1], sequence.processors, sequence.history, sequence.generator)
+            except Exception as error:
+                outcomes[index] = error
+                continue
+            self.graphs.store_prefill(len(self.running), cache, sequence.prepared.prompt_tokens, row)
+            sequence.first_step_at = time.perf_counter()
+            self.running.append(sequence)
+            joined.append((sequence, token))
+            outcomes[index] = True
+        del cache
+        self._advance(joined)
+
+    def _pad_id(self) -> int:
+        pad = getattr(self.loaded.processor.tokenizer, "pad_token_id", None)
+        return int(pad) if pad is not None else 0
 
     def step(self) -> None:
         """Advances every running sequence by one token and finishes those that are done."""

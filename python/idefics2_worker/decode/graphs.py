@@ -72,8 +72,8 @@ class DecodeGraphs:
         self.cache.release()
         self._drop_graphs()
 
-    def store_prefill(self, slot: int, cache: Any, length: int) -> None:
-        self.cache.store_prefill(slot, cache, length)
+    def store_prefill(self, slot: int, cache: Any, length: int, row: int = 0) -> None:
+        self.cache.store_prefill(slot, cache, length, row)
 
     def move(self, source: int, target: int) -> None:
         self.cache.move(source, target)

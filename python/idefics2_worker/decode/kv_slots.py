@@ -1,5 +1,6 @@
 """The fast decoder's KV cache: one slot (row) per running sequence, preallocated per layer, with an attention
-mask that opens each slot to its own sequence's positions."""
+mask that opens each slot to its own sequence's positions. A slot is filled from one row of a prefill's cache, so
+requests prefilled together each take their own row."""
 
 from __future__ import annotations
 
@@ -66,11 +67,12 @@ class KVSlots:
         self.mask = torch.zeros(self.max_batch, 1, 1, 0, dtype=torch.bool, device=self.device)
         self.slots = self.length = 0
 
-    def store_prefill(self, slot: int, cache: Any, length: int) -> None:
-        """Copies a prefill's cache (transformers' DynamicCache) into a slot and opens its mask to `length`."""
+    def store_prefill(self, slot: int, cache: Any, length: int, row: int = 0) -> None:
+        """Copies row `row` of a prefill's cache (transformers' DynamicCache; a batched prefill has one row per
+        prompt, right-padded) into a slot and opens its mask to `length`, the row's own prompt."""
         for index, layer in enumerate(cache.layers):
-            self.keys[index][slot, :, :length].copy_(layer.keys[0, :, :length])
-            self.values[index][slot, :, :length].copy_(layer.values[0, :, :length])
+            self.keys[index][slot, :, :length].copy_(layer.keys[row, :, :length])
+            self.values[index][slot, :, :length].copy_(layer.values[row, :, :length])
         self.mask[slot].zero_()
         self.mask[slot, :, :, :length] = True
 

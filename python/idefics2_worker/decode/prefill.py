@@ -6,12 +6,21 @@ sub-image's features depend on that sub-image alone, so running them in chunks a
 concatenated features (its `image_hidden_states` input) computes the same function with a lower peak; when the
 card has room, one batch is faster (`vision_chunk_for`).
 
+Several queued requests prefill together (`prefill_many`): one request's prefill on an H200 is ~112 ms at bf16, of
+which ~40 ms is the host launching kernels, so eight in a row stall the running batch ~0.9 s. In one forward they
+share the launches and fill the card: sub-images of one size go through the tower together across requests, and
+the prompts, right-padded to the longest, through the text model as one batch. Right padding leaves each row's
+positions and causal attention as they are alone (the padding comes after every real token), so a row's cache up
+to its length and its last real position's logits are its own prompt's. The batch is capped (`prefill_groups`) so
+its memory stays bounded.
+
 On CUDA a prefill may also use cuDNN's attention (ruled out for decode, where it re-plans every step, but one
 call per prompt here) and compute the quantized linears on the tensor cores (`TensorCoreLinears`).
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from typing import Any
@@ -24,6 +33,12 @@ from .prefill_linears import TensorCoreLinears
 VISION_TOWER = "model.vision_model"
 # Free GPU memory to keep when the whole vision batch runs at once; below it, one sub-image at a time.
 _VISION_HEADROOM_BYTES = 12 * 1024**3
+# One batched prefill's bounds: prompts x the longest prompt (the text model's padded rows; eight blog prompts of
+# 859 tokens are 6,872), and sub-images (eight blog requests' 10 each: ~73,000 patch rows cut to their pictures,
+# 1.5x the rows and a quarter of the attention of one request's 49,000 padded ones, which run whole above the
+# headroom). More goes in further groups; `vision_chunk_for` still caps each tower call.
+MAX_GROUP_TOKENS = 8192
+MAX_GROUP_SUB_IMAGES = 80
 
 
 @dataclass
@@ -94,59 +109,151 @@ def _valid_sizes(pixel_mask: torch.Tensor, patch: int) -> list[tuple[int, int]] 
     cols = pixel_mask[:, 0, :].sum(dim=-1)
     areas = pixel_mask.flatten(1).sum(dim=-1)
     sizes = []
-    for height, width, area in zip(rows.tolist(), cols.tolist(), areas.tolist(), strict=True):
+    counts = torch.stack([rows, cols, areas]).tolist()  # one read from the device, not three
+    for height, width, area in zip(*counts, strict=True):
         if area != height * width or height < patch or width < patch:
             return None
         sizes.append((height // patch * patch, width // patch * patch))
     return sizes
 
 
-def image_features_unpadded(model: Any, pixel_values: torch.Tensor, pixel_mask: Any, chunk: int) -> torch.Tensor | None:
-    """The features of each sub-image computed on its own patches only, or None where that does not apply.
+Pictures = tuple[torch.Tensor, Any]  # one request's pixel_values [1, sub-images, 3, H, W] and pixel mask (or None)
+
+
+def _sub_image_masks(pictures: Pictures) -> torch.Tensor | None:
+    """The request's pixel masks as booleans [sub-images, H, W], or None where the unpadded path cannot read them."""
+    pixel_values, pixel_mask = pictures
+    if pixel_mask is None or pixel_values.shape[0] != 1:
+        return None
+    return pixel_mask[0].bool()
+
+
+def image_features_unpadded_many(model: Any, requests: Sequence[Pictures], chunk: int) -> list[torch.Tensor | None]:
+    """Each request's features, its sub-images computed on their own patches only; None for a request where that
+    does not apply (it takes the padded path).
 
     The processor pads every sub-image to the largest (980x980, 4,900 patches, where a crop of the blog's pictures
     has 910), and the vision tower then attends over the padding under a mask: 3.3x the tokens and 7x the attention
     of the pictures themselves. A patch counts only when all its pixels are the picture's (the model's own rule), so
     cutting each sub-image to its whole patches gives the tower the same patches, positions and mask, without the
-    padding; sub-images of one size (the crops of a picture) run together.
+    padding; sub-images of one size (the crops of a picture, and the same crops of other requests' pictures of that
+    size) run together, at most `chunk` per tower call.
     """
-    if pixel_mask is None or pixel_values.shape[0] != 1:
-        return None
-    patch = int(model.config.vision_config.patch_size)
     latents = int(model.config.perceiver_config.resampler_n_latents)
-    values, masks = pixel_values[0], pixel_mask[0].bool()
-    sizes = _valid_sizes(masks, patch)
-    if sizes is None:
-        return None
-    groups: dict[tuple[int, int], list[int]] = {}
-    for index, size in enumerate(sizes):
-        groups.setdefault(size, []).append(index)
-    features: list[torch.Tensor | None] = [None] * len(sizes)
+    patch = int(model.config.vision_config.patch_size)
+    masks = {request: mask for request, p in enumerate(requests) if (mask := _sub_image_masks(p)) is not None}
+    sizes = [_valid_sizes(masks[request], patch) if request in masks else None for request in range(len(requests))]
+    groups: dict[tuple[int, int], list[tuple[int, int]]] = {}
+    for request, request_sizes in enumerate(sizes):
+        for index, size in enumerate(request_sizes or ()):
+            groups.setdefault(size, []).append((request, index))
+    features: list[list[torch.Tensor | None]] = [[None] * len(request_sizes or ()) for request_sizes in sizes]
+    failed: set[int] = set()
     for (height, width), members in groups.items():
         for first in range(0, len(members), chunk):
             window = members[first : first + chunk]
-            pixels = values[window, :, :height, :width].unsqueeze(0)
-            mask = masks[window, :height, :width].unsqueeze(0)
+            values = [requests[request][0][0, index, :, :height, :width] for request, index in window]
+            cut = [masks[request][index, :height, :width] for request, index in window]
+            pixels, mask = torch.stack(values).unsqueeze(0), torch.stack(cut).unsqueeze(0)
             # The features come as one row per resampler latent, sub-image after sub-image.
             output = model.model.get_image_features(pixels, mask).pooler_output
             if output.shape[0] != len(window) * latents:  # it dropped a sub-image it takes for padding (all zeros)
-                return None
-            for position, rows in enumerate(output.view(len(window), -1, output.shape[-1])):
-                features[window[position]] = rows
-    return torch.cat([feature for feature in features if feature is not None])
+                failed.update(request for request, _ in window)
+                continue
+            for (request, index), rows in zip(window, output.view(len(window), -1, output.shape[-1]), strict=True):
+                features[request][index] = rows
+    complete = [sizes[request] is not None and request not in failed for request in range(len(requests))]
+    return [
+        torch.cat([f for f in request_features if f is not None]) if whole else None
+        for whole, request_features in zip(complete, features, strict=True)
+    ]
+
+
+def image_features_unpadded(model: Any, pixel_values: torch.Tensor, pixel_mask: Any, chunk: int) -> torch.Tensor | None:
+    """One request's features computed on its sub-images' own patches (`image_features_unpadded_many`), or None."""
+    return image_features_unpadded_many(model, [(pixel_values, pixel_mask)], chunk)[0]
+
+
+def _pictures(inputs: Mapping[str, Any]) -> Pictures | None:
+    pixel_values = inputs.get("pixel_values")
+    return None if pixel_values is None else (pixel_values, inputs.get("pixel_attention_mask"))
+
+
+def _sub_image_count(inputs: Mapping[str, Any]) -> int:
+    pixel_values = inputs.get("pixel_values")
+    return 0 if pixel_values is None else int(pixel_values.shape[1])
+
+
+def image_features_many(model: Any, inputs_list: Sequence[Mapping[str, Any]], plan: PrefillPlan) -> torch.Tensor | None:
+    """Every request's image features, request after request (the order the model fills image tokens in, row by
+    row), or None when no request has pictures."""
+    pictures = [_pictures(inputs) for inputs in inputs_list]
+    present = [p for p in pictures if p is not None]
+    if not present:
+        return None
+    chunk = vision_chunk_for(model, plan, sum(int(values.shape[1]) for values, _ in present))
+    unpadded = image_features_unpadded_many(model, present, chunk) if plan.unpadded_vision else [None] * len(present)
+    features = [
+        found if found is not None else image_features_in_chunks(model, values, mask, chunk)
+        for (values, mask), found in zip(present, unpadded, strict=True)
+    ]
+    return torch.cat(features)
+
+
+def prefill_groups(prompts: Sequence[Mapping[str, Any]]) -> list[list[int]]:
+    """The prompts (processor inputs) in consecutive groups within one batched prefill's bounds, by index."""
+    groups: list[list[int]] = []
+    longest = sub_images = 0
+    for index, inputs in enumerate(prompts):
+        length, count = int(inputs["input_ids"].shape[-1]), _sub_image_count(inputs)
+        if groups:
+            grown = (len(groups[-1]) + 1) * max(longest, length)
+            if grown <= MAX_GROUP_TOKENS and sub_images + count <= MAX_GROUP_SUB_IMAGES:
+                groups[-1].append(index)
+                longest, sub_images = max(longest, length), sub_images + count
+                continue
+        groups.append([index])
+        longest, sub_images = length, count
+    return groups
 
 
 def prefill(model: Any, inputs: Any, plan: PrefillPlan) -> tuple[Any, torch.Tensor]:
     """Runs the prompt through the model; returns its KV cache and the float32 logits of the last position."""
     kwargs = dict(inputs)
-    pixel_values = kwargs.pop("pixel_values", None)
-    pixel_mask = kwargs.pop("pixel_attention_mask", None)
+    kwargs.pop("pixel_values", None)
+    kwargs.pop("pixel_attention_mask", None)
     with torch.inference_mode(), plan.attention(), plan.linear_context():
-        if pixel_values is not None:
-            chunk = vision_chunk_for(model, plan, int(pixel_values.shape[1]))
-            features = image_features_unpadded(model, pixel_values, pixel_mask, chunk) if plan.unpadded_vision else None
-            if features is None:
-                features = image_features_in_chunks(model, pixel_values, pixel_mask, chunk)
+        features = image_features_many(model, [inputs], plan)
+        if features is not None:
             kwargs["image_hidden_states"] = features
         output = model(**kwargs, use_cache=True, logits_to_keep=1)
     return output.past_key_values, output.logits[:, -1].to(dtype=torch.float32)
+
+
+def prefill_many(
+    model: Any, inputs_list: Sequence[Mapping[str, Any]], plan: PrefillPlan, pad_id: int = 0
+) -> tuple[Any, torch.Tensor, list[int]]:
+    """Runs several prompts (each the processor's inputs for one request, batch 1) through the model in one forward.
+
+    Returns the batch's KV cache (row i is prompt i's, valid up to its length), each prompt's float32 logits at its
+    own last position [N, vocab], and the prompts' lengths.
+    """
+    lengths = [int(inputs["input_ids"].shape[-1]) for inputs in inputs_list]
+    if pad_id == int(model.config.image_token_id):  # the model would put image features there
+        pad_id = 0
+    device = inputs_list[0]["input_ids"].device
+    input_ids = torch.full((len(lengths), max(lengths)), pad_id, dtype=torch.long, device=device)
+    for row, (inputs, length) in enumerate(zip(inputs_list, lengths, strict=True)):
+        input_ids[row, :length] = inputs["input_ids"][0]
+    last = torch.tensor(lengths, device=device) - 1
+    with torch.inference_mode(), plan.attention(), plan.linear_context():
+        features = image_features_many(model, inputs_list, plan)
+        extra = {"image_hidden_states": features} if features is not None else {}
+        # No padding mask: every real token comes before its row's padding, so the causal mask alone keeps the
+        # padding out of every real position (what a row's cache and logits are taken from), and the attention
+        # keeps its causal kernels instead of a materialised [N, 1, L, L] mask. The padding's own rows are unused.
+        output = model.model(input_ids=input_ids, use_cache=True, **extra)
+        # Only each row's last real position: the lm_head on N rows rather than N x longest.
+        hidden = output.last_hidden_state[torch.arange(len(lengths), device=device), last]
+        logits = model.lm_head(hidden)
+    return output.past_key_values, logits.to(dtype=torch.float32), lengths

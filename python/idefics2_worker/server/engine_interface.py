@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 from ..protocol.params import GenerateParams, LoadParams
@@ -17,21 +17,30 @@ class WireForm(Protocol):
 
 
 OnDone = Callable[[Any, BaseException | None], None]
+# One generation offered to the batch: its params and payload, where its tokens go, its cancel, where its end goes.
+Admission = tuple[GenerateParams, bytes, OnToken, threading.Event, OnDone]
+# What became of it: True, it runs (`on_done` will be called); False, the batch does not take it and nothing started
+# (run it through `generate`); an error, it failed before it started (answer it with that error).
+Admitted = bool | BaseException
 
 
 class BatchLike(Protocol):
-    """The fast decoder: generations join a running batch between steps."""
+    """The fast decoder: generations join a running batch between steps, several at once through `admit_many`."""
 
     @property
     def busy(self) -> bool: ...
 
     def has_room(self) -> bool: ...
 
+    def room(self) -> int: ...
+
     def accepts(self, params: GenerateParams) -> bool: ...
 
     def admit(
         self, params: GenerateParams, payload: bytes, on_token: OnToken, cancel: threading.Event, on_done: OnDone
     ) -> bool: ...
+
+    def admit_many(self, admissions: Sequence[Admission]) -> list[Admitted]: ...
 
     def step(self) -> None: ...
 

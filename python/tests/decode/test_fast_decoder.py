@@ -1,7 +1,8 @@
 """The fast decoder (slot KV cache, continuous batching; CUDA graphs on GPU) computes what generate() computes.
 
 On CPU the step runs eagerly, so these tests check the function itself: its logits on the reference's tokens,
-its greedy tokens, requests joining and leaving a running batch, sampling, cancel and errors.
+its greedy tokens, requests joining and leaving a running batch (alone or several prefilled together), sampling,
+cancel and errors.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import torch
 from conftest import load_params
 from demo_inputs import as_payload, demo_images, demo_messages
 
+from idefics2_worker.decode.batch_decoder import AdmissionFields
 from idefics2_worker.decode.teacher_forcing import fast_path_logits
 from idefics2_worker.engine.engine import Engine, choose_batch_decoder
 from idefics2_worker.protocol.errors import WorkerError
@@ -344,3 +346,165 @@ def test_a_request_longer_than_the_sliding_window_is_left_to_generate() -> None:
         assert collector.result is not None
     finally:
         graphs.sliding_window = None
+
+
+def offer(name: str, collector: Collector, cancel: threading.Event | None = None, **options: Any) -> AdmissionFields:
+    """One request as `admit_many` takes it."""
+    params, payload = REQUESTS[name](**options)
+    return (params, payload, collector.on_token, cancel or threading.Event(), collector.on_done)
+
+
+@pytest.fixture
+def prefills(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """How many prompts each prefill the batch decoder runs takes (the real prefills run)."""
+    from idefics2_worker.decode import batch_decoder
+
+    sizes: list[int] = []
+    alone, together = batch_decoder.prefill, batch_decoder.prefill_many
+
+    def prefill(model: Any, inputs: Any, plan: Any) -> Any:
+        sizes.append(1)
+        return alone(model, inputs, plan)
+
+    def prefill_many(model: Any, inputs_list: Any, plan: Any, pad_id: int = 0) -> Any:
+        sizes.append(len(inputs_list))
+        return together(model, inputs_list, plan, pad_id)
+
+    monkeypatch.setattr(batch_decoder, "prefill", prefill)
+    monkeypatch.setattr(batch_decoder, "prefill_many", prefill_many)
+    return sizes
+
+
+@pytest.mark.timeout(120)
+def test_requests_admitted_together_get_the_ids_they_get_alone_and_from_generate(prefills: list[int]) -> None:
+    fast = engine("none", "fast")
+    assert fast.batch is not None
+    # Three prompt lengths: two pictures, none, one.
+    names = ["demo", "short text", "one image"]
+    expected = {name: reference_result("none", name) for name in names}
+    alone = {}
+    for name in names:
+        collector = admit(fast, name)
+        drain(fast)
+        assert collector.result is not None
+        alone[name] = collector.result["tokenIds"]
+    assert prefills == [1, 1, 1]
+    prefills.clear()
+    collectors = [Collector() for _ in names]
+    outcomes = fast.batch.admit_many([offer(n, c) for n, c in zip(names, collectors, strict=True)])
+    assert outcomes == [True, True, True]
+    assert prefills == [3]
+    assert len(fast.batch.running) == 3
+    drain(fast)
+    for name, collector in zip(names, collectors, strict=True):
+        assert collector.error is None, name
+        assert collector.result is not None
+        assert collector.result["tokenIds"] == alone[name] == expected[name]["tokenIds"], name
+        assert collector.result["text"] == expected[name]["text"] == "".join(collector.deltas), name
+        assert collector.result["usage"] == expected[name]["usage"], name
+
+
+@pytest.mark.timeout(120)
+def test_a_request_that_fails_to_prepare_among_others_alone_gets_its_error(prefills: list[int]) -> None:
+    fast = engine("none", "fast")
+    assert fast.batch is not None
+    good = [Collector(), Collector()]
+    bad = Collector()
+    params, payload = request(one_image("?"), [demo_images()[1].resize((5, 1))])  # 1 pixel tall: unreadable
+    outcomes = fast.batch.admit_many(
+        [
+            offer("demo", good[0]),
+            (params, payload, bad.on_token, threading.Event(), bad.on_done),
+            offer("text only", good[1]),
+        ]
+    )
+    assert outcomes[0] is True
+    assert outcomes[2] is True
+    assert isinstance(outcomes[1], WorkerError)
+    assert outcomes[1].code == "IMAGE_UNREADABLE"
+    assert prefills == [2]
+    drain(fast)
+    assert bad.result is None
+    assert bad.error is None  # the caller answers a request that never started, from its outcome
+    for name, collector in zip(("demo", "text only"), good, strict=True):
+        assert collector.result is not None
+        assert collector.result["tokenIds"] == reference_result("none", name)["tokenIds"], name
+
+
+@pytest.mark.timeout(120)
+def test_cancelled_requests_are_dropped_and_the_others_take_their_own_rows(prefills: list[int]) -> None:
+    fast = engine("none", "fast")
+    assert fast.batch is not None
+    before, during = threading.Event(), threading.Event()
+    before.set()
+    names = ["demo", "one image", "short text", "text only"]
+    collectors = [Collector() for _ in names]
+    cancels = [threading.Event(), before, during, threading.Event()]
+    # `during` is set once the batched prefill has started: the prefill goes on for the others.
+    hook = fast.batch.model.model.text_model.register_forward_pre_hook(lambda *_: during.set())
+    try:
+        outcomes = fast.batch.admit_many(
+            [offer(n, c, cancel) for n, c, cancel in zip(names, collectors, cancels, strict=True)]
+        )
+    finally:
+        hook.remove()
+    assert outcomes[0] is True
+    assert outcomes[3] is True
+    for outcome in outcomes[1:3]:
+        assert isinstance(outcome, WorkerError)
+        assert outcome.code == "ABORTED"
+    assert prefills == [3]  # the one cancelled before its prefill was not computed
+    assert len(fast.batch.running) == 2  # the last prompt's row went to the second slot
+    drain(fast)
+    for name, collector in ((names[0], collectors[0]), (names[3], collectors[3])):
+        assert collector.result is not None
+        assert collector.result["tokenIds"] == reference_result("none", name)["tokenIds"], name
+
+
+def test_a_batched_prefill_stops_when_every_request_in_it_is_cancelled() -> None:
+    fast = engine("none", "fast")
+    assert fast.batch is not None
+    cancel = [threading.Event(), threading.Event()]
+    layers: list[int] = []
+
+    def count_and_cancel(*_: Any) -> None:
+        layers.append(1)
+        for event in cancel:
+            event.set()
+
+    text = fast.batch.model.model.text_model
+    hook = text.layers[0].register_forward_pre_hook(count_and_cancel)
+    try:
+        outcomes = fast.batch.admit_many(
+            [offer("demo", Collector(), cancel[0]), offer("text only", Collector(), cancel[1])]
+        )
+    finally:
+        hook.remove()
+    assert [getattr(o, "code", o) for o in outcomes] == ["ABORTED", "ABORTED"]
+    assert layers == [1]
+    assert not fast.batch.busy
+
+
+@pytest.mark.timeout(120)
+def test_deterministic_requests_are_prefilled_one_at_a_time(prefills: list[int]) -> None:
+    # `deterministic` needs the Triton kernels for its step (not on this CPU); admission reads only the flag.
+    fast = engine("none", "fast")
+    assert fast.batch is not None
+    fast.batch.deterministic = True
+    try:
+        collectors = [Collector(), Collector()]
+        assert fast.batch.admit_many([offer("demo", collectors[0]), offer("text only", collectors[1])]) == [True, True]
+    finally:
+        fast.batch.deterministic = False
+    assert prefills == [1, 1]
+    drain(fast)
+    assert all(c.result is not None for c in collectors)
+
+
+def test_more_requests_than_the_batch_has_room_for_are_refused_whole() -> None:
+    fast = engine("none", "fast")
+    assert fast.batch is not None
+    room = fast.batch.room()
+    with pytest.raises(ValueError, match="room"):
+        fast.batch.admit_many([offer("text only", Collector()) for _ in range(room + 1)])
+    assert not fast.batch.busy

@@ -1,4 +1,5 @@
-"""The fast decoder's KV slots: growth keeps what is stored, moves carry a slot's cache and mask, release frees."""
+"""The fast decoder's KV slots: growth keeps what is stored, moves carry a slot's cache and mask, release frees,
+and a batched prefill's rows each fill their own slot."""
 
 from __future__ import annotations
 
@@ -13,10 +14,14 @@ def slots() -> KVSlots:
     return KVSlots(layers=2, kv_heads=2, head_dim=4, max_batch=8, dtype=torch.float32, device=torch.device("cpu"))
 
 
-def prefill_cache(length: int, seed: int) -> SimpleNamespace:
+def prefill_cache(length: int, seed: int, rows: int = 1) -> SimpleNamespace:
+    """transformers' DynamicCache as the slots read it: per layer, keys and values [rows, kv_heads, length, dim]."""
     generator = torch.Generator().manual_seed(seed)
     layers = [
-        SimpleNamespace(keys=torch.randn(1, 2, length, 4, generator=generator), values=torch.randn(1, 2, length, 4))
+        SimpleNamespace(
+            keys=torch.randn(rows, 2, length, 4, generator=generator),
+            values=torch.randn(rows, 2, length, 4, generator=generator),
+        )
         for _ in range(2)
     ]
     return SimpleNamespace(layers=layers)
@@ -52,3 +57,23 @@ def test_moving_a_slot_carries_its_cache_and_mask_and_release_gives_everything_b
     assert torch.equal(cache.mask[0], cache.mask[1])
     cache.release()
     assert (cache.slots, cache.length, cache.nbytes()) == (0, 0, 0)
+
+
+def test_each_row_of_a_batched_prefill_fills_its_own_slot_up_to_its_own_length() -> None:
+    cache = slots()
+    cache.ensure(4, 16)
+    earlier = prefill_cache(5, seed=3)
+    cache.store_prefill(0, earlier, 5)
+    batched = prefill_cache(9, seed=4, rows=3)  # right-padded to the longest of lengths 9, 4, 6
+    for slot, (row, length) in zip((1, 2), ((2, 6), (0, 9)), strict=True):
+        cache.store_prefill(slot, batched, length, row)
+    for index in range(2):
+        assert torch.equal(cache.keys[index][0, :, :5], earlier.layers[index].keys[0])
+        assert torch.equal(cache.keys[index][1, :, :6], batched.layers[index].keys[2, :, :6])
+        assert torch.equal(cache.values[index][1, :, :6], batched.layers[index].values[2, :, :6])
+        assert torch.equal(cache.keys[index][2, :, :9], batched.layers[index].keys[0])
+        assert not cache.keys[index][1, :, 6:].any()  # the row's padding stays out of the slot
+    assert cache.mask[1, 0, 0, :6].all()
+    assert not cache.mask[1, 0, 0, 6:].any()
+    assert cache.mask[2, 0, 0, :9].all()
+    assert not cache.mask[3].any()

@@ -1,4 +1,5 @@
-"""The prefill's vision tower without padding computes what the padded one computes (the tiny model, CPU)."""
+"""The prefill's vision tower without padding computes what the padded one computes, and prompts prefilled together
+each get what they get alone (the tiny model, CPU)."""
 
 from __future__ import annotations
 
@@ -9,16 +10,20 @@ import torch
 from conftest import TINY_MODEL
 from demo_inputs import demo_images, demo_messages
 
+from idefics2_worker.decode import prefill as prefill_module
 from idefics2_worker.decode.prefill import (
     PrefillPlan,
     image_features_in_chunks,
     image_features_unpadded,
+    image_features_unpadded_many,
     prefill,
+    prefill_groups,
+    prefill_many,
 )
 
 
 @pytest.fixture(scope="module")
-def model_and_inputs() -> tuple[Any, Any]:
+def model_and_processor() -> tuple[Any, Any]:
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
     from idefics2_worker.engine.compat import expose_pil_image_processor
@@ -26,9 +31,33 @@ def model_and_inputs() -> tuple[Any, Any]:
     expose_pil_image_processor()
     processor = AutoProcessor.from_pretrained(str(TINY_MODEL))
     model = AutoModelForImageTextToText.from_pretrained(str(TINY_MODEL)).eval()
-    prompt = processor.apply_chat_template(demo_messages(), add_generation_prompt=True)
-    inputs = processor(text=prompt, images=demo_images(), return_tensors="pt")
-    return model, inputs
+    return model, processor
+
+
+def processor_inputs(processor: Any, messages: list[dict[str, Any]], images: list[Any]) -> Any:
+    prompt = processor.apply_chat_template(messages, add_generation_prompt=True)
+    return processor(text=prompt, images=images or None, return_tensors="pt")
+
+
+@pytest.fixture(scope="module")
+def model_and_inputs(model_and_processor: tuple[Any, Any]) -> tuple[Any, Any]:
+    model, processor = model_and_processor
+    return model, processor_inputs(processor, demo_messages(), demo_images())
+
+
+@pytest.fixture(scope="module")
+def three_prompts(model_and_processor: tuple[Any, Any]) -> list[Any]:
+    """Prompts of three lengths: the demo (two pictures), a question without one, a question on one picture."""
+    _, processor = model_and_processor
+
+    def question(text: str, pictures: int) -> list[dict[str, Any]]:
+        return [{"role": "user", "content": [*([{"type": "image"}] * pictures), {"type": "text", "text": text}]}]
+
+    return [
+        processor_inputs(processor, demo_messages(), demo_images()),
+        processor_inputs(processor, question("Say something about squares, please.", 0), []),
+        processor_inputs(processor, question("What colour is this?", 1), demo_images()[1:]),
+    ]
 
 
 @torch.inference_mode()
@@ -72,3 +101,89 @@ def test_an_unpadded_prefill_gives_the_padded_prefills_logits(model_and_inputs: 
 def test_on_cpu_the_fast_decoders_plan_is_the_reference_prefill(model_and_inputs: tuple[Any, Any]) -> None:
     model, _ = model_and_inputs
     assert PrefillPlan.fastest(model) == PrefillPlan()
+
+
+@torch.inference_mode()
+@pytest.mark.parametrize(
+    "plan",
+    [PrefillPlan(), PrefillPlan(vision_chunk=3, unpadded_vision=True)],
+    ids=["padded vision", "unpadded vision in chunks of 3"],
+)
+def test_prompts_prefilled_together_each_get_the_cache_and_logits_they_get_alone(
+    model_and_inputs: tuple[Any, Any], three_prompts: list[Any], plan: PrefillPlan
+) -> None:
+    model, _ = model_and_inputs
+    lengths = [int(inputs["input_ids"].shape[-1]) for inputs in three_prompts]
+    assert len(set(lengths)) == 3
+    cache, logits, returned = prefill_many(model, three_prompts, plan)
+    assert returned == lengths
+    assert logits.dtype == torch.float32
+    assert logits.shape == (3, model.config.text_config.vocab_size)
+    for row, (inputs, length) in enumerate(zip(three_prompts, lengths, strict=True)):
+        alone_cache, alone_logits = prefill(model, inputs, plan)
+        torch.testing.assert_close(logits[row : row + 1], alone_logits, atol=1e-4, rtol=1e-4)
+        assert int(logits[row].argmax()) == int(alone_logits.argmax())
+        for layer, alone in zip(cache.layers, alone_cache.layers, strict=True):
+            torch.testing.assert_close(layer.keys[row, :, :length], alone.keys[0], atol=1e-4, rtol=1e-4)
+            torch.testing.assert_close(layer.values[row, :, :length], alone.values[0], atol=1e-4, rtol=1e-4)
+
+
+@torch.inference_mode()
+def test_sub_images_of_one_size_from_several_requests_share_the_towers_calls(
+    model_and_inputs: tuple[Any, Any], three_prompts: list[Any]
+) -> None:
+    model, _ = model_and_inputs
+    pictures = [(p["pixel_values"], p["pixel_attention_mask"]) for p in (three_prompts[0], three_prompts[2])]
+    calls: list[int] = []
+    hook = model.model.vision_model.register_forward_hook(lambda _m, _a, out: calls.append(len(out.last_hidden_state)))
+    try:
+        alone = [image_features_unpadded(model, values, mask, chunk=16) for values, mask in pictures]
+        calls_alone = len(calls)
+        calls.clear()
+        together = image_features_unpadded_many(model, pictures, chunk=16)
+    finally:
+        hook.remove()
+    # The one-picture request's picture is the demo's second: its crops have sizes the demo's have too.
+    assert len(calls) < calls_alone
+    assert sum(calls) == sum(int(values.shape[1]) for values, _ in pictures)
+    for mine, reference in zip(together, alone, strict=True):
+        assert mine is not None
+        assert reference is not None
+        torch.testing.assert_close(mine, reference, atol=2e-5, rtol=1e-4)
+
+
+@torch.inference_mode()
+def test_a_request_whose_mask_is_not_a_rectangle_takes_the_padded_path_alone(
+    model_and_inputs: tuple[Any, Any], three_prompts: list[Any]
+) -> None:
+    model, _ = model_and_inputs
+    holed = dict(three_prompts[2])
+    holed["pixel_attention_mask"] = holed["pixel_attention_mask"].clone()
+    holed["pixel_attention_mask"][0, 0, 0, 0] = 0
+    pictures = [(p["pixel_values"], p["pixel_attention_mask"]) for p in (three_prompts[0], holed)]
+    found = image_features_unpadded_many(model, pictures, chunk=4)
+    assert found[0] is not None
+    assert found[1] is None
+    prompts = [three_prompts[0], three_prompts[1], holed]
+    _, logits, _ = prefill_many(model, prompts, PrefillPlan(vision_chunk=4, unpadded_vision=True))
+    _, alone = prefill(model, holed, PrefillPlan(vision_chunk=4))
+    torch.testing.assert_close(logits[2:], alone, atol=1e-4, rtol=1e-4)
+
+
+def test_prefill_groups_keep_the_order_and_stay_within_the_token_and_sub_image_bounds() -> None:
+    def prompt(tokens: int, sub_images: int = 0) -> dict[str, torch.Tensor]:
+        inputs = {"input_ids": torch.zeros(1, tokens, dtype=torch.long)}
+        if sub_images:
+            inputs["pixel_values"] = torch.zeros(1, sub_images, 3, 1, 1)
+        return inputs
+
+    tokens, sub_images = prefill_module.MAX_GROUP_TOKENS, prefill_module.MAX_GROUP_SUB_IMAGES
+    assert prefill_groups([prompt(100), prompt(900, 10), prompt(50)]) == [[0, 1, 2]]
+    # Padded rows count: four prompts of the longest's length.
+    quarter = tokens // 4
+    assert prefill_groups([prompt(10), prompt(10), prompt(10), prompt(quarter), prompt(10)]) == [[0, 1, 2, 3], [4]]
+    assert prefill_groups([prompt(10), prompt(quarter + 1), prompt(10), prompt(10)]) == [[0, 1, 2], [3]]
+    assert prefill_groups([prompt(tokens * 2), prompt(10)]) == [[0], [1]]
+    half = sub_images // 2
+    assert prefill_groups([prompt(10, half), prompt(10, half), prompt(10, 1), prompt(10)]) == [[0, 1], [2, 3]]
+    assert prefill_groups([]) == []

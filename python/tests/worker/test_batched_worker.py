@@ -1,4 +1,5 @@
-"""The worker with the fast decoder: generations sent together run in one batch, each with its own answer."""
+"""The worker with the fast decoder: generations sent together run in one batch, each with its own answer; those
+queued together are also prefilled together."""
 
 from __future__ import annotations
 
@@ -56,6 +57,33 @@ def test_requests_sent_together_each_get_the_answer_they_get_alone(fast_worker: 
     for before, after in zip(alone, together, strict=True):
         assert after["tokenIds"] == before["tokenIds"]
         assert after["usage"] == before["usage"]
+
+
+@pytest.mark.timeout(120)
+def test_requests_queued_behind_a_load_are_admitted_together_and_a_bad_one_fails_alone(
+    fast_worker: WorkerProcess,
+) -> None:
+    requests = [generate_params(24), text_params("Tell me about squares."), one_image_params()]
+    alone = []
+    for params, payload in requests:
+        _, frame = fast_worker.call("generate", params, payload, timeout=60)
+        assert frame["type"] == "result", frame
+        alone.append(frame["result"])
+    specs, payload = as_payload([demo_images()[1].resize((5, 1))])  # 1 pixel tall: the processor cannot split it
+    messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "?"}]}]
+    unreadable = ({"messages": messages, "images": specs, "options": {"maxNewTokens": 24}}, payload)
+    # While the load runs the generations wait in the queue; then the model thread takes them all at once.
+    reload = fast_worker.request("load", load_params(decoder="fast", maxBatchSize=4))
+    ids = [fast_worker.request("generate", *request) for request in [requests[0], unreadable, *requests[1:]]]
+    _, load_frame = fast_worker.frames_for(reload, timeout=90)
+    assert load_frame["type"] == "result", load_frame
+    frames = [fast_worker.frames_for(request_id, timeout=60)[1] for request_id in ids]
+    assert frames[1]["type"] == "error"
+    assert frames[1]["error"]["code"] == "IMAGE_UNREADABLE"
+    for before, after in zip(alone, [frames[0], *frames[2:]], strict=True):
+        assert after["type"] == "result", after
+        assert after["result"]["tokenIds"] == before["tokenIds"]
+        assert after["result"]["usage"] == before["usage"]
 
 
 @pytest.mark.timeout(120)

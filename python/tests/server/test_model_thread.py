@@ -1,0 +1,146 @@
+"""The model thread with the real engine's fast decoder (the tiny model, CPU): generations queued together are
+offered to the batch together, each still answered alone, and requests still take effect in the order sent."""
+
+from __future__ import annotations
+
+import itertools
+import os
+import queue
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from conftest import load_params
+from demo_inputs import as_payload, demo_images, generate_params
+
+from idefics2_worker.engine.engine import Engine
+from idefics2_worker.protocol.framing import FrameWriter, read_frame
+from idefics2_worker.protocol.params import parse_generate, parse_load
+from idefics2_worker.server.model_thread import Job, ModelThread
+from idefics2_worker.server.replies import Replies
+
+MAX_BATCH = 4
+_ids = itertools.count(1)
+
+
+@pytest.fixture(scope="module")
+def engine() -> Engine:
+    fast = Engine()
+    fast.load(parse_load(load_params(decoder="fast", maxBatchSize=MAX_BATCH)), threading.Event(), lambda *_: None)
+    return fast
+
+
+@pytest.fixture
+def offered(engine: Engine) -> Iterator[list[int]]:
+    """How many requests each `admit_many` call is offered (the real one runs)."""
+    batch = engine.batch
+    assert batch is not None
+    sizes: list[int] = []
+    real = batch.admit_many
+
+    def admit_many(admissions: Any) -> Any:
+        sizes.append(len(admissions))
+        return real(admissions)
+
+    batch.admit_many = admit_many  # type: ignore[method-assign]
+    yield sizes
+    del batch.admit_many
+
+
+def text_job(question: str, **options: Any) -> Job:
+    messages = [{"role": "user", "content": [{"type": "text", "text": question}]}]
+    params = {"messages": messages, "images": [], "options": {"maxNewTokens": 24, **options}, "stream": True}
+    return Job(next(_ids), "generate", params, b"")
+
+
+def demo_job(**options: Any) -> Job:
+    params, payload = generate_params(24, **options)
+    return Job(next(_ids), "generate", params, payload)
+
+
+def unreadable_job() -> Job:
+    specs, payload = as_payload([demo_images()[1].resize((5, 1))])  # 1 pixel tall: the processor cannot split it
+    messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "?"}]}]
+    params = {"messages": messages, "images": specs, "options": {"maxNewTokens": 24}}
+    return Job(next(_ids), "generate", params, payload)
+
+
+def run(engine: Engine, jobs: list[Job], timeout: float = 90) -> list[dict[str, Any]]:
+    """Queues every job before the thread starts, runs it until each job is answered; the final frames in the order
+    they came."""
+    read_end, write_end = os.pipe()
+    reader, writer = os.fdopen(read_end, "rb"), os.fdopen(write_end, "wb")
+    frames: queue.Queue[dict[str, Any]] = queue.Queue()
+    deaths: list[BaseException] = []
+
+    def read() -> None:
+        while (frame := read_frame(reader)) is not None:
+            frames.put(frame[0])
+
+    listener = threading.Thread(target=read, daemon=True)
+    listener.start()
+    thread = ModelThread(engine, Replies(FrameWriter(writer)), None, on_death=deaths.append)
+    for job in jobs:
+        thread.enqueue(job)
+    thread.start()
+    finals: list[dict[str, Any]] = []
+    try:
+        while len(finals) < len(jobs):
+            frame = frames.get(timeout=timeout)
+            if frame["type"] != "event":
+                finals.append(frame)
+    finally:
+        thread.stop()
+        thread.join(10)
+        writer.close()
+        listener.join(10)
+        reader.close()
+    assert not deaths
+    return finals
+
+
+def alone(engine: Engine, job: Job) -> dict[str, Any]:
+    params = parse_generate(job.params, len(job.payload))
+    return engine.generate(params, job.payload, lambda *_: None, threading.Event()).to_wire()
+
+
+@pytest.mark.timeout(180)
+def test_generations_queued_together_are_admitted_together_and_each_answered_alone(
+    engine: Engine, offered: list[int]
+) -> None:
+    good = [demo_job(), text_job("Tell me about squares."), text_job("Say something about squares.")]
+    bad_options = text_job("?", topP=2.0)
+    unreadable = unreadable_job()
+    cancelled = demo_job()
+    cancelled.cancel.set()
+    ping = Job(next(_ids), "ping", {}, b"")
+    later = text_job("What is a circle?")
+    jobs = [good[0], bad_options, unreadable, good[1], cancelled, good[2], ping, later]
+    finals = {frame["id"]: frame for frame in run(engine, jobs)}
+    # The first four (the batch's room) were taken together, and offered but for the one whose options do not parse;
+    # then the next two, the room left; the ping is no generation, so the one behind it waited for it.
+    assert offered == [3, 2, 1]
+    assert finals[bad_options.id]["error"]["code"] == "INVALID_OPTIONS"
+    assert finals[unreadable.id]["error"]["code"] == "IMAGE_UNREADABLE"
+    assert finals[cancelled.id]["error"]["code"] == "ABORTED"
+    assert finals[ping.id]["result"] == {"pong": True}
+    for job in [*good, later]:
+        frame = finals[job.id]
+        assert frame["type"] == "result", frame
+        expected = alone(engine, job)
+        assert frame["result"]["tokenIds"] == expected["tokenIds"]
+        assert frame["result"]["text"] == expected["text"]
+
+
+@pytest.mark.timeout(180)
+def test_a_generation_the_batch_does_not_take_runs_after_those_before_it_and_before_those_after_it(
+    engine: Engine, offered: list[int]
+) -> None:
+    before, beams, after = demo_job(maxNewTokens=30, minNewTokens=30), demo_job(numBeams=2), demo_job()
+    finals = run(engine, [before, beams, after])
+    assert [frame["id"] for frame in finals] == [before.id, beams.id, after.id]
+    assert all(frame["type"] == "result" for frame in finals), finals
+    # `after` was taken with `before`, then put back when `beams` (beam search: generate()) stopped the group.
+    assert offered == [1, 1]
+    assert finals[1]["result"]["text"] == finals[2]["result"]["text"] == "That is a blue square."
