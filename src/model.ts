@@ -195,7 +195,7 @@ export class Idefics2 {
         reserveNewTokens: extras.reserveNewTokens,
         pictures: extras.pictures,
       });
-      checkRequestSize(prepared.params, prepared.payload.length);
+      checkRequestSize(prepared.params, prepared.payloadBytes);
       // The call's timeoutMs runs from the call: it covers waiting for earlier calls and for a worker's restart.
       const timeoutMs = options.timeoutMs;
       const deadline = timeoutMs === undefined || timeoutMs > MAX_TIMER_MS ? undefined : { started, timeoutMs };

@@ -25,7 +25,10 @@ export type GenerateCallOptions = GenerationOptions &
 
 export interface PreparedGeneration {
   params: GenerateParams;
-  payload: Buffer;
+  /** The pictures' pixels in order, sent one after another as the request's payload (never copied into one). */
+  payload: Buffer[];
+  /** The payload's length in bytes. */
+  payloadBytes: number;
   /** The call's structured output, which turns the result's text into `object`. */
   structure: Structure | undefined;
 }
@@ -97,7 +100,8 @@ export async function prepareGeneration(
       stream: mode.stream,
       reserveNewTokens: mode.reserveNewTokens ?? false,
     },
-    payload: Buffer.concat(decoded.map((picture) => picture.data)),
+    payload: decoded.map((picture) => picture.data),
+    payloadBytes: offset,
     structure,
   };
 }

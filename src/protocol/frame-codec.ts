@@ -10,19 +10,34 @@ const PREFIX_BYTES = 8;
 export const MAX_HEADER_BYTES = 16 * 1024 * 1024;
 export const MAX_PAYLOAD_BYTES = 1024 * 1024 * 1024;
 
+/** A frame's payload: one buffer, or several sent one after another as one payload (a request's pictures). */
+export type FramePayload = Uint8Array | readonly Uint8Array[];
+
 // Layout: [u32 BE header length][u32 BE payload length][UTF-8 JSON header][payload], as in docs/PROTOCOL.md.
-export function encodeFrame(header: object, payload: Uint8Array = EMPTY): Buffer {
-  const json = Buffer.from(JSON.stringify(header), "utf8");
-  if (json.length > MAX_HEADER_BYTES) {
-    throw new ProtocolError("PROTOCOL_ERROR", `Frame header of ${json.length} bytes exceeds ${MAX_HEADER_BYTES}`);
+export function encodeFrame(header: object, payload: FramePayload = EMPTY): Buffer {
+  return Buffer.concat(encodeFrameParts(header, payload));
+}
+
+/**
+ * A frame as the buffers to write one after another: the prefix and header in one, then the payload's own buffers,
+ * never copied (a request's pictures are megabytes; the stream writes them together with one writev).
+ */
+export function encodeFrameParts(header: object, payload: FramePayload = EMPTY): Uint8Array[] {
+  const parts = payload instanceof Uint8Array ? [payload] : payload;
+  const payloadLength = parts.reduce((sum, part) => sum + part.length, 0);
+  const json = JSON.stringify(header);
+  const jsonLength = Buffer.byteLength(json, "utf8");
+  if (jsonLength > MAX_HEADER_BYTES) {
+    throw new ProtocolError("PROTOCOL_ERROR", `Frame header of ${jsonLength} bytes exceeds ${MAX_HEADER_BYTES}`);
   }
-  if (payload.length > MAX_PAYLOAD_BYTES) {
-    throw new ProtocolError("PROTOCOL_ERROR", `Frame payload of ${payload.length} bytes exceeds ${MAX_PAYLOAD_BYTES}`);
+  if (payloadLength > MAX_PAYLOAD_BYTES) {
+    throw new ProtocolError("PROTOCOL_ERROR", `Frame payload of ${payloadLength} bytes exceeds ${MAX_PAYLOAD_BYTES}`);
   }
-  const prefix = Buffer.allocUnsafe(PREFIX_BYTES);
-  prefix.writeUInt32BE(json.length, 0);
-  prefix.writeUInt32BE(payload.length, 4);
-  return Buffer.concat([prefix, json, payload]);
+  const head = Buffer.allocUnsafe(PREFIX_BYTES + jsonLength);
+  head.writeUInt32BE(jsonLength, 0);
+  head.writeUInt32BE(payloadLength, 4);
+  head.write(json, PREFIX_BYTES, "utf8");
+  return [head, ...parts.filter((part) => part.length > 0)];
 }
 
 const EMPTY = new Uint8Array(0);

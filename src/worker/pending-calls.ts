@@ -41,8 +41,13 @@ export class PendingCalls {
    * abort listener) and hands the frame to `write`. A call refused on the way (bad options, a frame that cannot be
    * encoded, a signal already aborted) rejects with nothing registered, so nothing is left holding the worker.
    */
-  add<T>(method: MethodName, options: CallOptions, encode: (id: number) => Buffer, write: (frame: Buffer) => void): Promise<T> {
-    let frame: Buffer;
+  add<T>(
+    method: MethodName,
+    options: CallOptions,
+    encode: (id: number) => readonly Uint8Array[],
+    write: (frame: readonly Uint8Array[]) => void,
+  ): Promise<T> {
+    let frame: readonly Uint8Array[];
     let id: number;
     let signal: AbortSignal | undefined;
     let timeoutMs: number | undefined;

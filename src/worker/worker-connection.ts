@@ -1,6 +1,6 @@
 import type { Readable, Writable } from "node:stream";
 import { ClosedError, Idefics2Error, ProtocolError } from "../errors.js";
-import { encodeFrame, FrameDecoder } from "../protocol/frame-codec.js";
+import { encodeFrameParts, FrameDecoder, type FramePayload } from "../protocol/frame-codec.js";
 import { type InboundFrame, methods, type MethodName, type ParamsOf, type ResultOf, type WorkerVersions } from "../protocol/messages.js";
 import { deferred } from "./deferred.js";
 import { type CallOptions, PendingCalls } from "./pending-calls.js";
@@ -8,7 +8,8 @@ import { readInboundFrame } from "./read-inbound-frame.js";
 import { workerError } from "./worker-error.js";
 
 export interface RequestOptions extends CallOptions {
-  payload?: Uint8Array;
+  /** The request's raw bytes: one buffer, or several (a request's pictures, in order) sent as one payload. */
+  payload?: FramePayload;
 }
 
 /** What the worker says in its `ready` frame. */
@@ -38,7 +39,7 @@ export class WorkerConnection {
     this.#output = output;
     this.#onFailure = options.onFailure;
     const cancel = (id: number) => {
-      if (this.open) this.#write(encodeFrame({ type: "cancel", id }));
+      if (this.open) this.#write(encodeFrameParts({ type: "cancel", id }));
     };
     this.#calls = new PendingCalls(cancel, options.onPendingChange);
     input.on("data", (chunk: Buffer) => this.#onData(chunk));
@@ -70,7 +71,7 @@ export class WorkerConnection {
     return this.#calls.add<ResultOf<M>>(
       method,
       options,
-      (id) => encodeFrame({ type: "request", id, method, params }, options.payload),
+      (id) => encodeFrameParts({ type: "request", id, method, params }, options.payload),
       (frame) => this.#write(frame),
     );
   }
@@ -88,12 +89,21 @@ export class WorkerConnection {
     this.#closed = true;
     this.#calls.rejectAll(new ClosedError("The worker"));
     if (this.#failure) return;
-    this.#write(encodeFrame({ type: "shutdown" }));
+    this.#write(encodeFrameParts({ type: "shutdown" }));
     this.#output.end();
   }
 
-  #write(frame: Buffer): void {
-    if (!this.#output.destroyed && this.#output.writable) this.#output.write(frame);
+  // A frame's buffers go out together (corked: one writev), and no other frame can come between them.
+  #write(frame: readonly Uint8Array[]): void {
+    const output = this.#output;
+    if (output.destroyed || !output.writable) return;
+    if (frame.length === 1) {
+      output.write(frame[0]);
+      return;
+    }
+    output.cork();
+    for (const part of frame) output.write(part);
+    output.uncork();
   }
 
   #onData(chunk: Buffer): void {

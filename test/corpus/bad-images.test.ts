@@ -298,7 +298,7 @@ describe("odd but valid pictures work end to end, with PIL's pixels", () => {
     const messages = [user(image(path), colourQuestion)];
     const prepared = await prepareGeneration(messages, {}, {}, { stream: false });
     expect(prepared.params.images).toEqual([{ offset: 0, length: expected.rgb.length, width: expected.width, height: expected.height }]);
-    expect(prepared.payload.equals(expected.rgb), "the payload is PIL's pixels").toBe(true);
+    expect(Buffer.concat(prepared.payload).equals(expected.rgb), "the payload is PIL's pixels").toBe(true);
 
     const result = await model.generate(messages, { maxNewTokens: 8 });
     expect(result.tokenIds.length).toBeGreaterThan(0);

@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { encodeFrame, FrameDecoder, MAX_HEADER_BYTES } from "../../src/protocol/frame-codec.js";
+import { encodeFrame, encodeFrameParts, FrameDecoder, MAX_HEADER_BYTES, MAX_PAYLOAD_BYTES } from "../../src/protocol/frame-codec.js";
 import { ProtocolError } from "../../src/errors.js";
 
 describe("frame codec", () => {
@@ -46,5 +46,23 @@ describe("frame codec", () => {
 
   it("refuses to encode a header over the limit", () => {
     expect(() => encodeFrame({ big: "x".repeat(MAX_HEADER_BYTES) })).toThrow(ProtocolError);
+  });
+
+  it("encodes a payload of several buffers as one payload, writing those buffers as they are", () => {
+    const pictures = [Buffer.alloc(12, 1), Buffer.alloc(0), new Uint8Array([7, 8, 9])];
+    const parts = encodeFrameParts({ type: "request", id: 2, text: "héllo" }, pictures);
+    expect(parts.slice(1)).toEqual([pictures[0], pictures[2]]);
+    expect(parts[1]).toBe(pictures[0]);
+    expect(parts[2]).toBe(pictures[2]);
+    const whole = Buffer.concat(parts);
+    expect(whole.equals(encodeFrame({ type: "request", id: 2, text: "héllo" }, Buffer.concat(pictures)))).toBe(true);
+    const [frame] = new FrameDecoder().push(whole);
+    expect(frame?.header).toEqual({ type: "request", id: 2, text: "héllo" });
+    expect([...(frame?.payload ?? [])]).toEqual([...Buffer.alloc(12, 1), 7, 8, 9]);
+  });
+
+  it("refuses a payload whose buffers together are over the limit, before writing anything", () => {
+    const half = { length: MAX_PAYLOAD_BYTES / 2 + 1 } as Uint8Array;
+    expect(() => encodeFrameParts({ type: "request" }, [half, half])).toThrow(/payload of \d+ bytes exceeds/);
   });
 });

@@ -49,6 +49,23 @@ describe("WorkerConnection over an in-memory stream pair", { timeout: 5_000 }, (
     expect(connection.pendingCount).toBe(0);
   });
 
+  it("sends a payload of several pictures as one frame's payload, whole, before the next call's frame", async () => {
+    const { connection, worker } = connect();
+    const pictures = [randomBytes(300_000), randomBytes(5), randomBytes(200_000)];
+    const withPictures = connection.request("generate", generateParams("a"), { payload: pictures });
+    const after = connection.request("ping", {});
+    const first = await worker.next();
+    expect(first.header).toMatchObject({ type: "request", id: 1, method: "generate" });
+    expect(first.payload.equals(Buffer.concat(pictures))).toBe(true);
+    const second = await worker.next();
+    expect(second.header).toEqual({ type: "request", id: 2, method: "ping", params: {} });
+    expect(second.payload.length).toBe(0);
+    worker.result(1, generateResult("a"));
+    worker.result(2, { pong: true });
+    await expect(withPictures).resolves.toMatchObject({ text: "a" });
+    await expect(after).resolves.toEqual({ pong: true });
+  });
+
   it("hands each event only to the onEvent of the call whose id it carries", async () => {
     const { connection, worker } = connect();
     const first: string[] = [];

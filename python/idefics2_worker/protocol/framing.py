@@ -45,18 +45,24 @@ def _check_lengths(header_len: int, payload_len: int) -> None:
 
 
 def _read_exact(stream: BinaryIO, size: int, *, at_boundary: bool) -> bytes | None:
-    """Reads `size` bytes; None on end of stream at a frame boundary, FrameError on end inside a frame."""
-    buffer = bytearray(size)
-    view = memoryview(buffer)
-    filled = 0
+    """Reads `size` bytes; None on end of stream at a frame boundary, FrameError on end inside a frame.
+
+    A buffered stream (the worker's stdin) fills the one bytes object its read returns straight from the pipe, so a
+    picture payload of megabytes is not copied again here; a raw stream may return less, and the rest follows."""
+    first = stream.read(size) or b""
+    if len(first) == size:
+        return first
+    if not first and at_boundary:
+        return None
+    parts = [first]
+    filled = len(first)
     while filled < size:
-        count = stream.readinto(view[filled:])  # type: ignore[attr-defined]
-        if not count:
-            if filled == 0 and at_boundary:
-                return None
+        chunk = stream.read(size - filled)
+        if not chunk:
             raise FrameError(f"Stream ended inside a frame ({filled} of {size} bytes read)", fatal=True)
-        filled += count
-    return bytes(buffer)
+        parts.append(chunk)
+        filled += len(chunk)
+    return b"".join(parts)
 
 
 def read_frame(stream: BinaryIO) -> tuple[dict[str, Any], bytes] | None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
+import warnings
 import weakref
 from dataclasses import dataclass
 from typing import Any
@@ -28,12 +29,49 @@ class PreparedPrompt:
     preprocessed: float
 
 
-def _images(params: GenerateParams, payload: bytes) -> list[Image.Image]:
+def _pil_images(params: GenerateParams, payload: bytes) -> list[Image.Image]:
+    """The pictures as the reference passes them: PIL images (each copies its pixels out of the payload once)."""
     view = memoryview(payload)
     return [
-        Image.frombytes("RGB", (spec.width, spec.height), bytes(view[spec.offset : spec.offset + spec.length]))
+        Image.frombytes("RGB", (spec.width, spec.height), view[spec.offset : spec.offset + spec.length])
         for spec in params.images
     ]
+
+
+def _tensor_images(params: GenerateParams, payload: bytes) -> list[Any]:
+    """The pictures as uint8 channel-first tensors over the payload itself, no copy: the same shape, strides and
+    values the torchvision backend makes of a PIL image (`pil_to_tensor`), without its copies (PIL's, `load_image`'s
+    exif_transpose and convert("RGB"), numpy's), so everything after them is the same computation."""
+    import torch
+
+    view = memoryview(payload)
+    with warnings.catch_warnings():
+        # The payload is read-only bytes: the processor only reads these tensors (its first step copies them to the
+        # device), so torch's warning about writing to a read-only buffer does not apply.
+        warnings.simplefilter("ignore", UserWarning)
+        return [
+            torch.frombuffer(view[spec.offset : spec.offset + spec.length], dtype=torch.uint8)
+            .view(spec.height, spec.width, 3)
+            .permute(2, 0, 1)
+            for spec in params.images
+        ]
+
+
+def _processor_inputs(processor: Any, prompt: str, params: GenerateParams, payload: bytes, device: Any) -> Any:
+    """The processor's inputs for the prompt and pictures; with `device`, the pictures are preprocessed there.
+
+    On a device the text goes through the processor alone (its own `<image>` expansion and tokenizer, which do not
+    depend on the pixels) and the pictures through its image processor as tensors: Idefics2's processor takes PIL
+    images only, and would copy each picture four times on the CPU before the image processor moves it anyway.
+    """
+    if device is None or not params.images:
+        images = _pil_images(params, payload)
+        return processor(text=prompt, images=images or None, return_tensors="pt")
+    from transformers import BatchFeature
+
+    text = processor(text=prompt, return_tensors="pt")
+    pixels = processor.image_processor([_tensor_images(params, payload)], return_tensors="pt", device=device)
+    return BatchFeature({**text, **pixels})
 
 
 def _processes_on_device(processor: Any) -> bool:
@@ -136,15 +174,13 @@ def prepare_prompt(
     started = time.perf_counter()
     max_context = int(model.config.text_config.max_position_embeddings)
     _check_splittable(processor, params)
-    # Idefics2's processor takes PIL images only; the torchvision backend moves each to `device` and works there.
     on_device = on_device and bool(params.images) and _processes_on_device(processor)
-    device_kwargs: dict[str, Any] = {"device": model.device} if on_device else {}
-    images = _images(params, payload)
     stop_if_cancelled(cancel)
     prompt = processor.apply_chat_template(params.messages, add_generation_prompt=True)
     _check_text_fits(loaded, prompt, max_context)
     stop_if_cancelled(cancel)
-    inputs = processor(text=prompt, images=images or None, return_tensors="pt", **device_kwargs).to(model.device)
+    device = model.device if on_device else None
+    inputs = _processor_inputs(processor, prompt, params, payload, device).to(model.device)
     stop_if_cancelled(cancel)
     input_ids = inputs["input_ids"]
     prompt_tokens = int(input_ids.shape[-1])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import os
 import struct
 import threading
 
@@ -112,3 +113,55 @@ def test_a_header_holding_lone_surrogates_is_encoded_with_json_escapes_and_reads
     out = io.BytesIO()
     assert FrameWriter(out).write(header) is True
     assert read_frame(io.BytesIO(out.getvalue())) == (header, b"")
+
+
+class TrickleStream(io.RawIOBase):
+    """A raw stream that gives at most `step` bytes a read, as a pipe may."""
+
+    def __init__(self, data: bytes, step: int) -> None:
+        self._data = memoryview(data)
+        self._step = step
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]
+        count = min(len(buffer), self._step, len(self._data))
+        buffer[:count] = self._data[:count]
+        self._data = self._data[count:]
+        return count
+
+
+@pytest.mark.parametrize("step", [1, 3, 4096])
+def test_frames_read_whole_from_a_stream_that_gives_a_few_bytes_at_a_time(step: int) -> None:
+    payload = bytes(range(256)) * 40
+    header = {"type": "request", "id": 3, "params": {"text": "東京"}}
+    stream = TrickleStream(encode_frame(header, payload) + encode_frame({"type": "ping"}), step)
+    assert read_frame(stream) == (header, payload)  # type: ignore[arg-type]
+    assert read_frame(stream) == ({"type": "ping"}, b"")  # type: ignore[arg-type]
+    assert read_frame(stream) is None  # type: ignore[arg-type]
+
+
+def test_a_trickling_stream_that_ends_inside_a_payload_is_a_fatal_protocol_error() -> None:
+    whole = encode_frame({"type": "request"}, b"0123456789")
+    with pytest.raises(FrameError, match=r"ended inside a frame \(4 of 10 bytes read\)") as raised:
+        read_frame(TrickleStream(whole[:-6], 3))  # type: ignore[arg-type]
+    assert raised.value.fatal
+
+
+def test_a_large_payload_from_a_buffered_pipe_comes_back_as_bytes() -> None:
+    payload = bytes(range(256)) * 16_384  # 4 MiB, more than a pipe holds at once
+    read_end, write_end = os.pipe()
+    writer = threading.Thread(target=lambda: _write_all(write_end, encode_frame({"type": "request"}, payload)))
+    writer.start()
+    with os.fdopen(read_end, "rb") as stream:
+        frame = read_frame(stream)
+    writer.join()
+    assert frame is not None
+    assert type(frame[1]) is bytes
+    assert frame[1] == payload
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    with os.fdopen(fd, "wb") as stream:
+        stream.write(data)

@@ -155,3 +155,90 @@ def test_a_chat_turn_must_leave_room_for_its_longest_answer_and_says_what_it_nee
     assert f"at most {left}" in (raised.value.fix or "")
     # A plain generate() only needs its prompt to fit, as the reference program does.
     assert prepare_prompt(loaded, _turn("Hello there", left + 1, reserve=False), b"").prompt_tokens == prompt_tokens
+
+
+# Sizes that exercise the processor's corners: the blog's pictures, odd sizes, ones that need upscaling to the
+# shortest edge, and 3-pixel sides, where a picture's channel axis is ambiguous from its shape alone.
+PICTURE_PAIRS = [
+    ((980, 735), (735, 980)),
+    ((65, 33), (37, 100)),
+    ((3, 5), (5, 3)),
+    ((2, 2), (64, 3)),
+    ((3, 64), (3, 3)),
+]
+CONVERSATION = [
+    {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "What do we see in this image?"}]},
+    {"role": "assistant", "content": [{"type": "text", "text": "The Statue of Liberty."}]},
+    {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "And this one?"}]},
+]
+
+
+def _pictures(sizes: tuple[tuple[int, int], ...]) -> tuple[bytes, list[Any]]:
+    """A payload of random RGB pictures of these (width, height) sizes, and each picture as a PIL image."""
+    import numpy as np
+    from PIL import Image
+
+    generator = np.random.default_rng(sum(w * h for w, h in sizes))
+    pixels = [generator.integers(0, 256, (h, w, 3), dtype=np.uint8).tobytes() for w, h in sizes]
+    pictures = [Image.frombytes("RGB", size, data) for size, data in zip(sizes, pixels, strict=True)]
+    return b"".join(pixels), pictures
+
+
+def _picture_params(sizes: tuple[tuple[int, int], ...], payload: bytes) -> Any:
+    images, offset = [], 0
+    for width, height in sizes:
+        images.append({"offset": offset, "length": width * height * 3, "width": width, "height": height})
+        offset += width * height * 3
+    raw = {"messages": CONVERSATION, "images": images, "options": {"maxNewTokens": 4}}
+    return parse_generate(raw, len(payload))
+
+
+def _assert_same_inputs(got: Any, expected: Any) -> None:
+    import torch
+
+    assert sorted(got.keys()) == sorted(expected.keys())
+    for key in expected:
+        assert got[key].dtype == expected[key].dtype, key
+        assert torch.equal(got[key], expected[key]), key
+
+
+def _processor(splitting: bool, backend: str) -> Any:
+    from transformers import AutoProcessor
+
+    from idefics2_worker.engine.compat import expose_pil_image_processor
+
+    expose_pil_image_processor()
+    processor = AutoProcessor.from_pretrained(str(TINY_MODEL), do_image_splitting=splitting)
+    is_torchvision = type(processor.image_processor).__name__ == "Idefics2ImageProcessor"
+    if (backend == "torchvision") != is_torchvision:
+        pytest.skip(f"the {backend} image processor is not the one that loads here")
+    return processor
+
+
+@pytest.mark.parametrize("splitting", [True, False])
+@pytest.mark.parametrize("sizes", PICTURE_PAIRS)
+def test_the_inputs_are_exactly_the_reference_processors_for_its_pil_images(
+    sizes: tuple[tuple[int, int], ...], splitting: bool
+) -> None:
+    processor = _processor(splitting, "pil")
+    payload, pictures = _pictures(sizes)
+    prompt = processor.apply_chat_template(CONVERSATION, add_generation_prompt=True)
+    expected = processor(text=prompt, images=pictures, return_tensors="pt")
+    prepared = prepare_prompt(loaded_with(processor), _picture_params(sizes, payload), payload)
+    _assert_same_inputs(prepared.inputs, expected)
+
+
+@pytest.mark.parametrize("splitting", [True, False])
+@pytest.mark.parametrize("sizes", PICTURE_PAIRS)
+def test_pictures_preprocessed_on_the_device_are_exactly_what_the_processor_gives_for_pil_images_there(
+    sizes: tuple[tuple[int, int], ...], splitting: bool
+) -> None:
+    """The torchvision backend (where it imports: the GPU machines) given tensors over the payload computes what
+    the processor computes from the reference's PIL images, on the same device."""
+    processor = _processor(splitting, "torchvision")
+    payload, pictures = _pictures(sizes)
+    prompt = processor.apply_chat_template(CONVERSATION, add_generation_prompt=True)
+    loaded = loaded_with(processor)
+    expected = processor(text=prompt, images=pictures, return_tensors="pt", device=loaded.model.device)
+    prepared = prepare_prompt(loaded, _picture_params(sizes, payload), payload, on_device=True)
+    _assert_same_inputs(prepared.inputs, expected)
