@@ -93,3 +93,23 @@ def test_the_protocol_and_the_server_import_no_torch() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=PACKAGE.parent, timeout=60
     )
     assert done.stdout.strip() == ""
+
+
+def test_every_module_imports_without_triton() -> None:
+    # The managed environment's torch is a CPU build, which brings no Triton: the engine still imports the fast
+    # decoder's modules (to choose it or not), so no module may need a Triton name at import time.
+    code = (
+        "import importlib, pkgutil, sys\n"
+        "sys.modules['triton'] = sys.modules['triton.language'] = None\n"
+        "import idefics2_worker\n"
+        "names = [m.name for m in pkgutil.walk_packages(idefics2_worker.__path__, 'idefics2_worker.')]\n"
+        "for name in names:\n"
+        "    if not name.endswith('__main__'):\n"
+        "        importlib.import_module(name)\n"
+        "print(len(names))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=False, cwd=PACKAGE.parent, timeout=120
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert int(done.stdout.strip()) > 40

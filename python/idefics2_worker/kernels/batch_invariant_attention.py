@@ -22,13 +22,15 @@ from __future__ import annotations
 import torch
 
 from . import triton_support
-from .batch_invariant_matmul import dot, dot_mode
+from .batch_invariant_matmul import dot_mode
 from .triton_support import tl, triton
 
 BLOCK_POSITIONS = 64  # KV positions per step; fixed, so the order of the sums never depends on the cache's length
 MIN_DOT = 16  # Triton's smallest dot operand side
 
 if triton is not None:
+    # Without Triton (CPU builds of torch) there is no `dot`: the decoder then never calls these kernels.
+    from .batch_invariant_matmul import dot
 
     @triton.jit
     def _attend_block(q, keys, values, mask, row, slot, start, end, best, total, acc, scale, MASK_LENGTH,
