@@ -1,9 +1,9 @@
 // What the GPU benchmarks share: the blog's conversation and two pictures of its size, a child process's stdout,
 // the card's name, and small number helpers. Imported by benchmark-gpu.mjs and bench-devices.mjs.
 import { spawn } from "node:child_process";
-import { join } from "node:path";
-import sharp from "sharp";
 import { assistant, image, user } from "../../dist/index.js";
+
+export { blogPictures } from "./blog-pictures.mjs";
 
 /** The blog's conversation: a picture and its answer, then a second picture and the question which city it is. */
 export const blogMessages = [
@@ -11,28 +11,6 @@ export const blogMessages = [
   assistant("In this image, we can see the city of New York, and more specifically the Statue of Liberty."),
   user(image(), "And how about this image? Which city is that?"),
 ];
-
-/** Writes two 980×735 JPEG pictures (gradients, different from each other) into `dir`; returns their paths. */
-export async function blogPictures(dir) {
-  const paths = [];
-  for (const [index, shift] of [20, 200].entries()) {
-    const raw = Buffer.alloc(980 * 735 * 3);
-    for (let y = 0; y < 735; y++) {
-      for (let x = 0; x < 980; x++) {
-        const o = (y * 980 + x) * 3;
-        raw[o] = (x * 255) / 980;
-        raw[o + 1] = (y * 255) / 735;
-        raw[o + 2] = (shift + x + y) % 256;
-      }
-    }
-    const path = join(dir, `picture-${index}.jpg`);
-    await sharp(raw, { raw: { width: 980, height: 735, channels: 3 } })
-      .jpeg({ quality: 90 })
-      .toFile(path);
-    paths.push(path);
-  }
-  return paths;
-}
 
 /** Runs a program and resolves with its stdout; rejects with the end of its stderr when it exits non-zero. */
 export function run(file, args) {

@@ -15,7 +15,7 @@ import { cpus, tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { pathToFileURL } from "node:url";
 import { parseArgs } from "node:util";
-import sharp from "sharp";
+import { blogPictures } from "../gpu/blog-pictures.mjs";
 
 const { values } = parseArgs({
   options: {
@@ -44,7 +44,7 @@ const messages = [
   user(image(), "And how about this image? Which city is that?"),
 ];
 const folder = mkdtempSync(join(tmpdir(), "idefics2-ttft-"));
-const pictures = await writePictures(folder);
+const pictures = await blogPictures(folder);
 const imageLimits = {};
 
 function median(samples) {
@@ -140,27 +140,6 @@ const report = {
 const text = JSON.stringify(report, null, 2);
 if (values.out) writeFileSync(values.out, `${text}\n`);
 process.stdout.write(`${text}\n`);
-
-async function writePictures(dir) {
-  const paths = [];
-  for (const [index, shift] of [20, 200].entries()) {
-    const raw = Buffer.alloc(980 * 735 * 3);
-    for (let y = 0; y < 735; y++) {
-      for (let x = 0; x < 980; x++) {
-        const o = (y * 980 + x) * 3;
-        raw[o] = (x * 255) / 980;
-        raw[o + 1] = (y * 255) / 735;
-        raw[o + 2] = (shift + x + y) % 256;
-      }
-    }
-    const path = join(dir, `picture-${index}.jpg`);
-    await sharp(raw, { raw: { width: 980, height: 735, channels: 3 } })
-      .jpeg({ quality: 90 })
-      .toFile(path);
-    paths.push(path);
-  }
-  return paths;
-}
 
 function run(file, args, env) {
   return new Promise((resolvePromise, reject) => {
