@@ -120,9 +120,6 @@ class BatchDecoder:
     def busy(self) -> bool:
         return bool(self.running)
 
-    def has_room(self) -> bool:
-        return len(self.running) < self.graphs.max_batch
-
     def accepts(self, params: GenerateParams) -> bool:
         kwargs = params.generate_kwargs
         return int(kwargs.get("num_beams") or 1) == 1 and not kwargs.get("stop_strings")

@@ -146,7 +146,7 @@ class ModelThread:
         head = self._queue[0]
         batch = self.engine.batch
         if batch is not None and batch.busy and head.method not in _BESIDE_THE_BATCH:
-            joins = head.method == "generate" and batch.has_room()
+            joins = head.method == "generate" and batch.room() > 0
             if not joins:
                 return None
         return self._queue.popleft()
