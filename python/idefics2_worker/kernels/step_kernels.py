@@ -57,44 +57,47 @@ if triton is not None:
         return out_first.to(dtype), out_second.to(dtype), index, ok
 
     @triton.jit
-    def _rotary_cache_kernel(query, key, value, cos, sin, query_out, keys, values, positions, LENGTH,
-                             HEADS: tl.constexpr, KV_HEADS: tl.constexpr, DIM: tl.constexpr,
+    def _rotary_cache_kernel(query, key, value, cos, sin, query_out, keys, values, positions, LENGTH, Q_ROW,
+                             K_ROW, V_ROW, HEADS: tl.constexpr, KV_HEADS: tl.constexpr, DIM: tl.constexpr,
                              BLOCK: tl.constexpr):  # fmt: skip
         # Program (row, head): heads 0..HEADS-1 rotate a query head into query_out; the next KV_HEADS rotate a
-        # key head and write it, with its value head, at the row's position in the row's cache slot.
+        # key head and write it, with its value head, at the row's position in the row's cache slot. Q_ROW, K_ROW
+        # and V_ROW step from row to row of the inputs (views into one q/k/v product's output are not contiguous).
         row = tl.program_id(0)
         head = tl.program_id(1)
         HALF: tl.constexpr = DIM // 2
         row_cos = cos + row * DIM
         row_sin = sin + row * DIM
         if head < HEADS:
-            first, second, index, ok = _rotate(query + (row * HEADS + head) * DIM, row_cos, row_sin, HALF, BLOCK)
+            first, second, index, ok = _rotate(query + row * Q_ROW + head * DIM, row_cos, row_sin, HALF, BLOCK)
             target = query_out + (row * HEADS + head) * DIM
             tl.store(target + index, first, mask=ok)
             tl.store(target + HALF + index, second, mask=ok)
         else:
             kv_head = head - HEADS
-            source = (row * KV_HEADS + kv_head) * DIM
-            first, second, index, ok = _rotate(key + source, row_cos, row_sin, HALF, BLOCK)
+            first, second, index, ok = _rotate(key + row * K_ROW + kv_head * DIM, row_cos, row_sin, HALF, BLOCK)
             position = tl.load(positions + row)
             slot = ((row * KV_HEADS + kv_head) * LENGTH + position) * DIM
             tl.store(keys + slot + index, first.to(keys.dtype.element_ty), mask=ok)
             tl.store(keys + slot + HALF + index, second.to(keys.dtype.element_ty), mask=ok)
             whole = tl.arange(0, 2 * BLOCK)
             whole_ok = whole < DIM
-            v = tl.load(value + source + whole, mask=whole_ok, other=0.0)
+            v = tl.load(value + row * V_ROW + kv_head * DIM + whole, mask=whole_ok, other=0.0)
             tl.store(values + slot + whole, v.to(values.dtype.element_ty), mask=whole_ok)
 
     @triton.jit
-    def _silu_mul_kernel(gate, up, out, N, BLOCK: tl.constexpr):
-        # act_fn(gate) * up with act_fn = SiLU: silu rounded to the dtype, then the product rounded.
-        index = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    def _silu_mul_kernel(gate, up, out, N, GATE_ROW, UP_ROW, BLOCK: tl.constexpr):
+        # act_fn(gate) * up with act_fn = SiLU: silu rounded to the dtype, then the product rounded. Program (row,
+        # block) of N-wide rows; GATE_ROW / UP_ROW step between the inputs' rows, `out` is contiguous.
+        row = tl.program_id(0)
+        index = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
         ok = index < N
-        g = tl.load(gate + index, mask=ok, other=0.0)
-        u = tl.load(up + index, mask=ok, other=0.0)
+        g = tl.load(gate + row * GATE_ROW + index, mask=ok, other=0.0)
+        u = tl.load(up + row * UP_ROW + index, mask=ok, other=0.0)
         wide = g.to(tl.float32)
         activated = (wide / (1.0 + tl.exp(-wide))).to(g.dtype)
-        tl.store(out + index, (activated.to(tl.float32) * u.to(tl.float32)).to(out.dtype.element_ty), mask=ok)
+        product = (activated.to(tl.float32) * u.to(tl.float32)).to(out.dtype.element_ty)
+        tl.store(out + row * N + index, product, mask=ok)
 
 
 def add_rms_norm(
@@ -122,6 +125,13 @@ def add_rms_norm(
     return hidden, normed
 
 
+def _rows(tensor: torch.Tensor) -> torch.Tensor:
+    """The tensor as [rows, width] with contiguous rows, a view where its layout allows (the q/k/v and gate/up
+    outputs are column slices of one product's output: rows a stride apart), else a copy."""
+    rows = tensor.reshape(-1, tensor.shape[-1])
+    return rows if rows.stride(-1) == 1 else rows.contiguous()
+
+
 def rotary_into_cache(
     query: torch.Tensor,
     key: torch.Tensor,
@@ -137,11 +147,12 @@ def rotary_into_cache(
     rows = query.shape[0]
     kv_heads, length, dim = keys.shape[1:]
     heads = query.shape[-1] // dim
+    query, key, value = _rows(query), _rows(key), _rows(value)
     query_out = torch.empty(rows, heads, dim, dtype=query.dtype, device=query.device)
     _rotary_cache_kernel[(rows, heads + kv_heads)](
-        query.contiguous(),
-        key.contiguous(),
-        value.contiguous(),
+        query,
+        key,
+        value,
         cos.contiguous(),
         sin.contiguous(),
         query_out,
@@ -149,6 +160,9 @@ def rotary_into_cache(
         values,
         positions,
         length,
+        query.stride(0),
+        key.stride(0),
+        value.stride(0),
         HEADS=heads,
         KV_HEADS=kv_heads,
         DIM=dim,
@@ -160,7 +174,9 @@ def rotary_into_cache(
 
 def silu_mul(gate: torch.Tensor, up: torch.Tensor) -> torch.Tensor:
     out = torch.empty(gate.shape, dtype=torch.promote_types(gate.dtype, up.dtype), device=gate.device)
-    count = gate.numel()
+    gate_rows, up_rows = _rows(gate), _rows(up)
+    width = gate.shape[-1]
     block = 1024
-    _silu_mul_kernel[(triton.cdiv(count, block),)](gate.contiguous(), up.contiguous(), out, count, BLOCK=block)
+    grid = (gate_rows.shape[0], triton.cdiv(width, block))
+    _silu_mul_kernel[grid](gate_rows, up_rows, out, width, gate_rows.stride(0), up_rows.stride(0), BLOCK=block)
     return out

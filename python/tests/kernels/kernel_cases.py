@@ -117,6 +117,10 @@ def step_cases(device: str) -> dict[str, float]:
         gate = (torch.randn(3, 1, 700) * 3).to(dtype).to(device)
         up = torch.randn(3, 1, 700).to(dtype).to(device)
         results[f"silu * up {name}"] = steps(step_kernels.silu_mul(gate, up), torch.nn.functional.silu(gate) * up)
+        # The fused step's inputs are column slices of one gate/up product: rows a stride apart, read in place.
+        gate_view, up_view = torch.cat([gate, up], dim=-1).split(700, dim=-1)
+        strided = step_kernels.silu_mul(gate_view, up_view)
+        results[f"silu * up, strided inputs, same bits {name}"] = steps(strided, step_kernels.silu_mul(gate, up))
 
         rows, heads, kv_heads, head_dim, length = 3, 4, 2, 40, 16
         rotary = MistralRotaryEmbedding(MistralConfig(hidden_size=160, num_attention_heads=heads, head_dim=head_dim))
@@ -140,6 +144,11 @@ def step_cases(device: str) -> dict[str, float]:
         results[f"rotary query {name}"] = steps(rotated, query_e[:, :, 0], floor=1.0)
         results[f"rotary key into cache {name}"] = steps(keys, keys_e, floor=1.0)
         results[f"value into cache {name}"] = steps(values, values_e)
+        views = torch.cat([query, key, value], dim=-1).split([query.shape[-1], key.shape[-1], value.shape[-1]], -1)
+        keys_v, values_v = torch.zeros_like(keys), torch.zeros_like(keys)
+        rotated_v = step_kernels.rotary_into_cache(*views, cos, sin, keys_v, values_v, positions)
+        same = max(steps(rotated_v, rotated), steps(keys_v, keys), steps(values_v, values))
+        results[f"rotary into cache, strided inputs, same bits {name}"] = same
     return results
 
 
