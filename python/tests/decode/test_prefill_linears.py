@@ -38,3 +38,11 @@ def test_an_eight_bit_weight_is_its_row_scaled_int8_values() -> None:
     weight = dequantized_weight(layer, torch.float32)
     expected = layer.weight.CB.float() * (layer.weight.SCB.float()[:, None] / 127.0)
     assert torch.equal(weight, expected)
+
+
+def test_an_eight_bit_weight_in_bf16_is_the_float32_product_rounded_once() -> None:
+    layer = eight_bit_layer(64, 32)
+    weight = dequantized_weight(layer, torch.bfloat16)
+    expected = (layer.weight.CB.float() * (layer.weight.SCB.float()[:, None] / 127.0)).to(torch.bfloat16)
+    assert weight.dtype == torch.bfloat16
+    assert torch.equal(weight, expected)
