@@ -8,7 +8,7 @@ Kernels are compiled first by a pool of processes (Triton caches them on disk), 
 CUDA graphs of 20 calls. Prints the best tilings per shape and rows, and the per-token sum over the 32 layers
 for the best tilings and for the ones the worker chooses (`tiling_for`).
 
-Usage: python scripts/gpu/tune_decode_kernels.py [--out FILE.json]
+Usage: python scripts/gpu/tune_decode_kernels.py [--kinds four_bit int8] [--out FILE.json]
 """
 
 from __future__ import annotations
@@ -31,26 +31,51 @@ from idefics2_worker.kernels import four_bit_gemv, int8_gemv
 from idefics2_worker.kernels.int8_quantize import outlier_flags
 
 LAYERS = 32
-# (name, in, out, count per layer): Mistral-7B as in idefics2-8b.
-SHAPES = [("q/o", 4096, 4096, 2), ("k/v", 4096, 1024, 2), ("gate/up", 4096, 14336, 2), ("down", 14336, 4096, 1)]
-FOUR_BIT = [four_bit_gemv.DEFAULT_TILING, four_bit_gemv.NARROW_TILING]
+# (name, in, out, count per layer): Mistral-7B as in idefics2-8b, q/k/v and gate/up fused as the fast decoder runs
+# them (decode/fused_projections.py; 8-bit layers are not fused, but the shapes' costs add up the same way).
+SHAPES = [
+    ("q/k/v", 4096, 6144, 1),
+    ("o", 4096, 4096, 1),
+    ("gate/up", 4096, 28672, 1),
+    ("down", 14336, 4096, 1),
+]
+FOUR_BIT = [
+    four_bit_gemv.Tiling(outputs, blocks, warps, defer)
+    for outputs, blocks, warps, defer in itertools.product(
+        [8, 16, 32], [4, 8, 16], [4, 8], [False, True]
+    )
+]
 INT8 = [
     int8_gemv.DEFAULT_TILING,
     int8_gemv.Tiling(columns=512),
-    *(int8_gemv.Tiling(o, c, 4, mma=True) for o, c in itertools.product([16, 32, 64], [128, 256])),
+    *(
+        int8_gemv.Tiling(o, c, 4, mma=True)
+        for o, c in itertools.product([16, 32, 64], [128, 256])
+    ),
 ]
 ROWS = (1, 2, 8)
+KINDS = ["four_bit", "int8"]
 
 
 def four_bit_operands(k: int, n: int) -> tuple[torch.nn.Module, tuple]:
     import bitsandbytes as bnb
 
-    layer = bnb.nn.Linear4bit(k, n, bias=False, compute_dtype=torch.float32, quant_type="nf4")
+    layer = bnb.nn.Linear4bit(
+        k, n, bias=False, compute_dtype=torch.float32, quant_type="nf4"
+    )
     weight = (torch.randn(n, k) * 0.02).to(torch.bfloat16)
-    layer.weight = bnb.nn.Params4bit(weight, requires_grad=False, quant_type="nf4", compress_statistics=False)
+    layer.weight = bnb.nn.Params4bit(
+        weight, requires_grad=False, quant_type="nf4", compress_statistics=False
+    )
     layer = layer.cuda()
     state = layer.weight.quant_state
-    return layer, (layer.weight.data.view(-1), state.absmax, state.code, (n, k), state.blocksize)
+    return layer, (
+        layer.weight.data.view(-1),
+        state.absmax,
+        state.code,
+        (n, k),
+        state.blocksize,
+    )
 
 
 def int8_operands(k: int, n: int, rows: int) -> tuple:
@@ -61,8 +86,17 @@ def int8_operands(k: int, n: int, rows: int) -> tuple:
     # Outliers scattered over ~0.3% of each row's columns, as the 8B-shaped random model's activations hold them
     # (trained models' cluster in a few columns).
     scattered = torch.rand(rows, k, device="cuda") < 0.003
-    outliers = (torch.randn(rows, k, device="cuda") * 9.0 * scattered).to(torch.bfloat16)
-    return quantized, outliers, outlier_flags(outliers), weight, row_absmax, weight_absmax
+    outliers = (torch.randn(rows, k, device="cuda") * 9.0 * scattered).to(
+        torch.bfloat16
+    )
+    return (
+        quantized,
+        outliers,
+        outlier_flags(outliers),
+        weight,
+        row_absmax,
+        weight_absmax,
+    )
 
 
 def compile_shape(job: tuple[str, int, int, int]) -> int:
@@ -70,17 +104,29 @@ def compile_shape(job: tuple[str, int, int, int]) -> int:
     kind, k, n, rows = job
     torch.manual_seed(0)
     compiled = 0
-    for tiling in FOUR_BIT if kind == "four_bit" else INT8:
+    for tiling in variants(kind, rows):
         try:
             call(kind, k, n, rows, tiling)()
             compiled += 1
-        except Exception as error:  # a tiling that does not compile is left out of the timing
-            print(f"{kind} {k}x{n} rows {rows} {tiling}: {type(error).__name__}", flush=True)
+        except (
+            Exception
+        ) as error:  # a tiling that does not compile is left out of the timing
+            print(
+                f"{kind} {k}x{n} rows {rows} {tiling}: {type(error).__name__}",
+                flush=True,
+            )
     torch.cuda.synchronize()
     return compiled
 
 
 OPERANDS: dict[tuple, tuple] = {}
+
+
+def variants(kind: str, rows: int) -> list[object]:
+    if kind != "four_bit":
+        return list(INT8)
+    # The kernel defers its reduction for one row only.
+    return [t for t in FOUR_BIT if rows == 1 or not t.defer]
 
 
 def call(kind: str, k: int, n: int, rows: int, tiling: object) -> object:
@@ -90,7 +136,11 @@ def call(kind: str, k: int, n: int, rows: int, tiling: object) -> object:
         torch.manual_seed(0)
         if kind == "four_bit":
             layer, operands = four_bit_operands(k, n)
-            OPERANDS[key] = (layer, operands, torch.randn(rows, k, dtype=torch.bfloat16, device="cuda"))
+            OPERANDS[key] = (
+                layer,
+                operands,
+                torch.randn(rows, k, dtype=torch.bfloat16, device="cuda"),
+            )
         else:
             OPERANDS[key] = (None, int8_operands(k, n, rows), None)
     _, operands, x = OPERANDS[key]
@@ -104,7 +154,17 @@ def steps(ours: torch.Tensor, theirs: torch.Tensor) -> float:
     order differ by a step or so of the terms summed, which is many steps of an output that cancels to ~0."""
     a, b = ours.double(), theirs.double()
     floor = b.pow(2).mean().sqrt().item()
-    return float(((a - b).abs() / (2.0**-7 * torch.maximum(a.abs(), b.abs()).clamp_min(floor))).max().item())
+    return float(
+        ((a - b).abs() / (2.0**-7 * torch.maximum(a.abs(), b.abs()).clamp_min(floor)))
+        .max()
+        .item()
+    )
+
+
+def worker_choice(kind: str, n: int, rows: int) -> dict:
+    """The tiling the worker's decode step uses for this shape."""
+    module = four_bit_gemv if kind == "four_bit" else int8_gemv
+    return module.tiling_for(n, rows).__dict__
 
 
 def us(row: dict) -> float:
@@ -116,25 +176,39 @@ def time_shape(name: str, k: int, n: int, rows: int) -> list[dict]:
     call("four_bit", k, n, rows, four_bit_gemv.DEFAULT_TILING)
     layer, _, x = OPERANDS[("four_bit", k, n, rows)]
     with torch.inference_mode():
-        theirs = torch.cat([layer(x[i : i + 1]) for i in range(rows)])  # bitsandbytes, one row at a time
+        theirs = torch.cat(
+            [layer(x[i : i + 1]) for i in range(rows)]
+        )  # bitsandbytes, one row at a time
         bnb_us = timed(lambda: layer(x), graph=True)
     base = {"shape": name, "rows": rows}
-    for kind, tilings in (("four_bit", FOUR_BIT), ("int8", INT8)):
-        for tiling in tilings:
+    for kind in ("four_bit", "int8"):
+        if kind not in KINDS:
+            continue
+        for tiling in variants(kind, rows):
             try:
                 run = call(kind, k, n, rows, tiling)
-                row = {"kind": kind, **base, "tiling": tiling.__dict__, "us": timed(run, graph=True)}
+                row = {
+                    "kind": kind,
+                    **base,
+                    "tiling": tiling.__dict__,
+                    "us": timed(run, graph=True),
+                }
             except Exception:  # reported when compiled
                 continue
             if kind == "four_bit":
                 row["steps_vs_bitsandbytes"] = steps(run(), theirs)
             results.append(row)
         ranked = sorted((r for r in results if r["kind"] == kind), key=us)
-        default = (four_bit_gemv if kind == "four_bit" else int8_gemv).DEFAULT_TILING.__dict__
-        default_us = next((r["us"] for r in ranked if r["tiling"] == default), float("nan"))
+        default = worker_choice(kind, n, rows)
+        default_us = next(
+            (r["us"] for r in ranked if r["tiling"] == default), float("nan")
+        )
         note = f"bitsandbytes {bnb_us:7.1f} us; " if kind == "four_bit" else ""
         worst = max((r.get("steps_vs_bitsandbytes", 0.0) for r in ranked), default=0.0)
-        print(f"{kind:8} {name:8} rows {rows}: {note}default {default_us:7.1f} us; max steps {worst:.2f}", flush=True)
+        print(
+            f"{kind:8} {name:8} rows {rows}: {note}default {default_us:7.1f} us; max steps {worst:.2f}",
+            flush=True,
+        )
         for r in ranked[:4]:
             print(f"      {r['us']:7.1f} us {r['tiling']}", flush=True)
     results.append({"kind": "bitsandbytes nf4 float32", **base, "us": bnb_us})
@@ -144,11 +218,19 @@ def time_shape(name: str, k: int, n: int, rows: int) -> list[dict]:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--out")
+    parser.add_argument(
+        "--kinds", nargs="+", choices=["four_bit", "int8"], default=["four_bit", "int8"]
+    )
     args = parser.parse_args()
+    KINDS[:] = args.kinds
     started = time.time()
-    jobs = [(kind, k, n, rows) for kind in ("four_bit", "int8") for _, k, n, _ in SHAPES for rows in ROWS]
+    jobs = [
+        (kind, k, n, rows) for kind in KINDS for _, k, n, _ in SHAPES for rows in ROWS
+    ]
     workers = min(len(jobs), max(1, (os.cpu_count() or 2) - 1))
-    with ProcessPoolExecutor(workers, mp_context=torch.multiprocessing.get_context("spawn")) as pool:
+    with ProcessPoolExecutor(
+        workers, mp_context=torch.multiprocessing.get_context("spawn")
+    ) as pool:
         compiled = sum(pool.map(compile_shape, jobs))
     print(f"compiled {compiled} kernels in {time.time() - started:.0f} s", flush=True)
 
@@ -158,18 +240,33 @@ def main() -> None:
             results += time_shape(name, k, n, rows)
         OPERANDS.clear()
         torch.cuda.empty_cache()
-    for kind in ("four_bit", "int8"):
+    for kind in KINDS:
         for rows in ROWS:
             best = chosen = 0.0
             for name, _, n, per_layer in SHAPES:
-                timings = [r for r in results if (r["kind"], r["shape"], r["rows"]) == (kind, name, rows)]
-                worker = (four_bit_gemv.tiling_for(n) if kind == "four_bit" else int8_gemv.tiling_for(n, rows)).__dict__
+                timings = [
+                    r
+                    for r in results
+                    if (r["kind"], r["shape"], r["rows"]) == (kind, name, rows)
+                ]
+                worker = worker_choice(kind, n, rows)
                 best += min(timings, key=us)["us"] * per_layer * LAYERS
-                chosen += next((r["us"] for r in timings if r["tiling"] == worker), float("nan")) * per_layer * LAYERS
+                chosen += (
+                    next(
+                        (r["us"] for r in timings if r["tiling"] == worker),
+                        float("nan"),
+                    )
+                    * per_layer
+                    * LAYERS
+                )
             line = f"per token, {kind}, rows {rows}: best tilings {best / 1000:.2f} ms, chosen {chosen / 1000:.2f} ms"
             print(line, flush=True)
     if args.out:
-        Path(args.out).write_text(json.dumps({"card": torch.cuda.get_device_name(), "rows": results}, indent=1))
+        Path(args.out).write_text(
+            json.dumps(
+                {"card": torch.cuda.get_device_name(), "rows": results}, indent=1
+            )
+        )
 
 
 if __name__ == "__main__":

@@ -60,7 +60,7 @@ def _dense(modules: Sequence[Any], deterministic: bool) -> Product | None:
     return lambda x: torch.nn.functional.linear(x, joined)
 
 
-def _four_bit(modules: Sequence[Any]) -> Product | None:
+def _four_bit(modules: Sequence[Any], deterministic: bool) -> Product | None:
     if not all(four_bit_kernel_computes(module) and module.bias is None for module in modules):
         return None
     states = [module.weight.quant_state for module in modules]
@@ -79,10 +79,11 @@ def _four_bit(modules: Sequence[Any]) -> Product | None:
         state.absmax = view
     shape = (sum(int(s.shape[0]) for s in states), int(first.shape[1]))
     flat, code, blocksize = packed.view(-1), first.code, first.blocksize
+    tiling = four_bit_gemv.INVARIANT_TILING if deterministic else None
 
     def product(x: torch.Tensor) -> torch.Tensor:
         rows = x.reshape(-1, x.shape[-1])
-        out = four_bit_gemv.four_bit_gemv(rows, flat, absmax, code, shape, blocksize)
+        out = four_bit_gemv.four_bit_gemv(rows, flat, absmax, code, shape, blocksize, tiling=tiling)
         return out.reshape(*x.shape[:-1], out.shape[-1])
 
     return product
@@ -101,7 +102,7 @@ class FusedProjection:
     @staticmethod
     def of(modules: Sequence[Any], deterministic: bool) -> FusedProjection | None:
         """The modules fused, or None (and the modules untouched) where they cannot be."""
-        product = _dense(modules, deterministic) or _four_bit(modules)
+        product = _dense(modules, deterministic) or _four_bit(modules, deterministic)
         if product is None:
             return None
         return FusedProjection(product, [int(module.out_features) for module in modules])

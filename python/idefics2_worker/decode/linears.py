@@ -115,13 +115,20 @@ class DecodeLinears:
 
         return forward
 
-    @staticmethod
-    def _four_bit(module: Any, x: torch.Tensor) -> torch.Tensor:
+    def _four_bit(self, module: Any, x: torch.Tensor) -> torch.Tensor:
         state = module.weight.quant_state
         bias = None if module.bias is None else module.bias.to(torch.float32)
         rows = x.reshape(-1, x.shape[-1])
+        tiling = four_bit_gemv.INVARIANT_TILING if self.deterministic else None
         out = four_bit_gemv.four_bit_gemv(
-            rows, module.weight.data.view(-1), state.absmax, state.code, tuple(state.shape), state.blocksize, bias
+            rows,
+            module.weight.data.view(-1),
+            state.absmax,
+            state.code,
+            tuple(state.shape),
+            state.blocksize,
+            bias,
+            tiling,
         )
         return out.reshape(*x.shape[:-1], out.shape[-1])
 

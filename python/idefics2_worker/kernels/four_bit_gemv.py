@@ -1,13 +1,14 @@
 """A Triton kernel for bitsandbytes' 4-bit (nf4 / fp4) product with float32 compute, at 1-8 rows, for the decode step.
 
-transformers' `BitsAndBytesConfig(load_in_4bit=True)` computes in float32 by default, and for one row
-bitsandbytes runs its float32 GEMV: each weight dequantised as code[nibble] * block absmax in float32, times
-the input cast to float32, summed in float32, the sum cast back to the input's dtype. This kernel computes those
-same products; only the order of the float32 additions differs. bitsandbytes' float32 GEMV reads the weights
-at ~350 GB/s on an H100 (9.97 of a 13.1 ms decode step, docs/BENCHMARKS.md), and the casts around it are two
-more kernels per layer; this kernel reads the bf16 input and writes the bf16 output itself, and for several rows
-dequantises each weight once and applies it to every row (bitsandbytes' batch path instead rounds the weights
-to the model dtype first, which is not what one request alone computes).
+transformers' `BitsAndBytesConfig(load_in_4bit=True)` computes in float32 by default, and for one row bitsandbytes
+runs its float32 GEMV: each weight dequantised as code[nibble] * block absmax in float32, times the input cast to
+float32, summed in float32, the sum cast back to the input's dtype. This kernel computes the same sums in float32,
+in another order: each quantisation block's code * input products are summed first and the sum scaled by the block's
+absmax once (the products round differently by ~1 float32 ulp, far below bf16's step). bitsandbytes' float32 GEMV
+reads the weights at ~350 GB/s on an H100 (9.97 of a 13.1 ms decode step, docs/BENCHMARKS.md), and the casts around
+it are two more kernels per layer; this kernel reads the bf16 input and writes the bf16 output itself, and for
+several rows dequantises each weight once and applies it to every row (bitsandbytes' batch path instead rounds the
+weights to the model dtype first, which is not what one request alone computes).
 """
 
 # Triton's @jit kernels take launch options (num_warps) and tl.constexpr parameters that its types do not describe.
@@ -29,16 +30,27 @@ class Tiling:
     outputs: int = 16
     blocks: int = 8
     warps: int = 4
+    # One row only: sums kept per lane until the end (see the kernel).
+    defer: bool = False
+    # Each row's sums in an order that does not depend on the rows launched with it (deterministic decoding).
+    invariant: bool = False
 
 
 DEFAULT_TILING = Tiling()
-# Narrow layers (idefics2-8b's k/v projections, 1,024 outputs) need more, smaller programs to fill the GPU.
-NARROW_TILING = Tiling(outputs=8, blocks=16, warps=4)
+# Deterministic decoding: one tiling at every row count, and the row-independent order.
+INVARIANT_TILING = Tiling(invariant=True)
+# Measured on an H200 at idefics2-8b's fused decode shapes (scripts/gpu/tune_decode_kernels.py, docs/BENCHMARKS.md):
+# one row defers its reduction; gate/up (28,672 outputs) wants wider programs over fewer blocks; from 3 rows on,
+# 8 warps (narrow layers) or 4 blocks per step (wide ones). Rows 3-7 take the 8-row choice (not measured apart).
+WIDE_OUTPUTS = 16384
 
 
-def tiling_for(outputs: int) -> Tiling:
-    """The fastest tiling measured on an H100 at idefics2-8b's shapes (scripts/gpu/tune_decode_kernels.py)."""
-    return NARROW_TILING if outputs < 2048 else DEFAULT_TILING
+def tiling_for(outputs: int, rows: int = 1) -> Tiling:
+    """The fastest tiling measured for this many outputs and rows."""
+    wide = outputs >= WIDE_OUTPUTS
+    if rows <= 2:
+        return Tiling(32, 4, 4) if wide else Tiling(16, 8, 4, defer=rows == 1)
+    return Tiling(16, 4, 4) if wide else Tiling(16, 8, 8)
 
 
 if triton is not None:
@@ -46,10 +58,14 @@ if triton is not None:
     @triton.jit
     def _four_bit_kernel(x, packed, absmax, code, bias, out, N, K: tl.constexpr, ROWS: tl.constexpr,
                          ROWS_P2: tl.constexpr, QBLOCK: tl.constexpr, HAS_BIAS: tl.constexpr,
-                         OUT_DTYPE: tl.constexpr, BLOCK_N: tl.constexpr, GROUPS: tl.constexpr):  # fmt: skip
+                         OUT_DTYPE: tl.constexpr, BLOCK_N: tl.constexpr, GROUPS: tl.constexpr,
+                         DEFER: tl.constexpr, INVARIANT: tl.constexpr):  # fmt: skip
         # Weight (n, k) is byte (n·K + k) // 2 of `packed`, high nibble first; absmax per QBLOCK weights.
         # A tile is [BLOCK_N outputs, GROUPS quantisation blocks, QBLOCK // 2 bytes]: each block's absmax is
-        # loaded once, and the even / odd inputs meet the high / low nibbles without interleaving.
+        # loaded once, and the even / odd inputs meet the high / low nibbles without interleaving. A block's
+        # products are summed before its absmax scales them (one multiply per block, not per weight).
+        # The blocks' sums stay apart until the end; DEFER (one row): the products too, reduced across lanes once.
+        # INVARIANT: each step's sum is folded into its row at once, an order that does not depend on ROWS.
         HALF: tl.constexpr = QBLOCK // 2
         PER_ROW: tl.constexpr = K // QBLOCK
         outputs = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
@@ -57,7 +73,9 @@ if triton is not None:
         group = tl.arange(0, GROUPS)
         pair = tl.arange(0, HALF)
         row = tl.arange(0, ROWS_P2)
-        acc = tl.zeros([BLOCK_N, ROWS_P2], dtype=tl.float32)
+        acc = tl.zeros([BLOCK_N, GROUPS, ROWS_P2], dtype=tl.float32)
+        folded = tl.zeros([BLOCK_N, ROWS_P2], dtype=tl.float32)
+        lanes = tl.zeros([BLOCK_N, GROUPS, HALF], dtype=tl.float32)
         for first in range(0, PER_ROW, GROUPS):
             blocks = first + group
             block_ok = blocks < PER_ROW
@@ -65,18 +83,32 @@ if triton is not None:
             scale = tl.load(absmax + outputs[:, None] * PER_ROW + blocks[None, :], mask=scale_ok, other=0.0)
             byte_at = outputs[:, None, None] * (K // 2) + blocks[None, :, None] * HALF + pair[None, None, :]
             byte = tl.load(packed + byte_at, mask=scale_ok[:, :, None], other=0).to(tl.int32)
-            high = tl.load(code + (byte >> 4)) * scale[:, :, None]
-            low = tl.load(code + (byte & 15)) * scale[:, :, None]
+            # The 16-entry code stays in one L1 line, so each lookup is one wavefront. (A 256-entry table of both
+            # nibbles' values, one 8-byte lookup per byte, was 20-30% slower on an H200: its 2 KiB span 16 lines.)
+            high = tl.load(code + (byte >> 4))
+            low = tl.load(code + (byte & 15))
             even_at = blocks[:, None] * QBLOCK + pair[None, :] * 2
             for r in tl.static_range(ROWS):
                 even = tl.load(x + r * K + even_at, mask=block_ok[:, None], other=0.0).to(tl.float32)
                 odd = tl.load(x + r * K + even_at + 1, mask=block_ok[:, None], other=0.0).to(tl.float32)
-                part = tl.sum(tl.sum(high * even[None, :, :] + low * odd[None, :, :], axis=2), axis=1)
-                acc = tl.where(row[None, :] == r, acc + part[:, None], acc)
+                if DEFER:
+                    lanes += (high * even[None, :, :] + low * odd[None, :, :]) * scale[:, :, None]
+                else:
+                    part = tl.sum(high * even[None, :, :] + low * odd[None, :, :], axis=2) * scale
+                    if INVARIANT:
+                        folded = tl.where(row[None, :] == r, folded + tl.sum(part, axis=1)[:, None], folded)
+                    else:
+                        acc = tl.where(row[None, None, :] == r, acc + part[:, :, None], acc)
+        if DEFER:
+            total = tl.sum(tl.sum(lanes, axis=2), axis=1)[:, None] + folded
+        elif INVARIANT:
+            total = folded
+        else:
+            total = tl.sum(acc, axis=1)
         if HAS_BIAS:
-            acc += tl.load(bias + outputs, mask=output_ok, other=0.0).to(tl.float32)[:, None]
+            total += tl.load(bias + outputs, mask=output_ok, other=0.0).to(tl.float32)[:, None]
         store_ok = output_ok[:, None] & (row[None, :] < ROWS)
-        tl.store(out + row[None, :] * N + outputs[:, None], acc.to(OUT_DTYPE), mask=store_ok)
+        tl.store(out + row[None, :] * N + outputs[:, None], total.to(OUT_DTYPE), mask=store_ok)
 
 
 def four_bit_gemv(
@@ -89,16 +121,17 @@ def four_bit_gemv(
     bias: torch.Tensor | None = None,
     tiling: Tiling | None = None,
 ) -> torch.Tensor:
-    """x [rows, K] (any float dtype) → [rows, N] in x's dtype; packed uint8 [N·K/2], absmax float32 [N·K/blocksize]."""
+    """x [rows, K] (any float dtype) → [rows, N] in x's dtype; packed uint8 [N·K/2], absmax float32 [N·K/blocksize],
+    code float32 [16] (quant_state.code)."""
     n, k = shape
     if k % blocksize or blocksize % 2:
         raise ValueError(f"4-bit kernel needs K ({k}) a multiple of the block size ({blocksize})")
     x = x.contiguous()
-    tiling = tiling or tiling_for(n)
     out = torch.empty(x.shape[0], n, dtype=x.dtype, device=x.device)
     for first in range(0, x.shape[0], MAX_ROWS):
         rows = min(MAX_ROWS, x.shape[0] - first)
-        _four_bit_kernel[(triton.cdiv(n, tiling.outputs),)](
+        chosen = tiling or tiling_for(n, rows)
+        _four_bit_kernel[(triton.cdiv(n, chosen.outputs),)](
             x[first:],
             packed,
             absmax,
@@ -112,8 +145,10 @@ def four_bit_gemv(
             QBLOCK=blocksize,
             HAS_BIAS=bias is not None,
             OUT_DTYPE=tl_dtype(x.dtype),
-            BLOCK_N=tiling.outputs,
-            GROUPS=tiling.blocks,
-            num_warps=tiling.warps,
+            BLOCK_N=chosen.outputs,
+            GROUPS=chosen.blocks,
+            DEFER=chosen.defer and rows == 1 and not chosen.invariant,
+            INVARIANT=chosen.invariant,
+            num_warps=chosen.warps,
         )
     return out

@@ -78,7 +78,8 @@ with torch.inference_mode():
     alone = []
     for m in modules:
         s = m.weight.quant_state
-        alone.append(four_bit_gemv(x[:, 0], m.weight.data.view(-1), s.absmax, s.code, tuple(s.shape), s.blocksize))
+        alone.append(four_bit_gemv(x[:, 0], m.weight.data.view(-1), s.absmax, s.code, tuple(s.shape),
+                               s.blocksize))
     fused = FusedProjection.of(modules, deterministic=False)
     outputs = fused(x)
     after = [m(x) for m in modules]

@@ -1,4 +1,5 @@
-"""The batch-invariant kernels: a row's result is the same bits in a batch of 1, 3, 8 or 20 rows, and close to torch's.
+"""The batch-invariant kernels (and the 4-bit kernel's invariant tiling): a row's result is the same bits in a
+batch of 1, 3, 8 or 20 rows, and close to torch's.
 
 Prints one JSON line: per case, `invariant` (every batch gave the row alone's bits) and `steps` (the largest
 difference from torch's float64 result, in rounding steps of the output dtype at that value). Run on a GPU machine
@@ -17,7 +18,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from idefics2_worker.kernels import batch_invariant_attention, batch_invariant_matmul
+from idefics2_worker.kernels import batch_invariant_attention, batch_invariant_matmul, four_bit_gemv
 from idefics2_worker.kernels.batch_invariant_matmul import Tiling
 
 BATCHES = (1, 3, 8, 20)
@@ -62,6 +63,36 @@ def matmul_cases(device: str) -> dict[str, dict[str, object]]:
             split = " split" if tiling and tiling.splits > 1 else ""
             name = f"linear {str(dtype).removeprefix('torch.')} {n}x{k}{split}"
             results[name] = {"invariant": invariant, "steps": steps(alone, reference)}
+    return results
+
+
+def four_bit_cases(device: str) -> dict[str, dict[str, object]]:
+    """The 4-bit kernel with deterministic decoding's tiling (batches over 8 rows run in several launches)."""
+    import bitsandbytes as bnb
+
+    results: dict[str, dict[str, object]] = {}
+    for n, k in ((40, 256), (24, 384)):
+        generator = torch.Generator().manual_seed(n * k)
+        layer = bnb.nn.Linear4bit(k, n, bias=False, compute_dtype=torch.float32, quant_type="nf4")
+        weight = (torch.randn(n, k, generator=generator) * 0.05).to(torch.bfloat16)
+        layer.weight = bnb.nn.Params4bit(weight, requires_grad=False, quant_type="nf4", compress_statistics=False)
+        layer = layer.to(device)
+        state = layer.weight.quant_state
+        operands = (layer.weight.data.view(-1), state.absmax, state.code, (n, k), state.blocksize)
+
+        def product(rows: torch.Tensor, operands: tuple = operands) -> torch.Tensor:
+            return four_bit_gemv.four_bit_gemv(rows, *operands, tiling=four_bit_gemv.INVARIANT_TILING)
+
+        target = torch.randn(k, generator=generator).to(torch.bfloat16).to(device)
+        alone = product(target[None])[0]
+        invariant = True
+        for size in BATCHES:
+            others = torch.randn(max(BATCHES), k, generator=generator).to(torch.bfloat16).to(device)
+            at = size - 1  # in a batch of 20, the last launch's rows
+            invariant = invariant and torch.equal(product(placed(target, others, size, at))[at], alone)
+        dense = bnb.functional.dequantize_4bit(layer.weight.data, state).double()
+        reference = torch.nn.functional.linear(target[None].double(), dense)[0]
+        results[f"four_bit nf4 {n}x{k}"] = {"invariant": invariant, "steps": steps(alone, reference)}
     return results
 
 
@@ -128,7 +159,8 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args()
     torch.manual_seed(0)
-    print(json.dumps({**matmul_cases(args.device), **attention_cases(args.device)}))
+    cases = {**matmul_cases(args.device), **attention_cases(args.device), **four_bit_cases(args.device)}
+    print(json.dumps(cases))
 
 
 if __name__ == "__main__":

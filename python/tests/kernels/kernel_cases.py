@@ -23,6 +23,7 @@ from idefics2_worker.decode.linears import DecodeLinears
 from idefics2_worker.engine import compat
 from idefics2_worker.kernels import step_kernels
 from idefics2_worker.kernels.four_bit_gemv import Tiling, four_bit_gemv
+from idefics2_worker.kernels.int8_dequantize import int8_dequantize
 
 
 def steps(ours: torch.Tensor, theirs: torch.Tensor, floor: float = 1e-30) -> float:
@@ -40,6 +41,8 @@ def four_bit_cases(device: str) -> dict[str, float]:
     cases = [(1, 40, 256, False, Tiling()), (3, 96, 512, True, Tiling(8, 4, 4)), (8, 17, 320, False, Tiling(2, 2, 2))]
     cases.append((11, 24, 128, False, None))  # more rows than one launch takes
     cases.append((19, 40, 256, True, None))
+    cases.append((1, 40, 256, True, Tiling(8, 2, 4, defer=True)))  # one row: sums reduced once, at the end
+    cases.append((5, 40, 256, True, Tiling(8, 2, 4, invariant=True)))  # deterministic decoding's order
     for quant_type in ("nf4", "fp4"):
         for rows, n, k, bias, tiling in cases:
             layer = bnb.nn.Linear4bit(k, n, bias=bias, compute_dtype=torch.float32, quant_type=quant_type)
@@ -57,7 +60,14 @@ def four_bit_cases(device: str) -> dict[str, float]:
                 layer_bias = None if layer.bias is None else layer.bias.float()
                 shape = (n, k)
                 ours = four_bit_gemv(
-                    x, layer.weight.data.view(-1), state.absmax, state.code, shape, state.blocksize, layer_bias, tiling
+                    x,
+                    layer.weight.data.view(-1),
+                    state.absmax,
+                    state.code,
+                    shape,
+                    state.blocksize,
+                    layer_bias,
+                    tiling,
                 )
             results[f"four_bit {quant_type} {rows}x{n}x{k}{' bias' if bias else ''}"] = steps(ours, theirs)
     return results
@@ -152,12 +162,30 @@ def step_cases(device: str) -> dict[str, float]:
     return results
 
 
+def int8_dequantize_cases(device: str) -> dict[str, float]:
+    """The prefill's int8 dequantisation kernel against the torch form it replaces (`dequantized_weight` off GPU)."""
+    quantized = torch.randint(-127, 128, (37, 300), dtype=torch.int8, device=device)
+    scales = (torch.rand(37, device=device) * 4).to(torch.float32)
+    torch_form = quantized.to(torch.float32) * (scales[:, None] / 127.0)
+    full = int8_dequantize(quantized, scales, torch.float32)
+    half = int8_dequantize(quantized, scales, torch.bfloat16)
+    return {
+        "int8 dequantise float32, same bits": steps(full, torch_form),
+        "int8 dequantise bfloat16": steps(half, torch_form.to(torch.bfloat16)),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args()
     torch.manual_seed(0)
-    cases = {**four_bit_cases(args.device), **eight_bit_cases(args.device), **step_cases(args.device)}
+    cases = {
+        **four_bit_cases(args.device),
+        **eight_bit_cases(args.device),
+        **step_cases(args.device),
+        **int8_dequantize_cases(args.device),
+    }
     print(json.dumps(cases))
 
 
