@@ -39,7 +39,13 @@ from ..request.result import finish_reason, generation_result
 from ..request.streaming import OnToken, TokenStreamer
 from .graphs import DecodeGraphs
 from .prefill import PrefillPlan, prefill, prefill_groups, prefill_many
-from .token_choice import TokenHistory, choose_token, generation_config_and_processors, new_token_limit
+from .token_choice import (
+    TokenHistory,
+    choose_token,
+    choose_tokens,
+    generation_config_and_processors,
+    new_token_limit,
+)
 
 OnDone = Callable[[GenerationResult | None, BaseException | None], None]
 # What became of an admitted request: True, it runs (its `on_done` will be called); False, this path does not take
@@ -280,10 +286,7 @@ class BatchDecoder:
         if all(not s.processors and s.generator is None for s in self.running):
             chosen = logits.argmax(dim=-1).tolist()
         else:
-            chosen = [
-                choose_token(logits[i : i + 1], s.processors, s.history, s.generator)
-                for i, s in enumerate(self.running)
-            ]
+            chosen = choose_tokens(logits, [(s.processors, s.history, s.generator) for s in self.running])
         self._advance(list(zip(self.running, chosen, strict=True)))
 
     def cancel_all(self, error: BaseException) -> None:

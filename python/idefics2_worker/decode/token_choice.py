@@ -73,10 +73,27 @@ def choose_token(
     logits: torch.Tensor, processors: Any, history: TokenHistory | None, generator: torch.Generator | None
 ) -> int:
     """One token from one row's float32 logits [1, vocab]: processed, then sampled with `generator` or greedy."""
+    return int(_choice(logits, processors, history, generator)[0])
+
+
+def choose_tokens(
+    logits: torch.Tensor, rows: Sequence[tuple[Any, TokenHistory | None, torch.Generator | None]]
+) -> list[int]:
+    """Each row's token from float32 logits [rows, vocab], as `choose_token` chooses it for that row's (processors,
+    history, generator), read back to the host once for all rows: a read per row waited for each row's kernels in
+    turn (on an H200, ~1.7 ms of host time per batch-8 step when every row had a processor, e.g. minNewTokens)."""
+    choices = [_choice(logits[i : i + 1], *row) for i, row in enumerate(rows)]
+    return torch.cat(choices).tolist() if choices else []
+
+
+def _choice(
+    logits: torch.Tensor, processors: Any, history: TokenHistory | None, generator: torch.Generator | None
+) -> torch.Tensor:
+    """The chosen token as a [1] tensor on the logits' device, not yet read back."""
     scores = logits
     if processors and history is not None:
         scores = processors(history.ids(), scores)
     if generator is not None:
         probs = torch.nn.functional.softmax(scores, dim=-1)
-        return int(torch.multinomial(probs, num_samples=1, generator=generator)[0, 0])
-    return int(torch.argmax(scores, dim=-1)[0])
+        return torch.multinomial(probs, num_samples=1, generator=generator)[0]
+    return torch.argmax(scores, dim=-1)
