@@ -155,22 +155,38 @@ class BatchDecoder:
             raise outcome
         return outcome
 
-    def admit_many(self, admissions: Sequence[AdmissionFields]) -> list[Admitted]:
+    def admit_many(
+        self,
+        admissions: Sequence[AdmissionFields],
+        later: Callable[[int], Sequence[AdmissionFields]] | None = None,
+    ) -> list[Admitted]:
         """Prepares each request, prefills them together (within `prefill_groups`' bounds; one at a time when
         deterministic) and lets each join the batch; at most `room()` of them. One outcome per request, in order
-        (`Admitted`): a request's failure or refusal is its own, the others run."""
+        (`Admitted`): a request's failure or refusal is its own, the others run.
+
+        `later(room)`, once the requests are prepared: those that arrived meanwhile (at most `room`), prepared and
+        prefilled with them, their outcomes after theirs; asked again until it has none. Requests sent together
+        reach the worker a few milliseconds apart (each is prepared in Node first): without it the first would
+        start alone and the rest stall it with a second prefill."""
         if len(admissions) > self.room():
             raise ValueError(f"{len(admissions)} requests offered to a batch with room for {self.room()}")
-        outcomes: list[Admitted] = [False] * len(admissions)
+        outcomes: list[Admitted] = []
         ready: list[tuple[int, _Sequence]] = []
-        for index, fields in enumerate(admissions):
-            try:
-                sequence = self._prepare(Admission(*fields))
-            except Exception as error:
-                outcomes[index] = error
-                continue
-            if sequence is not None:
-                ready.append((index, sequence))
+        pending = list(admissions)
+        while pending:
+            for fields in pending:
+                outcomes.append(False)
+                try:
+                    sequence = self._prepare(Admission(*fields))
+                except Exception as error:
+                    outcomes[-1] = error
+                    continue
+                if sequence is not None:
+                    ready.append((len(outcomes) - 1, sequence))
+            room = self.room() - len(outcomes)
+            pending = list(later(room)) if later is not None and room > 0 else []
+            if len(pending) > room:
+                raise ValueError(f"{len(pending)} more requests offered to a batch with room for {room}")
         if self.deterministic:
             groups = [[position] for position in range(len(ready))]
         else:

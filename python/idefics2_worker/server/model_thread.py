@@ -182,27 +182,47 @@ class ModelThread:
             self._done(job)
 
     def _admit(self, jobs: list[Job]) -> None:
-        """Offers queued generations to the batch together. Those it does not take run alone once the batch has
-        drained: a request longer than the fast path's window, then the first that it does not accept (beam search,
-        stop strings), whose followers go back to the queue so that nothing after it starts before it."""
+        """Offers queued generations to the batch together, with those that arrive while they are prepared. Those
+        it does not take run alone once the batch has drained: a request longer than the fast path's window, then
+        the first that it does not accept (beam search, stop strings), whose followers go back to the queue so that
+        nothing after it starts before it."""
         batch = self.engine.batch
         assert batch is not None
         offered: list[tuple[Job, Admission]] = []
         refused: list[Job] = []
-        for index, job in enumerate(jobs):
-            try:
-                params = parse_generate(job.params, len(job.payload))
-            except Exception as error:
-                self.replies.error(job.id, error, "generate")
-                self._done(job)
-                continue
-            if not batch.accepts(params):
-                refused.append(job)
-                self._put_back(jobs[index + 1 :])
-                break
-            offered.append((job, (params, job.payload, self.replies.token(job.id), job.cancel, self._finisher(job))))
+
+        def offer(candidates: list[Job]) -> list[Admission]:
+            added: list[Admission] = []
+            for index, job in enumerate(candidates):
+                try:
+                    params = parse_generate(job.params, len(job.payload))
+                except Exception as error:
+                    self.replies.error(job.id, error, "generate")
+                    self._done(job)
+                    continue
+                if not batch.accepts(params):
+                    refused.append(job)
+                    self._put_back(candidates[index + 1 :])
+                    break
+                admission = (params, job.payload, self.replies.token(job.id), job.cancel, self._finisher(job))
+                offered.append((job, admission))
+                added.append(admission)
+            return added
+
+        def later(room: int) -> list[Admission]:
+            if refused:  # what follows a refused request waits for it
+                return []
+            with self._lock:
+                if self._stopping:
+                    return []
+                arrived = self._following_generations(room)
+                for job in arrived:
+                    self._running[job.id] = job
+            return offer(arrived)
+
+        first = offer(jobs)
         try:
-            outcomes = batch.admit_many([admission for _, admission in offered]) if offered else []
+            outcomes = batch.admit_many(first, later) if first else []
         except Exception as error:
             outcomes = [error] * len(offered)
         alone: list[Job] = []

@@ -33,15 +33,21 @@ def engine() -> Engine:
 
 @pytest.fixture
 def offered(engine: Engine) -> Iterator[list[int]]:
-    """How many requests each `admit_many` call is offered (the real one runs)."""
+    """How many requests each `admit_many` call is offered, with those it takes `later` (the real one runs)."""
     batch = engine.batch
     assert batch is not None
     sizes: list[int] = []
     real = batch.admit_many
 
-    def admit_many(admissions: Any) -> Any:
+    def admit_many(admissions: Any, later: Any = None) -> Any:
         sizes.append(len(admissions))
-        return real(admissions)
+
+        def counted(room: int) -> Any:
+            arrived = later(room)
+            sizes[-1] += len(arrived)
+            return arrived
+
+        return real(admissions, counted if later is not None else None)
 
     batch.admit_many = admit_many  # type: ignore[method-assign]
     yield sizes
@@ -66,9 +72,13 @@ def unreadable_job() -> Job:
     return Job(next(_ids), "generate", params, payload)
 
 
-def run(engine: Engine, jobs: list[Job], timeout: float = 90) -> list[dict[str, Any]]:
-    """Queues every job before the thread starts, runs it until each job is answered; the final frames in the order
-    they came."""
+def run(
+    engine: Engine, jobs: list[Job], timeout: float = 90, arriving: list[Job] | None = None
+) -> list[dict[str, Any]]:
+    """Queues every job before the thread starts (and `arriving` while the batch prepares its first request), runs
+    it until each job is answered; the final frames in the order they came."""
+    arriving = list(arriving or [])
+    expected = len(jobs) + len(arriving)
     read_end, write_end = os.pipe()
     reader, writer = os.fdopen(read_end, "rb"), os.fdopen(write_end, "wb")
     frames: queue.Queue[dict[str, Any]] = queue.Queue()
@@ -81,16 +91,27 @@ def run(engine: Engine, jobs: list[Job], timeout: float = 90) -> list[dict[str, 
     listener = threading.Thread(target=read, daemon=True)
     listener.start()
     thread = ModelThread(engine, Replies(FrameWriter(writer)), None, on_death=deaths.append)
+    batch = engine.batch
+    assert batch is not None
+    prepare = batch._prepare
+
+    def prepare_while_more_arrive(admission: Any) -> Any:
+        while arriving:
+            thread.enqueue(arriving.pop(0))
+        return prepare(admission)
+
+    batch._prepare = prepare_while_more_arrive  # type: ignore[method-assign]
     for job in jobs:
         thread.enqueue(job)
     thread.start()
     finals: list[dict[str, Any]] = []
     try:
-        while len(finals) < len(jobs):
+        while len(finals) < expected:
             frame = frames.get(timeout=timeout)
             if frame["type"] != "event":
                 finals.append(frame)
     finally:
+        del batch._prepare
         thread.stop()
         thread.join(10)
         writer.close()
@@ -119,8 +140,9 @@ def test_generations_queued_together_are_admitted_together_and_each_answered_alo
     jobs = [good[0], bad_options, unreadable, good[1], cancelled, good[2], ping, later]
     finals = {frame["id"]: frame for frame in run(engine, jobs)}
     # The first four (the batch's room) were taken together, and offered but for the one whose options do not parse;
-    # then the next two, the room left; the ping is no generation, so the one behind it waited for it.
-    assert offered == [3, 2, 1]
+    # the room left then took the next one (`later`, as if it had arrived meanwhile: its cancel ends it before its
+    # prefill); then the next, as a place freed; the ping is no generation, so the one behind it waited for it.
+    assert offered == [4, 1, 1]
     assert finals[bad_options.id]["error"]["code"] == "INVALID_OPTIONS"
     assert finals[unreadable.id]["error"]["code"] == "IMAGE_UNREADABLE"
     assert finals[cancelled.id]["error"]["code"] == "ABORTED"
@@ -131,6 +153,20 @@ def test_generations_queued_together_are_admitted_together_and_each_answered_alo
         expected = alone(engine, job)
         assert frame["result"]["tokenIds"] == expected["tokenIds"]
         assert frame["result"]["text"] == expected["text"]
+
+
+@pytest.mark.timeout(180)
+def test_generations_that_arrive_while_the_first_is_prepared_join_its_prefill(
+    engine: Engine, offered: list[int]
+) -> None:
+    first = text_job("Tell me about squares.")
+    arriving = [text_job("Say something about squares."), demo_job()]
+    finals = {frame["id"]: frame for frame in run(engine, [first], arriving=arriving)}
+    assert offered == [3]
+    for job in [first, *arriving]:
+        frame = finals[job.id]
+        assert frame["type"] == "result", frame
+        assert frame["result"]["tokenIds"] == alone(engine, job)["tokenIds"]
 
 
 @pytest.mark.timeout(180)
