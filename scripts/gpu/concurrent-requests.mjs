@@ -1,0 +1,44 @@
+#!/usr/bin/env node
+// How requests sent together share the worker, through the SDK: a short text prompt, 128 new tokens each, sent 1,
+// 8, 1, 8 and 8 at a time. Prints one JSON line per round: its wall time and tokens per second, and for each
+// request when it was sent and answered (ms from the round's start) and the worker's timings; requests admitted
+// together have the same decodeMs. Needs `npm run build` first (it imports dist/).
+//
+// node scripts/gpu/concurrent-requests.mjs --model /tmp/i8b --python "$(command -v python3)" [--quantization bf16]
+import { parseArgs } from "node:util";
+import { Idefics2, user } from "../../dist/index.js";
+
+const { values } = parseArgs({
+  options: {
+    model: { type: "string" },
+    python: { type: "string" },
+    quantization: { type: "string", default: "bf16" },
+    "new-tokens": { type: "string", default: "128" },
+  },
+});
+if (!values.model) throw new Error("--model is required (a checkpoint folder)");
+const loads = {
+  bf16: { quantization: "none", dtype: "bfloat16" },
+  "8bit": { quantization: "8bit" },
+  "4bit": { quantization: { mode: "4bit", quantType: "nf4" } },
+};
+const newTokens = Number(values["new-tokens"]);
+const model = await Idefics2.load({ model: values.model, python: values.python, deviceMap: "auto", ...loads[values.quantization] });
+try {
+  const messages = [user("Write a long story about a city by the sea.")];
+  const options = { minNewTokens: newTokens, maxNewTokens: newTokens };
+  for (const count of [1, 8, 1, 8, 8]) {
+    const started = performance.now();
+    const requests = Array.from({ length: count }, async () => {
+      const sent = Math.round(performance.now() - started);
+      const result = await model.generate(messages, options);
+      return { sent, done: Math.round(performance.now() - started), timings: result.timings };
+    });
+    const results = await Promise.all(requests);
+    const wallMs = performance.now() - started;
+    const tokS = Math.round((count * newTokens) / (wallMs / 1000));
+    console.log(JSON.stringify({ count, wallMs: Math.round(wallMs), tokS, results }));
+  }
+} finally {
+  await model.close();
+}
