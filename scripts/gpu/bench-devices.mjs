@@ -13,7 +13,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
 import { Idefics2 } from "../../dist/index.js";
-import { blogMessages, blogPictures, firstDivergence, gpuName, round } from "./bench-inputs.mjs";
+import { blogMessages, blogPictures, firstDivergence, gpuName, loadOptionsFor, round } from "./bench-inputs.mjs";
 
 const { values } = parseArgs({
   options: {
@@ -28,13 +28,7 @@ const { values } = parseArgs({
     out: { type: "string" },
   },
 });
-const loadOptionsOf = {
-  bf16: { quantization: "none", dtype: "bfloat16" },
-  "8bit": { quantization: "8bit" },
-  "4bit": { quantization: { mode: "4bit", quantType: "nf4" } },
-};
-const quantized = loadOptionsOf[values.quantization];
-if (!quantized) throw new Error(`--quantization must be bf16, 8bit or 4bit (got ${values.quantization})`);
+const quantized = loadOptionsFor(values.quantization);
 if (values["device-kind"] !== "cuda" && values["device-kind"] !== "cpu") throw new Error("--device-kind must be cuda or cpu");
 const cuda = values["device-kind"] === "cuda";
 const newTokens = Number(values["new-tokens"]);

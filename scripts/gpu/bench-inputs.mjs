@@ -1,5 +1,6 @@
-// What the GPU benchmarks share: the blog's conversation and two pictures of its size, a child process's stdout,
-// the card's name, and small number helpers. Imported by benchmark-gpu.mjs and bench-devices.mjs.
+// What the GPU benchmarks share: the blog's conversation and two pictures of its size, the SDK's load options per
+// quantization, a child process's stdout, the card's name, and small number helpers. Imported by benchmark-gpu.mjs,
+// bench-devices.mjs, measure-ttft.mjs and concurrent-requests.mjs.
 import { spawn } from "node:child_process";
 import { assistant, image, user } from "../../dist/index.js";
 
@@ -11,6 +12,20 @@ export const blogMessages = [
   assistant("In this image, we can see the city of New York, and more specifically the Statue of Liberty."),
   user(image(), "And how about this image? Which city is that?"),
 ];
+
+/** `Idefics2.load` options per quantization as the benchmarks name them: the blog's settings (4-bit is nf4). */
+export const sdkLoadOptions = {
+  bf16: { quantization: "none", dtype: "bfloat16" },
+  "8bit": { quantization: "8bit" },
+  "4bit": { quantization: { mode: "4bit", quantType: "nf4" } },
+};
+
+/** The load options for `quantization`, or an error naming the ones there are. */
+export function loadOptionsFor(quantization) {
+  const options = sdkLoadOptions[quantization];
+  if (!options) throw new Error(`quantization must be bf16, 8bit or 4bit (got ${quantization})`);
+  return options;
+}
 
 /** Runs a program and resolves with its stdout; rejects with the end of its stderr when it exits non-zero. */
 export function run(file, args) {

@@ -13,7 +13,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
 import { Idefics2, user } from "../../dist/index.js";
-import { blogMessages, blogPictures, firstDivergence, gpuName, round, run } from "./bench-inputs.mjs";
+import { blogMessages, blogPictures, firstDivergence, gpuName, round, run, sdkLoadOptions } from "./bench-inputs.mjs";
 
 const { values } = parseArgs({
   options: {
@@ -38,12 +38,6 @@ const folder = mkdtempSync(join(tmpdir(), "idefics2-bench-"));
 const images = await blogPictures(folder);
 const messagesFile = join(folder, "messages.json");
 writeFileSync(messagesFile, JSON.stringify(messages));
-
-const sdkLoadOptions = {
-  bf16: { quantization: "none", dtype: "bfloat16" },
-  "8bit": { quantization: "8bit" },
-  "4bit": { quantization: { mode: "4bit", quantType: "nf4" } },
-};
 
 const cases = [];
 const started = Date.now();

@@ -7,6 +7,7 @@
 // node scripts/gpu/concurrent-requests.mjs --model /tmp/i8b --python "$(command -v python3)" [--quantization bf16]
 import { parseArgs } from "node:util";
 import { Idefics2, user } from "../../dist/index.js";
+import { loadOptionsFor } from "./bench-inputs.mjs";
 
 const { values } = parseArgs({
   options: {
@@ -17,13 +18,13 @@ const { values } = parseArgs({
   },
 });
 if (!values.model) throw new Error("--model is required (a checkpoint folder)");
-const loads = {
-  bf16: { quantization: "none", dtype: "bfloat16" },
-  "8bit": { quantization: "8bit" },
-  "4bit": { quantization: { mode: "4bit", quantType: "nf4" } },
-};
 const newTokens = Number(values["new-tokens"]);
-const model = await Idefics2.load({ model: values.model, python: values.python, deviceMap: "auto", ...loads[values.quantization] });
+const model = await Idefics2.load({
+  model: values.model,
+  python: values.python,
+  deviceMap: "auto",
+  ...loadOptionsFor(values.quantization),
+});
 try {
   const messages = [user("Write a long story about a city by the sea.")];
   const options = { minNewTokens: newTokens, maxNewTokens: newTokens };

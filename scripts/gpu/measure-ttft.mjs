@@ -10,18 +10,13 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
 import { Idefics2 } from "../../dist/index.js";
-import { blogMessages, blogPictures } from "./bench-inputs.mjs";
+import { blogMessages, blogPictures, loadOptionsFor } from "./bench-inputs.mjs";
 
 const { values, positionals } = parseArgs({
   allowPositionals: true,
   options: { model: { type: "string" }, python: { type: "string" }, runs: { type: "string", default: "10" } },
 });
 if (!values.model) throw new Error("--model is required (a checkpoint folder)");
-const loads = {
-  bf16: { quantization: "none", dtype: "bfloat16" },
-  "8bit": { quantization: "8bit" },
-  "4bit": { quantization: { mode: "4bit", quantType: "nf4" } },
-};
 const summary = (samples) => {
   const sorted = [...samples].sort((a, b) => a - b);
   const round = (value) => Math.round(value * 10) / 10;
@@ -29,13 +24,12 @@ const summary = (samples) => {
 };
 const images = await blogPictures(mkdtempSync(join(tmpdir(), "ttft-")));
 for (const quantization of positionals.length ? positionals : ["bf16", "8bit", "4bit"]) {
-  if (!loads[quantization]) throw new Error(`unknown quantization ${quantization} (bf16, 8bit, 4bit)`);
   const model = await Idefics2.load({
     model: values.model,
     python: values.python,
     deviceMap: "auto",
     imageSplitting: true,
-    ...loads[quantization],
+    ...loadOptionsFor(quantization),
   });
   try {
     const once = { images, maxNewTokens: 1, minNewTokens: 1 };
