@@ -2,8 +2,9 @@
 """The reference program (scripts/reference/reference.py: the blog's calls), timed for the GPU benchmark.
 
 Loads the model once as the blog does (device_map="auto"; 8-bit/4-bit through BitsAndBytesConfig, bf16
-through dtype), then for each image-splitting setting: a warm-up, a 1-token generate (prefill), and a
-fixed-length greedy generate (min_new_tokens = max_new_tokens). Prints one JSON object on stdout.
+through dtype), then for each image-splitting setting: a warm-up, 1-token generates (prefill: the median of
+PREFILL_RUNS, with their range), and a fixed-length greedy generate (min_new_tokens = max_new_tokens). Prints one
+JSON object on stdout.
 
 Usage: python scripts/gpu/bench_reference.py --model DIR --messages FILE.json --image A --image B
            --quantization bf16|8bit|4bit [--new-tokens 128] [--splitting on --splitting off]
@@ -29,6 +30,11 @@ from transformers.image_utils import load_image  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "python"))
 from benchmark_quantization import QUANTIZATIONS, from_pretrained_kwargs  # noqa: E402
 from idefics2_worker.engine.compat import expose_pil_image_processor  # noqa: E402
+
+
+# One-token calls per prefill figure: a single call's time moved by 10-40% between calls and machines (BENCHMARKS.md,
+# 2026-12-01 evening), so the tables give the median and the range.
+PREFILL_RUNS = 5
 
 
 def synchronize() -> None:
@@ -77,11 +83,13 @@ def main() -> None:
                 return model.generate(**inputs, max_new_tokens=n, min_new_tokens=n, do_sample=False)
 
             generate(2)
-            _, prefill = timed(lambda: generate(1))
+            prefills = sorted(timed(lambda: generate(1))[1] for _ in range(PREFILL_RUNS))
+            prefill = prefills[len(prefills) // 2]
             output, total = timed(lambda: generate(args.new_tokens))
             cases[splitting] = {
                 "promptTokens": prompt_tokens,
                 "prefillMs": round(prefill * 1000, 1),
+                "prefillMsRange": [round(prefills[0] * 1000, 1), round(prefills[-1] * 1000, 1)],
                 "decodeTokS": round((args.new_tokens - 1) / (total - prefill), 2),
                 "tokenIds": output[0, prompt_tokens:].tolist(),
                 "peakVramGb": round(torch.cuda.max_memory_allocated() / 1e9, 2) if torch.cuda.is_available() else None,
