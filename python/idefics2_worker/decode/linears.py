@@ -16,8 +16,9 @@ a dense outlier product.
 Deterministic (`deterministic=True`, with kernels): every linear's rows are computed independently of the other
 rows, so a request's tokens do not depend on what shares its batch. The bf16 / fp16 linears (and lm_head) run
 `batch_invariant_matmul` instead of cuBLAS; the int8 product always runs the MMA kernel (`int8_gemv` switches from
-the one-row kernel to it at two rows, and the two order the outlier sums differently); `four_bit_gemv` orders each
-row's sums alike at any row count; the other 4-bit layers (bitsandbytes computes one row and several differently)
+the one-row kernel to it at two rows, and the two order the outlier sums differently); `four_bit_gemv` runs its
+INVARIANT_TILING, which orders each row's sums alike at any row count (its faster tilings depend on the rows
+launched together); the other 4-bit layers (bitsandbytes computes one row and several differently)
 are dequantised and run the invariant matmul.
 """
 
