@@ -1,13 +1,14 @@
 """Continuous batching: requests join the running batch between decode steps and leave when they finish.
 
-Requests waiting together are admitted together (`admit_many`): each is prepared on its own (the reference's
-processor call), then their prompts are prefilled in one forward (`prefill_many`: several prefills in a row stall
-the running batch for the sum of them, while one batched forward shares the launches and fills the GPU better; on an
-H200, 8 blog prefills took 651 ms together against 741 one by one at bf16, 903 against 1167 at 4-bit), and each row
-joins the batch in its own slot. A request that fails to prepare, or
-that this path does not take, is answered alone; the others go on. They are then decoded together, one token per
-request per step, through `DecodeGraphs`. Token choice uses transformers' own logits processors for the request's
-options (`token_choice`). Options this path does not implement (beam search, stop strings) go to generate().
+Requests waiting together are admitted together (`admit_many`, with those that arrive while they are prepared): each
+is prepared on its own (the reference's processor call), then their prompts are prefilled in one forward
+(`prefill_many`: several prefills in a row stall the running batch for the sum of them, while one batched forward
+shares the launches and fills the GPU better; on an H200, 8 blog prefills took 651 ms together against 741 one by
+one at bf16, 903 against 1167 at 4-bit), and each row joins the batch in its own slot. A request that fails to
+prepare, or that this path does not take, is answered alone; the others go on. They are then decoded together, one
+token per request per step, through `DecodeGraphs`. Token choice uses transformers' own logits processors for the
+request's options (`token_choice`). Options this path does not implement (beam search, stop strings) go to
+generate().
 
 Deterministic (`deterministic=True`): the step's kernels compute each row independently of the others
 (`DecodeStep`), and each request is prefilled alone (a batched prefill's rounding depends on its other rows) with a
