@@ -173,7 +173,7 @@ def us(row: dict) -> float:
 
 def time_shape(name: str, k: int, n: int, rows: int) -> list[dict]:
     results = []
-    call("four_bit", k, n, rows, four_bit_gemv.DEFAULT_TILING)
+    call("four_bit", k, n, rows, four_bit_gemv.tiling_for(n, rows))
     layer, _, x = OPERANDS[("four_bit", k, n, rows)]
     with torch.inference_mode():
         theirs = torch.cat(

@@ -300,10 +300,7 @@ class BatchDecoder:
         for sequence in self.running:
             if sequence.grammar is not None:
                 sequence.grammar.prepare()
-        if all(not s.processors and s.generator is None for s in self.running):
-            chosen = logits.argmax(dim=-1).tolist()
-        else:
-            chosen = choose_tokens(logits, [(s.processors, s.history, s.generator) for s in self.running])
+        chosen = choose_tokens(logits, [(s.processors, s.history, s.generator) for s in self.running])
         self._advance(list(zip(self.running, chosen, strict=True)))
 
     def cancel_all(self, error: BaseException) -> None:

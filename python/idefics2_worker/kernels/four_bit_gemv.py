@@ -36,7 +36,6 @@ class Tiling:
     invariant: bool = False
 
 
-DEFAULT_TILING = Tiling()
 # Deterministic decoding: one tiling at every row count, and the row-independent order.
 INVARIANT_TILING = Tiling(invariant=True)
 # Measured on an H200 at idefics2-8b's fused decode shapes (scripts/gpu/tune_decode_kernels.py, docs/BENCHMARKS.md):
