@@ -1,0 +1,294 @@
+#!/usr/bin/env python3
+"""Where a prefill's wall time goes that the GPU does not spend (GPU): host launches, host syncs, idle gaps.
+
+Loads the model as the worker does (`Engine.load`, the fast decoder's plan), prepares the blog request, warms up,
+then:
+- times the worker's prefill (median of --runs, GPU synchronised, with Python's garbage collections in those runs),
+  alone or N copies in one batched forward;
+- traces one prefill with torch.profiler (host and GPU) and splits it into regions (the vision tower's calls, the
+  text model, the rest). Per region: wall, GPU busy (the union of kernels and copies), GPU idle, kernels, and the
+  host's waits for the GPU (synchronising runtime calls);
+- lists the largest GPU idle gaps with the Python line whose launch ended each one;
+- lists every line that synchronised the host with the GPU (torch's sync debug mode);
+- profiles the host's Python for one prefill (cProfile): the functions that take its time.
+An idle GPU under a busy host means the host is the bound there: fewer launches or a CUDA graph would help. An
+idle GPU after a sync means the sync cost the gap.
+
+Usage: python scripts/gpu/prefill_timeline.py --model DIR --messages FILE.json --image A --image B
+           [--quantization bf16|8bit|4bit ...] [--requests 1] [--runs 5] [--freeze-gc] [--no-trace]
+           [--out result.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import bisect
+import cProfile
+import gc
+import io
+import json
+import pstats
+import statistics
+import sys
+import tempfile
+import time
+import warnings
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers.image_utils import load_image
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from check_batched_prefill import load, prepared
+from idefics2_worker.decode.prefill import prefill, prefill_many
+
+SYNCHRONISING = ("cudaStreamSynchronize", "cudaDeviceSynchronize", "cudaEventSynchronize", "cudaMemcpy")
+GAP_US = 50.0
+
+
+# The calls traced as regions: label, the object that owns the call (from the model), the call's attribute.
+REGIONS = (
+    ("vision tower + connector", lambda model: model.model, "get_image_features"),
+    ("text model", lambda model: model.model.text_model, "forward"),
+    ("lm_head", lambda model: model.lm_head, "forward"),
+)
+
+
+def annotated(model: Any) -> list[tuple[Any, str, Any]]:
+    """Wraps each region's call in a profiler annotation; returns what to restore."""
+    saved = []
+    for label, owner_of, name in REGIONS:
+        owner = owner_of(model)
+        original = owner.__dict__.get(name)
+        call = getattr(owner, name)
+
+        def wrapped(*args: Any, _call: Any = call, _label: str = label, **kwargs: Any) -> Any:
+            with torch.profiler.record_function(_label):
+                return _call(*args, **kwargs)
+
+        setattr(owner, name, wrapped)
+        saved.append((owner, name, original))
+    return saved
+
+
+def restore(saved: list[tuple[Any, str, Any]]) -> None:
+    for owner, name, original in saved:
+        if original is None:
+            delattr(owner, name)
+        else:
+            setattr(owner, name, original)
+
+
+def union_us(intervals: list[tuple[float, float]], start: float, end: float) -> float:
+    busy, reach = 0.0, start
+    for began, ended in sorted(intervals):
+        first, last = max(began, reach), min(ended, end)
+        if last > first:
+            busy += last - first
+            reach = last
+    return busy
+
+
+def analyse(trace: dict[str, Any]) -> dict[str, Any]:
+    events = [e for e in trace["traceEvents"] if e.get("ph") == "X"]
+    gpu = sorted((e for e in events if e.get("cat") in ("kernel", "gpu_memcpy", "gpu_memset")), key=lambda e: e["ts"])
+    runtime = {e["args"].get("correlation"): e for e in events if e.get("cat") == "cuda_runtime"}
+    python = sorted((e for e in events if e.get("cat") == "python_function"), key=lambda e: e["ts"])
+    python_starts = [e["ts"] for e in python]
+    outer = next(e for e in events if e.get("cat") == "user_annotation" and e["name"] == "prefill")
+    start, end = outer["ts"], outer["ts"] + outer["dur"]
+    spans = [(e["ts"], e["ts"] + e["dur"]) for e in gpu]
+
+    def line_of(ts: float) -> str:
+        """The innermost Python frame of this project's or transformers' code running at ts."""
+        best = "?"
+        for e in python[: bisect.bisect_right(python_starts, ts)][-400:]:
+            name = e["name"]
+            if e["ts"] <= ts <= e["ts"] + e["dur"] and ("idefics2" in name or "transformers" in name):
+                best = name
+        return best
+
+    def region_stats(first: float, last: float) -> dict[str, Any]:
+        inside = [e for e in gpu if first <= e["ts"] < last]
+        waits = [
+            e for e in events
+            if e.get("cat") == "cuda_runtime" and e["name"].startswith(SYNCHRONISING) and first <= e["ts"] < last
+        ]  # fmt: skip
+        busy = union_us(spans, first, last)
+        return {
+            "wall_ms": round((last - first) / 1000, 2),
+            "gpu_busy_ms": round(busy / 1000, 2),
+            "gpu_idle_ms": round((last - first - busy) / 1000, 2),
+            "kernels": len(inside),
+            "host_waits": len(waits),
+            "host_wait_ms": round(sum(e["dur"] for e in waits) / 1000, 2),
+        }
+
+    result: dict[str, Any] = {"whole prefill": region_stats(start, end)}
+    labels = {label for label, _, _ in REGIONS}
+    for e in events:
+        if e.get("cat") == "user_annotation" and e["name"] in labels:
+            stats = region_stats(e["ts"], e["ts"] + e["dur"])
+            previous = result.get(e["name"])
+            if previous:  # several calls of one region: add them up
+                stats = {key: round(previous[key] + stats[key], 2) for key in stats}
+            result[e["name"]] = stats
+    gaps = []
+    reach = start
+    for e in gpu:
+        if e["ts"] - reach > GAP_US and start <= e["ts"] <= end:
+            launch = runtime.get(e["args"].get("correlation"))
+            gaps.append({
+                "idle_us": round(e["ts"] - reach, 1),
+                "at_ms": round((reach - start) / 1000, 2),
+                "ended_by": line_of(launch["ts"]) if launch else "?",
+            })  # fmt: skip
+        reach = max(reach, e["ts"] + e["dur"])
+    result["gaps_over_50us"] = {"count": len(gaps), "idle_ms": round(sum(g["idle_us"] for g in gaps) / 1000, 2)}
+    result["largest_gaps"] = sorted(gaps, key=lambda g: g["idle_us"], reverse=True)[:20]
+    by_line = Counter()
+    for g in gaps:
+        by_line[g["ended_by"]] += g["idle_us"]
+    result["idle_by_launching_line_ms"] = {line: round(us / 1000, 2) for line, us in by_line.most_common(15)}
+    return result
+
+
+def synchronising_lines(run: Any) -> dict[str, int]:
+    """Each source line where the host waited for the GPU, and how often, from torch's sync debug mode."""
+    torch.cuda.synchronize()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        torch.cuda.set_sync_debug_mode("warn")
+        try:
+            run()
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+    torch.cuda.synchronize()
+    lines = Counter(f"{Path(w.filename).name}:{w.lineno}" for w in caught if "synchroniz" in str(w.message))
+    return dict(lines.most_common())
+
+
+def host_profile(run: Any, rows: int = 30) -> list[dict[str, Any]]:
+    """The host functions with the most time of their own in one prefill (cProfile inflates small calls alike)."""
+    torch.cuda.synchronize()
+    profiler = cProfile.Profile()
+    profiler.enable()
+    run()
+    torch.cuda.synchronize()
+    profiler.disable()
+    stats = pstats.Stats(profiler, stream=io.StringIO())
+    entries = []
+    for (file, line, name), (_, calls, own, total, _) in stats.stats.items():  # type: ignore[attr-defined]
+        where = "/".join(Path(file).parts[-3:]) if file != "~" else "builtin"
+        entries.append(
+            {"function": f"{where}:{line} {name}", "calls": calls, "own_ms": own * 1e3, "total_ms": total * 1e3}
+        )
+    top = sorted(entries, key=lambda e: e["own_ms"], reverse=True)[:rows]
+    return [{**e, "own_ms": round(e["own_ms"], 2), "total_ms": round(e["total_ms"], 2)} for e in top]
+
+
+def timeline_one(args: Any, quantization: str, messages: list[dict[str, Any]], images: list[Any]) -> dict[str, Any]:
+    engine = load(args.model, quantization)
+    model, plan = engine.loaded.model, engine.batch.plan
+    inputs = [prepared(engine, messages, images) for _ in range(args.requests)]
+    pad = getattr(engine.loaded.processor.tokenizer, "pad_token_id", None) or 0
+
+    def run() -> Any:
+        with torch.profiler.record_function("prefill"):
+            if args.requests == 1:
+                return prefill(model, inputs[0], plan)
+            return prefill_many(model, inputs, plan, pad)
+
+    for _ in range(2):
+        run()
+    torch.cuda.synchronize()
+    if args.freeze_gc:
+        gc.collect()
+        gc.freeze()
+    times, collections = [], []
+    started_gc = 0.0
+
+    def on_gc(phase: str, info: dict[str, int]) -> None:
+        nonlocal started_gc
+        if phase == "start":
+            started_gc = time.perf_counter()
+        else:
+            collections.append((info["generation"], (time.perf_counter() - started_gc) * 1000))
+
+    gc.callbacks.append(on_gc)
+    try:
+        for _ in range(args.runs):
+            started = time.perf_counter()
+            run()
+            torch.cuda.synchronize()
+            times.append((time.perf_counter() - started) * 1000)
+    finally:
+        gc.callbacks.remove(on_gc)
+        gc.unfreeze()
+    result: dict[str, Any] = {
+        "requests": args.requests,
+        "prefill_ms_median": round(statistics.median(times), 2),
+        "prefill_ms_range": [round(min(times), 2), round(max(times), 2)],
+        "prefill_ms_runs": [round(t, 1) for t in times],
+        "gc_frozen": args.freeze_gc,
+        # Python's garbage collections during the timed runs: (generation, count, ms in all, longest ms).
+        "gc_collections": [
+            (generation, len(ms), round(sum(ms), 2), round(max(ms), 2))
+            for generation in (0, 1, 2)
+            if (ms := [d for g, d in collections if g == generation])
+        ],
+    }
+
+    if args.no_trace:
+        engine.unload()
+        return result
+    from torch.profiler import ProfilerActivity, profile
+
+    saved = annotated(model)
+    try:
+        with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA], with_stack=True) as prof:
+            run()
+            torch.cuda.synchronize()
+    finally:
+        restore(saved)
+    with tempfile.NamedTemporaryFile(suffix=".json") as f:
+        prof.export_chrome_trace(f.name)
+        trace = json.loads(Path(f.name).read_text())
+    result |= analyse(trace)
+    result["synchronising_lines"] = synchronising_lines(run)
+    result["host_profile"] = host_profile(run)
+    engine.unload()
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--model", required=True)
+    parser.add_argument("--messages", required=True)
+    parser.add_argument("--image", action="append", default=[])
+    parser.add_argument("--quantization", action="append", choices=["bf16", "8bit", "4bit"])
+    parser.add_argument("--requests", type=int, default=1)
+    parser.add_argument("--runs", type=int, default=5, help="timed prefills (the median and each run are given)")
+    parser.add_argument("--freeze-gc", action="store_true", help="gc.freeze() after the warm-up, as a test")
+    parser.add_argument("--no-trace", action="store_true", help="the timings alone")
+    parser.add_argument("--out")
+    args = parser.parse_args()
+    with open(args.messages, encoding="utf-8") as f:
+        messages = json.load(f)
+    images = [load_image(path) for path in args.image]
+    results: dict[str, Any] = {"device": torch.cuda.get_device_name(0)}
+    for quantization in args.quantization or ["bf16"]:
+        results[quantization] = timeline_one(args, quantization, messages, images)
+        print(quantization, json.dumps(results[quantization])[:3000], file=sys.stderr, flush=True)
+        gc.collect()
+        torch.cuda.empty_cache()
+    text = json.dumps(results, indent=1)
+    if args.out:
+        Path(args.out).write_text(text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
