@@ -20,12 +20,14 @@ call per prompt here) and compute the quantized linears on the tensor cores (`Te
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from typing import Any
 
 import torch
+from transformers import DynamicCache
 
 from .prefill_linears import TensorCoreLinears
 
@@ -217,6 +219,25 @@ def prefill_groups(prompts: Sequence[Mapping[str, Any]]) -> list[list[int]]:
     return groups
 
 
+@functools.lru_cache(maxsize=8)
+def _window_on(window: int, device: torch.device) -> torch.Tensor:
+    return torch.tensor(window, dtype=torch.long, device=device)
+
+
+def empty_cache(model: Any) -> DynamicCache:
+    """The KV cache the model would make for a prefill, with its sliding-window layers' window already on the model's
+    device: each layer would otherwise copy it there on first use, a host sync per layer (32 in idefics2-8b's
+    prefill, measured with torch's sync debug mode) that stops the host from queueing the next layers' kernels while
+    the GPU runs this one's."""
+    cache = DynamicCache(config=model.config)
+    layers: list[Any] = list(cache.layers)  # the sliding-window kind's attribute is not on the layers' base class
+    for layer in layers:
+        window = getattr(layer, "_sliding_window_tensor", None)
+        if isinstance(window, torch.Tensor):
+            layer._sliding_window_tensor = _window_on(int(window), model.device)
+    return cache
+
+
 def prefill(model: Any, inputs: Any, plan: PrefillPlan) -> tuple[Any, torch.Tensor]:
     """Runs the prompt through the model; returns its KV cache and the float32 logits of the last position."""
     kwargs = dict(inputs)
@@ -226,7 +247,7 @@ def prefill(model: Any, inputs: Any, plan: PrefillPlan) -> tuple[Any, torch.Tens
         features = image_features_many(model, [inputs], plan)
         if features is not None:
             kwargs["image_hidden_states"] = features
-        output = model(**kwargs, use_cache=True, logits_to_keep=1)
+        output = model(**kwargs, past_key_values=empty_cache(model), use_cache=True, logits_to_keep=1)
     return output.past_key_values, output.logits[:, -1].to(dtype=torch.float32)
 
 
@@ -252,7 +273,7 @@ def prefill_many(
         # No padding mask: every real token comes before its row's padding, so the causal mask alone keeps the
         # padding out of every real position (what a row's cache and logits are taken from), and the attention
         # keeps its causal kernels instead of a materialised [N, 1, L, L] mask. The padding's own rows are unused.
-        output = model.model(input_ids=input_ids, use_cache=True, **extra)
+        output = model.model(input_ids=input_ids, past_key_values=empty_cache(model), use_cache=True, **extra)
         # Only each row's last real position: the lm_head on N rows rather than N x longest.
         hidden = output.last_hidden_state[torch.arange(len(lengths), device=device), last]
         logits = model.lm_head(hidden)

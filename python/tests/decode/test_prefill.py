@@ -3,6 +3,7 @@ each get what they get alone (the tiny model, CPU)."""
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 import pytest
@@ -13,6 +14,7 @@ from demo_inputs import demo_images, demo_messages
 from idefics2_worker.decode import prefill as prefill_module
 from idefics2_worker.decode.prefill import (
     PrefillPlan,
+    empty_cache,
     image_features_in_chunks,
     image_features_unpadded,
     image_features_unpadded_many,
@@ -96,6 +98,25 @@ def test_an_unpadded_prefill_gives_the_padded_prefills_logits(model_and_inputs: 
     _, unpadded = prefill(model, inputs, PrefillPlan(vision_chunk=None, unpadded_vision=True))
     torch.testing.assert_close(unpadded, padded, atol=1e-4, rtol=1e-4)
     assert int(unpadded.argmax()) == int(padded.argmax())
+
+
+@torch.inference_mode()
+def test_a_sliding_window_models_prefill_brings_its_windows_to_the_device_once_and_computes_the_same(
+    model_and_inputs: tuple[Any, Any],
+) -> None:
+    model, inputs = model_and_inputs
+    windowed = copy.deepcopy(model)
+    windowed.config.text_config.sliding_window = 4096  # as idefics2-8b's Mistral; longer than the prompt
+    first, second = empty_cache(windowed), empty_cache(windowed)
+    windows = [layer._sliding_window_tensor for layer in first.layers]
+    assert len(windows) == windowed.config.text_config.num_hidden_layers
+    assert all(int(w) == 4096 and w.device == windowed.device for w in windows)
+    # One tensor for every layer and prefill: nothing is copied to the device per layer.
+    assert all(w is v for w, v in zip(windows, [layer._sliding_window_tensor for layer in second.layers], strict=True))
+    cache, logits = prefill(windowed, inputs, PrefillPlan())
+    own = windowed(**inputs, use_cache=True, logits_to_keep=1)
+    torch.testing.assert_close(logits, own.logits[:, -1].float(), atol=0, rtol=0)
+    assert cache.get_seq_length() == own.past_key_values.get_seq_length() == inputs["input_ids"].shape[1]
 
 
 def test_on_cpu_the_fast_decoders_plan_is_the_reference_prefill(model_and_inputs: tuple[Any, Any]) -> None:
