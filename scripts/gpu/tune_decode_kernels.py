@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "python"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_linear_kernels import timed
 from idefics2_worker.kernels import four_bit_gemv, int8_gemv
-from idefics2_worker.kernels.int8_quantize import outlier_flags
+from idefics2_worker.kernels.int8_quantize import outlier_columns
 
 LAYERS = 32
 # (name, in, out, count per layer): Mistral-7B as in idefics2-8b, q/k/v and gate/up fused as the fast decoder runs
@@ -39,19 +39,26 @@ SHAPES = [
     ("gate/up", 4096, 28672, 1),
     ("down", 14336, 4096, 1),
 ]
+# 8-bit layers are not fused: their own shapes.
+INT8_SHAPES = [
+    ("q, o", 4096, 4096, 2),
+    ("k, v", 4096, 1024, 2),
+    ("gate, up", 4096, 14336, 2),
+    ("down", 14336, 4096, 1),
+]
 FOUR_BIT = [
     four_bit_gemv.Tiling(outputs, blocks, warps, defer)
-    for outputs, blocks, warps, defer in itertools.product(
-        [8, 16, 32], [4, 8, 16], [4, 8], [False, True]
-    )
+    for outputs, blocks, warps, defer in itertools.product([8, 16, 32], [4, 8, 16], [4, 8], [False, True])
 ]
 INT8 = [
-    int8_gemv.DEFAULT_TILING,
+    int8_gemv.Tiling(),
     int8_gemv.Tiling(columns=512),
-    *(
-        int8_gemv.Tiling(o, c, 4, mma=True)
-        for o, c in itertools.product([16, 32, 64], [128, 256])
-    ),
+    *(int8_gemv.Tiling(o, c, 4, mma=True) for o, c in itertools.product([16, 32, 64], [128, 256])),
+]
+# One row runs the CUDA-core kernel (one dp4a per four weights, the sums kept per lane): its grid.
+INT8_ONE_ROW = [
+    int8_gemv.Tiling(outputs, columns, warps)
+    for outputs, columns, warps in itertools.product([4, 8, 16, 32], [512, 1024, 2048], [2, 4, 8])
 ]
 ROWS = (1, 2, 8)
 KINDS = ["four_bit", "int8"]
@@ -60,13 +67,9 @@ KINDS = ["four_bit", "int8"]
 def four_bit_operands(k: int, n: int) -> tuple[torch.nn.Module, tuple]:
     import bitsandbytes as bnb
 
-    layer = bnb.nn.Linear4bit(
-        k, n, bias=False, compute_dtype=torch.float32, quant_type="nf4"
-    )
+    layer = bnb.nn.Linear4bit(k, n, bias=False, compute_dtype=torch.float32, quant_type="nf4")
     weight = (torch.randn(n, k) * 0.02).to(torch.bfloat16)
-    layer.weight = bnb.nn.Params4bit(
-        weight, requires_grad=False, quant_type="nf4", compress_statistics=False
-    )
+    layer.weight = bnb.nn.Params4bit(weight, requires_grad=False, quant_type="nf4", compress_statistics=False)
     layer = layer.cuda()
     state = layer.weight.quant_state
     return layer, (
@@ -86,13 +89,11 @@ def int8_operands(k: int, n: int, rows: int) -> tuple:
     # Outliers scattered over ~0.3% of each row's columns, as the 8B-shaped random model's activations hold them
     # (trained models' cluster in a few columns).
     scattered = torch.rand(rows, k, device="cuda") < 0.003
-    outliers = (torch.randn(rows, k, device="cuda") * 9.0 * scattered).to(
-        torch.bfloat16
-    )
+    outliers = (torch.randn(rows, k, device="cuda") * 9.0 * scattered).to(torch.bfloat16)
     return (
         quantized,
         outliers,
-        outlier_flags(outliers),
+        *outlier_columns(outliers),
         weight,
         row_absmax,
         weight_absmax,
@@ -108,9 +109,7 @@ def compile_shape(job: tuple[str, int, int, int]) -> int:
         try:
             call(kind, k, n, rows, tiling)()
             compiled += 1
-        except (
-            Exception
-        ) as error:  # a tiling that does not compile is left out of the timing
+        except Exception as error:  # a tiling that does not compile is left out of the timing
             print(
                 f"{kind} {k}x{n} rows {rows} {tiling}: {type(error).__name__}",
                 flush=True,
@@ -124,7 +123,7 @@ OPERANDS: dict[tuple, tuple] = {}
 
 def variants(kind: str, rows: int) -> list[object]:
     if kind != "four_bit":
-        return list(INT8)
+        return INT8 + [t for t in INT8_ONE_ROW if t not in INT8] if rows == 1 else list(INT8)
     # The kernel defers its reduction for one row only.
     return [t for t in FOUR_BIT if rows == 1 or not t.defer]
 
@@ -154,36 +153,36 @@ def steps(ours: torch.Tensor, theirs: torch.Tensor) -> float:
     order differ by a step or so of the terms summed, which is many steps of an output that cancels to ~0."""
     a, b = ours.double(), theirs.double()
     floor = b.pow(2).mean().sqrt().item()
-    return float(
-        ((a - b).abs() / (2.0**-7 * torch.maximum(a.abs(), b.abs()).clamp_min(floor)))
-        .max()
-        .item()
-    )
+    return float(((a - b).abs() / (2.0**-7 * torch.maximum(a.abs(), b.abs()).clamp_min(floor))).max().item())
 
 
-def worker_choice(kind: str, n: int, rows: int) -> dict:
+def worker_choice(kind: str, k: int, n: int, rows: int) -> dict:
     """The tiling the worker's decode step uses for this shape."""
-    module = four_bit_gemv if kind == "four_bit" else int8_gemv
-    return module.tiling_for(n, rows).__dict__
+    if kind == "four_bit":
+        return four_bit_gemv.tiling_for(n, rows).__dict__
+    return int8_gemv.tiling_for(n, rows, k).__dict__
 
 
 def us(row: dict) -> float:
     return row["us"]
 
 
-def time_shape(name: str, k: int, n: int, rows: int) -> list[dict]:
+def shapes_of(kind: str) -> list[tuple[str, int, int, int]]:
+    return SHAPES if kind == "four_bit" else INT8_SHAPES
+
+
+def time_shape(name: str, k: int, n: int, rows: int, kinds: list[str]) -> list[dict]:
     results = []
-    call("four_bit", k, n, rows, four_bit_gemv.tiling_for(n, rows))
-    layer, _, x = OPERANDS[("four_bit", k, n, rows)]
-    with torch.inference_mode():
-        theirs = torch.cat(
-            [layer(x[i : i + 1]) for i in range(rows)]
-        )  # bitsandbytes, one row at a time
-        bnb_us = timed(lambda: layer(x), graph=True)
     base = {"shape": name, "rows": rows}
-    for kind in ("four_bit", "int8"):
-        if kind not in KINDS:
-            continue
+    theirs, bnb_us = None, None
+    if "four_bit" in kinds:
+        call("four_bit", k, n, rows, four_bit_gemv.tiling_for(n, rows))
+        layer, _, x = OPERANDS[("four_bit", k, n, rows)]
+        with torch.inference_mode():
+            theirs = torch.cat([layer(x[i : i + 1]) for i in range(rows)])  # bitsandbytes, one row at a time
+            bnb_us = timed(lambda: layer(x), graph=True)
+        results.append({"kind": "bitsandbytes nf4 float32", **base, "us": bnb_us})
+    for kind in kinds:
         for tiling in variants(kind, rows):
             try:
                 run = call(kind, k, n, rows, tiling)
@@ -199,10 +198,8 @@ def time_shape(name: str, k: int, n: int, rows: int) -> list[dict]:
                 row["steps_vs_bitsandbytes"] = steps(run(), theirs)
             results.append(row)
         ranked = sorted((r for r in results if r["kind"] == kind), key=us)
-        default = worker_choice(kind, n, rows)
-        default_us = next(
-            (r["us"] for r in ranked if r["tiling"] == default), float("nan")
-        )
+        default = worker_choice(kind, k, n, rows)
+        default_us = next((r["us"] for r in ranked if r["tiling"] == default), float("nan"))
         note = f"bitsandbytes {bnb_us:7.1f} us; " if kind == "four_bit" else ""
         worst = max((r.get("steps_vs_bitsandbytes", 0.0) for r in ranked), default=0.0)
         print(
@@ -211,45 +208,38 @@ def time_shape(name: str, k: int, n: int, rows: int) -> list[dict]:
         )
         for r in ranked[:4]:
             print(f"      {r['us']:7.1f} us {r['tiling']}", flush=True)
-    results.append({"kind": "bitsandbytes nf4 float32", **base, "us": bnb_us})
     return results
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--out")
-    parser.add_argument(
-        "--kinds", nargs="+", choices=["four_bit", "int8"], default=["four_bit", "int8"]
-    )
+    parser.add_argument("--kinds", nargs="+", choices=["four_bit", "int8"], default=["four_bit", "int8"])
     args = parser.parse_args()
     KINDS[:] = args.kinds
     started = time.time()
-    jobs = [
-        (kind, k, n, rows) for kind in KINDS for _, k, n, _ in SHAPES for rows in ROWS
-    ]
+    jobs = [(kind, k, n, rows) for kind in KINDS for _, k, n, _ in shapes_of(kind) for rows in ROWS]
     workers = min(len(jobs), max(1, (os.cpu_count() or 2) - 1))
-    with ProcessPoolExecutor(
-        workers, mp_context=torch.multiprocessing.get_context("spawn")
-    ) as pool:
+    with ProcessPoolExecutor(workers, mp_context=torch.multiprocessing.get_context("spawn")) as pool:
         compiled = sum(pool.map(compile_shape, jobs))
     print(f"compiled {compiled} kernels in {time.time() - started:.0f} s", flush=True)
 
     results = []
-    for name, k, n, _ in SHAPES:
+    kinds_of: dict[tuple[str, int, int], list[str]] = {}
+    for kind in KINDS:
+        for name, k, n, _ in shapes_of(kind):
+            kinds_of.setdefault((name, k, n), []).append(kind)
+    for (name, k, n), kinds in kinds_of.items():
         for rows in ROWS:
-            results += time_shape(name, k, n, rows)
+            results += time_shape(name, k, n, rows, kinds)
         OPERANDS.clear()
         torch.cuda.empty_cache()
     for kind in KINDS:
         for rows in ROWS:
             best = chosen = 0.0
-            for name, _, n, per_layer in SHAPES:
-                timings = [
-                    r
-                    for r in results
-                    if (r["kind"], r["shape"], r["rows"]) == (kind, name, rows)
-                ]
-                worker = worker_choice(kind, n, rows)
+            for name, k, n, per_layer in shapes_of(kind):
+                timings = [r for r in results if (r["kind"], r["shape"], r["rows"]) == (kind, name, rows)]
+                worker = worker_choice(kind, k, n, rows)
                 best += min(timings, key=us)["us"] * per_layer * LAYERS
                 chosen += (
                     next(
@@ -262,11 +252,7 @@ def main() -> None:
             line = f"per token, {kind}, rows {rows}: best tilings {best / 1000:.2f} ms, chosen {chosen / 1000:.2f} ms"
             print(line, flush=True)
     if args.out:
-        Path(args.out).write_text(
-            json.dumps(
-                {"card": torch.cuda.get_device_name(), "rows": results}, indent=1
-            )
-        )
+        Path(args.out).write_text(json.dumps({"card": torch.cuda.get_device_name(), "rows": results}, indent=1))
 
 
 if __name__ == "__main__":

@@ -51,13 +51,16 @@ class _QuantizedInput:
     """The int8 form of a layer input (computed once for q/k/v and for gate/up, which read the same input)."""
 
     outliers: torch.Tensor | None  # zero off the outlier columns; None for threshold 0 without kernels
-    flags: torch.Tensor | None  # int8_quantize.outlier_flags, from the kernel
+    columns: torch.Tensor | None  # each row's outlier columns and their counts (int8_quantize.outlier_columns),
+    counts: torch.Tensor | None  # from the kernel
 
     def __init__(self, source: torch.Tensor, threshold: float, kernels: bool) -> None:
         rows = source.reshape(-1, source.shape[-1])
-        self.flags = None
+        self.columns = self.counts = None
         if kernels:
-            self.quantized, self.stats, self.outliers, self.flags = int8_quantize.quantize_rows(rows, threshold)
+            quantized = int8_quantize.quantize_rows(rows, threshold)
+            self.quantized, self.stats, self.outliers = quantized.quantized, quantized.stats, quantized.outliers
+            self.columns, self.counts = quantized.columns, quantized.counts
             return
         half = rows.to(torch.float16)
         magnitude = half.abs()
@@ -158,13 +161,14 @@ class DecodeLinears:
         if bias is not None and bias.dtype != x.dtype:
             bias = bias.to(x.dtype)
         quantized = self._quantize(x, float(state.threshold))
-        if quantized.flags is not None and quantized.outliers is not None:
+        if quantized.columns is not None and quantized.counts is not None and quantized.outliers is not None:
             # Deterministic: the MMA kernel's tiling at every row count (it depends on the layer's width alone).
             tiling = int8_gemv.tiling_for(state.CB.shape[0], int8_gemv.MMA_ROWS) if self.deterministic else None
             out = int8_gemv.eight_bit_gemv(
                 quantized.quantized,
                 quantized.outliers,
-                quantized.flags,
+                quantized.columns,
+                quantized.counts,
                 state.CB,
                 quantized.stats,
                 state.SCB,

@@ -21,13 +21,12 @@ from dataclasses import dataclass
 import torch
 
 from . import triton_support
-from .int8_quantize import CHUNK
 from .triton_support import MAX_ROWS, tl, tl_dtype, triton
 
 
 @dataclass(frozen=True)
 class Tiling:
-    """Outputs per program, weights per step along K (a multiple of int8_quantize.CHUNK), warps per program, and
+    """Outputs per program, weights per step along K (a power of two, at least 4), warps per program, and
     whether the rows' multiply-adds run as tensor-core MMAs (all rows of a launch at once, padded to 16)."""
 
     outputs: int = 8
@@ -36,7 +35,6 @@ class Tiling:
     mma: bool = False
 
 
-DEFAULT_TILING = Tiling()
 MMA_TILING = Tiling(outputs=32, columns=256, warps=4, mma=True)
 MMA_ROWS = 16  # rows per MMA launch: the smallest MMA shape Triton emits
 
@@ -47,13 +45,14 @@ MM_DEQUANT_SCALE = 6.200124e-05
 VECTORWISE_DEQUANT_SCALE = 7.874015718698502e-3
 
 
-def tiling_for(outputs: int, rows: int) -> Tiling:
-    """The fastest tiling measured on an H100 at idefics2-8b's shapes (scripts/gpu/tune_decode_kernels.py): one row
-    on the CUDA cores, shorter steps along K for wide layers (more programs in flight); several rows as MMAs."""
+def tiling_for(outputs: int, rows: int, inputs: int = 0) -> Tiling:
+    """The fastest tilings measured at idefics2-8b's shapes (scripts/gpu/tune_decode_kernels.py). One row on the CUDA
+    cores (on an H200): 8 outputs a program in 512-column steps with 2 warps, but 4 outputs in 2,048-column steps
+    with 4 warps for the long rows of `down` (14,336 inputs). Several rows as MMAs (on an H100)."""
     if rows > 1:
         per_program = 64 if outputs >= 8192 else 16 if outputs < 2048 else MMA_TILING.outputs
         return Tiling(outputs=per_program, columns=MMA_TILING.columns, mma=True)
-    return Tiling(columns=512) if outputs >= 8192 else DEFAULT_TILING
+    return Tiling(outputs=4, columns=2048, warps=4) if inputs >= 8192 else Tiling(outputs=8, columns=512, warps=2)
 
 
 if triton is not None:
@@ -75,34 +74,62 @@ if triton is not None:
         tl.store(out + row[None, :] * N + outputs[:, None], result.to(OUT_DTYPE), mask=store_ok)
 
     @triton.jit
-    def _eight_bit_kernel(quantized, outliers, flags, weight, row_absmax, weight_absmax, out, N, K: tl.constexpr,
-                          ROWS: tl.constexpr, ROWS_P2: tl.constexpr, OUT_DTYPE: tl.constexpr,
-                          BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, CHUNK: tl.constexpr):  # fmt: skip
-        # Program: BLOCK_N outputs of every input row; each weight block is read once and used for all rows.
-        # A row's outliers are read only for blocks flagged as holding one.
-        FLAGS: tl.constexpr = (K + CHUNK - 1) // CHUNK
+    def _dot4(w, a, acc, DP4A: tl.constexpr):
+        # acc + the four int8 products of each pair of int32 words (byte i of a word is column 4·word + i): exact in
+        # int32 in any order. On the GPU one dp4a instruction; the interpreter has no inline assembly, so there the
+        # bytes are sign-extended by shifts.
+        if DP4A:
+            acc = tl.inline_asm_elementwise(
+                "dp4a.s32.s32 $0, $1, $2, $3;", "=r,r,r,r", [w, a, acc], dtype=tl.int32, is_pure=True, pack=1
+            )
+        else:
+            for shift in tl.static_range(0, 32, 8):
+                acc += ((w << (24 - shift)) >> 24) * ((a << (24 - shift)) >> 24)
+        return acc
+
+    @triton.jit
+    def _eight_bit_kernel(quantized, outliers, columns, counts, weight, weight_bytes, row_absmax, weight_absmax, out,
+                          N, K: tl.constexpr, ROWS: tl.constexpr, ROWS_P2: tl.constexpr, OUT_DTYPE: tl.constexpr,
+                          BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, DP4A: tl.constexpr):  # fmt: skip
+        # Program: BLOCK_N outputs of every input row; each weight block is read once and used for all rows. The
+        # int8 inputs and weights come as int32 words of four ([rows, K / 4], [N, K / 4]), one dp4a per word. At
+        # one row each lane keeps its own sums until the end (one reduction per program, not one per step). The
+        # main loop only streams the weights: nothing in it waits on the data. The outliers' term follows, over
+        # each row's listed outlier columns (their weights were just read, so they come from cache).
+        WORDS: tl.constexpr = K // 4
+        BLOCK_W: tl.constexpr = BLOCK_K // 4
         outputs = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
         output_ok = outputs < N
-        column = tl.arange(0, BLOCK_K)
-        chunk = tl.arange(0, BLOCK_K // CHUNK)
+        word = tl.arange(0, BLOCK_W)
         row = tl.arange(0, ROWS_P2)
         exact = tl.zeros([BLOCK_N, ROWS_P2], dtype=tl.int32)
         extra = tl.zeros([BLOCK_N, ROWS_P2], dtype=tl.float32)
-        for start in range(0, K, BLOCK_K):
-            col = start + column
-            col_ok = col < K
-            ok = output_ok[:, None] & col_ok[None, :]
-            w = tl.load(weight + outputs[:, None] * K + col[None, :], mask=ok, other=0)
-            wide = w.to(tl.int32)
-            flag_at = start // CHUNK + chunk
+        lanes = tl.zeros([BLOCK_N, BLOCK_W], dtype=tl.int32)
+        for start in range(0, WORDS, BLOCK_W):
+            at = start + word
+            at_ok = at < WORDS
+            w_ok = output_ok[:, None] & at_ok[None, :]
+            w = tl.load(weight + outputs[:, None] * WORDS + at[None, :], mask=w_ok, other=0)
             for r in tl.static_range(ROWS):
-                a = tl.load(quantized + r * K + col, mask=col_ok, other=0)
-                part = tl.sum(wide * a.to(tl.int32)[None, :], axis=1)
-                exact = tl.where(row[None, :] == r, exact + part[:, None], exact)
-                if tl.max(tl.load(flags + r * FLAGS + flag_at, mask=flag_at < FLAGS, other=0), axis=0) > 0:
-                    o = tl.load(outliers + r * K + col, mask=col_ok, other=0.0).to(tl.float32)
-                    more = tl.sum(w.to(tl.float32) * o[None, :], axis=1)
-                    extra = tl.where(row[None, :] == r, extra + more[:, None], extra)
+                a = tl.load(quantized + r * WORDS + at, mask=at_ok, other=0)
+                a = tl.broadcast_to(a[None, :], [BLOCK_N, BLOCK_W])
+                if ROWS == 1:
+                    lanes = _dot4(w, a, lanes, DP4A)
+                else:
+                    part = tl.sum(_dot4(w, a, tl.zeros([BLOCK_N, BLOCK_W], dtype=tl.int32), DP4A), axis=1)
+                    exact = tl.where(row[None, :] == r, exact + part[:, None], exact)
+        if ROWS == 1:
+            exact += tl.sum(lanes, axis=1)[:, None]
+        for r in tl.static_range(ROWS):
+            more = tl.zeros([BLOCK_N], dtype=tl.float32)
+            count = tl.load(counts + r)
+            i = 0
+            while i < count:  # a while loop: Triton's interpreter cannot range over a loaded bound
+                column = tl.load(columns + r * K + i)
+                w = tl.load(weight_bytes + outputs * K + column, mask=output_ok, other=0).to(tl.float32)
+                more += w * tl.load(outliers + r * K + column).to(tl.float32)
+                i += 1
+            extra = tl.where(row[None, :] == r, extra + more[:, None], extra)
         _scaled(exact, extra, row_absmax, weight_absmax, out, outputs, output_ok, row, ROWS, N, OUT_DTYPE)
 
     @triton.jit
@@ -144,7 +171,8 @@ if triton is not None:
 def eight_bit_gemv(
     quantized: torch.Tensor,
     outliers: torch.Tensor,
-    flags: torch.Tensor,
+    columns: torch.Tensor,
+    counts: torch.Tensor,
     weight: torch.Tensor,
     row_absmax: torch.Tensor,
     weight_absmax: torch.Tensor,
@@ -152,13 +180,15 @@ def eight_bit_gemv(
     tiling: Tiling | None = None,
 ) -> torch.Tensor:
     """quantized int8 [rows, K], outliers [rows, K] in float32 or dtype (zero off the outlier columns) and their
-    flags (int8_quantize.outlier_flags; the one-row kernel reads only flagged blocks' outliers) → dtype [rows, N]."""
+    columns and counts (int8_quantize.outlier_columns; the one-row kernel reads only those) → dtype [rows, N]."""
     n, k = weight.shape
     total = quantized.shape[0]
     out = torch.empty(total, n, dtype=dtype, device=quantized.device)
-    chosen = tiling or tiling_for(n, total)
-    if not chosen.mma and chosen.columns % CHUNK:
-        raise ValueError(f"int8 kernel steps along K in multiples of {CHUNK}, not {chosen.columns}")
+    chosen = tiling or tiling_for(n, total, k)
+    if not chosen.mma and k % 4:
+        if tiling is not None:
+            raise ValueError(f"the one-row int8 kernel reads K in words of four; K = {k} needs an MMA tiling")
+        chosen = MMA_TILING
     per_launch = MMA_ROWS if chosen.mma else MAX_ROWS
     for first in range(0, total, per_launch):
         rows = min(per_launch, total - first)
@@ -180,14 +210,16 @@ def eight_bit_gemv(
             )
         else:
             _eight_bit_kernel[grid](
-                quantized[first:],
+                quantized[first:].view(torch.int32),
                 outliers[first:],
-                flags[first:],
+                columns[first:],
+                counts[first:],
+                weight.view(torch.int32),
                 weight,
                 *scales,
                 ROWS=rows,
                 ROWS_P2=triton.next_power_of_2(rows),
-                CHUNK=CHUNK,
+                DP4A=not triton_support.INTERPRETED,
                 num_warps=chosen.warps,
                 **shared,
             )

@@ -6,8 +6,8 @@ round(x · (127 / absmax)), rounding half to even; the outliers are kept, in the
 that is zero elsewhere. Those torch ops are ~14 kernels per input, four inputs per layer: ~1,800 of the 8-bit
 step's 2,702 kernels on idefics2-8b (docs/BENCHMARKS.md). This is one per input.
 
-It also flags, per row and per CHUNK columns, whether any outlier lies there, so the one-row product kernel
-reads the dense outlier row only where it holds something.
+It also lists each row's outlier columns (ascending, with their count), so the one-row product kernel adds the
+outliers' term over those columns alone after a main loop that only streams the weights.
 """
 
 # Triton's @jit kernels take launch options (num_warps) and tl.constexpr parameters that its types do not describe.
@@ -22,18 +22,21 @@ import torch
 
 from .triton_support import tl, triton
 
-# Columns per outlier flag; the one-row product kernel steps along K in multiples of it.
-CHUNK = 128
+# Columns per span of a row (see the kernel), and so the smallest row block it takes.
+SPAN = 128
 
 
 if triton is not None:
 
     @triton.jit
-    def _quantize_kernel(x, quantized, stats, outliers, flags, K, threshold, HAS_THRESHOLD: tl.constexpr,
-                         BLOCK: tl.constexpr, CHUNK: tl.constexpr):  # fmt: skip
-        # One program per row; the whole row is one block, so the absmax and the quantisation share one load.
+    def _quantize_kernel(x, quantized, stats, outliers, columns, counts, K, threshold, HAS_THRESHOLD: tl.constexpr,
+                         BLOCK: tl.constexpr, SPAN: tl.constexpr):  # fmt: skip
+        # One program per row; the whole row is one block, so the absmax and the quantisation share one load. The
+        # row is held as [BLOCK / SPAN, SPAN]: an outlier's place in the row's list is its rank within its span
+        # (a scan within a warp) plus the outliers of the spans before (a scan over BLOCK / SPAN counts). One scan
+        # over the whole row took ~7 µs a call on an H200, as long as the rest of the kernel.
         row = tl.program_id(0)
-        column = tl.arange(0, BLOCK)
+        column = tl.arange(0, BLOCK // SPAN)[:, None] * SPAN + tl.arange(0, SPAN)[None, :]
         ok = column < K
         source = tl.load(x + row * K + column, mask=ok, other=0.0)
         half = source.to(tl.float16).to(tl.float32)
@@ -43,13 +46,15 @@ if triton is not None:
             half = tl.where(outlier, 0.0, half)
             magnitude = tl.where(outlier, 0.0, magnitude)
             tl.store(outliers + row * K + column, tl.where(outlier, source, 0.0), mask=ok)
-            flag = tl.max(tl.reshape(outlier.to(tl.int32), [BLOCK // CHUNK, CHUNK]), axis=1)
+            flagged = outlier.to(tl.int32)
+            per_span = tl.sum(flagged, axis=1)
+            place = (tl.cumsum(flagged, axis=1) - flagged) + (tl.cumsum(per_span, axis=0) - per_span)[:, None]
+            tl.store(columns + row * K + place, column, mask=outlier & ok)
+            tl.store(counts + row, tl.sum(per_span, axis=0))
         else:
-            tl.store(outliers + row * K + column, tl.zeros([BLOCK], dtype=source.dtype), mask=ok)
-            flag = tl.zeros([BLOCK // CHUNK], dtype=tl.int32)
-        chunk = tl.arange(0, BLOCK // CHUNK)
-        tl.store(flags + row * tl.cdiv(K, CHUNK) + chunk, flag, mask=chunk * CHUNK < K)
-        absmax = tl.max(magnitude, axis=0)
+            tl.store(outliers + row * K + column, tl.zeros([BLOCK // SPAN, SPAN], dtype=source.dtype), mask=ok)
+            tl.store(counts + row, 0)
+        absmax = tl.max(tl.max(magnitude, axis=1), axis=0)
         tl.store(stats + row, absmax)
         # torch evaluates `127.0 / stats` as reciprocal(stats) · 127: two roundings, kept here.
         scaled = half * (tl.math.div_rn(1.0, absmax) * 127.0)
@@ -59,18 +64,21 @@ if triton is not None:
         tl.store(quantized + row * K + column, rounded.to(tl.int8), mask=ok)
 
 
-def outlier_flags(outliers: torch.Tensor) -> torch.Tensor:
-    """int32 [n, ⌈K / CHUNK⌉]: 1 where a row's CHUNK columns hold an outlier (what the kernel flags)."""
-    n, k = outliers.shape
-    padded = torch.nn.functional.pad(outliers.ne(0), (0, -k % CHUNK))
-    return padded.view(n, -1, CHUNK).any(dim=2).to(torch.int32)
+def outlier_columns(outliers: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each row's outlier columns, what the kernel lists: int32 [n, K] whose first counts[r] entries of row r are
+    its nonzero columns in ascending order (the rest unspecified), and int32 counts [n]."""
+    flagged = outliers.ne(0)
+    # A stable sort of "not an outlier" puts the outlier columns first, in their order.
+    order = torch.sort((~flagged).to(torch.int8), dim=1, stable=True).indices
+    return order.to(torch.int32), flagged.sum(dim=1, dtype=torch.int32)
 
 
 class QuantizedRows(NamedTuple):
     quantized: torch.Tensor  # int8 [n, K]
     stats: torch.Tensor  # float32 [n]: each row's absmax, outliers left out
     outliers: torch.Tensor  # [n, K] in the rows' dtype: the outliers, zero elsewhere
-    flags: torch.Tensor  # int32 [n, ⌈K / CHUNK⌉]: see outlier_flags
+    columns: torch.Tensor  # int32 [n, K]: each row's outlier columns first (see outlier_columns)
+    counts: torch.Tensor  # int32 [n]: how many
 
 
 @functools.lru_cache
@@ -86,19 +94,21 @@ def quantize_rows(rows: torch.Tensor, threshold: float) -> QuantizedRows:
     quantized = torch.empty(n, k, dtype=torch.int8, device=rows.device)
     stats = torch.empty(n, dtype=torch.float32, device=rows.device)
     outliers = torch.empty(n, k, dtype=rows.dtype, device=rows.device)
-    flags = torch.empty(n, triton.cdiv(k, CHUNK), dtype=torch.int32, device=rows.device)
-    block = max(CHUNK, triton.next_power_of_2(k))
+    columns = torch.empty(n, k, dtype=torch.int32, device=rows.device)
+    counts = torch.empty(n, dtype=torch.int32, device=rows.device)
+    block = max(SPAN, triton.next_power_of_2(k))
     _quantize_kernel[(n,)](
         rows,
         quantized,
         stats,
         outliers,
-        flags,
+        columns,
+        counts,
         k,
         _as_float16(threshold),
         HAS_THRESHOLD=threshold > 0.0,
         BLOCK=block,
-        CHUNK=CHUNK,
+        SPAN=SPAN,
         num_warps=min(16, max(1, block // 1024)),
     )
-    return QuantizedRows(quantized, stats, outliers, flags)
+    return QuantizedRows(quantized, stats, outliers, columns, counts)
