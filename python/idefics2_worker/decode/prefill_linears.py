@@ -3,8 +3,8 @@
 bitsandbytes computes a 4-bit layer in its compute dtype (float32 with the blog's config: CUDA-core GEMMs, 72% of a
 4-bit prefill's GPU time on an H200) and LLM.int8() quantises the input row by row and splits its outliers out with
 a host-synchronising `argwhere`. For a prompt's hundreds of rows both are far from what the card can do. Here each
-layer's weight is dequantised once per call (bitsandbytes' own 4-bit dequantisation, written straight in the GEMM's
-dtype as bitsandbytes' own `gemm_4bit` does, or CB * SCB / 127 for int8, in one Triton kernel on a GPU) and
+layer's weight is dequantised once per call (code * absmax for 4-bit, written straight in the GEMM's dtype as
+bitsandbytes' own `gemm_4bit` does, or CB * SCB / 127 for int8; each one Triton kernel on a GPU) and
 multiplied in one cuBLAS GEMM, as vLLM and TGI do for prefill. The weights are the same numbers; only the arithmetic
 differs (TF32 or bf16 products summed in float32 instead of float32 products, and for int8 no quantisation of the
 input at all), so parity is judged as for every fast path: teacher-forced logits within the noise of another valid
@@ -20,7 +20,7 @@ from typing import Any
 
 import torch
 
-from ..kernels import triton_support
+from ..kernels import four_bit_dequantize, triton_support
 from ..kernels.int8_dequantize import int8_dequantize
 from ..request.quantized_layers import bitsandbytes_linears
 
@@ -31,11 +31,13 @@ _TENSOR_CORE_DTYPES = (torch.bfloat16, torch.float16)
 
 def dequantized_weight(module: Any, dtype: torch.dtype) -> torch.Tensor:
     """The layer's weight as a dense [out, in] tensor of `dtype`: what its quantized form stands for."""
-    from bitsandbytes.functional import dequantize_4bit
-
     weight = module.weight
     state = getattr(weight, "quant_state", None)
     if state is not None:
+        if triton_support.available(weight.device) and four_bit_dequantize.supported(state):
+            return four_bit_dequantize.four_bit_dequantize(weight.data, state, dtype)
+        from bitsandbytes.functional import dequantize_4bit
+
         if state.dtype != dtype:
             # Dequantised in the GEMM's dtype directly, as bitsandbytes' gemm_4bit does for a float32 input: the
             # model's dtype (bf16) would round the weights first and cost a copy per layer (46 ms of a 4-bit prefill).
@@ -85,9 +87,11 @@ class TensorCoreLinears:
         if not self.modules:
             yield
             return
+        # Set in each module's __dict__, as `module.forward = ...` would, without nn.Module.__setattr__'s checks: ~600
+        # layers per prefill, and the host time the GPU waits on (scripts/gpu/prefill_timeline.py).
         saved = [(module, module.__dict__.get("forward")) for module in self.modules]
         for module, previous in saved:
-            module.forward = self._forward_of(module, previous, self._bf16[id(module)])
+            module.__dict__["forward"] = self._forward_of(module, previous, self._bf16[id(module)])
         matmul = torch.backends.cuda.matmul
         tf32, reduced = matmul.allow_tf32, matmul.allow_bf16_reduced_precision_reduction
         matmul.allow_tf32 = True
@@ -99,9 +103,9 @@ class TensorCoreLinears:
             matmul.allow_tf32, matmul.allow_bf16_reduced_precision_reduction = tf32, reduced
             for module, previous in saved:
                 if previous is None:
-                    del module.forward
+                    del module.__dict__["forward"]
                 else:
-                    module.forward = previous
+                    module.__dict__["forward"] = previous
 
     @staticmethod
     def _forward_of(module: Any, previous: Any, bf16_for_float32: bool) -> Any:

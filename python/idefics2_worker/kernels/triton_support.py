@@ -6,6 +6,7 @@ bitsandbytes ops instead. Tests run the kernels on CPU tensors under Triton's in
 
 from __future__ import annotations
 
+import functools
 import os
 from typing import Any
 
@@ -37,7 +38,13 @@ def available(device: torch.device) -> bool:
     """Whether the worker's Triton kernels run on this device."""
     if triton is None or device.type != "cuda":
         return False
-    return tuple(torch.cuda.get_device_capability(device)) >= MIN_CAPABILITY
+    return _capable(device.index)
+
+
+@functools.lru_cache(maxsize=16)
+def _capable(index: int | None) -> bool:
+    # Asked once per layer and prefill: the device's capability is read from the driver once.
+    return tuple(torch.cuda.get_device_capability(index)) >= MIN_CAPABILITY
 
 
 def tl_dtype(dtype: torch.dtype) -> Any:

@@ -22,6 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from idefics2_worker.decode.linears import DecodeLinears
 from idefics2_worker.engine import compat
 from idefics2_worker.kernels import step_kernels
+from idefics2_worker.kernels.four_bit_dequantize import four_bit_dequantize
 from idefics2_worker.kernels.four_bit_gemv import Tiling, four_bit_gemv
 from idefics2_worker.kernels.int8_dequantize import int8_dequantize
 
@@ -175,6 +176,29 @@ def int8_dequantize_cases(device: str) -> dict[str, float]:
     }
 
 
+def four_bit_dequantize_cases(device: str) -> dict[str, float]:
+    """The prefill's 4-bit dequantisation kernel against bitsandbytes' own (`dequantize_4bit`), bit for bit."""
+    import copy
+
+    import bitsandbytes as bnb
+
+    results = {}
+    for quant_type in ("nf4", "fp4"):
+        # 40 x 260 weights: not a whole number of the kernel's programs, nor of 64-weight blocks per row.
+        weight = (torch.randn(40, 260) * 0.05).to(torch.bfloat16)
+        params = bnb.nn.Params4bit(weight, requires_grad=False, quant_type=quant_type, compress_statistics=False)
+        params = params.to(device)
+        for dtype in (torch.float32, torch.bfloat16):
+            state = copy.copy(params.quant_state)
+            state.dtype = dtype
+            theirs = bnb.functional.dequantize_4bit(params.data, state)
+            ours = four_bit_dequantize(params.data, params.quant_state, dtype)
+            # bfloat16: the same bits on a GPU; Triton's interpreter truncates float32 to bfloat16 (one step).
+            name = "float32, same bits" if dtype == torch.float32 else "bfloat16"
+            results[f"four_bit dequantise {quant_type} {name}"] = steps(ours, theirs)
+    return results
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--device", default="cpu")
@@ -185,6 +209,7 @@ def main() -> None:
         **eight_bit_cases(args.device),
         **step_cases(args.device),
         **int8_dequantize_cases(args.device),
+        **four_bit_dequantize_cases(args.device),
     }
     print(json.dumps(cases))
 
