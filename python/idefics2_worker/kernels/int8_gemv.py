@@ -4,11 +4,12 @@ They compute what bitsandbytes computes for a batch of one per row: the int8 pro
 weight, summed exactly in int32, scaled by the row and column absmax / 127² and rounded to float16 (bitsandbytes'
 dequant kernel), then the outlier columns' product with the dequantised weight added in float32. Only the order
 of float32 additions in the outlier term differs. bitsandbytes' own forward cannot be captured in a CUDA graph
-and, at batch 1, spends ~250-650 µs per layer; the one-row kernel takes 6-32 µs (docs/BENCHMARKS.md).
+and, at batch 1, spends ~250-650 µs per layer; the one-row kernel takes 4-19 µs on an H200 (docs/BENCHMARKS.md).
 
-At one row the multiply-adds run on the CUDA cores (`_eight_bit_kernel`). At several, they would cost each row
-again there (8 rows: 6.6x one row, measured), so `_eight_bit_mma_kernel` runs them as int8 tensor-core MMAs,
-exact in int32 in any order, and the outlier term as a bf16 / fp16 MMA whose products are exact in float32.
+At one row the multiply-adds run on the CUDA cores, four per dp4a instruction (`_eight_bit_kernel`). At several
+they would cost each row again there (8 rows: 6.6x one row, measured), so `_eight_bit_mma_kernel` runs them as int8
+tensor-core MMAs, exact in int32 in any order, and the outlier term as a bf16 / fp16 MMA whose products are exact
+in float32.
 """
 
 # Triton's @jit kernels take launch options (num_warps) and tl.constexpr parameters that its types do not describe.
