@@ -160,7 +160,7 @@ def worker_choice(kind: str, k: int, n: int, rows: int) -> dict:
     """The tiling the worker's decode step uses for this shape."""
     if kind == "four_bit":
         return four_bit_gemv.tiling_for(n, rows).__dict__
-    return int8_gemv.tiling_for(n, rows, k).__dict__
+    return int8_gemv.tiling_for(n, k, rows).__dict__
 
 
 def us(row: dict) -> float:

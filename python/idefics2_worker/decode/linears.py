@@ -58,9 +58,9 @@ class _QuantizedInput:
         rows = source.reshape(-1, source.shape[-1])
         self.columns = self.counts = None
         if kernels:
-            quantized = int8_quantize.quantize_rows(rows, threshold)
-            self.quantized, self.stats, self.outliers = quantized.quantized, quantized.stats, quantized.outliers
-            self.columns, self.counts = quantized.columns, quantized.counts
+            self.quantized, self.stats, self.outliers, self.columns, self.counts = int8_quantize.quantize_rows(
+                rows, threshold
+            )
             return
         half = rows.to(torch.float16)
         magnitude = half.abs()
@@ -163,7 +163,8 @@ class DecodeLinears:
         quantized = self._quantize(x, float(state.threshold))
         if quantized.columns is not None and quantized.counts is not None and quantized.outliers is not None:
             # Deterministic: the MMA kernel's tiling at every row count (it depends on the layer's width alone).
-            tiling = int8_gemv.tiling_for(state.CB.shape[0], int8_gemv.MMA_ROWS) if self.deterministic else None
+            outputs, inputs = state.CB.shape
+            tiling = int8_gemv.tiling_for(outputs, inputs, int8_gemv.MMA_ROWS) if self.deterministic else None
             out = int8_gemv.eight_bit_gemv(
                 quantized.quantized,
                 quantized.outliers,

@@ -46,7 +46,7 @@ MM_DEQUANT_SCALE = 6.200124e-05
 VECTORWISE_DEQUANT_SCALE = 7.874015718698502e-3
 
 
-def tiling_for(outputs: int, rows: int, inputs: int = 0) -> Tiling:
+def tiling_for(outputs: int, inputs: int, rows: int) -> Tiling:
     """The fastest tilings measured at idefics2-8b's shapes (scripts/gpu/tune_decode_kernels.py). One row on the CUDA
     cores (on an H200): 8 outputs a program in 512-column steps with 2 warps, but 4 outputs in 2,048-column steps
     with 4 warps for the long rows of `down` (14,336 inputs). Several rows as MMAs (on an H100)."""
@@ -185,7 +185,7 @@ def eight_bit_gemv(
     n, k = weight.shape
     total = quantized.shape[0]
     out = torch.empty(total, n, dtype=dtype, device=quantized.device)
-    chosen = tiling or tiling_for(n, total, k)
+    chosen = tiling or tiling_for(n, k, total)
     if not chosen.mma and k % 4:
         if tiling is not None:
             raise ValueError(f"the one-row int8 kernel reads K in words of four; K = {k} needs an MMA tiling")
