@@ -36,12 +36,21 @@ from idefics2_worker.protocol.params import parse_generate, parse_load
 from idefics2_worker.request.prompt import prepare_prompt
 
 
-def load(model: str, quantization: str) -> Engine:
+def load(model: str, quantization: str, steps: list[tuple[str, float]] | None = None) -> Engine:
+    """The model loaded as the worker loads it; `steps` gets each load step's message and its start (s)."""
     mode = "none" if quantization == "bf16" else quantization
     params: dict[str, Any] = {"model": model, "quantization": {"mode": mode}, "decoder": "fast", "maxBatchSize": 8}
     params |= {"dtype": "bfloat16"} if quantization == "bf16" else {}
     engine = Engine()
-    engine.load(parse_load(params), threading.Event(), lambda *_: None)
+    started = time.perf_counter()
+
+    def on_progress(_stage: str, message: str, **counts: Any) -> None:
+        if steps is not None and counts.get("done") is None:  # a step's start, not a count of its work
+            steps.append((message, round(time.perf_counter() - started, 2)))
+
+    engine.load(parse_load(params), threading.Event(), on_progress)
+    if steps is not None:
+        steps.append(("ready", round(time.perf_counter() - started, 2)))
     return engine
 
 

@@ -8,14 +8,17 @@ then:
 - traces one prefill with torch.profiler (host and GPU) and splits it into regions (the vision tower's calls, the
   text model, the rest). Per region: wall, GPU busy (the union of kernels and copies), GPU idle, kernels, and the
   host's waits for the GPU (synchronising runtime calls);
-- lists the largest GPU idle gaps with the Python line whose launch ended each one;
+- lists the GPU's time by kernel (the 20 largest), and the largest GPU idle gaps with the Python line whose launch
+  ended each one;
 - lists every line that synchronised the host with the GPU (torch's sync debug mode);
-- profiles the host's Python for one prefill (cProfile): the functions that take its time.
+- profiles the host's Python for one prefill (cProfile): the functions that take its time;
+- with --tower-ab, times the vision tower through transformers' masks (get_image_features) against the mask-free
+  path (decode/vision_tower.py), alternating in one process, and checks that the first-token logits are equal.
 An idle GPU under a busy host means the host is the bound there: fewer launches or a CUDA graph would help. An
 idle GPU after a sync means the sync cost the gap.
 
 Usage: python scripts/gpu/prefill_timeline.py --model DIR --messages FILE.json --image A --image B
-           [--quantization bf16|8bit|4bit ...] [--requests 1] [--runs 5] [--freeze-gc] [--no-trace]
+           [--quantization bf16|8bit|4bit ...] [--requests 1] [--runs 5] [--freeze-gc] [--no-trace] [--tower-ab]
            [--out result.json]
 """
 
@@ -42,6 +45,7 @@ from transformers.image_utils import load_image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from check_batched_prefill import load, prepared
+from idefics2_worker.decode import prefill as prefill_module
 from idefics2_worker.decode.prefill import prefill, prefill_many
 
 SYNCHRONISING = ("cudaStreamSynchronize", "cudaDeviceSynchronize", "cudaEventSynchronize", "cudaMemcpy")
@@ -50,7 +54,8 @@ GAP_US = 50.0
 
 # The calls traced as regions: label, the object that owns the call (from the model), the call's attribute.
 REGIONS = (
-    ("vision tower + connector", lambda model: model.model, "get_image_features"),
+    # The prefill's own entry to the pictures (the vision tower runs outside get_image_features where it can).
+    ("vision tower + connector", lambda _model: prefill_module, "image_features_many"),
     ("text model", lambda model: model.model.text_model, "forward"),
     ("lm_head", lambda model: model.lm_head, "forward"),
 )
@@ -152,6 +157,15 @@ def analyse(trace: dict[str, Any]) -> dict[str, Any]:
     for g in gaps:
         by_line[g["ended_by"]] += g["idle_us"]
     result["idle_by_launching_line_ms"] = {line: round(us / 1000, 2) for line, us in by_line.most_common(15)}
+    by_kernel: Counter[str] = Counter()
+    calls: Counter[str] = Counter()
+    for e in gpu:
+        if start <= e["ts"] <= end:
+            by_kernel[e["name"][:110]] += e["dur"]
+            calls[e["name"][:110]] += 1
+    result["gpu_ms_by_kernel"] = [
+        {"kernel": name, "ms": round(us / 1000, 2), "calls": calls[name]} for name, us in by_kernel.most_common(20)
+    ]
     return result
 
 
@@ -189,22 +203,9 @@ def host_profile(run: Any, rows: int = 30) -> list[dict[str, Any]]:
     return [{**e, "own_ms": round(e["own_ms"], 2), "total_ms": round(e["total_ms"], 2)} for e in top]
 
 
-def timeline_one(args: Any, quantization: str, messages: list[dict[str, Any]], images: list[Any]) -> dict[str, Any]:
-    engine = load(args.model, quantization)
-    model, plan = engine.loaded.model, engine.batch.plan
-    inputs = [prepared(engine, messages, images) for _ in range(args.requests)]
-    pad = getattr(engine.loaded.processor.tokenizer, "pad_token_id", None) or 0
-
-    def run() -> Any:
-        with torch.profiler.record_function("prefill"):
-            if args.requests == 1:
-                return prefill(model, inputs[0], plan)
-            return prefill_many(model, inputs, plan, pad)
-
-    for _ in range(2):
-        run()
-    torch.cuda.synchronize()
-    if args.freeze_gc:
+def timed(run: Any, runs: int, freeze_gc: bool) -> dict[str, Any]:
+    """The prefill's wall time over `runs`, GPU synchronised, with Python's garbage collections in those runs."""
+    if freeze_gc:
         gc.collect()
         gc.freeze()
     times, collections = [], []
@@ -219,7 +220,7 @@ def timeline_one(args: Any, quantization: str, messages: list[dict[str, Any]], i
 
     gc.callbacks.append(on_gc)
     try:
-        for _ in range(args.runs):
+        for _ in range(runs):
             started = time.perf_counter()
             run()
             torch.cuda.synchronize()
@@ -227,12 +228,11 @@ def timeline_one(args: Any, quantization: str, messages: list[dict[str, Any]], i
     finally:
         gc.callbacks.remove(on_gc)
         gc.unfreeze()
-    result: dict[str, Any] = {
-        "requests": args.requests,
+    return {
         "prefill_ms_median": round(statistics.median(times), 2),
         "prefill_ms_range": [round(min(times), 2), round(max(times), 2)],
         "prefill_ms_runs": [round(t, 1) for t in times],
-        "gc_frozen": args.freeze_gc,
+        "gc_frozen": freeze_gc,
         # Python's garbage collections during the timed runs: (generation, count, ms in all, longest ms).
         "gc_collections": [
             (generation, len(ms), round(sum(ms), 2), round(max(ms), 2))
@@ -241,6 +241,55 @@ def timeline_one(args: Any, quantization: str, messages: list[dict[str, Any]], i
         ],
     }
 
+
+def tower_ab(run: Any, runs: int) -> dict[str, Any]:
+    """The prefill with the vision tower through transformers' masks, then without them, alternating."""
+    mask_free = prefill_module.runs_without_masks
+    choices = {"transformers' masks": lambda _model: False, "without masks": mask_free}
+    times: dict[str, list[float]] = {name: [] for name in choices}
+    logits: dict[str, torch.Tensor] = {}
+    try:
+        for repeat in range(runs + 1):  # the first round warms both paths up
+            for name, choice in choices.items():
+                prefill_module.runs_without_masks = choice
+                torch.cuda.synchronize()
+                started = time.perf_counter()
+                logits[name] = run()[1]
+                torch.cuda.synchronize()
+                if repeat:
+                    times[name].append((time.perf_counter() - started) * 1000)
+    finally:
+        prefill_module.runs_without_masks = mask_free
+    masked, free = logits.values()
+    return {
+        name: {"median_ms": round(statistics.median(t), 2), "range_ms": [round(min(t), 2), round(max(t), 2)]}
+        for name, t in times.items()
+    } | {"logits_equal": bool(torch.equal(masked, free)), "max_abs_diff": float((masked - free).abs().max())}
+
+
+def timeline_one(args: Any, quantization: str, messages: list[dict[str, Any]], images: list[Any]) -> dict[str, Any]:
+    steps: list[tuple[str, float]] = []
+    engine = load(args.model, quantization, steps)
+    model, plan = engine.loaded.model, engine.batch.plan
+    inputs = [prepared(engine, messages, images) for _ in range(args.requests)]
+    pad = getattr(engine.loaded.processor.tokenizer, "pad_token_id", None) or 0
+
+    def run() -> Any:
+        with torch.profiler.record_function("prefill"):
+            if args.requests == 1:
+                return prefill(model, inputs[0], plan)
+            return prefill_many(model, inputs, plan, pad)
+
+    started = time.perf_counter()
+    run()  # the first prefill compiles what it needs (Triton's on-disk cache aside)
+    torch.cuda.synchronize()
+    steps.append(("first prefill", round((time.perf_counter() - started) * 1000) / 1000))
+    run()
+    torch.cuda.synchronize()
+    result: dict[str, Any] = {"requests": args.requests, "load_steps_s": steps}
+    result |= timed(run, args.runs, args.freeze_gc)
+    if args.tower_ab:
+        result["tower_ab"] = tower_ab(run, args.runs)
     if args.no_trace:
         engine.unload()
         return result
@@ -273,6 +322,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=5, help="timed prefills (the median and each run are given)")
     parser.add_argument("--freeze-gc", action="store_true", help="gc.freeze() after the warm-up, as a test")
     parser.add_argument("--no-trace", action="store_true", help="the timings alone")
+    parser.add_argument("--tower-ab", action="store_true", help="the vision tower with and without transformers' masks")
     parser.add_argument("--out")
     args = parser.parse_args()
     with open(args.messages, encoding="utf-8") as f:

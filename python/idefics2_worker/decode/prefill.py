@@ -30,6 +30,7 @@ import torch
 from transformers import DynamicCache
 
 from .prefill_linears import TensorCoreLinears
+from .vision_tower import runs_without_masks, whole_patch_features
 
 # The vision tower's modules, by name in Idefics2ForConditionalGeneration.
 VISION_TOWER = "model.vision_model"
@@ -104,16 +105,18 @@ def image_features_in_chunks(model: Any, pixel_values: torch.Tensor, pixel_mask:
     return torch.cat(features, dim=0)
 
 
-def _valid_sizes(pixel_mask: torch.Tensor, patch: int) -> list[tuple[int, int]] | None:
+def _valid_sizes(pixel_values: torch.Tensor, pixel_mask: torch.Tensor, patch: int) -> list[tuple[int, int]] | None:
     """Each sub-image's picture as whole patches (height, width in pixels), or None when one is not a top-left
-    rectangle of at least one patch (then the padded path runs, as the model would)."""
+    rectangle of at least one patch, or is all zeros in the model's dtype (the model drops such a sub-image as
+    padding); then the padded path runs, as the model would."""
     rows = pixel_mask[:, :, 0].sum(dim=-1)
     cols = pixel_mask[:, 0, :].sum(dim=-1)
     areas = pixel_mask.flatten(1).sum(dim=-1)
+    pictured = pixel_values.flatten(1).ne(0).any(dim=-1).to(rows.dtype)
     sizes = []
-    counts = torch.stack([rows, cols, areas]).tolist()  # one read from the device, not three
-    for height, width, area in zip(*counts, strict=True):
-        if area != height * width or height < patch or width < patch:
+    counts = torch.stack([rows, cols, areas, pictured]).tolist()  # one read from the device, not four
+    for height, width, area, nonzero in zip(*counts, strict=True):
+        if not nonzero or area != height * width or height < patch or width < patch:
             return None
         sizes.append((height // patch * patch, width // patch * patch))
     return sizes
@@ -143,8 +146,13 @@ def image_features_unpadded_many(model: Any, requests: Sequence[Pictures], chunk
     """
     latents = int(model.config.perceiver_config.resampler_n_latents)
     patch = int(model.config.vision_config.patch_size)
+    dtype = model.model.dtype
     masks = {request: mask for request, p in enumerate(requests) if (mask := _sub_image_masks(p)) is not None}
-    sizes = [_valid_sizes(masks[request], patch) if request in masks else None for request in range(len(requests))]
+    sizes = [
+        _valid_sizes(requests[request][0][0].to(dtype), masks[request], patch) if request in masks else None
+        for request in range(len(requests))
+    ]
+    without_masks = runs_without_masks(model)
     groups: dict[tuple[int, int], list[tuple[int, int]]] = {}
     for request, request_sizes in enumerate(sizes):
         for index, size in enumerate(request_sizes or ()):
@@ -155,10 +163,13 @@ def image_features_unpadded_many(model: Any, requests: Sequence[Pictures], chunk
         for first in range(0, len(members), chunk):
             window = members[first : first + chunk]
             values = [requests[request][0][0, index, :, :height, :width] for request, index in window]
-            cut = [masks[request][index, :height, :width] for request, index in window]
-            pixels, mask = torch.stack(values).unsqueeze(0), torch.stack(cut).unsqueeze(0)
+            if without_masks:
+                output = whole_patch_features(model, torch.stack(values))
+            else:
+                cut = [masks[request][index, :height, :width] for request, index in window]
+                pixels, mask = torch.stack(values).unsqueeze(0), torch.stack(cut).unsqueeze(0)
+                output = model.model.get_image_features(pixels, mask).pooler_output
             # The features come as one row per resampler latent, sub-image after sub-image.
-            output = model.model.get_image_features(pixels, mask).pooler_output
             if output.shape[0] != len(window) * latents:  # it dropped a sub-image it takes for padding (all zeros)
                 failed.update(request for request, _ in window)
                 continue

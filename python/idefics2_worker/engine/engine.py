@@ -49,7 +49,7 @@ class Engine:
         loaded = load_model(params, cancel, on_progress)
         self.loaded = loaded
         try:
-            self.batch = choose_batch_decoder(loaded, params)
+            self.batch = choose_batch_decoder(loaded, params, on_progress)
         except WorkerError:
             self.unload()
             raise
@@ -90,7 +90,9 @@ class Engine:
         return None if self.summary is None else self.summary.to_wire(self.memory())
 
 
-def choose_batch_decoder(loaded: LoadedModel, params: LoadParams) -> BatchDecoder | None:
+def choose_batch_decoder(
+    loaded: LoadedModel, params: LoadParams, on_progress: OnProgress | None = None
+) -> BatchDecoder | None:
     """The fast decoder when asked for, or by default on a model that sits on one CUDA device (and, deterministic, where
     its batch-invariant kernels run)."""
     from ..decode.batch_decoder import BatchDecoder, invariant_kernels_run
@@ -109,6 +111,8 @@ def choose_batch_decoder(loaded: LoadedModel, params: LoadParams) -> BatchDecode
         )
     if params.deterministic and params.decoder == "auto" and not invariant_kernels_run(loaded.model):
         return None  # deterministic without the invariant kernels: generate(), one request at a time
+    if on_progress is not None:  # a step of its own in the load's timeline (fused weights, KV slots, kernels)
+        on_progress("model", "Preparing the fast decoder")
     plan = PrefillPlan.fastest(loaded.model)
     return BatchDecoder(loaded, params.max_batch_size, plan, use_graphs=True, deterministic=params.deterministic)
 

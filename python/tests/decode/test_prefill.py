@@ -156,7 +156,8 @@ def test_sub_images_of_one_size_from_several_requests_share_the_towers_calls(
     model, _ = model_and_inputs
     pictures = [(p["pixel_values"], p["pixel_attention_mask"]) for p in (three_prompts[0], three_prompts[2])]
     calls: list[int] = []
-    hook = model.model.vision_model.register_forward_hook(lambda _m, _a, out: calls.append(len(out.last_hidden_state)))
+    encoder = model.model.vision_model.encoder
+    hook = encoder.register_forward_hook(lambda _m, _a, out: calls.append(len(out.last_hidden_state)))
     try:
         alone = [image_features_unpadded(model, values, mask, chunk=16) for values, mask in pictures]
         calls_alone = len(calls)
