@@ -254,6 +254,11 @@ def prefill(model: Any, inputs: Any, plan: PrefillPlan) -> tuple[Any, torch.Tens
     kwargs = dict(inputs)
     kwargs.pop("pixel_values", None)
     kwargs.pop("pixel_attention_mask", None)
+    if kwargs["input_ids"].shape[0] == 1:
+        # One prompt has no padding (the tokenizer pads a batch to its longest), so its mask is all ones. Without it
+        # the model builds the same causal mask but does not first ask the GPU whether every entry is one: a host
+        # sync that would wait for the vision tower's queued work before the text model's first launch.
+        kwargs.pop("attention_mask", None)
     with torch.inference_mode(), plan.attention(), plan.linear_context():
         features = image_features_many(model, [inputs], plan)
         if features is not None:

@@ -32,11 +32,20 @@ if triton is not None:
         tl.store(out + row.to(tl.int64) * K + columns, (values * scale).to(OUT_DTYPE), mask=ok)
 
 
-def int8_dequantize(quantized: torch.Tensor, scales: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """quantized int8 [N, K], scales [N] (LLM.int8()'s SCB, each row's absmax) → [N, K] of `dtype`."""
+def row_scales_of(scales: torch.Tensor) -> torch.Tensor:
+    """Each row's multiplier, SCB / 127 in float32, divided by torch as the torch form does (on a GPU torch divides
+    by a scalar as a product with its reciprocal): the kernel then only multiplies."""
+    return scales.to(torch.float32) / 127.0
+
+
+def int8_dequantize(
+    quantized: torch.Tensor, scales: torch.Tensor, dtype: torch.dtype, row_scales: torch.Tensor | None = None
+) -> torch.Tensor:
+    """quantized int8 [N, K], scales [N] (LLM.int8()'s SCB, each row's absmax) → [N, K] of `dtype`; `row_scales`,
+    when given, is `row_scales_of(scales)` kept from an earlier call (a weight's scales do not change)."""
     n, k = quantized.shape
-    # The scale is divided here by torch, as the torch form does: the kernel then only multiplies.
-    row_scales = scales.to(torch.float32) / 127.0
+    if row_scales is None:
+        row_scales = row_scales_of(scales)
     out = torch.empty(n, k, dtype=dtype, device=quantized.device)
     _dequantize_kernel[(n, triton.cdiv(k, BLOCK))](
         quantized.contiguous(), row_scales, out, k, OUT_DTYPE=tl_dtype(dtype), BLOCK=BLOCK, num_warps=8

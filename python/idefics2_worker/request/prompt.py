@@ -180,9 +180,13 @@ def prepare_prompt(
     _check_text_fits(loaded, prompt, max_context)
     stop_if_cancelled(cancel)
     device = model.device if on_device else None
-    inputs = _processor_inputs(processor, prompt, params, payload, device).to(model.device)
-    stop_if_cancelled(cancel)
+    inputs = _processor_inputs(processor, prompt, params, payload, device)
+    # Counted where the tokenizer made them (the host): on the device, reading the count would wait for the
+    # pictures' preprocessing there, and the prefill's first kernels would start on an idle GPU.
     input_ids = inputs["input_ids"]
+    image_tokens = int((input_ids == int(model.config.image_token_id)).sum())
+    inputs = inputs.to(model.device)
+    stop_if_cancelled(cancel)
     prompt_tokens = int(input_ids.shape[-1])
     if prompt_tokens >= max_context:
         raise WorkerError(
@@ -192,5 +196,4 @@ def prepare_prompt(
         )
     if params.reserve_new_tokens:
         _check_answer_fits(prompt_tokens, int(params.generate_kwargs.get("max_new_tokens") or 0), max_context)
-    image_tokens = int((input_ids == int(model.config.image_token_id)).sum())
     return PreparedPrompt(inputs, prompt_tokens, image_tokens, started, time.perf_counter())

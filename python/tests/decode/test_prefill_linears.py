@@ -46,3 +46,17 @@ def test_an_eight_bit_weight_in_bf16_is_the_float32_product_rounded_once() -> No
     expected = (layer.weight.CB.float() * (layer.weight.SCB.float()[:, None] / 127.0)).to(torch.bfloat16)
     assert weight.dtype == torch.bfloat16
     assert torch.equal(weight, expected)
+
+
+def test_an_eight_bit_layers_row_multipliers_are_made_once_for_its_scales() -> None:
+    from idefics2_worker.decode.prefill_linears import _row_scales
+
+    layer = eight_bit_layer(64, 32)
+    scales = layer.weight.SCB
+    first = _row_scales(layer, scales)
+    assert torch.equal(first, scales.float() / 127.0)
+    assert _row_scales(layer, scales) is first
+    replaced = scales * 2  # new scales (a reloaded weight): new multipliers
+    again = _row_scales(layer, replaced)
+    assert again is not first
+    assert torch.equal(again, replaced.float() / 127.0)
