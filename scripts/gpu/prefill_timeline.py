@@ -13,13 +13,14 @@ then:
 - lists every line that synchronised the host with the GPU (torch's sync debug mode);
 - profiles the host's Python for one prefill (cProfile): the functions that take its time;
 - with --tower-ab, times the vision tower through transformers' masks (get_image_features) against the mask-free
-  path (decode/vision_tower.py), alternating in one process, and checks that the first-token logits are equal.
+  path (decode/vision_tower.py), alternating in one process, and checks that the first-token logits are equal;
+  with --graph-ab, the same for that tower run eagerly against replayed from CUDA graphs (decode/vision_graphs.py).
 An idle GPU under a busy host means the host is the bound there: fewer launches or a CUDA graph would help. An
 idle GPU after a sync means the sync cost the gap.
 
 Usage: python scripts/gpu/prefill_timeline.py --model DIR --messages FILE.json --image A --image B
-           [--quantization bf16|8bit|4bit ...] [--requests 1] [--runs 5] [--freeze-gc] [--no-trace] [--tower-ab]
-           [--out result.json]
+           [--quantization bf16|8bit|4bit ...] [--requests 1] [--runs 5] [--freeze-gc] [--no-trace]
+           [--tower-ab] [--graph-ab] [--out result.json]
 """
 
 from __future__ import annotations
@@ -242,29 +243,62 @@ def timed(run: Any, runs: int, freeze_gc: bool) -> dict[str, Any]:
     }
 
 
-def tower_ab(run: Any, runs: int) -> dict[str, Any]:
-    """The prefill with the vision tower through transformers' masks, then without them, alternating."""
-    mask_free = prefill_module.runs_without_masks
-    choices = {"transformers' masks": lambda _model: False, "without masks": mask_free}
-    times: dict[str, list[float]] = {name: [] for name in choices}
+def alternated(run: Any, runs: int, variants: dict[str, Any]) -> dict[str, Any]:
+    """The prefill under each variant (a function that sets it up), alternating, after a round that warms each up;
+    each variant's times and whether the first-token logits were equal across variants."""
+    times: dict[str, list[float]] = {name: [] for name in variants}
     logits: dict[str, torch.Tensor] = {}
-    try:
-        for repeat in range(runs + 1):  # the first round warms both paths up
-            for name, choice in choices.items():
-                prefill_module.runs_without_masks = choice
-                torch.cuda.synchronize()
-                started = time.perf_counter()
-                logits[name] = run()[1]
-                torch.cuda.synchronize()
-                if repeat:
-                    times[name].append((time.perf_counter() - started) * 1000)
-    finally:
-        prefill_module.runs_without_masks = mask_free
-    masked, free = logits.values()
+    for repeat in range(runs + 1):
+        for name, set_up in variants.items():
+            set_up()
+            torch.cuda.synchronize()
+            started = time.perf_counter()
+            logits[name] = run()[1]
+            torch.cuda.synchronize()
+            if repeat:
+                times[name].append((time.perf_counter() - started) * 1000)
+    first, *others = logits.values()
     return {
         name: {"median_ms": round(statistics.median(t), 2), "range_ms": [round(min(t), 2), round(max(t), 2)]}
         for name, t in times.items()
-    } | {"logits_equal": bool(torch.equal(masked, free)), "max_abs_diff": float((masked - free).abs().max())}
+    } | {
+        "logits_equal": all(torch.equal(first, other) for other in others),
+        "max_abs_diff": max((float((first - other).abs().max()) for other in others), default=0.0),
+    }
+
+
+def tower_ab(run: Any, runs: int) -> dict[str, Any]:
+    """The vision tower through transformers' masks, then without them."""
+    mask_free = prefill_module.runs_without_masks
+
+    def choose(runs_without_masks: Any) -> Any:
+        return lambda: setattr(prefill_module, "runs_without_masks", runs_without_masks)
+
+    try:
+        return alternated(
+            run, runs, {"transformers' masks": choose(lambda _model: False), "without masks": choose(mask_free)}
+        )
+    finally:
+        prefill_module.runs_without_masks = mask_free
+
+
+def graph_ab(run: Any, runs: int, plan: Any) -> dict[str, Any]:
+    """The mask-free vision tower run eagerly, then replayed from its graphs (captured in the warm-up)."""
+    graphs = plan.vision_graphs
+    if graphs is None:
+        return {"skipped": "this plan has no vision graphs"}
+    try:
+        result = alternated(
+            run,
+            runs,
+            {
+                "eager tower": lambda: setattr(plan, "vision_graphs", None),
+                "graph tower": lambda: setattr(plan, "vision_graphs", graphs),
+            },
+        )
+    finally:
+        plan.vision_graphs = graphs
+    return result | {"graphs": len(graphs), "failed_captures": len(graphs.failed)}
 
 
 def timeline_one(args: Any, quantization: str, messages: list[dict[str, Any]], images: list[Any]) -> dict[str, Any]:
@@ -290,6 +324,8 @@ def timeline_one(args: Any, quantization: str, messages: list[dict[str, Any]], i
     result |= timed(run, args.runs, args.freeze_gc)
     if args.tower_ab:
         result["tower_ab"] = tower_ab(run, args.runs)
+    if args.graph_ab:
+        result["graph_ab"] = graph_ab(run, args.runs, plan)
     if args.no_trace:
         engine.unload()
         return result
@@ -323,6 +359,7 @@ def main() -> None:
     parser.add_argument("--freeze-gc", action="store_true", help="gc.freeze() after the warm-up, as a test")
     parser.add_argument("--no-trace", action="store_true", help="the timings alone")
     parser.add_argument("--tower-ab", action="store_true", help="the vision tower with and without transformers' masks")
+    parser.add_argument("--graph-ab", action="store_true", help="the mask-free vision tower eager and from graphs")
     parser.add_argument("--out")
     args = parser.parse_args()
     with open(args.messages, encoding="utf-8") as f:

@@ -138,6 +138,8 @@ class BatchDecoder:
         """Gives back the KV cache and captured graphs; only while no sequence runs (the next admit regrows them)."""
         if not self.running:
             self.graphs.release()
+            if self.plan.vision_graphs is not None:
+                self.plan.vision_graphs.release()
 
     def room(self) -> int:
         """How many more sequences can join now."""

@@ -23,13 +23,14 @@ from __future__ import annotations
 import functools
 from collections.abc import Mapping, Sequence
 from contextlib import AbstractContextManager, nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from transformers import DynamicCache
 
 from .prefill_linears import TensorCoreLinears
+from .vision_graphs import VisionGraphs
 from .vision_tower import runs_without_masks, whole_patch_features
 
 # The vision tower's modules, by name in Idefics2ForConditionalGeneration.
@@ -56,6 +57,8 @@ class PrefillPlan:
     preprocess_on_device: bool = False
     # Each sub-image goes through the vision tower cut to its own patches, sub-images of one size together.
     unpadded_vision: bool = False
+    # That tower replayed from CUDA graphs, per shape (state, not a setting: not compared).
+    vision_graphs: VisionGraphs | None = field(default=None, compare=False)
 
     @staticmethod
     def fastest(model: Any) -> PrefillPlan:
@@ -70,6 +73,7 @@ class PrefillPlan:
             cudnn_attention=True,
             preprocess_on_device=True,
             unpadded_vision=True,
+            vision_graphs=VisionGraphs() if runs_without_masks(model) else None,
         )
 
     def attention(self) -> AbstractContextManager[Any]:
@@ -133,7 +137,9 @@ def _sub_image_masks(pictures: Pictures) -> torch.Tensor | None:
     return pixel_mask[0].bool()
 
 
-def image_features_unpadded_many(model: Any, requests: Sequence[Pictures], chunk: int) -> list[torch.Tensor | None]:
+def image_features_unpadded_many(
+    model: Any, requests: Sequence[Pictures], chunk: int, graphs: VisionGraphs | None = None
+) -> list[torch.Tensor | None]:
     """Each request's features, its sub-images computed on their own patches only; None for a request where that
     does not apply (it takes the padded path).
 
@@ -142,7 +148,7 @@ def image_features_unpadded_many(model: Any, requests: Sequence[Pictures], chunk
     of the pictures themselves. A patch counts only when all its pixels are the picture's (the model's own rule), so
     cutting each sub-image to its whole patches gives the tower the same patches, positions and mask, without the
     padding; sub-images of one size (the crops of a picture, and the same crops of other requests' pictures of that
-    size) run together, at most `chunk` per tower call.
+    size) run together, at most `chunk` per tower call; with `graphs`, replayed from a CUDA graph per shape.
     """
     latents = int(model.config.perceiver_config.resampler_n_latents)
     patch = int(model.config.vision_config.patch_size)
@@ -164,7 +170,8 @@ def image_features_unpadded_many(model: Any, requests: Sequence[Pictures], chunk
             window = members[first : first + chunk]
             values = [requests[request][0][0, index, :, :height, :width] for request, index in window]
             if without_masks:
-                output = whole_patch_features(model, torch.stack(values))
+                pixels = torch.stack(values)
+                output = graphs.features(model, pixels) if graphs is not None else whole_patch_features(model, pixels)
             else:
                 cut = [masks[request][index, :height, :width] for request, index in window]
                 pixels, mask = torch.stack(values).unsqueeze(0), torch.stack(cut).unsqueeze(0)
@@ -205,7 +212,11 @@ def image_features_many(model: Any, inputs_list: Sequence[Mapping[str, Any]], pl
     if not present:
         return None
     chunk = vision_chunk_for(model, plan, sum(int(values.shape[1]) for values, _ in present))
-    unpadded = image_features_unpadded_many(model, present, chunk) if plan.unpadded_vision else [None] * len(present)
+    unpadded = (
+        image_features_unpadded_many(model, present, chunk, plan.vision_graphs)
+        if plan.unpadded_vision
+        else [None] * len(present)
+    )
     features = [
         found if found is not None else image_features_in_chunks(model, values, mask, chunk)
         for (values, mask), found in zip(present, unpadded, strict=True)
