@@ -86,6 +86,16 @@ class _AllCancelled(threading.Event):
 
 
 @dataclass(eq=False)
+class _Prompt:
+    """A request prepared up to its prefill. The rest of its setup (`_sequence_of`: transformers' generation config
+    and logits processors, ~9 ms of Python on this project's CPU) is done while the prefill's kernels run."""
+
+    admission: Admission
+    prepared: PreparedPrompt
+    grammar: GrammarMask | None
+
+
+@dataclass(eq=False)
 class _Sequence:
     prepared: PreparedPrompt
     limit: int
@@ -174,18 +184,18 @@ class BatchDecoder:
         if len(admissions) > self.room():
             raise ValueError(f"{len(admissions)} requests offered to a batch with room for {self.room()}")
         outcomes: list[Admitted] = []
-        ready: list[tuple[int, _Sequence]] = []
+        ready: list[tuple[int, _Prompt]] = []
         pending = list(admissions)
         while pending:
             for fields in pending:
                 outcomes.append(False)
                 try:
-                    sequence = self._prepare(Admission(*fields))
+                    prompt = self._prepare(Admission(*fields))
                 except Exception as error:
                     outcomes[-1] = error
                     continue
-                if sequence is not None:
-                    ready.append((len(outcomes) - 1, sequence))
+                if prompt is not None:
+                    ready.append((len(outcomes) - 1, prompt))
             room = self.room() - len(outcomes)
             pending = list(later(room)) if later is not None and room > 0 else []
             if len(pending) > room:
@@ -193,26 +203,38 @@ class BatchDecoder:
         if self.deterministic:
             groups = [[position] for position in range(len(ready))]
         else:
-            groups = prefill_groups([sequence.prepared.inputs for _, sequence in ready])
+            groups = prefill_groups([prompt.prepared.inputs for _, prompt in ready])
         for group in groups:
             self._prefill_and_join([ready[position] for position in group], outcomes)
         return outcomes
 
-    def _prepare(self, admission: Admission) -> _Sequence | None:
-        """The request's prompt, token choice and streaming, before its prefill; None when this path does not take
-        it: a request longer than the model's sliding window (the step attends to every cached position)."""
-        model, params, cancel = self.model, admission.params, admission.cancel
-        grammar = request_grammar(self.loaded, params)
+    def _prepare(self, admission: Admission) -> _Prompt | None:
+        """The request's prompt and grammar, before its prefill; None when this path does not take it: a prompt and
+        the answer's asked length past the model's sliding window (the step attends to every cached position)."""
+        grammar = request_grammar(self.loaded, admission.params)
         on_device = self.plan.preprocess_on_device
-        prepared = prepare_prompt(self.loaded, params, admission.payload, cancel, on_device=on_device)
+        prepared = prepare_prompt(
+            self.loaded, admission.params, admission.payload, admission.cancel, on_device=on_device
+        )
+        # The answer's length as asked (generate() defaults it otherwise; `_sequence_of` checks the final one).
+        asked = admission.params.generate_kwargs.get("max_new_tokens")
+        if not self.graphs.supports(prepared.prompt_tokens + max(1, int(asked or 1))):
+            return None
+        if admission.cancel.is_set():
+            raise aborted()
+        return _Prompt(admission, prepared, grammar)
+
+    def _sequence_of(self, prompt: _Prompt) -> _Sequence | None:
+        """The request's token choice and streaming; None when its prompt and longest answer pass the sliding window
+        (it goes to generate(), as a request this path does not take)."""
+        admission, prepared, grammar = prompt.admission, prompt.prepared, prompt.grammar
+        model, params = self.model, admission.params
         input_ids = prepared.inputs["input_ids"]
         extra = [grammar] if grammar is not None else []
         config, processors = generation_config_and_processors(model, params, self.loaded.eos_ids, input_ids, extra)
         limit = new_token_limit(config, prepared.prompt_tokens)
         if not self.graphs.supports(prepared.prompt_tokens + limit):
             return None
-        if cancel.is_set():
-            raise aborted()
         generator = None
         if config.do_sample:
             generator = torch.Generator(device=model.device)
@@ -220,7 +242,7 @@ class BatchDecoder:
                 generator.manual_seed(params.seed)
             else:
                 generator.seed()
-        streamer = TokenStreamer(self.loaded.decode, admission.on_token, cancel) if params.stream else None
+        streamer = TokenStreamer(self.loaded.decode, admission.on_token, admission.cancel) if params.stream else None
         if streamer is not None:
             streamer.put(input_ids)
         return _Sequence(
@@ -230,7 +252,7 @@ class BatchDecoder:
             generator=generator,
             streamer=streamer,
             on_token=admission.on_token,
-            cancel=cancel,
+            cancel=admission.cancel,
             on_done=admission.on_done,
             # The first token, chosen from the prefill's logits, is fed at the prompt's length.
             position=prepared.prompt_tokens - 1,
@@ -238,30 +260,48 @@ class BatchDecoder:
             grammar=grammar,
         )
 
-    def _prefill_and_join(self, group: list[tuple[int, _Sequence]], outcomes: list[Admitted]) -> None:
-        """Prefills the group's prompts in one forward, stores each row in a slot and chooses its first token."""
-        sequences = [sequence for _, sequence in group]
-        # Room for the prompts and a first stretch of answer; `step` grows the cache when a sequence needs more,
-        # so a large maxNewTokens that ends at EOS early never allocates its whole length.
-        longest = max(s.prepared.prompt_tokens + min(s.limit, FIRST_STRETCH) for s in sequences)
-        cancel = sequences[0].cancel if len(sequences) == 1 else _AllCancelled([s.cancel for s in sequences])
+    def _prefill_and_join(self, group: list[tuple[int, _Prompt]], outcomes: list[Admitted]) -> None:
+        """Prefills the group's prompts in one forward; while its kernels run, sets up each request's token choice;
+        then stores each row in a slot and chooses its first token."""
+        prompts = [prompt for _, prompt in group]
+        cancels = [prompt.admission.cancel for prompt in prompts]
+        cancel = cancels[0] if len(cancels) == 1 else _AllCancelled(cancels)
         try:
-            self.graphs.ensure(len(self.running) + len(sequences), longest)
             with stop_on_cancel(self.model, cancel):
-                if len(sequences) == 1:
-                    cache, logits = prefill(self.model, sequences[0].prepared.inputs, self.plan)
+                if len(prompts) == 1:
+                    cache, logits = prefill(self.model, prompts[0].prepared.inputs, self.plan)
                 else:
-                    inputs = [s.prepared.inputs for s in sequences]
+                    inputs = [prompt.prepared.inputs for prompt in prompts]
                     cache, logits, _lengths = prefill_many(self.model, inputs, self.plan, self._pad_id())
-                for sequence in sequences:
-                    if sequence.grammar is not None:
-                        sequence.grammar.prepare()  # the first mask, on the CPU while the prefill's kernels run
         except Exception as error:
             for index, _ in group:
                 outcomes[index] = error
             return
+        rows: list[tuple[int, int, _Sequence]] = []  # (outcome index, prefill row, sequence)
+        for row, (index, prompt) in enumerate(group):
+            try:
+                sequence = self._sequence_of(prompt)
+            except Exception as error:
+                outcomes[index] = error
+                continue
+            if sequence is not None:
+                rows.append((index, row, sequence))
+        if not rows:
+            return
+        try:
+            # Room for the prompts and a first stretch of answer; `step` grows the cache when a sequence needs more,
+            # so a large maxNewTokens that ends at EOS early never allocates its whole length.
+            longest = max(s.prepared.prompt_tokens + min(s.limit, FIRST_STRETCH) for _, _, s in rows)
+            self.graphs.ensure(len(self.running) + len(rows), longest)
+            for _, _, sequence in rows:
+                if sequence.grammar is not None:
+                    sequence.grammar.prepare()  # the first mask, on the CPU while the prefill's kernels run
+        except Exception as error:
+            for index, _, _ in rows:
+                outcomes[index] = error
+            return
         joined: list[tuple[_Sequence, int]] = []
-        for row, (index, sequence) in enumerate(group):
+        for index, row, sequence in rows:
             if sequence.cancel.is_set():
                 outcomes[index] = aborted()
                 continue

@@ -348,6 +348,32 @@ def test_a_request_longer_than_the_sliding_window_is_left_to_generate() -> None:
         graphs.sliding_window = None
 
 
+def test_a_request_asked_past_the_window_is_refused_before_its_prefill_and_one_past_it_by_default_after(
+    prefills: list[int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from idefics2_worker.decode import batch_decoder
+
+    fast = engine("none", "fast")
+    assert fast.batch is not None
+    fast.batch.graphs.sliding_window = 150
+    try:
+        params, payload = REQUESTS["demo"](maxNewTokens=20)  # 136 prompt tokens + 20 asked > 150
+        collector = Collector()
+        assert fast.batch.admit(params, payload, collector.on_token, threading.Event(), collector.on_done) is False
+        assert prefills == []  # refused on the asked length: no prefill ran
+        # A length that only the generation config settles (as a model's default max_new_tokens would) is known
+        # once the prefill runs; the request is refused then, and nothing joins.
+        monkeypatch.setattr(batch_decoder, "new_token_limit", lambda _config, _prompt: 50)
+        params, payload = REQUESTS["demo"](maxNewTokens=10)
+        assert fast.batch.admit(params, payload, collector.on_token, threading.Event(), collector.on_done) is False
+        assert prefills == [1]
+        assert not fast.batch.busy
+        assert collector.result is None
+        assert collector.error is None
+    finally:
+        fast.batch.graphs.sliding_window = None
+
+
 def offer(name: str, collector: Collector, cancel: threading.Event | None = None, **options: Any) -> AdmissionFields:
     """One request as `admit_many` takes it."""
     params, payload = REQUESTS[name](**options)
