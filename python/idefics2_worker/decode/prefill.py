@@ -33,12 +33,10 @@ from transformers import DynamicCache
 
 from .prefill_linears import TensorCoreLinears
 from .vision_graphs import VisionGraphs
-from .vision_tower import runs_without_masks, whole_patch_features
+from .vision_tower import runs_without_masks, vision_headroom, whole_patch_features
 
 # The vision tower's modules, by name in Idefics2ForConditionalGeneration.
 VISION_TOWER = "model.vision_model"
-# Free GPU memory to keep when the whole vision batch runs at once; below it, one sub-image at a time.
-_VISION_HEADROOM_BYTES = 12 * 1024**3
 # One batched prefill's bounds: prompts x the longest prompt (the text model's padded rows; eight blog prompts of
 # 859 tokens are 6,872), and sub-images (eight blog requests' 10 each: ~73,000 patch rows cut to their pictures,
 # 1.5x the rows and a quarter of the attention of one request's 49,000 padded ones, which run whole above the
@@ -94,10 +92,8 @@ def vision_chunk_for(model: Any, plan: PrefillPlan, sub_images: int) -> int:
     """The plan's chunk; for "all at once", one when the card's free memory is short (the lower peak wins then)."""
     if plan.vision_chunk is not None:
         return plan.vision_chunk
-    if model.device.type == "cuda":
-        free, _total = torch.cuda.mem_get_info(model.device)
-        if free < _VISION_HEADROOM_BYTES:
-            return 1
+    if model.device.type == "cuda" and not vision_headroom(model.device):
+        return 1
     return max(1, sub_images)
 
 

@@ -7,11 +7,11 @@ graph, the tower is one launch: the host goes straight on to queue the text mode
 
 A graph fits one shape: sub-images x channels x height x width. A shape is captured the second time it is seen
 (pictures of one size from one camera or app repeat; a shape seen once costs no capture), while the card keeps
-`HEADROOM_BYTES` free, and at most `MAX_GRAPHS` are kept, the least recently used going first. The graphs share
-one memory pool: each replay's intermediates are dead once its output is copied out, which happens before the
-next replay. Replay runs the kernels the eager tower runs, on the same inputs, so the features are the same bits
-(checked on the GPU by scripts/gpu/prefill_timeline.py --graph-ab). Inside a replay a cancel is not seen; the
-tower is ~60 ms, and the prefill's text layers still check.
+`vision_tower.VISION_HEADROOM_BYTES` free, and at most `MAX_GRAPHS` are kept, the least recently used going first.
+The graphs share one memory pool: each replay's intermediates are dead once its output is copied out, which happens
+before the next replay. Replay runs the kernels the eager tower runs, on the same inputs, so the features are the
+same bits (checked on the GPU by scripts/gpu/prefill_timeline.py --graph-ab). Inside a replay a cancel is not seen;
+the tower is ~60 ms, and the prefill's text layers still check.
 """
 
 from __future__ import annotations
@@ -21,11 +21,9 @@ from typing import Any
 
 import torch
 
-from .vision_tower import whole_patch_features
+from .vision_tower import vision_headroom, whole_patch_features
 
 MAX_GRAPHS = 8
-# Free memory the card must keep for a capture (as for running the vision batch whole, decode/prefill.py).
-HEADROOM_BYTES = 12 * 1024**3
 Shape = tuple[tuple[int, ...], torch.dtype]
 
 
@@ -72,10 +70,7 @@ class VisionGraphs:
         self._pool = None
 
     def _room(self, device: torch.device) -> bool:
-        if device.type != "cuda":
-            return False
-        free, _total = torch.cuda.mem_get_info(device)
-        return free >= HEADROOM_BYTES
+        return vision_headroom(device)
 
     def _record(self, model: Any, pixels: torch.Tensor) -> tuple[Any, torch.Tensor, torch.Tensor]:
         """A graph of the tower on a copy of `pixels`, with its input and output buffers."""

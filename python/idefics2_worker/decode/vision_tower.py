@@ -17,6 +17,10 @@ from typing import Any
 
 import torch
 
+# Free GPU memory the card must keep to run the vision batch whole (decode/prefill.py) or to capture it in a graph
+# (decode/vision_graphs.py); below it the tower runs one sub-image at a time, eagerly.
+VISION_HEADROOM_BYTES = 12 * 1024**3
+
 # Attention implementations whose result with no mask is the one transformers gets for an all-true mask: SDPA (the
 # helpers return no mask then) and eager (a mask of zeros added to the scores changes nothing).
 _MASK_FREE_ATTENTION = frozenset({"sdpa", "eager"})
@@ -27,6 +31,14 @@ def runs_without_masks(model: Any) -> bool:
     config = model.config
     implementations = {config.vision_config._attn_implementation, config.perceiver_config._attn_implementation}
     return implementations <= _MASK_FREE_ATTENTION
+
+
+def vision_headroom(device: torch.device) -> bool:
+    """Whether `device` is a CUDA device with VISION_HEADROOM_BYTES free."""
+    if device.type != "cuda":
+        return False
+    free, _total = torch.cuda.mem_get_info(device)
+    return free >= VISION_HEADROOM_BYTES
 
 
 @functools.lru_cache(maxsize=64)
