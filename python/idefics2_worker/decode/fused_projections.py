@@ -7,10 +7,12 @@ weights along the outputs makes one wider product per group, as vLLM's merged li
 become views of the concatenated tensor, so memory does not grow, and every other path (generate(), the prefill)
 computes with the same weights as before.
 
-It applies to plain linears without a bias and to the 4-bit layers `four_bit_gemv` computes (one block size and code
-table); 8-bit layers, and groups that differ in dtype, device or input width, keep their own modules. Each output is
-the same sum as before (4-bit: the same products in the kernel's order; bf16: cuBLAS's kernel for the wider shape,
-which may order its sums differently), and deterministic decoding runs the batch-invariant matmul on the whole.
+It applies to plain linears without a bias, to the 4-bit layers `four_bit_gemv` computes (one block size and code
+table) and to LLM.int8() layers without a bias (one outlier threshold: the input is quantised once, as the modules
+already shared it); groups that differ in dtype, device or input width keep their own modules. Each output is the
+same sum as before (4-bit: the same products in the kernel's order; int8: exact int32 sums, the outliers' float32
+term in the kernel's order; bf16: cuBLAS's kernel for the wider shape, which may order its sums differently), and
+deterministic decoding runs the batch-invariant matmul on the whole.
 """
 
 from __future__ import annotations
@@ -21,26 +23,33 @@ from typing import Any
 import torch
 
 from ..kernels import batch_invariant_matmul, four_bit_gemv
-from .linears import four_bit_kernel_computes
+from ..request.quantized_layers import bitsandbytes_linears
+from .linears import QuantizedInput, eight_bit_kernel_product, eight_bit_weight, four_bit_kernel_computes
 
 Product = Callable[[torch.Tensor], torch.Tensor]
 
 
-def _joined(parts: Sequence[torch.Tensor]) -> torch.Tensor:
-    """The parts (contiguous, same trailing shape) as one tensor along dim 0: a view where they already lie back to
-    back in one storage (a step built earlier fused them), else a new tensor."""
+def adjacent_view(parts: Sequence[torch.Tensor]) -> torch.Tensor | None:
+    """The parts (contiguous, same dtype and trailing shape) as one tensor along dim 0 when they already lie back to
+    back in one storage (`FusedProjection.of` put them there), else None."""
     first = parts[0]
     storage = first.untyped_storage().data_ptr()
     offset = first.storage_offset()
-    adjacent = True
     for part in parts:
-        adjacent = adjacent and part.is_contiguous() and part.untyped_storage().data_ptr() == storage
-        adjacent = adjacent and part.storage_offset() == offset
+        if not part.is_contiguous() or part.dtype != first.dtype or part.untyped_storage().data_ptr() != storage:
+            return None
+        if part.storage_offset() != offset:
+            return None
         offset += part.numel()
-    if adjacent:
-        rows = sum(part.shape[0] for part in parts)
-        return first.as_strided((rows, *first.shape[1:]), first.stride(), first.storage_offset())
-    return torch.cat(list(parts))
+    rows = sum(part.shape[0] for part in parts)
+    return first.as_strided((rows, *first.shape[1:]), first.stride(), first.storage_offset())
+
+
+def _joined(parts: Sequence[torch.Tensor]) -> torch.Tensor:
+    """The parts as one tensor along dim 0: a view where they already lie back to back (a step built earlier fused
+    them), else a new tensor."""
+    view = adjacent_view(parts)
+    return view if view is not None else torch.cat(list(parts))
 
 
 def _pointed_at(joined: torch.Tensor, parts: Sequence[torch.Tensor]) -> list[torch.Tensor]:
@@ -89,6 +98,41 @@ def _four_bit(modules: Sequence[Any], deterministic: bool) -> Product | None:
     return product
 
 
+def _eight_bit(modules: Sequence[Any], deterministic: bool) -> Product | None:
+    classes = bitsandbytes_linears()
+    if classes is None or not all(isinstance(module, classes[0]) and module.bias is None for module in modules):
+        return None
+    weights = [eight_bit_weight(module) for module in modules]
+    thresholds = {float(module.state.threshold) for module in modules}
+    usable = all(w is not None and s is not None for w, s in weights)
+    if not usable or len(thresholds) != 1 or len({(w.device, w.shape[1]) for w, _ in weights}) != 1:
+        return None
+    quantized = _joined([w for w, _ in weights])
+    scales = _joined([s for _, s in weights])
+    for module, view, row_scales in zip(
+        modules,
+        _pointed_at(quantized, [w for w, _ in weights]),
+        _pointed_at(scales, [s for _, s in weights]),
+        strict=True,
+    ):
+        # The int8 weight is the parameter's data and its CB, on the parameter until the layer first runs and on
+        # its state after (bitsandbytes' init_8bit_state): every reference is pointed at the view.
+        module.weight.data = view
+        for holder in (module.weight, module.state):
+            if getattr(holder, "CB", None) is not None:
+                holder.CB = view
+                holder.SCB = row_scales
+    (threshold,) = thresholds
+
+    def product(x: torch.Tensor) -> torch.Tensor:
+        rows = x.reshape(-1, x.shape[-1])
+        rows_int8 = QuantizedInput(rows, threshold, kernels=True)
+        out = eight_bit_kernel_product(rows_int8, quantized, scales, x.dtype, deterministic)
+        return out.reshape(*x.shape[:-1], out.shape[-1])
+
+    return product
+
+
 class FusedProjection:
     """`projection(x)`: each module's output, from one product over their concatenated weights."""
 
@@ -102,7 +146,9 @@ class FusedProjection:
     @staticmethod
     def of(modules: Sequence[Any], deterministic: bool) -> FusedProjection | None:
         """The modules fused, or None (and the modules untouched) where they cannot be."""
-        product = _dense(modules, deterministic) or _four_bit(modules, deterministic)
+        product = (
+            _dense(modules, deterministic) or _four_bit(modules, deterministic) or _eight_bit(modules, deterministic)
+        )
         if product is None:
             return None
         return FusedProjection(product, [int(module.out_features) for module in modules])

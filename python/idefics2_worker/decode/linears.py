@@ -47,7 +47,7 @@ def four_bit_kernel_computes(module: Any) -> bool:
     )
 
 
-class _QuantizedInput:
+class QuantizedInput:
     """The int8 form of a layer input (computed once for q/k/v and for gate/up, which read the same input)."""
 
     outliers: torch.Tensor | None  # zero off the outlier columns; None for threshold 0 without kernels
@@ -91,7 +91,7 @@ class DecodeLinears:
         # Deterministic only: the 4-bit layers four_bit_gemv does not compute, and the plain linears.
         self.four_bit_dequantized = [m for m in four_bits if self.deterministic and m not in self.four_bit]
         self.dense = [m for m in modules if self.deterministic and type(m) is torch.nn.Linear]
-        self._last: tuple[torch.Tensor, _QuantizedInput] | None = None
+        self._last: tuple[torch.Tensor, QuantizedInput] | None = None
 
     @contextmanager
     def capturable(self) -> Iterator[None]:
@@ -148,10 +148,10 @@ class DecodeLinears:
         bias = None if module.bias is None else module.bias.to(x.dtype)
         return batch_invariant_matmul.linear(x, weight, bias)
 
-    def _quantize(self, x: torch.Tensor, threshold: float) -> _QuantizedInput:
+    def _quantize(self, x: torch.Tensor, threshold: float) -> QuantizedInput:
         if self._last is not None and self._last[0] is x:
             return self._last[1]
-        quantized = _QuantizedInput(x, threshold, self.kernels)
+        quantized = QuantizedInput(x, threshold, self.kernels)
         self._last = (x, quantized)
         return quantized
 
@@ -161,28 +161,47 @@ class DecodeLinears:
         if bias is not None and bias.dtype != x.dtype:
             bias = bias.to(x.dtype)
         quantized = self._quantize(x, float(state.threshold))
-        if quantized.columns is not None and quantized.counts is not None and quantized.outliers is not None:
-            # Deterministic: the MMA kernel's tiling at every row count (it depends on the layer's width alone).
-            outputs, inputs = state.CB.shape
-            tiling = int8_gemv.tiling_for(outputs, inputs, int8_gemv.MMA_ROWS) if self.deterministic else None
-            out = int8_gemv.eight_bit_gemv(
-                quantized.quantized,
-                quantized.outliers,
-                quantized.columns,
-                quantized.counts,
-                state.CB,
-                quantized.stats,
-                state.SCB,
-                x.dtype,
-                tiling,
-            )
+        weight, scales = eight_bit_weight(module)
+        if quantized.columns is not None:
+            out = eight_bit_kernel_product(quantized, weight, scales, x.dtype, self.deterministic)
             if bias is not None:
                 out = out + bias
         else:
             out = torch.ops.bitsandbytes.int8_scaled_mm.default(
-                quantized.quantized, state.CB, quantized.stats, state.SCB, bias=bias, dtype=x.dtype
+                quantized.quantized, weight, quantized.stats, scales, bias=bias, dtype=x.dtype
             )
             if quantized.outliers is not None:
-                weights = (state.CB.float() * state.SCB[:, None] * int8_gemv.VECTORWISE_DEQUANT_SCALE).to(x.dtype)
+                weights = (weight.float() * scales[:, None] * int8_gemv.VECTORWISE_DEQUANT_SCALE).to(x.dtype)
                 out = out.addmm(quantized.outliers.to(x.dtype), weights.t())
         return out.reshape(*x.shape[:-1], out.shape[-1])
+
+
+def eight_bit_weight(module: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    """An LLM.int8() layer's int8 weight [out, in] and its rows' absmax (its state holds them once it has run)."""
+    state, weight = module.state, module.weight
+    quantized = state.CB if state.CB is not None else weight.CB
+    scales = state.SCB if state.SCB is not None else weight.SCB
+    return quantized, scales
+
+
+def eight_bit_kernel_product(
+    quantized: QuantizedInput, weight: torch.Tensor, scales: torch.Tensor, dtype: torch.dtype, deterministic: bool
+) -> torch.Tensor:
+    """The int8 product of an input quantised with kernels (`QuantizedInput(..., kernels=True)`): [rows, out]."""
+    assert quantized.outliers is not None
+    assert quantized.columns is not None
+    assert quantized.counts is not None
+    # Deterministic: the MMA kernel's tiling at every row count (it depends on the layer's width alone).
+    outputs, inputs = weight.shape
+    tiling = int8_gemv.tiling_for(outputs, inputs, int8_gemv.MMA_ROWS) if deterministic else None
+    return int8_gemv.eight_bit_gemv(
+        quantized.quantized,
+        quantized.outliers,
+        quantized.columns,
+        quantized.counts,
+        weight,
+        quantized.stats,
+        scales,
+        dtype,
+        tiling,
+    )

@@ -1,6 +1,6 @@
 """One Triton kernel for LLM.int8()'s quantisation of a layer's input rows, for the decode step.
 
-It computes what `decode_linears._QuantizedInput` computes with torch ops: the row cast to float16; elements
+It computes what `decode_linears.QuantizedInput` computes with torch ops: the row cast to float16; elements
 with |x| ≥ threshold are outliers, left out of the row's absmax and of the int8 row; the int8 row is
 round(x · (127 / absmax)), rounding half to even; the outliers are kept, in the input's dtype, in a dense row
 that is zero elsewhere. Those torch ops are ~14 kernels per input, four inputs per layer: ~1,800 of the 8-bit

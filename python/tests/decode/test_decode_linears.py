@@ -100,7 +100,7 @@ print(json.dumps(results))
 def test_the_int8_quantize_kernel_computes_the_torch_quantisation_exactly() -> None:
     script = """
 import json, torch
-from idefics2_worker.decode.linears import _QuantizedInput
+from idefics2_worker.decode.linears import QuantizedInput
 from idefics2_worker.kernels.int8_quantize import outlier_columns, quantize_rows
 torch.manual_seed(0)
 results = {}
@@ -109,7 +109,7 @@ for k, threshold in [(300, 6.0), (512, 0.0), (4096, 6.0), (640, 2.5), (384, 6.09
         rows = (torch.randn(5, k) * 2).to(torch.bfloat16)
         rows[1, :2] = rows[1, 2] * 2  # |x| = absmax / 2: 63.5 before rounding, where rounding conventions split
         rows[3, 7] = 6.09765625  # an outlier at 6.0996 only in float16 terms, as torch compares
-        expected = _QuantizedInput(rows, threshold, kernels=False)
+        expected = QuantizedInput(rows, threshold, kernels=False)
         ours = quantize_rows(rows, threshold)
         outliers = expected.outliers if expected.outliers is not None else torch.zeros(5, k)
         columns, counts = outlier_columns(outliers)

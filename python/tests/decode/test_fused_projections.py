@@ -110,3 +110,55 @@ def test_four_bit_projections_fuse_into_one_kernel_call_over_views_of_their_weig
     assert result["absmax_one_storage"]
     # The same float32 products; the kernel's tiling for the wider layer may order the sums differently.
     assert result["steps_vs_each_alone"] <= 1.0, result
+
+
+EIGHT_BIT = """
+import json, torch
+import bitsandbytes as bnb
+from idefics2_worker.decode.fused_projections import FusedProjection
+from idefics2_worker.decode.linears import QuantizedInput, eight_bit_kernel_product, eight_bit_weight
+
+torch.manual_seed(0)
+modules = []
+for n in (96, 32, 32):
+    layer = bnb.nn.Linear8bitLt(128, n, bias=False, has_fp16_weights=False, threshold=6.0)
+    layer.weight = bnb.nn.Int8Params(torch.randn(n, 128) * 0.05, requires_grad=False, has_fp16_weights=False)
+    modules.append(layer.to("cpu").eval())  # quantised when moved
+modules[0](torch.randn(1, 128, dtype=torch.bfloat16))  # q has run once: its int8 weight now sits on its state
+result = {"equal_to_each_alone": [], "modules_unchanged": []}
+for rows in (1, 2):  # the one-row kernel, then the MMA kernel
+    x = torch.randn(rows, 1, 128, dtype=torch.bfloat16)
+    x[0, 0, 5], x[-1, 0, 70] = 8.0, -7.0  # outliers: past the threshold, their term is added in float32
+    with torch.inference_mode():
+        before = [m(x) for m in modules]
+        alone = [eight_bit_kernel_product(QuantizedInput(x[:, 0], 6.0, kernels=True), *eight_bit_weight(m),
+                                          torch.bfloat16, False) for m in modules]
+        fused = FusedProjection.of(modules, deterministic=False)
+        outputs = fused(x)
+        after = [m(x) for m in modules]
+    result["shapes"] = [o.shape[-1] for o in outputs]
+    result["equal_to_each_alone"].append(all(torch.equal(o[:, 0], a) for o, a in zip(outputs, alone)))
+    result["modules_unchanged"].append(all(torch.equal(b, a) for b, a in zip(before, after)))
+weights = [eight_bit_weight(m) for m in modules]
+result["one_storage"] = len({w.untyped_storage().data_ptr() for w, _ in weights}) == 1
+result["scales_one_storage"] = len({s.untyped_storage().data_ptr() for _, s in weights}) == 1
+result["data_is_the_weight"] = all(m.weight.data.data_ptr() == w.data_ptr() for m, (w, _) in zip(modules, weights))
+print(json.dumps(result))
+"""
+
+
+@pytest.mark.timeout(180)
+def test_eight_bit_projections_fuse_into_one_kernel_call_with_one_quantised_input() -> None:
+    env = dict(os.environ, TRITON_INTERPRET="1", PYTHONPATH=str(TESTS.parent))
+    done = subprocess.run(
+        [sys.executable, "-c", EIGHT_BIT], check=False, capture_output=True, text=True, env=env, timeout=170
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["shapes"] == [96, 32, 32]
+    # Exact int32 sums and each output's outlier term over the same columns in the same order: the same bits.
+    assert result["equal_to_each_alone"] == [True, True], result
+    assert result["modules_unchanged"] == [True, True]  # bitsandbytes' own forward reads the views
+    assert result["one_storage"]
+    assert result["scales_one_storage"]
+    assert result["data_is_the_weight"]  # no second copy of the int8 weights is kept alive

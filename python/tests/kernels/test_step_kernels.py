@@ -84,9 +84,9 @@ def test_the_fused_step_computes_the_module_step(mode: str, tolerance: float) ->
     # take the kernel; the others keep bitsandbytes' forward.
     assert result["four_bit_kernels"] == (3 if mode == "4bit" else 0)
     assert result["eight_bit_layers"] == (21 if mode == "8bit" else 0)
-    # q/k/v and gate/up as one product each in the 3 bf16 layers; the tiny model's 4-bit ones do not take the
-    # kernel (test_fused_projections.py fuses 4-bit layers that do), and 8-bit layers are never fused.
-    assert result["fused_projections"] == (6 if mode == "none" else 0)
+    # q/k/v and gate/up as one product each in the 3 bf16 or 8-bit layers; the tiny model's 4-bit ones do not take
+    # the kernel (test_fused_projections.py fuses 4-bit layers that do).
+    assert result["fused_projections"] == (0 if mode == "4bit" else 6)
     assert result["max_abs"] < tolerance, result
     assert result["same_top1"]
 
