@@ -35,7 +35,7 @@ from idefics2_worker.decode.prefill import PrefillPlan
 from idefics2_worker.decode.teacher_forcing import fast_path_logits
 from idefics2_worker.engine.attention import fastest_attention
 from idefics2_worker.engine.teacher_forced_parity import forced_logits
-from profile_prefill import bf16_variants
+from profile_prefill import gemm_variants
 
 
 def device_inputs(processor, prompt, images, model):
@@ -107,12 +107,12 @@ def main() -> None:
             fast_cpu = fast_path_logits(model, inputs, tokens)
             result["fast_cpu_preprocessed"] = judged(compare(fast_cpu, reference, noise["max_abs_logit_err"]), noise)
             if quantization == "4bit":
-                # Cheaper GEMMs for float32-compute layers, judged beside the one the worker uses.
-                for label, linears in bf16_variants(model).items():
+                # Other GEMM dtypes for float32-compute layers, judged beside the ones the worker uses.
+                for label, linears in gemm_variants(model).items():
                     plan = PrefillPlan.fastest(model)
                     plan.linears = linears
                     variant = fast_path_logits(model, worker_inputs, tokens, plan=plan)
-                    key = f"fast_bf16_gemms{label}"
+                    key = f"fast_gemms: {label}"
                     result[key] = judged(compare(variant, reference, noise["max_abs_logit_err"]), noise)
             result["reference_decoder"] = judged(compare(worker, reference, noise["max_abs_logit_err"]), noise)
             result["noise_math_vs_reference"] = noise

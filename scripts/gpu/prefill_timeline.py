@@ -47,7 +47,9 @@ from transformers.image_utils import load_image
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from check_batched_prefill import load, prepared
 from idefics2_worker.decode import prefill as prefill_module
+from idefics2_worker.decode import prefill_linears
 from idefics2_worker.decode.prefill import prefill, prefill_many
+from profile_prefill import gemm_variants
 
 SYNCHRONISING = ("cudaStreamSynchronize", "cudaDeviceSynchronize", "cudaEventSynchronize", "cudaMemcpy")
 GAP_US = 50.0
@@ -259,7 +261,11 @@ def alternated(run: Any, runs: int, variants: dict[str, Any]) -> dict[str, Any]:
                 times[name].append((time.perf_counter() - started) * 1000)
     first, *others = logits.values()
     return {
-        name: {"median_ms": round(statistics.median(t), 2), "range_ms": [round(min(t), 2), round(max(t), 2)]}
+        name: {
+            "median_ms": round(statistics.median(t), 2),
+            "range_ms": [round(min(t), 2), round(max(t), 2)],
+            "logits_max_abs_diff_vs_first": float((logits[name] - first).abs().max()),
+        }
         for name, t in times.items()
     } | {
         "logits_equal": all(torch.equal(first, other) for other in others),
@@ -301,6 +307,53 @@ def graph_ab(run: Any, runs: int, plan: Any) -> dict[str, Any]:
     return result | {"graphs": len(graphs), "failed_captures": len(graphs.failed)}
 
 
+def gemm_ab(run: Any, runs: int, plan: Any, model: Any) -> dict[str, Any]:
+    """The worker's GEMM dtypes for the float32-compute layers, then other choices: profile_prefill's, and the fp16
+    path without its input saturation or with fp16 outputs. The vision tower's graphs keep the linears they were
+    captured with, so only text-model changes are compared here. Logits are compared with the worker's."""
+    linears = plan.linears
+    saturating, float32_sums = prefill_linears.float16_input, prefill_linears.float16_linear
+
+    def fp16_outputs(half: Any, weight: Any, bias: Any, dtype: Any) -> Any:
+        return torch.nn.functional.linear(half, weight, None if bias is None else bias.half()).to(dtype)
+
+    def choose(chosen: Any, cast: Any = saturating, product: Any = float32_sums) -> Any:
+        def set_up() -> None:
+            plan.linears = chosen
+            prefill_linears.float16_input, prefill_linears.float16_linear = cast, product
+
+        return set_up
+
+    choices = {"worker's": choose(linears)}
+    choices |= {name: choose(variant) for name, variant in gemm_variants(model).items() if "vision" in name}
+    choices["fp16 text, no saturation"] = choose(linears, cast=lambda x: x.to(torch.float16))
+    choices["fp16 text, fp16 outputs"] = choose(linears, product=fp16_outputs)
+    choices["bf16 everywhere (fails parity)"] = choose(gemm_variants(model)["bf16 everywhere"])
+    try:
+        return alternated(run, runs, choices)
+    finally:
+        choose(linears)()
+
+
+def siblings_ab(run: Any, runs: int, plan: Any) -> dict[str, Any]:
+    """The quantized layers with q/k/v and gate/up dequantised and multiplied as one each, then each alone."""
+    linears = plan.linears
+    if linears is None:
+        return {"skipped": "this plan has no tensor-core linears"}
+    groups = linears._siblings
+    try:
+        return alternated(
+            run,
+            runs,
+            {
+                "sibling groups": lambda: setattr(linears, "_siblings", groups),
+                "each layer alone": lambda: setattr(linears, "_siblings", {}),
+            },
+        ) | {"grouped_layers": len(groups)}
+    finally:
+        linears._siblings = groups
+
+
 def timeline_one(args: Any, quantization: str, messages: list[dict[str, Any]], images: list[Any]) -> dict[str, Any]:
     steps: list[tuple[str, float]] = []
     engine = load(args.model, quantization, steps)
@@ -326,6 +379,10 @@ def timeline_one(args: Any, quantization: str, messages: list[dict[str, Any]], i
         result["tower_ab"] = tower_ab(run, args.runs)
     if args.graph_ab:
         result["graph_ab"] = graph_ab(run, args.runs, plan)
+    if args.gemm_ab:
+        result["gemm_ab"] = gemm_ab(run, args.runs, plan, model)
+    if args.siblings_ab:
+        result["siblings_ab"] = siblings_ab(run, args.runs, plan)
     if args.no_trace:
         engine.unload()
         return result
@@ -360,6 +417,8 @@ def main() -> None:
     parser.add_argument("--no-trace", action="store_true", help="the timings alone")
     parser.add_argument("--tower-ab", action="store_true", help="the vision tower with and without transformers' masks")
     parser.add_argument("--graph-ab", action="store_true", help="the mask-free vision tower eager and from graphs")
+    parser.add_argument("--gemm-ab", action="store_true", help="the float32-compute layers' GEMM dtypes (4-bit)")
+    parser.add_argument("--siblings-ab", action="store_true", help="q/k/v and gate/up as one GEMM each, or alone")
     parser.add_argument("--out")
     args = parser.parse_args()
     with open(args.messages, encoding="utf-8") as f:

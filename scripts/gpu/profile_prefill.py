@@ -50,12 +50,12 @@ def timed(run: Any, repeats: int = 5) -> tuple[float, Any]:
 
 
 FASTEST = "+ sub-images without padding"
-WORKER_PLAN = "fastest with bf16 GEMMs for float32 layers, vision tower only (PrefillPlan.fastest)"
+WORKER_PLAN = "fastest with the worker's GEMM dtypes (PrefillPlan.fastest)"
 
 
 def plans(model: Any) -> dict[str, PrefillPlan]:
     tf32 = TensorCoreLinears(model)
-    bf16 = TensorCoreLinears(model, bf16_for_float32=True)
+    bf16 = TensorCoreLinears(model, {"": torch.bfloat16})
     return {
         "reference: vision 1 at a time, default attention, bnb linears": PrefillPlan(vision_chunk=1),
         "+ cuDNN attention allowed": PrefillPlan(vision_chunk=1, cudnn_attention=True),
@@ -66,21 +66,28 @@ def plans(model: Any) -> dict[str, PrefillPlan]:
         ),
         FASTEST: PrefillPlan(vision_chunk=None, linears=tf32, cudnn_attention=True, unpadded_vision=True),
         "fastest without cuDNN": PrefillPlan(vision_chunk=None, linears=tf32, unpadded_vision=True),
+        WORKER_PLAN: PrefillPlan(
+            vision_chunk=None,
+            linears=PrefillPlan.fastest(model).linears,
+            cudnn_attention=True,
+            unpadded_vision=True,
+        ),
         **{
-            f"fastest with bf16 GEMMs for float32 layers{label}": PrefillPlan(
+            f"fastest, float32 layers: {label}": PrefillPlan(
                 vision_chunk=None, linears=linears, cudnn_attention=True, unpadded_vision=True
             )
-            for label, linears in bf16_variants(model).items()
+            for label, linears in gemm_variants(model).items()
         },
     }
 
 
-def bf16_variants(model: Any) -> dict[str, TensorCoreLinears]:
-    """Cheaper GEMMs for the float32-compute 4-bit layers, judged by the profile and by gpu_parity.py."""
+def gemm_variants(model: Any) -> dict[str, TensorCoreLinears]:
+    """Other GEMM dtypes for the float32-compute 4-bit layers than the worker's, judged by the profile and by
+    gpu_parity.py."""
     return {
-        "": TensorCoreLinears(model, bf16_for_float32=True),
-        ", float32 split-K sums": TensorCoreLinears(model, bf16_for_float32=True, exact_bf16_sums=True),
-        ", vision tower only (PrefillPlan.fastest)": TensorCoreLinears(model, bf16_for_float32=VISION_TOWER),
+        "bf16 vision tower, TF32 text model (before)": TensorCoreLinears(model, {VISION_TOWER: torch.bfloat16}),
+        "fp16 everywhere": TensorCoreLinears(model, {"": torch.float16}, exact_sums=True),
+        "bf16 everywhere": TensorCoreLinears(model, {"": torch.bfloat16}),
     }
 
 

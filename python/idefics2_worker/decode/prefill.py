@@ -43,6 +43,8 @@ VISION_TOWER = "model.vision_model"
 # headroom). More goes in further groups; `vision_chunk_for` still caps each tower call.
 MAX_GROUP_TOKENS = 8192
 MAX_GROUP_SUB_IMAGES = 80
+# The GEMM dtype of the float32-compute (blog config, 4-bit) layers' prefill, by module-name prefix.
+WORKER_FLOAT32_GEMMS = {VISION_TOWER: torch.bfloat16, "": torch.float16}
 
 
 @dataclass
@@ -68,8 +70,8 @@ class PrefillPlan:
         return PrefillPlan(
             vision_chunk=None,
             # bf16 GEMMs for the vision tower's float32-compute layers (its ~9,000 patch rows are most of the
-            # FLOPs), TF32 for the text model's: all-bf16 failed the parity check on an H200, this passed.
-            linears=TensorCoreLinears(model, bf16_for_float32=VISION_TOWER),
+            # FLOPs), fp16 (TF32's mantissa) for the others: all-bf16 failed the parity check on an H200.
+            linears=TensorCoreLinears(model, WORKER_FLOAT32_GEMMS, exact_sums=True),
             cudnn_attention=True,
             preprocess_on_device=True,
             unpadded_vision=True,

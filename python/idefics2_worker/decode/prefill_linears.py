@@ -9,12 +9,15 @@ multiplied in one cuBLAS GEMM, as vLLM and TGI do for prefill. The weights are t
 differs (TF32 or bf16 products summed in float32 instead of float32 products, and for int8 no quantisation of the
 input at all), so parity is judged as for every fast path: teacher-forced logits within the noise of another valid
 kernel (scripts/gpu/gpu_parity.py). A few rows (decode) keep their own forward.
+
+A float32-compute layer may instead multiply in fp16 (`float16_linear`): fp16 keeps TF32's 10-bit mantissa, so the
+products are a TF32 GEMM's, at twice its tensor-core rate and half the dequantised bytes; the sums stay float32.
 """
 
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
@@ -23,10 +26,13 @@ import torch
 from ..kernels import four_bit_dequantize, triton_support
 from ..kernels.int8_dequantize import int8_dequantize, row_scales_of
 from ..request.quantized_layers import bitsandbytes_linears
+from .linears import eight_bit_weight
 
 # Below this many rows a GEMM on dequantised weights reads more than the layer's own kernel: decode stays as it is.
 MIN_ROWS = 16
 _TENSOR_CORE_DTYPES = (torch.bfloat16, torch.float16)
+# The largest magnitude both bf16 and fp16 hold: an fp16 GEMM's input saturates there instead of becoming inf.
+FLOAT16_SATURATION = 65280.0
 
 
 def dequantized_weight(module: Any, dtype: torch.dtype) -> torch.Tensor:
@@ -34,21 +40,31 @@ def dequantized_weight(module: Any, dtype: torch.dtype) -> torch.Tensor:
     weight = module.weight
     state = getattr(weight, "quant_state", None)
     if state is not None:
-        if triton_support.available(weight.device) and four_bit_dequantize.supported(state):
-            return four_bit_dequantize.four_bit_dequantize(weight.data, state, dtype)
-        from bitsandbytes.functional import dequantize_4bit
+        return _four_bit_dense(weight.data, state, dtype)
+    quantized, scales = eight_bit_weight(module)
+    row_scales = _row_scales(module, scales) if triton_support.available(quantized.device) else None
+    return _eight_bit_dense(quantized, scales, dtype, row_scales)
 
-        if state.dtype != dtype:
-            # Dequantised in the GEMM's dtype directly, as bitsandbytes' gemm_4bit does for a float32 input: the
-            # model's dtype (bf16) would round the weights first and cost a copy per layer (46 ms of a 4-bit prefill).
-            state = copy.copy(state)
-            state.dtype = dtype
-        return dequantize_4bit(weight.data, state)
-    # LLM.int8(): row-wise absmax scaling, CB / 127 * SCB; the state holds them once the layer has run.
-    quantized = module.state.CB if getattr(module.state, "CB", None) is not None else weight.CB
-    scales = module.state.SCB if getattr(module.state, "SCB", None) is not None else weight.SCB
-    if triton_support.available(quantized.device):
-        return int8_dequantize(quantized, scales, dtype, _row_scales(module, scales))
+
+def _four_bit_dense(packed: torch.Tensor, state: Any, dtype: torch.dtype) -> torch.Tensor:
+    if triton_support.available(packed.device) and four_bit_dequantize.supported(state):
+        return four_bit_dequantize.four_bit_dequantize(packed, state, dtype)
+    from bitsandbytes.functional import dequantize_4bit
+
+    if state.dtype != dtype:
+        # Dequantised in the GEMM's dtype directly, as bitsandbytes' gemm_4bit does for a float32 input: the
+        # model's dtype (bf16) would round the weights first and cost a copy per layer (46 ms of a 4-bit prefill).
+        state = copy.copy(state)
+        state.dtype = dtype
+    return dequantize_4bit(packed, state)
+
+
+def _eight_bit_dense(
+    quantized: torch.Tensor, scales: torch.Tensor, dtype: torch.dtype, row_scales: torch.Tensor | None
+) -> torch.Tensor:
+    """LLM.int8(): row-wise absmax scaling, CB / 127 * SCB (`row_scales`: SCB / 127, for the kernel)."""
+    if row_scales is not None:
+        return int8_dequantize(quantized, scales, dtype, row_scales)
     # One pass (int8 read, `dtype` written; the product in float32): three passes through a float32 copy moved
     # ~140 GB for idefics2-8b's int8 layers, ~35 ms of an 8-bit prefill on an H200.
     weight = torch.empty(quantized.shape, dtype=dtype, device=quantized.device)
@@ -65,32 +81,100 @@ def _row_scales(module: Any, scales: torch.Tensor) -> torch.Tensor:
     return kept[1]
 
 
-def gemm_dtype(module: Any, activations: torch.dtype, bf16_for_float32: bool) -> torch.dtype:
-    """A 4-bit layer that computes in float32 (the blog's config) multiplies in float32 with TF32 allowed, on weights
-    dequantised in float32 as bitsandbytes' own forward has them; other layers (int8, 4-bit in bf16/fp16) in the
-    activations' dtype."""
-    if getattr(module, "compute_dtype", None) == torch.float32 and not bf16_for_float32:
-        return torch.float32
+def gemm_dtype(module: Any, activations: torch.dtype, float32_gemm: torch.dtype = torch.float32) -> torch.dtype:
+    """A 4-bit layer that computes in float32 (the blog's config) multiplies in `float32_gemm`: float32 with TF32
+    allowed, on weights dequantised in float32 as bitsandbytes' own forward has them, unless the plan names a
+    tensor-core dtype for it; other layers (int8, 4-bit in bf16/fp16) in the activations' dtype."""
+    if getattr(module, "compute_dtype", None) == torch.float32:
+        return float32_gemm
     return activations if activations in _TENSOR_CORE_DTYPES else torch.float32
+
+
+def float32_gemm_of(name: str, float32_gemms: Mapping[str, torch.dtype]) -> torch.dtype:
+    """The GEMM dtype a plan gives the float32-compute layer `name`: that of the longest module-name prefix it
+    names ("" names every layer), else float32."""
+    prefixes = [prefix for prefix in float32_gemms if name.startswith(prefix)]
+    return float32_gemms[max(prefixes, key=len)] if prefixes else torch.float32
+
+
+def float16_input(x: torch.Tensor) -> torch.Tensor:
+    """x in fp16 for a GEMM. fp16's range is narrower than bf16's: values beyond ±FLOAT16_SATURATION (far beyond a
+    Mistral's normed activations, which run in fp16 in many servers) saturate there rather than turn into inf."""
+    return x.clamp(-FLOAT16_SATURATION, FLOAT16_SATURATION).to(torch.float16)
+
+
+def float16_linear(
+    half: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, dtype: torch.dtype
+) -> torch.Tensor:
+    """half @ weight.T on fp16 operands (`float16_input`, weight in fp16), summed in float32, returned in `dtype`.
+    The output never passes through fp16, so a sum beyond its range is kept."""
+    rows = half.reshape(-1, half.shape[-1])
+    if half.device.type == "cuda":
+        out = torch.mm(rows, weight.t(), out_dtype=torch.float32)
+    else:  # the same products (fp16 numbers are exact in float32), summed in float32
+        out = torch.mm(rows.float(), weight.float().t())
+    if bias is not None:
+        out += bias.to(torch.float32)
+    return out.to(dtype).reshape(*half.shape[:-1], weight.shape[0])
+
+
+class _CastInputs:
+    """The last input cast for a GEMM, kept for the layers that read the same tensor next (q/k/v, gate/up): one
+    conversion kernel per group instead of one per layer."""
+
+    def __init__(self) -> None:
+        self._last: tuple[torch.Tensor, torch.dtype, torch.Tensor] | None = None
+
+    def of(self, x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        last = self._last
+        if last is not None and last[0] is x and last[1] == dtype:
+            return last[2]
+        cast = float16_input(x) if dtype == torch.float16 and x.dtype != torch.float16 else x.to(dtype)
+        self._last = (x, dtype, cast)
+        return cast
+
+    def clear(self) -> None:
+        self._last = None
+
+
+def float16_products_available(device: torch.device) -> bool:
+    """Whether `float16_linear` runs on `device`: on CUDA it needs torch's fp16 GEMM with a float32 output
+    (`torch.mm`'s out_dtype); elsewhere it multiplies the fp16 numbers in float32."""
+    if device.type != "cuda":
+        return True
+    try:
+        ones = torch.ones(16, 16, dtype=torch.float16, device=device)
+        return torch.mm(ones, ones, out_dtype=torch.float32).dtype == torch.float32
+    except (RuntimeError, TypeError, NotImplementedError):
+        return False
 
 
 class TensorCoreLinears:
     """Inside `active()`, the model's bitsandbytes linears compute inputs of MIN_ROWS rows or more as one GEMM
     (`gemm_dtype`; float32 in TF32) on their dequantised weights. CUDA only; elsewhere nothing changes."""
 
-    def __init__(self, model: Any, bf16_for_float32: bool | str = False, exact_bf16_sums: bool = False) -> None:
-        """`bf16_for_float32`: False, True (every float32-compute layer in bf16) or a module-name prefix (those
-        under it only, e.g. "model.vision_model"); `exact_bf16_sums`: bf16 GEMMs reduce split-K partial sums in
-        float32 (cuBLAS may otherwise reduce them in bf16)."""
+    def __init__(
+        self,
+        model: Any,
+        float32_gemms: Mapping[str, torch.dtype] | None = None,
+        exact_sums: bool = False,
+        any_device: bool = False,
+    ) -> None:
+        """`float32_gemms`: module-name prefix -> GEMM dtype for the float32-compute layers under it
+        (`float32_gemm_of`; e.g. {"model.vision_model": torch.bfloat16}); the rest multiply in TF32. fp16 needs
+        `float16_products_available`, else those layers stay in TF32. `exact_sums`: bf16 and fp16 GEMMs reduce
+        split-K partial sums in float32 (cuBLAS may otherwise reduce them in the operands' dtype). `any_device`: on the
+        CPU too (tests: the same forwards, no tensor cores)."""
         classes = bitsandbytes_linears() or ()
-        on_cuda = getattr(model, "device", torch.device("cpu")).type == "cuda"
+        on_cuda = any_device or getattr(model, "device", torch.device("cpu")).type == "cuda"
         named = [(n, m) for n, m in model.named_modules() if classes and isinstance(m, classes)] if on_cuda else []
         self.modules = [m for _, m in named]
-        self._bf16 = {
-            id(m): bf16_for_float32 is True or (isinstance(bf16_for_float32, str) and n.startswith(bf16_for_float32))
-            for n, m in named
-        }
-        self.exact_bf16_sums = exact_bf16_sums
+        gemms = dict(float32_gemms or {})
+        if named and torch.float16 in gemms.values() and not float16_products_available(model.device):
+            gemms = {prefix: torch.float32 if d == torch.float16 else d for prefix, d in gemms.items()}
+        self._float32_gemm = {id(m): float32_gemm_of(n, gemms) for n, m in named}
+        self.exact_sums = exact_sums
+        self._inputs = _CastInputs()
 
     @contextmanager
     def active(self) -> Iterator[None]:
@@ -101,32 +185,49 @@ class TensorCoreLinears:
         # layers per prefill, and the host time the GPU waits on (scripts/gpu/prefill_timeline.py).
         saved = [(module, module.__dict__.get("forward")) for module in self.modules]
         for module, previous in saved:
-            module.__dict__["forward"] = self._forward_of(module, previous, self._bf16[id(module)])
+            module.__dict__["forward"] = self._forward_of(module, previous, self._float32_gemm[id(module)])
         matmul = torch.backends.cuda.matmul
-        tf32, reduced = matmul.allow_tf32, matmul.allow_bf16_reduced_precision_reduction
+        saved_flags = (
+            matmul.allow_tf32,
+            matmul.allow_bf16_reduced_precision_reduction,
+            matmul.allow_fp16_reduced_precision_reduction,
+        )
         matmul.allow_tf32 = True
-        if self.exact_bf16_sums:
+        if self.exact_sums:
             matmul.allow_bf16_reduced_precision_reduction = False
+            matmul.allow_fp16_reduced_precision_reduction = False
         try:
             yield
         finally:
-            matmul.allow_tf32, matmul.allow_bf16_reduced_precision_reduction = tf32, reduced
+            (
+                matmul.allow_tf32,
+                matmul.allow_bf16_reduced_precision_reduction,
+                matmul.allow_fp16_reduced_precision_reduction,
+            ) = saved_flags
+            self._inputs.clear()
             for module, previous in saved:
                 if previous is None:
                     del module.__dict__["forward"]
                 else:
                     module.__dict__["forward"] = previous
 
-    @staticmethod
-    def _forward_of(module: Any, previous: Any, bf16_for_float32: bool) -> Any:
+    def _forward_of(self, module: Any, previous: Any, float32_gemm: torch.dtype) -> Any:
         own = previous if previous is not None else type(module).forward.__get__(module)
+        inputs = self._inputs
 
         def forward(x: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
             if x.numel() // x.shape[-1] < MIN_ROWS:
                 return own(x, *args, **kwargs)
-            dtype = gemm_dtype(module, x.dtype, bf16_for_float32)
+            dtype = gemm_dtype(module, x.dtype, float32_gemm)
             weight = dequantized_weight(module, dtype)
-            bias = None if module.bias is None else module.bias.to(dtype)
-            return torch.nn.functional.linear(x.to(dtype), weight, bias).to(x.dtype)
+            return _product(inputs.of(x, dtype), weight, module.bias, x.dtype)
 
         return forward
+
+
+def _product(cast: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor:
+    """cast @ weight.T (+ bias) in the weight's dtype (fp16: `float16_linear`), returned in `dtype`."""
+    if weight.dtype == torch.float16 and dtype != torch.float16:
+        return float16_linear(cast, weight, bias, dtype)
+    bias = None if bias is None else bias.to(weight.dtype)
+    return torch.nn.functional.linear(cast, weight, bias).to(dtype)
