@@ -335,25 +335,6 @@ def gemm_ab(run: Any, runs: int, plan: Any, model: Any) -> dict[str, Any]:
         choose(linears)()
 
 
-def siblings_ab(run: Any, runs: int, plan: Any) -> dict[str, Any]:
-    """The quantized layers with q/k/v and gate/up dequantised and multiplied as one each, then each alone."""
-    linears = plan.linears
-    if linears is None:
-        return {"skipped": "this plan has no tensor-core linears"}
-    groups = linears._siblings
-    try:
-        return alternated(
-            run,
-            runs,
-            {
-                "sibling groups": lambda: setattr(linears, "_siblings", groups),
-                "each layer alone": lambda: setattr(linears, "_siblings", {}),
-            },
-        ) | {"grouped_layers": len(groups)}
-    finally:
-        linears._siblings = groups
-
-
 def timeline_one(args: Any, quantization: str, messages: list[dict[str, Any]], images: list[Any]) -> dict[str, Any]:
     steps: list[tuple[str, float]] = []
     engine = load(args.model, quantization, steps)
@@ -381,8 +362,6 @@ def timeline_one(args: Any, quantization: str, messages: list[dict[str, Any]], i
         result["graph_ab"] = graph_ab(run, args.runs, plan)
     if args.gemm_ab:
         result["gemm_ab"] = gemm_ab(run, args.runs, plan, model)
-    if args.siblings_ab:
-        result["siblings_ab"] = siblings_ab(run, args.runs, plan)
     if args.no_trace:
         engine.unload()
         return result
@@ -418,7 +397,6 @@ def main() -> None:
     parser.add_argument("--tower-ab", action="store_true", help="the vision tower with and without transformers' masks")
     parser.add_argument("--graph-ab", action="store_true", help="the mask-free vision tower eager and from graphs")
     parser.add_argument("--gemm-ab", action="store_true", help="the float32-compute layers' GEMM dtypes (4-bit)")
-    parser.add_argument("--siblings-ab", action="store_true", help="q/k/v and gate/up as one GEMM each, or alone")
     parser.add_argument("--out")
     args = parser.parse_args()
     with open(args.messages, encoding="utf-8") as f:

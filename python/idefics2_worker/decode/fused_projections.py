@@ -29,9 +29,9 @@ from .linears import QuantizedInput, eight_bit_kernel_product, eight_bit_weight,
 Product = Callable[[torch.Tensor], torch.Tensor]
 
 
-def adjacent_view(parts: Sequence[torch.Tensor]) -> torch.Tensor | None:
+def _adjacent_view(parts: Sequence[torch.Tensor]) -> torch.Tensor | None:
     """The parts (contiguous, same dtype and trailing shape) as one tensor along dim 0 when they already lie back to
-    back in one storage (`FusedProjection.of` put them there), else None."""
+    back in one storage (an earlier `FusedProjection.of` put them there), else None."""
     first = parts[0]
     storage = first.untyped_storage().data_ptr()
     offset = first.storage_offset()
@@ -48,7 +48,7 @@ def adjacent_view(parts: Sequence[torch.Tensor]) -> torch.Tensor | None:
 def _joined(parts: Sequence[torch.Tensor]) -> torch.Tensor:
     """The parts as one tensor along dim 0: a view where they already lie back to back (a step built earlier fused
     them), else a new tensor."""
-    view = adjacent_view(parts)
+    view = _adjacent_view(parts)
     return view if view is not None else torch.cat(list(parts))
 
 
