@@ -59,6 +59,16 @@ def test_modules_that_cannot_share_one_product_are_left_alone(why: str) -> None:
     assert [module.weight.data_ptr() for module in modules] == pointers
 
 
+def _interpreted_result(script: str, timeout: int) -> dict:
+    """The JSON line a script prints, run under Triton's interpreter (TRITON_INTERPRET must precede its import)."""
+    env = dict(os.environ, TRITON_INTERPRET="1", PYTHONPATH=str(TESTS.parent))
+    done = subprocess.run(
+        [sys.executable, "-c", script], check=False, capture_output=True, text=True, env=env, timeout=timeout
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
 FOUR_BIT = """
 import json, sys, torch
 import bitsandbytes as bnb
@@ -98,12 +108,7 @@ print(json.dumps({
 
 @pytest.mark.timeout(120)
 def test_four_bit_projections_fuse_into_one_kernel_call_over_views_of_their_weights() -> None:
-    env = dict(os.environ, TRITON_INTERPRET="1", PYTHONPATH=str(TESTS.parent))
-    done = subprocess.run(
-        [sys.executable, "-c", FOUR_BIT], check=False, capture_output=True, text=True, env=env, timeout=110
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    result = json.loads(done.stdout.strip().splitlines()[-1])
+    result = _interpreted_result(FOUR_BIT, timeout=110)
     assert result["shapes"] == [96, 32, 32]
     assert result["modules_unchanged"]  # bitsandbytes' own forward reads the views: the same weights
     assert result["one_storage"]
@@ -149,12 +154,7 @@ print(json.dumps(result))
 
 @pytest.mark.timeout(180)
 def test_eight_bit_projections_fuse_into_one_kernel_call_with_one_quantised_input() -> None:
-    env = dict(os.environ, TRITON_INTERPRET="1", PYTHONPATH=str(TESTS.parent))
-    done = subprocess.run(
-        [sys.executable, "-c", EIGHT_BIT], check=False, capture_output=True, text=True, env=env, timeout=170
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    result = json.loads(done.stdout.strip().splitlines()[-1])
+    result = _interpreted_result(EIGHT_BIT, timeout=170)
     assert result["shapes"] == [96, 32, 32]
     # Exact int32 sums and each output's outlier term over the same columns in the same order: the same bits.
     assert result["equal_to_each_alone"] == [True, True], result
