@@ -40,31 +40,20 @@ def dequantized_weight(module: Any, dtype: torch.dtype) -> torch.Tensor:
     weight = module.weight
     state = getattr(weight, "quant_state", None)
     if state is not None:
-        return _four_bit_dense(weight.data, state, dtype)
+        if triton_support.available(weight.device) and four_bit_dequantize.supported(state):
+            return four_bit_dequantize.four_bit_dequantize(weight.data, state, dtype)
+        from bitsandbytes.functional import dequantize_4bit
+
+        if state.dtype != dtype:
+            # Dequantised in the GEMM's dtype directly, as bitsandbytes' gemm_4bit does for a float32 input: the
+            # model's dtype (bf16) would round the weights first and cost a copy per layer (46 ms of a 4-bit prefill).
+            state = copy.copy(state)
+            state.dtype = dtype
+        return dequantize_4bit(weight.data, state)
+    # LLM.int8(): row-wise absmax scaling, CB / 127 * SCB.
     quantized, scales = eight_bit_weight(module)
-    row_scales = _row_scales(module, scales) if triton_support.available(quantized.device) else None
-    return _eight_bit_dense(quantized, scales, dtype, row_scales)
-
-
-def _four_bit_dense(packed: torch.Tensor, state: Any, dtype: torch.dtype) -> torch.Tensor:
-    if triton_support.available(packed.device) and four_bit_dequantize.supported(state):
-        return four_bit_dequantize.four_bit_dequantize(packed, state, dtype)
-    from bitsandbytes.functional import dequantize_4bit
-
-    if state.dtype != dtype:
-        # Dequantised in the GEMM's dtype directly, as bitsandbytes' gemm_4bit does for a float32 input: the
-        # model's dtype (bf16) would round the weights first and cost a copy per layer (46 ms of a 4-bit prefill).
-        state = copy.copy(state)
-        state.dtype = dtype
-    return dequantize_4bit(packed, state)
-
-
-def _eight_bit_dense(
-    quantized: torch.Tensor, scales: torch.Tensor, dtype: torch.dtype, row_scales: torch.Tensor | None
-) -> torch.Tensor:
-    """LLM.int8(): row-wise absmax scaling, CB / 127 * SCB (`row_scales`: SCB / 127, for the kernel)."""
-    if row_scales is not None:
-        return int8_dequantize(quantized, scales, dtype, row_scales)
+    if triton_support.available(quantized.device):
+        return int8_dequantize(quantized, scales, dtype, _row_scales(module, scales))
     # One pass (int8 read, `dtype` written; the product in float32): three passes through a float32 copy moved
     # ~140 GB for idefics2-8b's int8 layers, ~35 ms of an 8-bit prefill on an H200.
     weight = torch.empty(quantized.shape, dtype=dtype, device=quantized.device)
