@@ -15,8 +15,9 @@ a dense outlier product.
 
 Deterministic (`deterministic=True`, with kernels): every linear's rows are computed independently of the other
 rows, so a request's tokens do not depend on what shares its batch. The bf16 / fp16 linears (and lm_head) run
-`batch_invariant_matmul` instead of cuBLAS; the int8 product always runs the MMA kernel (`int8_gemv` switches from
-the one-row kernel to it at two rows, and the two order the outlier sums differently); `four_bit_gemv` runs its
+`batch_invariant_matmul` instead of cuBLAS; the int8 product runs `int8_gemv`'s row-invariant form (at several
+rows, the MMA kernel adds the outliers' term in the one-row kernel's order, so a row's bits do not depend on which
+kernel its batch took); `four_bit_gemv` runs its
 INVARIANT_TILING, which orders each row's sums alike at any row count (its faster tilings depend on the rows
 launched together); the other 4-bit layers (bitsandbytes computes one row and several differently)
 are dequantised and run the invariant matmul.
@@ -191,9 +192,6 @@ def eight_bit_kernel_product(
     assert quantized.outliers is not None
     assert quantized.columns is not None
     assert quantized.counts is not None
-    # Deterministic: the MMA kernel's tiling at every row count (it depends on the layer's width alone).
-    outputs, inputs = weight.shape
-    tiling = int8_gemv.tiling_for(outputs, inputs, int8_gemv.MMA_ROWS) if deterministic else None
     return int8_gemv.eight_bit_gemv(
         quantized.quantized,
         quantized.outliers,
@@ -203,5 +201,5 @@ def eight_bit_kernel_product(
         quantized.stats,
         scales,
         dtype,
-        tiling,
+        row_invariant=deterministic,
     )

@@ -10,6 +10,11 @@ At one row the multiply-adds run on the CUDA cores, four per dp4a instruction (`
 they would cost each row again there (8 rows: 6.6x one row, measured), so `_eight_bit_mma_kernel` runs them as int8
 tensor-core MMAs, exact in int32 in any order, and the outlier term as a bf16 / fp16 MMA whose products are exact
 in float32.
+
+Row-invariant (`row_invariant=True`, deterministic decoding): the MMA kernel instead adds the outlier term as the
+one-row kernel does, over each row's listed outlier columns in ascending order with one float32 FMA each. The int32
+sums are exact in any order, so a row gets the same bits from either kernel, alone or beside others, and one row
+keeps the fast one-row kernel.
 """
 
 # Triton's @jit kernels take launch options (num_warps) and tl.constexpr parameters that its types do not describe.
@@ -128,16 +133,17 @@ if triton is not None:
             while i < count:  # a while loop: Triton's interpreter cannot range over a loaded bound
                 column = tl.load(columns + r * K + i)
                 w = tl.load(weight_bytes + outputs * K + column, mask=output_ok, other=0).to(tl.float32)
-                more += w * tl.load(outliers + r * K + column).to(tl.float32)
+                # An explicit FMA: the MMA kernel's row-invariant form repeats this chain to the bit.
+                more = tl.fma(w, tl.load(outliers + r * K + column).to(tl.float32), more)
                 i += 1
             extra = tl.where(row[None, :] == r, extra + more[:, None], extra)
         _scaled(exact, extra, row_absmax, weight_absmax, out, outputs, output_ok, row, ROWS, N, OUT_DTYPE)
 
     @triton.jit
-    def _eight_bit_mma_kernel(quantized, outliers, weight, row_absmax, weight_absmax, out, N, ROWS,
+    def _eight_bit_mma_kernel(quantized, outliers, columns, counts, weight, row_absmax, weight_absmax, out, N, ROWS,
                               K: tl.constexpr, OUT_DTYPE: tl.constexpr, BLOCK_N: tl.constexpr,
-                              BLOCK_K: tl.constexpr, ROWS_MMA: tl.constexpr,
-                              SIXTEEN_BIT_DOT: tl.constexpr):  # fmt: skip
+                              BLOCK_K: tl.constexpr, ROWS_MMA: tl.constexpr, SIXTEEN_BIT_DOT: tl.constexpr,
+                              LISTED_OUTLIERS: tl.constexpr):  # fmt: skip
         # Program: BLOCK_N outputs of up to ROWS_MMA rows: [BLOCK_N, BLOCK_K] int8 weights times the rows'
         # [BLOCK_K, ROWS_MMA] int8 inputs on the tensor cores, exact in int32, and the same weights times the
         # rows' outliers in another MMA. Every block takes both: nothing depends on the data, so Triton pipelines
@@ -159,13 +165,29 @@ if triton is not None:
             rows_ok = row_ok[:, None] & col_ok[None, :]
             a = tl.load(quantized + at, mask=rows_ok, other=0)
             exact = tl.dot(w, tl.trans(a), exact, out_dtype=tl.int32)
-            o = tl.trans(tl.load(outliers + at, mask=rows_ok, other=0.0))
-            if SIXTEEN_BIT_DOT:
-                # The outliers are the layer's bf16 / fp16 inputs and |w| ≤ 127: both exact in that dtype, so
-                # each product is exact in the MMA's float32 accumulator.
-                extra = tl.dot(w.to(OUT_DTYPE), o.to(OUT_DTYPE), extra)
-            else:
-                extra = tl.dot(w.to(tl.float32), o.to(tl.float32), extra, input_precision="ieee")
+            if not LISTED_OUTLIERS:
+                o = tl.trans(tl.load(outliers + at, mask=rows_ok, other=0.0))
+                if SIXTEEN_BIT_DOT:
+                    # The outliers are the layer's bf16 / fp16 inputs and |w| ≤ 127: both exact in that dtype, so
+                    # each product is exact in the MMA's float32 accumulator.
+                    extra = tl.dot(w.to(OUT_DTYPE), o.to(OUT_DTYPE), extra)
+                else:
+                    extra = tl.dot(w.to(tl.float32), o.to(tl.float32), extra, input_precision="ieee")
+        if LISTED_OUTLIERS:
+            # The one-row kernel's chain for every row at once: step i adds each row's i-th listed column (rows with
+            # fewer add w·0 + 0 = 0 exactly); `+ 0.0` at the end turns a -0.0 into the one-row kernel's 0.0 + -0.0.
+            count = tl.load(counts + row, mask=row_ok, other=0)
+            most = tl.max(count, axis=0)
+            i = 0
+            while i < most:
+                listed = row_ok & (i < count)
+                at_column = tl.load(columns + row * K + i, mask=listed, other=0)
+                w_ok = output_ok[:, None] & listed[None, :]
+                w = tl.load(weight + outputs[:, None] * K + at_column[None, :], mask=w_ok, other=0).to(tl.float32)
+                o = tl.load(outliers + row * K + at_column, mask=listed, other=0.0).to(tl.float32)
+                extra = tl.fma(w, tl.broadcast_to(o[None, :], [BLOCK_N, ROWS_MMA]), extra)
+                i += 1
+            extra = extra + 0.0
         _scaled(exact, extra, row_absmax, weight_absmax, out, outputs, output_ok, row, ROWS, N, OUT_DTYPE)
 
 
@@ -179,9 +201,11 @@ def eight_bit_gemv(
     weight_absmax: torch.Tensor,
     dtype: torch.dtype,
     tiling: Tiling | None = None,
+    row_invariant: bool = False,
 ) -> torch.Tensor:
     """quantized int8 [rows, K], outliers [rows, K] in float32 or dtype (zero off the outlier columns) and their
-    columns and counts (int8_quantize.outlier_columns; the one-row kernel reads only those) → dtype [rows, N]."""
+    columns and counts (int8_quantize.outlier_columns; the one-row kernel reads only those) → dtype [rows, N].
+    `row_invariant`: each row's bits do not depend on the other rows (the module docstring)."""
     n, k = weight.shape
     total = quantized.shape[0]
     out = torch.empty(total, n, dtype=dtype, device=quantized.device)
@@ -200,12 +224,15 @@ def eight_bit_gemv(
             _eight_bit_mma_kernel[grid](
                 quantized[first:],
                 outliers[first:],
+                columns[first:],
+                counts[first:],
                 weight,
                 *scales,
                 rows,
                 ROWS_MMA=MMA_ROWS,
                 # Triton's CPU interpreter multiplies 16-bit dot operands as their raw bits.
                 SIXTEEN_BIT_DOT=dtype != torch.float32 and not triton_support.INTERPRETED,
+                LISTED_OUTLIERS=row_invariant,
                 num_warps=chosen.warps,
                 **shared,
             )

@@ -1,5 +1,5 @@
-"""The batch-invariant kernels (and the 4-bit kernel's invariant tiling): a row's result is the same bits in a
-batch of 1, 3, 8 or 20 rows, and close to torch's.
+"""The batch-invariant kernels (and the 4-bit kernel's invariant tiling, the int8 product's row-invariant form): a
+row's result is the same bits in a batch of 1, 3, 8 or 20 rows, and close to torch's.
 
 Prints one JSON line: per case, `invariant` (every batch gave the row alone's bits) and `steps` (the largest
 difference from torch's float64 result, in rounding steps of the output dtype at that value). Run on a GPU machine
@@ -10,6 +10,7 @@ Triton's interpreter.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import sys
 from pathlib import Path
@@ -96,6 +97,49 @@ def four_bit_cases(device: str) -> dict[str, dict[str, object]]:
     return results
 
 
+def with_outliers(rows: torch.Tensor, generator: torch.Generator, dtype: torch.dtype) -> torch.Tensor:
+    """The rows with 40 outliers each (past LLM.int8()'s threshold of 6; 6.5 to ~2,600, so the order of their
+    float32 sum shows in float32 outputs), in columns of their own."""
+    spots = torch.randint(0, rows.shape[1], (rows.shape[0], 40), generator=generator)
+    magnitudes = 6.5 * torch.exp(6 * torch.rand(spots.shape, generator=generator))
+    signs = torch.randint(0, 2, spots.shape, generator=generator) * 2 - 1
+    rows[torch.arange(rows.shape[0])[:, None], spots] = magnitudes * signs
+    return rows.to(dtype)
+
+
+def eight_bit_cases(device: str) -> dict[str, dict[str, object]]:
+    """The int8 product's row-invariant form: one row takes the one-row kernel, a batch the MMA kernel (launches of
+    16 rows), and the row's bits must not change."""
+    from idefics2_worker.kernels import int8_gemv, int8_quantize
+
+    results: dict[str, dict[str, object]] = {}
+    for (n, k), dtype in itertools.product(((40, 256), (24, 384)), (torch.bfloat16, torch.float32)):
+        generator = torch.Generator().manual_seed(n + k)
+        weight = torch.randint(-127, 128, (n, k), generator=generator, dtype=torch.int8).to(device)
+        scales = (torch.rand(n, generator=generator) + 0.5).to(device)
+
+        def product(rows: torch.Tensor, weight: torch.Tensor = weight, scales: torch.Tensor = scales) -> torch.Tensor:
+            q = int8_quantize.quantize_rows(rows, 6.0)
+            return int8_gemv.eight_bit_gemv(
+                q.quantized, q.outliers, q.columns, q.counts, weight, q.stats, scales, rows.dtype, row_invariant=True
+            )
+
+        target = with_outliers(torch.randn(1, k, generator=generator), generator, dtype).to(device)[0]
+        alone = product(target[None])[0]
+        invariant = True
+        for size in BATCHES:
+            others = with_outliers(torch.randn(max(BATCHES), k, generator=generator), generator, dtype).to(device)
+            at = size // 2
+            invariant = invariant and torch.equal(product(placed(target, others, size, at))[at], alone)
+        # The exact sums in float64: int8 products scaled as bitsandbytes scales them, plus the outliers' term.
+        q = int8_quantize.quantize_rows(target[None], 6.0)
+        main = (q.quantized.double() @ weight.double().t()) * q.stats.double()[:, None] * scales.double() / 127**2
+        extra = q.outliers.double() @ (weight.double() * scales.double()[:, None] / 127).t()
+        name = f"int8 row-invariant {n}x{k} {str(dtype).removeprefix('torch.')}"
+        results[name] = {"invariant": invariant, "steps": steps(alone, (main + extra)[0])}
+    return results
+
+
 def attention_reference(
     query: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, end: int, scale: float
 ) -> torch.Tensor:
@@ -160,6 +204,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.manual_seed(0)
     cases = {**matmul_cases(args.device), **attention_cases(args.device), **four_bit_cases(args.device)}
+    cases |= eight_bit_cases(args.device)
     print(json.dumps(cases))
 
 

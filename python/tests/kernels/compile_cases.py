@@ -123,7 +123,18 @@ def decode_shapes() -> None:
             for tiling in (None, four_bit_gemv.INVARIANT_TILING):
                 four_bit_gemv.four_bit_gemv(x, packed, absmax, code, (outputs, inputs), 64, tiling=tiling)
             q = int8_quantize.quantize_rows(x, 6.0)
-            int8_gemv.eight_bit_gemv(q.quantized, q.outliers, q.columns, q.counts, quantized, q.stats, scales, bf16)
+            for invariant in (False, True):
+                int8_gemv.eight_bit_gemv(
+                    q.quantized,
+                    q.outliers,
+                    q.columns,
+                    q.counts,
+                    quantized,
+                    q.stats,
+                    scales,
+                    bf16,
+                    row_invariant=invariant,
+                )
             batch_invariant_matmul.linear(x, torch.empty(outputs, inputs, dtype=bf16))
         state = SimpleNamespace(shape=(outputs, inputs), absmax=absmax, code=code, blocksize=64)
         for dtype in (torch.float32, torch.float16, bf16):

@@ -12,14 +12,17 @@ import pytest
 from test_step_kernels import TESTS, interpreted
 
 
-@pytest.mark.timeout(120)
+# ~115 s on a 2-core CI machine, ~85 of it the attention cases.
+@pytest.mark.timeout(250)
 def test_each_row_is_the_same_bits_whatever_shares_its_batch() -> None:
-    done = interpreted(str(TESTS / "kernels" / "batch_invariant_cases.py"), timeout=110)
+    done = interpreted(str(TESTS / "kernels" / "batch_invariant_cases.py"), timeout=240)
     assert done.returncode == 0, done.stderr[-3000:]
     results = json.loads(done.stdout.strip().splitlines()[-1])
-    assert len(results) == 2 * 3 + 2 * 4 + 2
+    assert len(results) == 2 * 3 + 2 * 4 + 2 + 4
     for case, result in results.items():
         assert result["invariant"], case
-        # float32: the order of float32 sums differs from torch's (a few steps of 2^-23). bfloat16: one rounding,
-        # plus the interpreter's truncating float32 → bfloat16 conversion.
-        assert result["steps"] <= (8.0 if "float32" in case else 3.0), (case, result)
+        # float32: the order of float32 sums differs from torch's (a few steps of 2^-23); the int8 product's main
+        # term is rounded to float16 as bitsandbytes rounds it (2^13 float32 steps). bfloat16: one rounding, plus
+        # the interpreter's truncating float32 → bfloat16 conversion.
+        limit = (2.0**13 if "int8" in case else 8.0) if "float32" in case else 3.0
+        assert result["steps"] <= limit, (case, result)
