@@ -8,8 +8,8 @@ then:
 - traces one prefill with torch.profiler (host and GPU) and splits it into regions (the vision tower's calls, the
   text model, the rest). Per region: wall, GPU busy (the union of kernels and copies), GPU idle, kernels, and the
   host's waits for the GPU (synchronising runtime calls);
-- lists the GPU's time by kernel (the 20 largest), and the largest GPU idle gaps with the Python line whose launch
-  ended each one;
+- lists the GPU's time by kernel (the 20 largest) and by the Python line that launched it, and the largest GPU
+  idle gaps with the Python line whose launch ended each one;
 - lists every line that synchronised the host with the GPU (torch's sync debug mode);
 - profiles the host's Python for one prefill (cProfile): the functions that take its time;
 - with --tower-ab, times the vision tower through transformers' masks (get_image_features) against the mask-free
@@ -169,7 +169,32 @@ def analyse(trace: dict[str, Any]) -> dict[str, Any]:
     result["gpu_ms_by_kernel"] = [
         {"kernel": name, "ms": round(us / 1000, 2), "calls": calls[name]} for name, us in by_kernel.most_common(20)
     ]
+    result["gpu_ms_by_launching_line"] = gpu_time_by_line(gpu, runtime, line_of, start, end)
     return result
+
+
+def gpu_time_by_line(
+    gpu: list[dict[str, Any]], runtime: dict[Any, dict[str, Any]], line_of: Any, start: float, end: float
+) -> list[dict[str, Any]]:
+    """GPU time per (launching Python line, kernel): which line of the model's code each kernel's time belongs to.
+    Kernels replayed from a CUDA graph count under the line that launched the graph."""
+    by_pair: Counter[tuple[str, str]] = Counter()
+    calls: Counter[tuple[str, str]] = Counter()
+    lines: dict[Any, str] = {}
+    for e in gpu:
+        if not start <= e["ts"] <= end:
+            continue
+        correlation = e["args"].get("correlation")
+        if correlation not in lines:
+            launch = runtime.get(correlation)
+            lines[correlation] = line_of(launch["ts"]) if launch else "?"
+        pair = (lines[correlation], e["name"][:70])
+        by_pair[pair] += e["dur"]
+        calls[pair] += 1
+    return [
+        {"line": line, "kernel": kernel, "ms": round(us / 1000, 2), "calls": calls[(line, kernel)]}
+        for (line, kernel), us in by_pair.most_common(40)
+    ]
 
 
 def synchronising_lines(run: Any) -> dict[str, int]:
