@@ -68,7 +68,11 @@ def whole_patch_features(model: Any, pixels: torch.Tensor) -> torch.Tensor:
     pixels = pixels.to(dtype=inner.dtype)
     patch = int(embeddings.patch_size)
     rows, cols = pixels.shape[-2] // patch, pixels.shape[-1] // patch
-    hidden = embeddings.patch_embedding(pixels).flatten(2).transpose(1, 2)
+    # Contiguous here, where transformers keeps the convolution's [C, N] layout: each elementwise op's output takes
+    # its first input's layout, so the residual stream kept it through every layer, and each residual add and
+    # layer-norm input copy ran PyTorch's strided kernel (~14 ms of a 4-bit prefill's tower on an H200,
+    # scripts/gpu/prefill_timeline.py). The values are the same; only where they lie in memory changes.
+    hidden = embeddings.patch_embedding(pixels).flatten(2).transpose(1, 2).contiguous()
     positions = _position_ids(int(embeddings.num_patches_per_side), rows, cols, pixels.dtype, pixels.device)
     hidden = hidden + embeddings.position_embedding(positions)
     hidden = vision.encoder(inputs_embeds=hidden, attention_mask=None).last_hidden_state

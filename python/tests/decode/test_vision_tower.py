@@ -63,6 +63,19 @@ def test_whole_patch_features_are_get_image_features_bit_for_bit(inputs: Any, at
 
 
 @torch.inference_mode()
+def test_the_residual_stream_is_contiguous_in_every_encoder_layer() -> None:
+    # transformers' own embeddings leave it in the convolution's layout, a transposed view; every residual add and
+    # layer norm then reads strided memory, a third of the tower's time on an H200 (docs/BENCHMARKS.md).
+    model = load("sdpa")
+    layouts: list[bool] = []
+    for layer in model.model.vision_model.encoder.layers:
+        layer.register_forward_hook(lambda _module, _args, out: layouts.append(out[0].is_contiguous()))
+    patch = int(model.config.vision_config.patch_size)
+    whole_patch_features(model, torch.randn(2, 3, 3 * patch, 2 * patch))
+    assert layouts == [True] * len(model.model.vision_model.encoder.layers)
+
+
+@torch.inference_mode()
 def test_position_ids_are_made_once_per_grid_and_are_the_embeddings_own(inputs: Any) -> None:
     model = load("sdpa")
     embeddings = model.model.vision_model.embeddings
