@@ -23,10 +23,11 @@ from typing import Any
 
 import torch
 
-from ..kernels import four_bit_dequantize, triton_support
+from ..kernels import four_bit_dequantize, saturating_cast, triton_support
 from ..kernels.int8_dequantize import int8_dequantize, row_scales_of
 from ..request.quantized_layers import bitsandbytes_linears
 from .linears import eight_bit_weight
+from .module_forwards import replaced_forwards
 
 # Below this many rows a GEMM on dequantised weights reads more than the layer's own kernel: decode stays as it is.
 MIN_ROWS = 16
@@ -88,7 +89,10 @@ def float32_gemm_of(name: str, float32_gemms: Mapping[str, torch.dtype]) -> torc
 
 def float16_input(x: torch.Tensor) -> torch.Tensor:
     """x in fp16 for a GEMM. fp16's range is narrower than bf16's: values beyond ±FLOAT16_SATURATION (far beyond a
-    Mistral's normed activations, which run in fp16 in many servers) saturate there rather than turn into inf."""
+    Mistral's normed activations, which run in fp16 in many servers) saturate there rather than turn into inf. On a
+    GPU one Triton kernel (`saturating_cast`); elsewhere torch's clamp, then its cast: the same numbers."""
+    if triton_support.available(x.device):
+        return saturating_cast.saturating_float16(x, FLOAT16_SATURATION)
     return x.clamp(-FLOAT16_SATURATION, FLOAT16_SATURATION).to(torch.float16)
 
 
@@ -170,11 +174,10 @@ class TensorCoreLinears:
         if not self.modules:
             yield
             return
-        # Set in each module's __dict__, as `module.forward = ...` would, without nn.Module.__setattr__'s checks: ~600
-        # layers per prefill, and the host time the GPU waits on (scripts/gpu/prefill_timeline.py).
-        saved = [(module, module.__dict__.get("forward")) for module in self.modules]
-        for module, previous in saved:
-            module.__dict__["forward"] = self._forward_of(module, previous, self._float32_gemm[id(module)])
+        replacements = [
+            (module, self._forward_of(module, module.__dict__.get("forward"), self._float32_gemm[id(module)]))
+            for module in self.modules
+        ]
         matmul = torch.backends.cuda.matmul
         saved_flags = (
             matmul.allow_tf32,
@@ -186,7 +189,8 @@ class TensorCoreLinears:
             matmul.allow_bf16_reduced_precision_reduction = False
             matmul.allow_fp16_reduced_precision_reduction = False
         try:
-            yield
+            with replaced_forwards(replacements):
+                yield
         finally:
             (
                 matmul.allow_tf32,
@@ -194,11 +198,6 @@ class TensorCoreLinears:
                 matmul.allow_fp16_reduced_precision_reduction,
             ) = saved_flags
             self._inputs.clear()
-            for module, previous in saved:
-                if previous is None:
-                    del module.__dict__["forward"]
-                else:
-                    module.__dict__["forward"] = previous
 
     def _forward_of(self, module: Any, previous: Any, float32_gemm: torch.dtype) -> Any:
         own = previous if previous is not None else type(module).forward.__get__(module)

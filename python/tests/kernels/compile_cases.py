@@ -174,6 +174,7 @@ def main() -> None:
             kernel_cases.step_cases("cpu"),
             kernel_cases.int8_dequantize_cases("cpu"),
             kernel_cases.four_bit_dequantize_cases("cpu"),
+            kernel_cases.saturating_cast_cases("cpu"),
         ],
         "batch_invariant_cases": lambda: [
             batch_invariant_cases.matmul_cases("cpu"),

@@ -21,10 +21,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from idefics2_worker.decode.linears import DecodeLinears
 from idefics2_worker.engine import compat
-from idefics2_worker.kernels import step_kernels
+from idefics2_worker.kernels import saturating_cast, step_kernels
 from idefics2_worker.kernels.four_bit_dequantize import four_bit_dequantize
 from idefics2_worker.kernels.four_bit_gemv import Tiling, four_bit_gemv
 from idefics2_worker.kernels.int8_dequantize import int8_dequantize
+
+TINY_MODEL = Path(__file__).resolve().parents[3] / "assets" / "tiny-idefics2"
 
 
 def steps(ours: torch.Tensor, theirs: torch.Tensor, floor: float = 1e-30) -> float:
@@ -199,6 +201,49 @@ def four_bit_dequantize_cases(device: str) -> dict[str, float]:
     return results
 
 
+def saturating_cast_cases(device: str) -> dict[str, float]:
+    """The prefill's fp16 input cast against torch's clamp then cast, bit for bit (0 steps): values past the limit
+    and past fp16's range, infinities, NaN, halfway cases and subnormals of fp16."""
+    from idefics2_worker.decode.prefill_linears import FLOAT16_SATURATION
+
+    special = [65280.0, 65281.0, 65504.0, 70000.0, 1e30, float("inf"), 3e-8, 6e-8, 1 + 2.0**-11, 1 + 3 * 2.0**-11]
+    results = {}
+    for dtype in (torch.bfloat16, torch.float32):
+        values = torch.cat([torch.randn(5000) * 300, torch.tensor(special), -torch.tensor(special)]).to(dtype)
+        values = torch.cat([values, torch.tensor([float("nan")], dtype=dtype)]).reshape(1, -1).to(device)
+        ours = saturating_cast.saturating_float16(values, FLOAT16_SATURATION)
+        theirs = values.clamp(-FLOAT16_SATURATION, FLOAT16_SATURATION).to(torch.float16)
+        nan = theirs.isnan()
+        # NaN's payload is the converter's choice; the rest, bit for bit.
+        same = torch.equal(ours.isnan(), nan) and torch.equal(
+            ours[~nan].view(torch.int16), theirs[~nan].view(torch.int16)
+        )
+        results[f"saturating float16 cast from {str(dtype).removeprefix('torch.')}, same bits"] = (
+            0.0 if same else float("inf")
+        )
+    return results
+
+
+def prefill_norm_cases(device: str) -> dict[str, float]:
+    """The tiny model's text RMSNorms inside `FusedNorms.active()` (one kernel each) against their own forwards, on a
+    prompt's worth of rows."""
+    from transformers import AutoModelForImageTextToText
+
+    from idefics2_worker.decode.prefill_norms import FusedNorms
+
+    results = {}
+    for dtype in (torch.float32, torch.bfloat16):
+        model = AutoModelForImageTextToText.from_pretrained(str(TINY_MODEL), dtype=dtype).to(device).eval()
+        fused = FusedNorms(model, any_device=True)
+        rows = torch.randn(1, 37, model.config.text_config.hidden_size, dtype=dtype, device=device) * 3
+        own = [type(norm).forward(norm, rows) for norm in fused.modules]
+        with torch.inference_mode(), fused.active():
+            ours = [norm(rows) for norm in fused.modules]
+        name = str(dtype).removeprefix("torch.")
+        results[f"prefill rms norms {name}"] = max(steps(a, b) for a, b in zip(ours, own, strict=True))
+    return results
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--device", default="cpu")
@@ -210,6 +255,8 @@ def main() -> None:
         **step_cases(args.device),
         **int8_dequantize_cases(args.device),
         **four_bit_dequantize_cases(args.device),
+        **saturating_cast_cases(args.device),
+        **prefill_norm_cases(args.device),
     }
     print(json.dumps(cases))
 
