@@ -23,8 +23,8 @@ shape (`vision_graphs`), so the host queues the text model while the GPU runs th
 from __future__ import annotations
 
 import functools
-from collections.abc import Mapping, Sequence
-from contextlib import AbstractContextManager, nullcontext
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager, ExitStack, contextmanager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,6 +32,7 @@ import torch
 from transformers import DynamicCache
 
 from .prefill_linears import TensorCoreLinears
+from .prefill_norms import FusedNorms
 from .vision_graphs import VisionGraphs
 from .vision_tower import runs_without_masks, vision_headroom, whole_patch_features
 
@@ -54,6 +55,8 @@ class PrefillPlan:
 
     vision_chunk: int | None = 1
     linears: TensorCoreLinears | None = None
+    # The text model's RMSNorms as one kernel each.
+    norms: FusedNorms | None = None
     cudnn_attention: bool = False
     # The pictures are preprocessed on the model's device (request.prompt.prepare_prompt's `on_device`).
     preprocess_on_device: bool = False
@@ -72,6 +75,7 @@ class PrefillPlan:
             # bf16 GEMMs for the vision tower's float32-compute layers (its ~9,000 patch rows are most of the
             # FLOPs), fp16 (TF32's mantissa) for the others: all-bf16 failed the parity check on an H200.
             linears=TensorCoreLinears(model, WORKER_FLOAT32_GEMMS, exact_sums=True),
+            norms=FusedNorms(model),
             cudnn_attention=True,
             preprocess_on_device=True,
             unpadded_vision=True,
@@ -86,8 +90,14 @@ class PrefillPlan:
         first = [SDPBackend.CUDNN_ATTENTION, SDPBackend.FLASH_ATTENTION]
         return sdpa_kernel([*first, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH], set_priority=True)
 
-    def linear_context(self) -> AbstractContextManager[Any]:
-        return self.linears.active() if self.linears is not None else nullcontext()
+    @contextmanager
+    def module_context(self) -> Iterator[None]:
+        """The plan's linears and norms in place of the modules' own forwards."""
+        with ExitStack() as stack:
+            for replaced in (self.linears, self.norms):
+                if replaced is not None:
+                    stack.enter_context(replaced.active())
+            yield
 
 
 def vision_chunk_for(model: Any, plan: PrefillPlan, sub_images: int) -> int:
@@ -270,7 +280,7 @@ def prefill(model: Any, inputs: Any, plan: PrefillPlan) -> tuple[Any, torch.Tens
         # the model builds the same causal mask but does not first ask the GPU whether every entry is one: a host
         # sync that would wait for the vision tower's queued work before the text model's first launch.
         kwargs.pop("attention_mask", None)
-    with torch.inference_mode(), plan.attention(), plan.linear_context():
+    with torch.inference_mode(), plan.attention(), plan.module_context():
         features = image_features_many(model, [inputs], plan)
         if features is not None:
             kwargs["image_hidden_states"] = features
@@ -294,7 +304,7 @@ def prefill_many(
     for row, (inputs, length) in enumerate(zip(inputs_list, lengths, strict=True)):
         input_ids[row, :length] = inputs["input_ids"][0]
     last = torch.tensor(lengths, device=device) - 1
-    with torch.inference_mode(), plan.attention(), plan.linear_context():
+    with torch.inference_mode(), plan.attention(), plan.module_context():
         features = image_features_many(model, inputs_list, plan)
         extra = {"image_hidden_states": features} if features is not None else {}
         # No padding mask: every real token comes before its row's padding, so the causal mask alone keeps the
