@@ -12,6 +12,8 @@ then:
   idle gaps with the Python line whose launch ended each one;
 - lists every line that synchronised the host with the GPU (torch's sync debug mode);
 - profiles the host's Python for one prefill (cProfile): the functions that take its time;
+- with --admission, all of that for the worker's whole one-token request instead (`BatchDecoder.admit`:
+  preprocessing, prefill, token choice set up, first token), with the request's own preprocess and prefill times;
 - with --tower-ab, times the vision tower through transformers' masks (get_image_features) against the mask-free
   path (decode/vision_tower.py), alternating in one process, and checks that the first-token logits are equal;
   with --graph-ab, the same for that tower run eagerly against replayed from CUDA graphs (decode/vision_graphs.py).
@@ -20,7 +22,7 @@ idle GPU after a sync means the sync cost the gap.
 
 Usage: python scripts/gpu/prefill_timeline.py --model DIR --messages FILE.json --image A --image B
            [--quantization bf16|8bit|4bit ...] [--requests 1] [--runs 5] [--freeze-gc] [--no-trace]
-           [--tower-ab] [--graph-ab] [--out result.json]
+           [--tower-ab] [--graph-ab] [--gemm-ab] [--admission] [--out result.json]
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ import pstats
 import statistics
 import sys
 import tempfile
+import threading
 import time
 import warnings
 from collections import Counter
@@ -46,9 +49,11 @@ from transformers.image_utils import load_image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from check_batched_prefill import load, prepared
+from demo_inputs import as_payload
 from idefics2_worker.decode import prefill as prefill_module
 from idefics2_worker.decode import prefill_linears
 from idefics2_worker.decode.prefill import prefill, prefill_many
+from idefics2_worker.protocol.params import parse_generate
 from profile_prefill import gemm_variants
 
 SYNCHRONISING = ("cudaStreamSynchronize", "cudaDeviceSynchronize", "cudaEventSynchronize", "cudaMemcpy")
@@ -247,16 +252,22 @@ def timed(run: Any, runs: int, freeze_gc: bool) -> dict[str, Any]:
             collections.append((info["generation"], (time.perf_counter() - started_gc) * 1000))
 
     gc.callbacks.append(on_gc)
+    reported: list[dict[str, Any]] = []  # the admitted request's own timings (--admission)
     try:
         for _ in range(runs):
             started = time.perf_counter()
-            run()
+            value = run()
             torch.cuda.synchronize()
             times.append((time.perf_counter() - started) * 1000)
+            if isinstance(value, dict):
+                reported.append(value)
     finally:
         gc.callbacks.remove(on_gc)
         gc.unfreeze()
-    return {
+    own = {
+        f"request_{key}_runs": [round(r[key], 1) for r in reported] for key in ("preprocessMs", "prefillMs")
+    } if reported else {}  # fmt: skip
+    return own | {
         "prefill_ms_median": round(statistics.median(times), 2),
         "prefill_ms_range": [round(min(times), 2), round(max(times), 2)],
         "prefill_ms_runs": [round(t, 1) for t in times],
@@ -360,15 +371,39 @@ def gemm_ab(run: Any, runs: int, plan: Any, model: Any) -> dict[str, Any]:
         choose(linears)()
 
 
+def admission(engine: Any, messages: list[dict[str, Any]], images: list[Any]) -> Any:
+    """The worker's whole path for a one-token request, in this process: the fast decoder admits it (preprocessing,
+    prefill, token choice set up, first token) and finishes it; returns its result's timings (ms)."""
+    specs, payload = as_payload(images)
+    options = {"maxNewTokens": 1, "minNewTokens": 1}
+    params = parse_generate({"messages": messages, "images": specs, "options": options}, len(payload))
+    decoder = engine.batch
+
+    def run() -> dict[str, Any]:
+        done: list[tuple[Any, BaseException | None]] = []
+        decoder.admit(params, payload, lambda *_: None, threading.Event(), lambda r, e: done.append((r, e)))
+        while not done:
+            decoder.step()
+        result, error = done[0]
+        if error is not None:
+            raise error
+        return result.timings.to_wire()
+
+    return run
+
+
 def timeline_one(args: Any, quantization: str, messages: list[dict[str, Any]], images: list[Any]) -> dict[str, Any]:
     steps: list[tuple[str, float]] = []
     engine = load(args.model, quantization, steps)
     model, plan = engine.loaded.model, engine.batch.plan
     inputs = [prepared(engine, messages, images) for _ in range(args.requests)]
     pad = getattr(engine.loaded.processor.tokenizer, "pad_token_id", None) or 0
+    admitted = admission(engine, messages, images) if args.admission else None
 
     def run() -> Any:
         with torch.profiler.record_function("prefill"):
+            if admitted is not None:
+                return admitted()
             if args.requests == 1:
                 return prefill(model, inputs[0], plan)
             return prefill_many(model, inputs, plan, pad)
@@ -422,6 +457,9 @@ def main() -> None:
     parser.add_argument("--tower-ab", action="store_true", help="the vision tower with and without transformers' masks")
     parser.add_argument("--graph-ab", action="store_true", help="the mask-free vision tower eager and from graphs")
     parser.add_argument("--gemm-ab", action="store_true", help="the float32-compute layers' GEMM dtypes (4-bit)")
+    parser.add_argument(
+        "--admission", action="store_true", help="time and trace the worker's whole one-token request instead"
+    )
     parser.add_argument("--out")
     args = parser.parse_args()
     with open(args.messages, encoding="utf-8") as f:
