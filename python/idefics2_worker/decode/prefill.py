@@ -16,9 +16,9 @@ its memory stays bounded.
 
 On CUDA a prefill may also use cuDNN's attention (ruled out for decode, where it re-plans every step, but one
 call per prompt here), compute the quantized linears on the tensor cores (`TensorCoreLinears`) and the text model's
-norms as one kernel each (`FusedNorms`). The unpadded
-vision tower runs without transformers' masks (`vision_tower`: no host syncs) and, on CUDA, from a graph per input
-shape (`vision_graphs`), so the host queues the text model while the GPU runs the tower.
+norms as one kernel each (`FusedNorms`). The unpadded vision tower runs without transformers' masks
+(`vision_tower`: no host syncs) and, on CUDA, from a graph per input shape (`vision_graphs`), so the host queues the
+text model while the GPU runs the tower.
 """
 
 from __future__ import annotations
