@@ -20,10 +20,6 @@ from ..kernels import step_kernels, triton_support
 from .module_forwards import replaced_forwards
 
 
-def _is_rms_norm(module: Any) -> bool:
-    return type(module).__name__.endswith("RMSNorm") and hasattr(module, "variance_epsilon")
-
-
 class FusedNorms:
     """Inside `active()`, the text model's RMSNorms run `step_kernels.add_rms_norm`. On CUDA devices that run the
     worker's Triton kernels (or anywhere with `any_device`, for the tests under Triton's interpreter); elsewhere
@@ -31,7 +27,7 @@ class FusedNorms:
 
     def __init__(self, model: Any, any_device: bool = False) -> None:
         on = any_device or triton_support.available(model.device)
-        self.modules = [m for m in model.model.text_model.modules() if _is_rms_norm(m)] if on else []
+        self.modules = [m for m in model.model.text_model.modules() if step_kernels.computes_norm(m)] if on else []
 
     @contextmanager
     def active(self) -> Iterator[None]:

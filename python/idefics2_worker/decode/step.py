@@ -43,7 +43,7 @@ def _fusable(text: Any, norms: list[Any]) -> bool:
     """Whether the layers are the Mistral ones the fused kernels reproduce (RMSNorm, SiLU MLP, default rotary)."""
     return (
         getattr(text.config, "hidden_act", None) == "silu"
-        and all(type(norm).__name__.endswith("RMSNorm") and hasattr(norm, "variance_epsilon") for norm in norms)
+        and all(step_kernels.computes_norm(norm) for norm in norms)
         and all(hasattr(layer.mlp, name) for layer in text.layers for name in ("gate_proj", "up_proj", "down_proj"))
     )
 

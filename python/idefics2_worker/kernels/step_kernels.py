@@ -13,6 +13,8 @@ sum in the norm's mean and the last bits of rsqrt / exp can differ.
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 
 from .triton_support import tl, triton
@@ -98,6 +100,12 @@ if triton is not None:
         activated = (wide / (1.0 + tl.exp(-wide))).to(g.dtype)
         product = (activated.to(tl.float32) * u.to(tl.float32)).to(out.dtype.element_ty)
         tl.store(out + row * N + index, product, mask=ok)
+
+
+def computes_norm(norm: Any) -> bool:
+    """Whether `add_rms_norm` (without its add) computes this norm module's forward: MistralRMSNorm's formula, which
+    transformers' norms named *RMSNorm with a `variance_epsilon` share."""
+    return type(norm).__name__.endswith("RMSNorm") and hasattr(norm, "variance_epsilon")
 
 
 def add_rms_norm(
