@@ -183,7 +183,7 @@ async function runSdk(quantization, imageSplitting) {
     // (the batched vision tower's, the decode step's at batch 8), a one-off that moved the blog's 8-bit figure
     // between 273 and 536 tok/s from call to call (BENCHMARKS.md, 2026-12-01 evening).
     const textMessages = [user("Write a long story about a city by the sea.")];
-    const round8 = async (count, conversation, callImages) => {
+    const oneRound = async (count, conversation, callImages) => {
       const started = performance.now();
       const options = { images: callImages, minNewTokens: newTokens, maxNewTokens: newTokens };
       const results = await Promise.all(Array.from({ length: count }, () => model.generate(conversation, options)));
@@ -196,8 +196,8 @@ async function runSdk(quantization, imageSplitting) {
       return { tokS: round((count * newTokens) / seconds, 2), seconds: round(seconds, 3), timings };
     };
     const throughput = async (count, conversation, callImages) => {
-      const first = await round8(count, conversation, callImages);
-      const timed = await round8(count, conversation, callImages);
+      const first = await oneRound(count, conversation, callImages);
+      const timed = await oneRound(count, conversation, callImages);
       return { ...timed, firstRound: { tokS: first.tokS, seconds: first.seconds } };
     };
     const single = await throughput(1, messages, images);
