@@ -18,6 +18,7 @@ deterministic decoding runs the batch-invariant matmul on the whole.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -98,7 +99,16 @@ def _four_bit(modules: Sequence[Any], deterministic: bool) -> Product | None:
     return product
 
 
-def _eight_bit(modules: Sequence[Any], deterministic: bool) -> Product | None:
+@dataclass(frozen=True)
+class EightBitInput:
+    """An int8 group's input side: its outlier threshold, and its product from an input already quantised with it
+    (`QuantizedInput.from_rows`; the decode step quantises in its norm's launch)."""
+
+    threshold: float
+    product: Callable[[QuantizedInput, torch.Tensor], torch.Tensor]
+
+
+def _eight_bit(modules: Sequence[Any], deterministic: bool) -> tuple[Product, EightBitInput] | None:
     classes = bitsandbytes_linears()
     if classes is None or not all(isinstance(module, classes[0]) and module.bias is None for module in modules):
         return None
@@ -124,31 +134,36 @@ def _eight_bit(modules: Sequence[Any], deterministic: bool) -> Product | None:
                 holder.SCB = row_scales
     (threshold,) = thresholds
 
-    def product(x: torch.Tensor) -> torch.Tensor:
-        rows = x.reshape(-1, x.shape[-1])
-        rows_int8 = QuantizedInput(rows, threshold, kernels=True)
+    def of_quantized(rows_int8: QuantizedInput, x: torch.Tensor) -> torch.Tensor:
         out = eight_bit_kernel_product(rows_int8, quantized, scales, x.dtype, deterministic)
         return out.reshape(*x.shape[:-1], out.shape[-1])
 
-    return product
+    def product(x: torch.Tensor) -> torch.Tensor:
+        return of_quantized(QuantizedInput(x.reshape(-1, x.shape[-1]), threshold, kernels=True), x)
+
+    return product, EightBitInput(threshold, of_quantized)
 
 
 class FusedProjection:
     """`projection(x)`: each module's output, from one product over their concatenated weights."""
 
-    def __init__(self, product: Product, sizes: list[int]) -> None:
+    def __init__(self, product: Product, sizes: list[int], eight_bit: EightBitInput | None = None) -> None:
         self._product = product
         self.sizes = sizes
+        self.eight_bit = eight_bit  # set for LLM.int8() groups
 
-    def __call__(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    def __call__(self, x: torch.Tensor, quantized: QuantizedInput | None = None) -> tuple[torch.Tensor, ...]:
+        """The outputs for x; an int8 group takes x's quantised form too when the caller has it (`eight_bit`)."""
+        if quantized is not None and self.eight_bit is not None:
+            return self.eight_bit.product(quantized, x).split(self.sizes, dim=-1)
         return self._product(x).split(self.sizes, dim=-1)
 
     @staticmethod
     def of(modules: Sequence[Any], deterministic: bool) -> FusedProjection | None:
         """The modules fused, or None (and the modules untouched) where they cannot be."""
-        product = (
-            _dense(modules, deterministic) or _four_bit(modules, deterministic) or _eight_bit(modules, deterministic)
-        )
-        if product is None:
-            return None
-        return FusedProjection(product, [int(module.out_features) for module in modules])
+        sizes = [int(module.out_features) for module in modules]
+        product = _dense(modules, deterministic) or _four_bit(modules, deterministic)
+        if product is not None:
+            return FusedProjection(product, sizes)
+        eight_bit = _eight_bit(modules, deterministic)
+        return None if eight_bit is None else FusedProjection(eight_bit[0], sizes, eight_bit[1])

@@ -55,6 +55,13 @@ class QuantizedInput:
     columns: torch.Tensor | None  # each row's outlier columns and their counts (int8_quantize.outlier_columns),
     counts: torch.Tensor | None  # from the kernel
 
+    @classmethod
+    def from_rows(cls, rows: int8_quantize.QuantizedRows) -> QuantizedInput:
+        """The form the kernel made elsewhere (`step_kernels.add_rms_norm_quantized`)."""
+        made = cls.__new__(cls)
+        made.quantized, made.stats, made.outliers, made.columns, made.counts = rows
+        return made
+
     def __init__(self, source: torch.Tensor, threshold: float, kernels: bool) -> None:
         rows = source.reshape(-1, source.shape[-1])
         self.columns = self.counts = None

@@ -29,16 +29,11 @@ SPAN = 128
 if triton is not None:
 
     @triton.jit
-    def _quantize_kernel(x, quantized, stats, outliers, columns, counts, K, threshold, HAS_THRESHOLD: tl.constexpr,
-                         BLOCK: tl.constexpr, SPAN: tl.constexpr):  # fmt: skip
-        # One program per row; the whole row is one block, so the absmax and the quantisation share one load. The
-        # row is held as [BLOCK / SPAN, SPAN]: an outlier's place in the row's list is its rank within its span
-        # (a scan within a warp) plus the outliers of the spans before (a scan over BLOCK / SPAN counts). One scan
-        # over the whole row took ~7 µs a call on an H200, as long as the rest of the kernel.
-        row = tl.program_id(0)
-        column = tl.arange(0, BLOCK // SPAN)[:, None] * SPAN + tl.arange(0, SPAN)[None, :]
-        ok = column < K
-        source = tl.load(x + row * K + column, mask=ok, other=0.0)
+    def quantize_row(source, row, column, ok, K, quantized, stats, outliers, columns, counts, threshold,
+                     HAS_THRESHOLD: tl.constexpr, BLOCK: tl.constexpr, SPAN: tl.constexpr):  # fmt: skip
+        # One row, held as [BLOCK / SPAN, SPAN] (`column` its columns, `ok` those below K): an outlier's place in the
+        # row's list is its rank within its span (a scan within a warp) plus the outliers of the spans before (a scan
+        # over BLOCK / SPAN counts). One scan over the whole row took ~7 µs a call on an H200, as long as the rest.
         half = source.to(tl.float16).to(tl.float32)
         magnitude = tl.abs(half)
         if HAS_THRESHOLD:
@@ -63,6 +58,17 @@ if triton is not None:
         rounded = (scaled + 12582912.0) - 12582912.0
         tl.store(quantized + row * K + column, rounded.to(tl.int8), mask=ok)
 
+    @triton.jit
+    def _quantize_kernel(x, quantized, stats, outliers, columns, counts, K, threshold, HAS_THRESHOLD: tl.constexpr,
+                         BLOCK: tl.constexpr, SPAN: tl.constexpr):  # fmt: skip
+        # One program per row; the whole row is one block, so the absmax and the quantisation share one load.
+        row = tl.program_id(0)
+        column = tl.arange(0, BLOCK // SPAN)[:, None] * SPAN + tl.arange(0, SPAN)[None, :]
+        ok = column < K
+        source = tl.load(x + row * K + column, mask=ok, other=0.0)
+        quantize_row(source, row, column, ok, K, quantized, stats, outliers, columns, counts, threshold,
+                     HAS_THRESHOLD, BLOCK, SPAN)  # fmt: skip
+
 
 def outlier_columns(outliers: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Each row's outlier columns, what the kernel lists: int32 [n, K] whose first counts[r] entries of row r are
@@ -82,33 +88,41 @@ class QuantizedRows(NamedTuple):
 
 
 @functools.lru_cache
-def _as_float16(threshold: float) -> float:
+def threshold_as_float16(threshold: float) -> float:
     """torch compares a float16 tensor with a Python float in float16: the threshold as float16 sees it."""
     return float(torch.tensor(threshold, dtype=torch.float16))
+
+
+def empty_rows(n: int, k: int, dtype: torch.dtype, device: torch.device) -> QuantizedRows:
+    """The buffers of a quantisation of n rows of width k from `dtype` values."""
+    return QuantizedRows(
+        torch.empty(n, k, dtype=torch.int8, device=device),
+        torch.empty(n, dtype=torch.float32, device=device),
+        torch.empty(n, k, dtype=dtype, device=device),
+        torch.empty(n, k, dtype=torch.int32, device=device),
+        torch.empty(n, dtype=torch.int32, device=device),
+    )
+
+
+def row_block(k: int) -> int:
+    """A row's block: its width, to a power of two and at least one span."""
+    return int(max(SPAN, triton.next_power_of_2(k)))
 
 
 def quantize_rows(rows: torch.Tensor, threshold: float) -> QuantizedRows:
     """LLM.int8()'s quantisation of rows [n, K] (any float dtype); threshold 0 means no outliers."""
     rows = rows.contiguous()
     n, k = rows.shape
-    quantized = torch.empty(n, k, dtype=torch.int8, device=rows.device)
-    stats = torch.empty(n, dtype=torch.float32, device=rows.device)
-    outliers = torch.empty(n, k, dtype=rows.dtype, device=rows.device)
-    columns = torch.empty(n, k, dtype=torch.int32, device=rows.device)
-    counts = torch.empty(n, dtype=torch.int32, device=rows.device)
-    block = max(SPAN, triton.next_power_of_2(k))
+    out = empty_rows(n, k, rows.dtype, rows.device)
+    block = row_block(k)
     _quantize_kernel[(n,)](
         rows,
-        quantized,
-        stats,
-        outliers,
-        columns,
-        counts,
+        *out,
         k,
-        _as_float16(threshold),
+        threshold_as_float16(threshold),
         HAS_THRESHOLD=threshold > 0.0,
         BLOCK=block,
         SPAN=SPAN,
         num_warps=min(16, max(1, block // 1024)),
     )
-    return QuantizedRows(quantized, stats, outliers, columns, counts)
+    return out

@@ -17,15 +17,17 @@ from typing import Any
 
 import torch
 
+from . import int8_quantize
 from .triton_support import tl, triton
 
 if triton is not None:
+    from .int8_quantize import quantize_row
 
     @triton.jit
-    def _add_rms_norm_kernel(residual, delta, weight, hidden_out, normed_out, eps, D: tl.constexpr,
-                             BLOCK: tl.constexpr, HAS_DELTA: tl.constexpr):  # fmt: skip
+    def _add_rms_norm_row(residual, delta, weight, hidden_out, row, eps, D: tl.constexpr, BLOCK: tl.constexpr,
+                          HAS_DELTA: tl.constexpr, OUT_DTYPE: tl.constexpr):  # fmt: skip
         # MistralRMSNorm: w * (h32 * rsqrt(mean(h32²) + eps)).to(h.dtype), after h = residual + delta in h.dtype.
-        row = tl.program_id(0)
+        # Returns the row's normed values in OUT_DTYPE (zero past D), its columns and their mask.
         col = tl.arange(0, BLOCK)
         ok = col < D
         hidden = tl.load(residual + row * D + col, mask=ok, other=0.0)
@@ -38,7 +40,30 @@ if triton is not None:
         scaled = (wide * tl.math.rsqrt(variance + eps)).to(hidden.dtype)
         w = tl.load(weight + col, mask=ok, other=0.0)
         normed = w.to(tl.float32) * scaled.to(tl.float32)
-        tl.store(normed_out + row * D + col, normed.to(normed_out.dtype.element_ty), mask=ok)
+        return normed.to(OUT_DTYPE), col, ok
+
+    @triton.jit
+    def _add_rms_norm_kernel(residual, delta, weight, hidden_out, normed_out, eps, D: tl.constexpr,
+                             BLOCK: tl.constexpr, HAS_DELTA: tl.constexpr):  # fmt: skip
+        row = tl.program_id(0)
+        normed, col, ok = _add_rms_norm_row(residual, delta, weight, hidden_out, row, eps, D, BLOCK, HAS_DELTA,
+                                            normed_out.dtype.element_ty)  # fmt: skip
+        tl.store(normed_out + row * D + col, normed, mask=ok)
+
+    @triton.jit
+    def _add_rms_norm_quantize_kernel(residual, delta, weight, hidden_out, normed_out, quantized, stats, outliers,
+                                      columns, counts, eps, threshold, D: tl.constexpr, BLOCK: tl.constexpr,
+                                      HAS_DELTA: tl.constexpr, HAS_THRESHOLD: tl.constexpr,
+                                      SPAN: tl.constexpr):  # fmt: skip
+        # The add + norm, then LLM.int8()'s quantisation of the normed row (int8_quantize.quantize_row) from the
+        # values just rounded to the output dtype, which `quantize_rows` would read back from memory.
+        row = tl.program_id(0)
+        normed, col, ok = _add_rms_norm_row(residual, delta, weight, hidden_out, row, eps, D, BLOCK, HAS_DELTA,
+                                            normed_out.dtype.element_ty)  # fmt: skip
+        tl.store(normed_out + row * D + col, normed, mask=ok)
+        column = tl.arange(0, BLOCK // SPAN)[:, None] * SPAN + tl.arange(0, SPAN)[None, :]
+        quantize_row(tl.reshape(normed, [BLOCK // SPAN, SPAN]), row, column, column < D, D, quantized, stats,
+                     outliers, columns, counts, threshold, HAS_THRESHOLD, BLOCK, SPAN)  # fmt: skip
 
     @triton.jit
     def _rotate(source, cos, sin, HALF: tl.constexpr, BLOCK: tl.constexpr):
@@ -131,6 +156,37 @@ def add_rms_norm(
         num_warps=8 if dim >= 2048 else 4,
     )
     return hidden, normed
+
+
+def add_rms_norm_quantized(
+    residual: torch.Tensor, delta: torch.Tensor | None, weight: torch.Tensor, eps: float, threshold: float
+) -> tuple[torch.Tensor, torch.Tensor, int8_quantize.QuantizedRows]:
+    """`add_rms_norm`, and the normed rows' LLM.int8() quantisation (`int8_quantize.quantize_rows`, the same bits)
+    from the same launch: the 8-bit step's q/k/v and gate/up read the norm's output only in that form."""
+    dim = residual.shape[-1]
+    rows = residual.numel() // dim
+    hidden = torch.empty_like(residual) if delta is not None else residual
+    out_dtype = torch.promote_types(weight.dtype, residual.dtype)
+    normed = torch.empty(residual.shape, dtype=out_dtype, device=residual.device)
+    quantized = int8_quantize.empty_rows(rows, dim, out_dtype, residual.device)
+    block = int8_quantize.row_block(dim)
+    _add_rms_norm_quantize_kernel[(rows,)](
+        residual,
+        delta if delta is not None else residual,
+        weight,
+        hidden,
+        normed,
+        *quantized,
+        eps,
+        int8_quantize.threshold_as_float16(threshold),
+        D=dim,
+        BLOCK=block,
+        HAS_DELTA=delta is not None,
+        HAS_THRESHOLD=threshold > 0.0,
+        SPAN=int8_quantize.SPAN,
+        num_warps=8 if dim >= 2048 else 4,
+    )
+    return hidden, normed, quantized
 
 
 def _rows(tensor: torch.Tensor) -> torch.Tensor:

@@ -144,6 +144,8 @@ def decode_shapes() -> None:
         batch_invariant_matmul.linear(torch.empty(rows, LM_HEAD[1], dtype=bf16), torch.empty(*LM_HEAD, dtype=bf16))
         hidden = torch.empty(rows, 1, HIDDEN, dtype=bf16)
         step_kernels.add_rms_norm(hidden, torch.empty_like(hidden), torch.empty(HIDDEN, dtype=bf16), 1e-5)
+        for delta in (None, torch.empty_like(hidden)):
+            step_kernels.add_rms_norm_quantized(hidden, delta, torch.empty(HIDDEN, dtype=bf16), 1e-5, 6.0)
         gate_up = torch.empty(rows, 1, 2 * INTERMEDIATE, dtype=bf16)
         step_kernels.silu_mul(*gate_up.split(INTERMEDIATE, dim=-1))
         qkv = torch.empty(rows, 1, (HEADS + 2 * KV_HEADS) * HEAD_DIM, dtype=bf16)
@@ -175,6 +177,7 @@ def main() -> None:
             kernel_cases.int8_dequantize_cases("cpu"),
             kernel_cases.four_bit_dequantize_cases("cpu"),
             kernel_cases.saturating_cast_cases("cpu"),
+            kernel_cases.norm_quantize_cases("cpu"),
         ],
         "batch_invariant_cases": lambda: [
             batch_invariant_cases.matmul_cases("cpu"),

@@ -201,6 +201,44 @@ def four_bit_dequantize_cases(device: str) -> dict[str, float]:
     return results
 
 
+def norm_quantize_cases(device: str) -> dict[str, float]:
+    """The 8-bit step's add + norm with its int8 quantisation in one launch, against `add_rms_norm` then
+    `quantize_rows`, bit for bit (0 steps): rows with and without outliers, with and without the add, a width that
+    is not a power of two."""
+    from idefics2_worker.kernels import int8_quantize
+
+    results = {}
+    for dtype, threshold, with_delta in (
+        (torch.bfloat16, 6.0, True),
+        (torch.float32, 6.0, False),
+        (torch.bfloat16, 0.0, True),
+    ):
+        dim = 320
+        residual = (torch.randn(3, 1, dim) * 2).to(dtype)
+        residual[0, 0, [3, 77, 200]] = torch.tensor([90.0, -140.0, 60.0]).to(dtype)  # outliers once normed
+        residual = residual.to(device)
+        delta = (torch.randn(3, 1, dim) * 2).to(dtype).to(device) if with_delta else None
+        weight = (torch.rand(dim) + 0.5).to(dtype).to(device)
+        hidden, normed = step_kernels.add_rms_norm(residual, delta, weight, 1e-5)
+        theirs = int8_quantize.quantize_rows(normed.reshape(3, dim), threshold)
+        fused_hidden, fused_normed, ours = step_kernels.add_rms_norm_quantized(residual, delta, weight, 1e-5, threshold)
+        listed = [
+            torch.equal(ours.columns[r, : int(ours.counts[r])], theirs.columns[r, : int(theirs.counts[r])])
+            for r in range(3)
+        ]
+        same = (
+            torch.equal(fused_hidden, hidden)
+            and torch.equal(fused_normed, normed)
+            and all(torch.equal(a, b) for a, b in zip(ours[:3], theirs[:3], strict=True))
+            and torch.equal(ours.counts, theirs.counts)
+            and all(listed)
+            and (threshold == 0.0 or int(ours.counts[0]) > 0)
+        )
+        name = f"add + rms norm + int8 quantise {str(dtype).removeprefix('torch.')} threshold {threshold}, same bits"
+        results[name] = 0.0 if same else float("inf")
+    return results
+
+
 def saturating_cast_cases(device: str) -> dict[str, float]:
     """The prefill's fp16 input cast against torch's clamp then cast, bit for bit (0 steps): values past the limit
     and past fp16's range, infinities, NaN, halfway cases and subnormals of fp16."""
@@ -256,6 +294,7 @@ def main() -> None:
         **int8_dequantize_cases(args.device),
         **four_bit_dequantize_cases(args.device),
         **saturating_cast_cases(args.device),
+        **norm_quantize_cases(args.device),
         **prefill_norm_cases(args.device),
     }
     print(json.dumps(cases))

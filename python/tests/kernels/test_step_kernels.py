@@ -29,7 +29,7 @@ def test_kernels_match_the_code_they_replace_within_a_rounding_step() -> None:
     done = interpreted(str(TESTS / "kernels" / "kernel_cases.py"), timeout=280)
     assert done.returncode == 0, done.stderr[-3000:]
     results = json.loads(done.stdout.strip().splitlines()[-1])
-    assert len(results) == 2 * 7 + 4 + 2 * 10 + 2 + 4 + 2 + 2
+    assert len(results) == 2 * 7 + 4 + 2 * 10 + 2 + 4 + 2 + 2 + 3
     for case, difference in results.items():
         # float32 results: the order of float32 sums and the last bits of exp / rsqrt differ (a few steps of
         # 2^-23). bfloat16: one step, plus the interpreter's truncating float32 → bfloat16 conversions (the GPU
@@ -57,6 +57,13 @@ inputs = processor(text=prompt, images=demo_images(), return_tensors="pt")
 generated = model.generate(**inputs, max_new_tokens=8, min_new_tokens=8, do_sample=False)
 tokens = generated[0, inputs["input_ids"].shape[1]:].tolist()
 modules = fast_path_logits(model, inputs, tokens, use_graphs=False, kernels=False)
+from idefics2_worker.kernels import step_kernels
+quantizing_norms = []
+plain_add_rms_norm_quantized = step_kernels.add_rms_norm_quantized
+def counted(*args):
+    quantizing_norms.append(args[-1])
+    return plain_add_rms_norm_quantized(*args)
+step_kernels.add_rms_norm_quantized = counted
 fused = fast_path_logits(model, inputs, tokens, use_graphs=False, kernels=True)
 graphs = DecodeGraphs(model, 1, use_graphs=False, kernels=True)
 print(json.dumps({
@@ -64,6 +71,7 @@ print(json.dumps({
     "four_bit_kernels": len(graphs.linears.four_bit),
     "eight_bit_layers": len(graphs.linears.eight_bit),
     "fused_projections": sum(p is not None for p in [*graphs.step._qkv, *graphs.step._gate_up]),
+    "quantizing_norms": len(quantizing_norms),
     "max_abs": (modules - fused).abs().max().item(),
     "same_top1": torch.equal(modules.argmax(-1), fused.argmax(-1)),
 }))
@@ -87,6 +95,8 @@ def test_the_fused_step_computes_the_module_step(mode: str, tolerance: float) ->
     # q/k/v and gate/up as one product each in the 3 bf16 or 8-bit layers; the tiny model's 4-bit ones do not take
     # the kernel (test_fused_projections.py fuses 4-bit layers that do).
     assert result["fused_projections"] == (0 if mode == "4bit" else 6)
+    # 8-bit: each of those groups' norms also quantises their input (6 per step, over the 7 teacher-forced steps).
+    assert result["quantizing_norms"] == (6 * 7 if mode == "8bit" else 0)
     assert result["max_abs"] < tolerance, result
     assert result["same_top1"]
 
