@@ -56,13 +56,18 @@ class TokenHistory:
         self._buffer[:, :length] = prompt_ids
         self.length = length
 
-    def append(self, token: int) -> None:
+    def append(self, token: int | torch.Tensor) -> None:
+        """Adds a token: an int, or a one-element tensor on the history's device (copied there without a read)."""
         if self.length == self._buffer.shape[1]:
             grown = torch.empty((1, 2 * self.length), dtype=torch.long, device=self._buffer.device)
             grown[:, : self.length] = self._buffer
             self._buffer = grown
         self._buffer[0, self.length] = token
         self.length += 1
+
+    def drop_last(self) -> None:
+        """Forgets the last token appended (one chosen for a step that was then discarded)."""
+        self.length -= 1
 
     def ids(self) -> torch.Tensor:
         """[1, length]: a view, valid until the next append."""
@@ -82,10 +87,17 @@ def choose_tokens(
     """Each row's token from float32 logits [rows, vocab], as `choose_token` chooses it for that row's (processors,
     history, generator), read back to the host once for all rows: a read per row waited for each row's kernels in
     turn (on an H200, ~1.7 ms of host time per batch-8 step when every row had a processor, e.g. minNewTokens)."""
+    return chosen_tokens(logits, rows).tolist()
+
+
+def chosen_tokens(
+    logits: torch.Tensor, rows: Sequence[tuple[Any, TokenHistory | None, torch.Generator | None]]
+) -> torch.Tensor:
+    """`choose_tokens`' tokens as a [rows] long tensor on the logits' device, not read back: queued kernels, so the
+    next step can be fed from it before the host learns what it holds."""
     if all(not processors and generator is None for processors, _, generator in rows):
-        return logits[: len(rows)].argmax(dim=-1).tolist()  # plain greedy: one argmax over the rows
-    choices = [_choice(logits[i : i + 1], *row) for i, row in enumerate(rows)]
-    return torch.cat(choices).tolist()
+        return logits[: len(rows)].argmax(dim=-1)  # plain greedy: one argmax over the rows
+    return torch.cat([_choice(logits[i : i + 1], *row) for i, row in enumerate(rows)])
 
 
 def _choice(
