@@ -23,20 +23,24 @@ def fast_path_logits(
     use_graphs: bool = True,
     kernels: bool | None = None,
     plan: PrefillPlan | None = None,
+    copies: int = 1,
 ) -> torch.Tensor:
     """Float32 logits of shape [len(tokens), vocab]: row i predicts tokens[i] given the prompt and tokens[:i].
 
     The prefill runs as the worker's fast decoder runs it (`PrefillPlan.fastest`) unless `plan` says otherwise.
+    With `copies`, the sequence fills that many slots and each step computes them all (the step's kernels for that
+    many rows); the first copy's logits are returned.
     """
-    graphs = DecodeGraphs(model, max_batch=1, use_graphs=use_graphs, kernels=kernels)
+    graphs = DecodeGraphs(model, max_batch=copies, use_graphs=use_graphs, kernels=kernels)
     length = int(inputs["input_ids"].shape[1])
-    graphs.ensure(1, length + len(tokens))
+    graphs.ensure(copies, length + len(tokens))
     cache, first = prefill(model, inputs, plan or PrefillPlan.fastest(model))
-    graphs.store_prefill(0, cache, length)
+    for slot in range(copies):
+        graphs.store_prefill(slot, cache, length)
     rows = [first]
     for index, token in enumerate(tokens[:-1]):
-        graphs.tokens[0] = token
-        graphs.positions[0] = length + index
-        rows.append(graphs.run(1).clone())
+        graphs.tokens[:copies] = token
+        graphs.positions[:copies] = length + index
+        rows.append(graphs.run(copies)[:1].clone())
     graphs.release()
     return torch.cat(rows)

@@ -65,15 +65,20 @@ def counted(*args):
     return plain_add_rms_norm_quantized(*args)
 step_kernels.add_rms_norm_quantized = counted
 fused = fast_path_logits(model, inputs, tokens, use_graphs=False, kernels=True)
+quantized_by_norms = len(quantizing_norms)
+# Three copies in three rows: the kernels' several-row forms (the 4-bit kernel's rows, the int8 MMA).
+rows = fast_path_logits(model, inputs, tokens, use_graphs=False, kernels=True, copies=3)
 graphs = DecodeGraphs(model, 1, use_graphs=False, kernels=True)
 print(json.dumps({
     "fused": graphs.fused,
     "four_bit_kernels": len(graphs.linears.four_bit),
     "eight_bit_layers": len(graphs.linears.eight_bit),
     "fused_projections": sum(p is not None for p in [*graphs.step._qkv, *graphs.step._gate_up]),
-    "quantizing_norms": len(quantizing_norms),
+    "quantizing_norms": quantized_by_norms,
     "max_abs": (modules - fused).abs().max().item(),
     "same_top1": torch.equal(modules.argmax(-1), fused.argmax(-1)),
+    "max_abs_rows": (modules - rows).abs().max().item(),
+    "same_top1_rows": torch.equal(modules.argmax(-1), rows.argmax(-1)),
 }))
 """
 
@@ -82,7 +87,8 @@ print(json.dumps({
 @pytest.mark.parametrize(("mode", "tolerance"), [("none", 1e-4), ("4bit", 1e-4), ("8bit", 0.1)])
 def test_the_fused_step_computes_the_module_step(mode: str, tolerance: float) -> None:
     # The whole decode step with every kernel on (fused norms, rotary + cache write, SiLU, the 4-bit and 8-bit
-    # kernels), teacher-forced on generate()'s tokens, against the step made of the model's own modules.
+    # kernels), teacher-forced on generate()'s tokens, against the step made of the model's own modules; at one row,
+    # and with the sequence in 3 rows (the kernels' several-row forms).
     # 8-bit: the int8 kernel rounds through float16 where bitsandbytes' int8 ops path on CPU does not.
     done = interpreted("-c", FUSED_STEP, mode, timeout=280)
     assert done.returncode == 0, done.stderr[-3000:]
@@ -99,6 +105,8 @@ def test_the_fused_step_computes_the_module_step(mode: str, tolerance: float) ->
     assert result["quantizing_norms"] == (6 * 7 if mode == "8bit" else 0)
     assert result["max_abs"] < tolerance, result
     assert result["same_top1"]
+    assert result["max_abs_rows"] < tolerance, result
+    assert result["same_top1_rows"]
 
 
 @pytest.mark.parametrize(("capability", "runs"), [((9, 0), True), ((8, 0), True), ((7, 5), False), ((7, 0), False)])
