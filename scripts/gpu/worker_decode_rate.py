@@ -19,7 +19,6 @@ import json
 import statistics
 import sys
 import threading
-import time
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from check_batched_prefill import load
 from demo_inputs import as_payload
 from idefics2_worker.protocol.params import parse_generate
+from profile_decode_step import prepare, replay_ms
 
 NEW_TOKENS = 128
 
@@ -47,22 +47,6 @@ def decode_run(engine: Any, params: Any, payload: bytes, copies: int) -> list[An
         if error is not None:
             raise error
     return [result for result, _ in done]
-
-
-def replay_ms(graphs: Any, count: int, steps: int = 50) -> float:
-    """The captured step's time at `count` rows, replayed back to back (no host work between)."""
-    graphs.ensure(count, 1024)
-    for row in range(count):
-        graphs.mask[row, :, :, :900] = True
-    graphs.tokens[:count] = 100
-    graphs.positions[:count] = 900
-    graphs.run(count)
-    torch.cuda.synchronize()
-    start = time.perf_counter()
-    for _ in range(steps):
-        graphs.run(count)
-    torch.cuda.synchronize()
-    return (time.perf_counter() - start) * 1000 / steps
 
 
 def rates_one(args: Any, quantization: str, messages: list[dict[str, Any]], images: list[Any]) -> dict[str, Any]:
@@ -90,6 +74,7 @@ def rates_one(args: Any, quantization: str, messages: list[dict[str, Any]], imag
         }
         print(quantization, copies, json.dumps(result[f"batch{copies}"]), file=sys.stderr, flush=True)
     decoder.overlap = True
+    prepare(decoder.graphs)
     for count in (1, 8):
         step_ms = replay_ms(decoder.graphs, count)
         result[f"replay_ms_batch{count}"] = round(step_ms, 3)

@@ -133,16 +133,23 @@ def computes_norm(norm: Any) -> bool:
     return type(norm).__name__.endswith("RMSNorm") and hasattr(norm, "variance_epsilon")
 
 
-def add_rms_norm(
-    residual: torch.Tensor, delta: torch.Tensor | None, weight: torch.Tensor, eps: float
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """(residual + delta, rms_norm(residual + delta)); without delta, (residual, rms_norm(residual))."""
+def _norm_outputs(
+    residual: torch.Tensor, delta: torch.Tensor | None, weight: torch.Tensor
+) -> tuple[int, int, torch.Tensor, torch.Tensor]:
+    """The norm kernels' width, rows and outputs: the sum (the residual itself without a delta) and the normed rows."""
     dim = residual.shape[-1]
-    rows = residual.numel() // dim
     hidden = torch.empty_like(residual) if delta is not None else residual
     normed = torch.empty(
         residual.shape, dtype=torch.promote_types(weight.dtype, residual.dtype), device=residual.device
     )
+    return dim, residual.numel() // dim, hidden, normed
+
+
+def add_rms_norm(
+    residual: torch.Tensor, delta: torch.Tensor | None, weight: torch.Tensor, eps: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(residual + delta, rms_norm(residual + delta)); without delta, (residual, rms_norm(residual))."""
+    dim, rows, hidden, normed = _norm_outputs(residual, delta, weight)
     _add_rms_norm_kernel[(rows,)](
         residual,
         delta if delta is not None else residual,
@@ -163,12 +170,8 @@ def add_rms_norm_quantized(
 ) -> tuple[torch.Tensor, torch.Tensor, int8_quantize.QuantizedRows]:
     """`add_rms_norm`, and the normed rows' LLM.int8() quantisation (`int8_quantize.quantize_rows`, the same bits)
     from the same launch: the 8-bit step's q/k/v and gate/up read the norm's output only in that form."""
-    dim = residual.shape[-1]
-    rows = residual.numel() // dim
-    hidden = torch.empty_like(residual) if delta is not None else residual
-    out_dtype = torch.promote_types(weight.dtype, residual.dtype)
-    normed = torch.empty(residual.shape, dtype=out_dtype, device=residual.device)
-    quantized = int8_quantize.empty_rows(rows, dim, out_dtype, residual.device)
+    dim, rows, hidden, normed = _norm_outputs(residual, delta, weight)
+    quantized = int8_quantize.empty_rows(rows, dim, normed.dtype, residual.device)
     block = int8_quantize.row_block(dim)
     _add_rms_norm_quantize_kernel[(rows,)](
         residual,
