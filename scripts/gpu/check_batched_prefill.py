@@ -54,6 +54,18 @@ def load(model: str, quantization: str, steps: list[tuple[str, float]] | None = 
     return engine
 
 
+def add_conversation_arguments(parser: argparse.ArgumentParser) -> None:
+    """--model, and the conversation (--messages, a JSON file) with its pictures (--image, repeated)."""
+    parser.add_argument("--model", required=True)
+    parser.add_argument("--messages", required=True)
+    parser.add_argument("--image", action="append", default=[])
+
+
+def conversation(args: argparse.Namespace) -> tuple[list[dict[str, Any]], list[Any]]:
+    """The messages and the loaded pictures that `add_conversation_arguments` names."""
+    return json.loads(Path(args.messages).read_text(encoding="utf-8")), [load_image(path) for path in args.image]
+
+
 def prepared(engine: Engine, messages: list[dict[str, Any]], images: list[Any]) -> Any:
     specs, payload = as_payload(images)
     params = parse_generate({"messages": messages, "images": specs, "options": {"maxNewTokens": 1}}, len(payload))
@@ -84,17 +96,14 @@ def compared(engine: Engine, group: list[Any], pad_id: int) -> dict[str, Any]:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--model", required=True)
-    parser.add_argument("--messages", required=True)
-    parser.add_argument("--image", action="append", default=[])
+    add_conversation_arguments(parser)
     parser.add_argument("--quantization", choices=sorted(QUANTIZATIONS), default="bf16")
     parser.add_argument("--out")
     args = parser.parse_args()
     engine = load(args.model, args.quantization)
     model, plan = engine.loaded.model, engine.batch.plan
     pad = getattr(engine.loaded.processor.tokenizer, "pad_token_id", None) or 0
-    messages = json.loads(Path(args.messages).read_text())
-    images = [load_image(source) for source in args.image]
+    messages, images = conversation(args)
     blog = prepared(engine, messages, images)
     text_only = prepared(engine, [{"role": "user", "content": [{"type": "text", "text": "Why is the sky blue?"}]}], [])
     one_picture = prepared(engine, messages[:1], images[:1])

@@ -45,10 +45,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from transformers.image_utils import load_image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from check_batched_prefill import load, prepared
+from check_batched_prefill import add_conversation_arguments, conversation, load, prepared
 from demo_inputs import as_payload
 from idefics2_worker.decode import prefill as prefill_module
 from idefics2_worker.decode import prefill_linears
@@ -446,9 +445,7 @@ def timeline_one(args: Any, quantization: str, messages: list[dict[str, Any]], i
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--model", required=True)
-    parser.add_argument("--messages", required=True)
-    parser.add_argument("--image", action="append", default=[])
+    add_conversation_arguments(parser)
     parser.add_argument("--quantization", action="append", choices=["bf16", "8bit", "4bit"])
     parser.add_argument("--requests", type=int, default=1)
     parser.add_argument("--runs", type=int, default=5, help="timed prefills (the median and each run are given)")
@@ -462,9 +459,7 @@ def main() -> None:
     )
     parser.add_argument("--out")
     args = parser.parse_args()
-    with open(args.messages, encoding="utf-8") as f:
-        messages = json.load(f)
-    images = [load_image(path) for path in args.image]
+    messages, images = conversation(args)
     results: dict[str, Any] = {"device": torch.cuda.get_device_name(0)}
     for quantization in args.quantization or ["bf16"]:
         results[quantization] = timeline_one(args, quantization, messages, images)

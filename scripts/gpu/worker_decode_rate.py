@@ -23,10 +23,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from transformers.image_utils import load_image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from check_batched_prefill import load
+from check_batched_prefill import add_conversation_arguments, conversation, load
 from demo_inputs import as_payload
 from idefics2_worker.protocol.params import parse_generate
 from profile_decode_step import prepare, replay_ms
@@ -85,16 +84,12 @@ def rates_one(args: Any, quantization: str, messages: list[dict[str, Any]], imag
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--model", required=True)
-    parser.add_argument("--messages", required=True)
-    parser.add_argument("--image", action="append", default=[])
+    add_conversation_arguments(parser)
     parser.add_argument("--quantization", action="append", choices=["bf16", "8bit", "4bit"])
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--out")
     args = parser.parse_args()
-    with open(args.messages, encoding="utf-8") as f:
-        messages = json.load(f)
-    images = [load_image(path) for path in args.image]
+    messages, images = conversation(args)
     results: dict[str, Any] = {"device": torch.cuda.get_device_name(0), "new_tokens": NEW_TOKENS}
     for quantization in args.quantization or ["bf16", "8bit", "4bit"]:
         results[quantization] = rates_one(args, quantization, messages, images)
