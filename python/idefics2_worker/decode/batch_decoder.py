@@ -122,9 +122,12 @@ class _QueuedStep:
     copied: torch.cuda.Event | None
     generator_states: list[tuple[torch.Generator, torch.Tensor]]
 
-    def tokens(self) -> list[int]:
+    def wait(self) -> None:
         if self.copied is not None:
             self.copied.synchronize()
+
+    def tokens(self) -> list[int]:
+        self.wait()
         return self.chosen.tolist()
 
 
@@ -382,9 +385,11 @@ class BatchDecoder:
 
     def _queue(self, feed: bool) -> _QueuedStep:
         """Queues the step for the running rows from the tokens and positions in the graphs' buffers, and its token
-        choice; with `feed`, the chosen tokens and next positions go into those buffers for the step after."""
+        choice; with `feed`, the chosen tokens and next positions go into those buffers for the step after, and the
+        sampling generators' states are kept (a fed step may be queued ahead, then discarded)."""
         count, graphs = len(self.running), self.graphs
-        states = [(s.generator, s.generator.get_state()) for s in self.running if s.generator is not None]
+        sampled = [s.generator for s in self.running if s.generator is not None] if feed else []
+        states = [(generator, generator.get_state()) for generator in sampled]
         logits = graphs.run(count)
         # On CUDA the step is queued, not finished: the grammar rows' next masks are computed on the CPU meanwhile
         # (llguidance releases the GIL), and applied per row by their processors once the logits are read.
@@ -409,7 +414,7 @@ class BatchDecoder:
 
     def _discard(self, queued: _QueuedStep) -> None:
         """Undoes a queued step's token choices once it has run (see the class's note on what it wrote)."""
-        queued.tokens()
+        queued.wait()
         for generator, state in queued.generator_states:
             generator.set_state(state)
         for sequence in queued.rows:

@@ -81,20 +81,13 @@ def choose_token(
     return int(_choice(logits, processors, history, generator)[0])
 
 
-def choose_tokens(
-    logits: torch.Tensor, rows: Sequence[tuple[Any, TokenHistory | None, torch.Generator | None]]
-) -> list[int]:
-    """Each row's token from float32 logits [rows, vocab], as `choose_token` chooses it for that row's (processors,
-    history, generator), read back to the host once for all rows: a read per row waited for each row's kernels in
-    turn (on an H200, ~1.7 ms of host time per batch-8 step when every row had a processor, e.g. minNewTokens)."""
-    return chosen_tokens(logits, rows).tolist()
-
-
 def chosen_tokens(
     logits: torch.Tensor, rows: Sequence[tuple[Any, TokenHistory | None, torch.Generator | None]]
 ) -> torch.Tensor:
-    """`choose_tokens`' tokens as a [rows] long tensor on the logits' device, not read back: queued kernels, so the
-    next step can be fed from it before the host learns what it holds."""
+    """Each row's token from float32 logits [rows, vocab], as `choose_token` chooses it for that row's (processors,
+    history, generator): a [rows] long tensor on the logits' device, queued and not read back, so the next step can be
+    fed from it and the host reads all rows at once (a read per row waited for each row's kernels in turn: on an H200,
+    ~1.7 ms of host time per batch-8 step when every row had a processor, e.g. minNewTokens)."""
     if all(not processors and generator is None for processors, _, generator in rows):
         return logits[: len(rows)].argmax(dim=-1)  # plain greedy: one argmax over the rows
     return torch.cat([_choice(logits[i : i + 1], *row) for i, row in enumerate(rows)])
