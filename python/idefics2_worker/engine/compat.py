@@ -42,6 +42,43 @@ def quiet_int8_cast_notice() -> None:
         logger.addFilter(_DropInt8CastNotice())
 
 
+def int8_quantized_where_loaded() -> None:
+    """Has LLM.int8() weights quantised on the device they were loaded to, not after a trip through host memory.
+
+    transformers 5.17 loads each weight of an 8-bit load onto its GPU, then its `Bnb8bitQuantize` takes it back to
+    host memory, where bitsandbytes converts it to float16 and copies it up again to quantise it. For idefics2-8b's
+    410 int8 layers on an H200 that made from_pretrained take 21.1 s, against 3.7 s this way (docs/BENCHMARKS.md).
+    Here bitsandbytes' own quantisation (`Int8Params._quantize`) runs on the weight where it lies: the same rounding
+    to float16 and the same kernel, so the same int8 weights and scales (bit for bit on the device,
+    `scripts/gpu/check_int8_load.py`). GPT-2-style Conv1D layers keep transformers' path.
+    """
+    from bitsandbytes.nn.modules import Int8Params
+    from transformers.integrations import bitsandbytes as integration
+    from transformers.pytorch_utils import Conv1D
+    from transformers.quantizers.quantizers_utils import get_module_from_name
+
+    stock = integration.Bnb8bitQuantize.convert
+    if hasattr(stock, "__wrapped__"):  # already in place
+        return
+
+    def convert(self: Any, input_dict: dict[str, Any], model: Any = None, **kwargs: Any) -> dict[str, Any]:
+        result: dict[str, Any] = {}
+        for name, value in input_dict.items():
+            weight = value[0] if isinstance(value, list) else value
+            module, _ = get_module_from_name(model, name)
+            if issubclass(getattr(module, "source_cls", type(None)), Conv1D):
+                result.update(stock(self, {name: value}, model=model, **kwargs))
+                continue
+            placeholder = dict(model.get_parameter_or_buffer(name).__dict__)
+            placeholder.pop("SCB", None)
+            loaded = Int8Params(weight, requires_grad=False, **placeholder)
+            result[name] = loaded._quantize(weight.device)
+        return result
+
+    convert.__wrapped__ = stock  # type: ignore[attr-defined]
+    integration.Bnb8bitQuantize.convert = convert  # type: ignore[method-assign]
+
+
 def portable_cpu_four_bit(model: Any) -> None:
     """Keeps bitsandbytes' 4-bit layers on its portable CPU path, whatever the CPU.
 

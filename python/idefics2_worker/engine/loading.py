@@ -10,7 +10,12 @@ from ..protocol.errors import WorkerError
 from ..protocol.params import LoadParams
 from ..protocol.progress import OnProgress
 from ..request.loaded_model import LoadedModel
-from .compat import expose_pil_image_processor, portable_cpu_four_bit, quiet_int8_cast_notice
+from .compat import (
+    expose_pil_image_processor,
+    int8_quantized_where_loaded,
+    portable_cpu_four_bit,
+    quiet_int8_cast_notice,
+)
 from .load_progress import progress_tqdm, reporting_weight_loading
 from .quantization import quantization_config
 
@@ -85,6 +90,8 @@ def load_model(params: LoadParams, cancel: threading.Event, on_progress: OnProgr
 
     expose_pil_image_processor()
     quiet_int8_cast_notice()
+    if params.quantization.mode == "8bit":
+        int8_quantized_where_loaded()
     common: dict[str, Any] = {}
     if params.revision is not None:
         common["revision"] = params.revision
