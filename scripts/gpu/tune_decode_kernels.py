@@ -8,7 +8,7 @@ Kernels are compiled first by a pool of processes (Triton caches them on disk), 
 CUDA graphs of 20 calls. Prints the best tilings per shape and rows, and the per-token sum over the 32 layers
 for the best tilings and for the ones the worker chooses (`tiling_for`).
 
-Usage: python scripts/gpu/tune_decode_kernels.py [--kinds four_bit int8] [--out FILE.json]
+Usage: python scripts/gpu/tune_decode_kernels.py [--kinds four_bit int8] [--rows 1 2 8] [--out FILE.json]
 """
 
 from __future__ import annotations
@@ -39,13 +39,8 @@ SHAPES = [
     ("gate/up", 4096, 28672, 1),
     ("down", 14336, 4096, 1),
 ]
-# 8-bit layers are not fused: their own shapes.
-INT8_SHAPES = [
-    ("q, o", 4096, 4096, 2),
-    ("k, v", 4096, 1024, 2),
-    ("gate, up", 4096, 14336, 2),
-    ("down", 14336, 4096, 1),
-]
+# 8-bit q/k/v and gate/up run fused too (change 25): the same shapes.
+INT8_SHAPES = SHAPES
 FOUR_BIT = [
     four_bit_gemv.Tiling(outputs, blocks, warps, defer)
     for outputs, blocks, warps, defer in itertools.product([8, 16, 32], [4, 8, 16], [4, 8], [False, True])
@@ -55,12 +50,17 @@ INT8 = [
     int8_gemv.Tiling(columns=512),
     *(int8_gemv.Tiling(o, c, 4, mma=True) for o, c in itertools.product([16, 32, 64], [128, 256])),
 ]
+# Several rows: the MMA kernel's wider grid (outputs, columns, warps, pipeline stages).
+INT8_MMA = [
+    int8_gemv.Tiling(outputs, columns, warps, mma=True, stages=stages)
+    for outputs, columns, warps, stages in itertools.product([16, 32, 64, 128], [128, 256, 512], [4, 8], [3, 4, 5])
+]
 # One row runs the CUDA-core kernel (one dp4a per four weights, the sums kept per lane): its grid.
 INT8_ONE_ROW = [
     int8_gemv.Tiling(outputs, columns, warps)
     for outputs, columns, warps in itertools.product([4, 8, 16, 32], [512, 1024, 2048], [2, 4, 8])
 ]
-ROWS = (1, 2, 8)
+ROWS = [1, 2, 8]
 KINDS = ["four_bit", "int8"]
 
 
@@ -123,7 +123,7 @@ OPERANDS: dict[tuple, tuple] = {}
 
 def variants(kind: str, rows: int) -> list[object]:
     if kind != "four_bit":
-        return INT8 + [t for t in INT8_ONE_ROW if t not in INT8] if rows == 1 else list(INT8)
+        return INT8 + [t for t in INT8_ONE_ROW if t not in INT8] if rows == 1 else INT8_MMA
     # The kernel defers its reduction for one row only.
     return [t for t in FOUR_BIT if rows == 1 or not t.defer]
 
@@ -215,8 +215,10 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--out")
     parser.add_argument("--kinds", nargs="+", choices=["four_bit", "int8"], default=["four_bit", "int8"])
+    parser.add_argument("--rows", nargs="+", type=int, default=ROWS)
     args = parser.parse_args()
     KINDS[:] = args.kinds
+    ROWS[:] = args.rows
     started = time.time()
     jobs = [(kind, k, n, rows) for kind in KINDS for _, k, n, _ in shapes_of(kind) for rows in ROWS]
     workers = min(len(jobs), max(1, (os.cpu_count() or 2) - 1))

@@ -32,13 +32,15 @@ from .triton_support import MAX_ROWS, tl, tl_dtype, triton
 
 @dataclass(frozen=True)
 class Tiling:
-    """Outputs per program, weights per step along K (a power of two, at least 4), warps per program, and
-    whether the rows' multiply-adds run as tensor-core MMAs (all rows of a launch at once, padded to 16)."""
+    """Outputs per program, weights per step along K (a power of two, at least 4), warps per program, whether the
+    rows' multiply-adds run as tensor-core MMAs (all rows of a launch at once, padded to 16), and the loop's
+    pipeline stages (Triton's default on sm_80 / sm_90 is 3)."""
 
     outputs: int = 8
     columns: int = 1024
     warps: int = 4
     mma: bool = False
+    stages: int = 3
 
 
 MMA_TILING = Tiling(outputs=32, columns=256, warps=4, mma=True)
@@ -234,6 +236,7 @@ def eight_bit_gemv(
                 SIXTEEN_BIT_DOT=dtype != torch.float32 and not triton_support.INTERPRETED,
                 LISTED_OUTLIERS=row_invariant,
                 num_warps=chosen.warps,
+                num_stages=chosen.stages,
                 **shared,
             )
         else:
@@ -249,6 +252,7 @@ def eight_bit_gemv(
                 ROWS_P2=triton.next_power_of_2(rows),
                 DP4A=not triton_support.INTERPRETED,
                 num_warps=chosen.warps,
+                num_stages=chosen.stages,
                 **shared,
             )
     return out
