@@ -56,9 +56,15 @@ VECTORWISE_DEQUANT_SCALE = 7.874015718698502e-3
 def tiling_for(outputs: int, inputs: int, rows: int) -> Tiling:
     """The fastest tilings measured at idefics2-8b's shapes (scripts/gpu/tune_decode_kernels.py). One row on the CUDA
     cores (on an H200): 8 outputs a program in 512-column steps with 2 warps, but 4 outputs in 2,048-column steps
-    with 4 warps for the long rows of `down` (14,336 inputs). Several rows as MMAs (on an H100)."""
+    with 4 warps for the long rows of `down` (14,336 inputs). Several rows as MMAs (on an H200, 2-8 rows alike):
+    the fused gate/up (28,672 outputs) 128 outputs a program in 128-column steps, the fused q/k/v (6,144) 64, o and
+    down (4,096) 32 in 256-column steps."""
     if rows > 1:
-        per_program = 64 if outputs >= 8192 else 16 if outputs < 2048 else MMA_TILING.outputs
+        if outputs >= 16384:
+            return Tiling(outputs=128, columns=128, mma=True)
+        if outputs > 4096:
+            return Tiling(outputs=64, columns=128, mma=True)
+        per_program = 16 if outputs < 2048 else MMA_TILING.outputs
         return Tiling(outputs=per_program, columns=MMA_TILING.columns, mma=True)
     return Tiling(outputs=4, columns=2048, warps=4) if inputs >= 8192 else Tiling(outputs=8, columns=512, warps=2)
 
