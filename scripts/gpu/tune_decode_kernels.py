@@ -50,10 +50,15 @@ INT8 = [
     int8_gemv.Tiling(columns=512),
     *(int8_gemv.Tiling(o, c, 4, mma=True) for o, c in itertools.product([16, 32, 64], [128, 256])),
 ]
-# Several rows: the MMA kernel's wider grid (outputs, columns, warps, pipeline stages).
+# Several rows: the MMA kernel's wider grid (outputs, columns, warps, pipeline stages), and the CUDA-core kernel's
+# several-row form (each lane's sums kept per row: rows x outputs x columns / 4 of them in a program).
 INT8_MMA = [
     int8_gemv.Tiling(outputs, columns, warps, mma=True, stages=stages)
     for outputs, columns, warps, stages in itertools.product([16, 32, 64, 128], [128, 256, 512], [4, 8], [3, 4, 5])
+]
+INT8_CUDA_CORE_ROWS = [
+    int8_gemv.Tiling(outputs, columns, warps)
+    for outputs, columns, warps in itertools.product([2, 4, 8, 16], [128, 256, 512], [2, 4, 8])
 ]
 # One row runs the CUDA-core kernel (one dp4a per four weights, the sums kept per lane): its grid.
 INT8_ONE_ROW = [
@@ -123,7 +128,7 @@ OPERANDS: dict[tuple, tuple] = {}
 
 def variants(kind: str, rows: int) -> list[object]:
     if kind != "four_bit":
-        return INT8 + [t for t in INT8_ONE_ROW if t not in INT8] if rows == 1 else INT8_MMA
+        return INT8 + [t for t in INT8_ONE_ROW if t not in INT8] if rows == 1 else INT8_MMA + INT8_CUDA_CORE_ROWS
     # The kernel defers its reduction for one row only.
     return [t for t in FOUR_BIT if rows == 1 or not t.defer]
 

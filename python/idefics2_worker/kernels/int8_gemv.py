@@ -6,10 +6,12 @@ dequant kernel), then the outlier columns' product with the dequantised weight a
 of float32 additions in the outlier term differs. bitsandbytes' own forward cannot be captured in a CUDA graph
 and, at batch 1, spends ~250-650 µs per layer; the one-row kernel takes 4-19 µs on an H200 (docs/BENCHMARKS.md).
 
-At one row the multiply-adds run on the CUDA cores, four per dp4a instruction (`_eight_bit_kernel`). At several
-they would cost each row again there (8 rows: 6.6x one row, measured), so `_eight_bit_mma_kernel` runs them as int8
-tensor-core MMAs, exact in int32 in any order, and the outlier term as a bf16 / fp16 MMA whose products are exact
-in float32.
+At one row the multiply-adds run on the CUDA cores, four per dp4a instruction (`_eight_bit_kernel`). For several
+rows `tiling_for` picks `_eight_bit_mma_kernel`: int8 tensor-core MMAs, exact in int32 in any order, and the outlier
+term as a bf16 / fp16 MMA whose products are exact in float32. The CUDA-core kernel also takes several rows, each
+lane keeping its sums per row, so its dp4a count grows with the rows and its weight reads do not. An earlier form
+that reduced every step cost 6.6x one row at 8 rows; this one has not been measured on a GPU yet, and
+`scripts/gpu/tune_decode_kernels.py` times it against the MMA.
 
 Row-invariant (`row_invariant=True`, deterministic decoding): the MMA kernel instead adds the outlier term as the
 one-row kernel does, over each row's listed outlier columns in ascending order with one float32 FMA each. The int32
@@ -106,34 +108,37 @@ if triton is not None:
                           N, K: tl.constexpr, ROWS: tl.constexpr, ROWS_P2: tl.constexpr, OUT_DTYPE: tl.constexpr,
                           BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, DP4A: tl.constexpr):  # fmt: skip
         # Program: BLOCK_N outputs of every input row; each weight block is read once and used for all rows. The
-        # int8 inputs and weights come as int32 words of four ([rows, K / 4], [N, K / 4]), one dp4a per word. At
-        # one row each lane keeps its own sums until the end (one reduction per program, not one per step). The
-        # main loop only streams the weights: nothing in it waits on the data. The outliers' term follows, over
-        # each row's listed outlier columns (their weights were just read, so they come from cache).
+        # int8 inputs and weights come as int32 words of four ([rows, K / 4], [N, K / 4]), one dp4a per word. Each
+        # lane keeps its own sums until the end (one reduction per program, not one per step); several rows keep
+        # [rows, outputs, words] of them, so the tiling must keep ROWS_P2 · BLOCK_N · BLOCK_W within registers.
+        # The main loop only streams the weights: nothing in it waits on the data. The outliers' term follows,
+        # over each row's listed outlier columns (their weights were just read, so they come from cache). Every
+        # row's bits are the one-row kernel's: the int32 sums are exact in any order, the outlier chain is per row.
         WORDS: tl.constexpr = K // 4
         BLOCK_W: tl.constexpr = BLOCK_K // 4
         outputs = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
         output_ok = outputs < N
         word = tl.arange(0, BLOCK_W)
         row = tl.arange(0, ROWS_P2)
-        exact = tl.zeros([BLOCK_N, ROWS_P2], dtype=tl.int32)
         extra = tl.zeros([BLOCK_N, ROWS_P2], dtype=tl.float32)
-        lanes = tl.zeros([BLOCK_N, BLOCK_W], dtype=tl.int32)
+        if ROWS == 1:
+            lanes = tl.zeros([BLOCK_N, BLOCK_W], dtype=tl.int32)
+        else:
+            lanes = tl.zeros([ROWS_P2, BLOCK_N, BLOCK_W], dtype=tl.int32)
         for start in range(0, WORDS, BLOCK_W):
             at = start + word
             at_ok = at < WORDS
             w_ok = output_ok[:, None] & at_ok[None, :]
             w = tl.load(weight + outputs[:, None] * WORDS + at[None, :], mask=w_ok, other=0)
-            for r in tl.static_range(ROWS):
-                a = tl.load(quantized + r * WORDS + at, mask=at_ok, other=0)
-                a = tl.broadcast_to(a[None, :], [BLOCK_N, BLOCK_W])
-                if ROWS == 1:
-                    lanes = _dot4(w, a, lanes, DP4A)
-                else:
-                    part = tl.sum(_dot4(w, a, tl.zeros([BLOCK_N, BLOCK_W], dtype=tl.int32), DP4A), axis=1)
-                    exact = tl.where(row[None, :] == r, exact + part[:, None], exact)
-        if ROWS == 1:
-            exact += tl.sum(lanes, axis=1)[:, None]
+            if ROWS == 1:
+                a = tl.load(quantized + at, mask=at_ok, other=0)
+                lanes = _dot4(w, tl.broadcast_to(a[None, :], [BLOCK_N, BLOCK_W]), lanes, DP4A)
+            else:
+                a_ok = (row[:, None] < ROWS) & at_ok[None, :]
+                a = tl.load(quantized + row[:, None] * WORDS + at[None, :], mask=a_ok, other=0)
+                every_row = tl.broadcast_to(w[None, :, :], [ROWS_P2, BLOCK_N, BLOCK_W])
+                lanes = _dot4(every_row, tl.broadcast_to(a[:, None, :], [ROWS_P2, BLOCK_N, BLOCK_W]), lanes, DP4A)
+        exact = tl.sum(lanes, axis=1)[:, None] if ROWS == 1 else tl.trans(tl.sum(lanes, axis=2))
         for r in tl.static_range(ROWS):
             more = tl.zeros([BLOCK_N], dtype=tl.float32)
             count = tl.load(counts + r)

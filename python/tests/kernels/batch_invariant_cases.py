@@ -19,10 +19,12 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from idefics2_worker.kernels import batch_invariant_attention, batch_invariant_matmul, four_bit_gemv
+from idefics2_worker.kernels import batch_invariant_attention, batch_invariant_matmul, four_bit_gemv, int8_gemv
 from idefics2_worker.kernels.batch_invariant_matmul import Tiling
 
 BATCHES = (1, 3, 8, 20)
+# The int8 CUDA-core kernel for several rows, each lane's sums kept per row (`int8_gemv`, not the default there).
+CUDA_CORE_ROWS = int8_gemv.Tiling(outputs=4, columns=128, warps=2)
 
 
 def steps(ours: torch.Tensor, theirs: torch.Tensor) -> float:
@@ -109,8 +111,8 @@ def with_outliers(rows: torch.Tensor, generator: torch.Generator, dtype: torch.d
 
 def eight_bit_cases(device: str) -> dict[str, dict[str, object]]:
     """The int8 product's row-invariant form: one row takes the one-row kernel, a batch the MMA kernel (launches of
-    16 rows), and the row's bits must not change."""
-    from idefics2_worker.kernels import int8_gemv, int8_quantize
+    16 rows) or the CUDA-core kernel's several-row form (launches of 8), and the row's bits must not change."""
+    from idefics2_worker.kernels import int8_quantize
 
     results: dict[str, dict[str, object]] = {}
     for (n, k), dtype in itertools.product(((40, 256), (24, 384)), (torch.bfloat16, torch.float32)):
@@ -118,11 +120,15 @@ def eight_bit_cases(device: str) -> dict[str, dict[str, object]]:
         weight = torch.randint(-127, 128, (n, k), generator=generator, dtype=torch.int8).to(device)
         scales = (torch.rand(n, generator=generator) + 0.5).to(device)
 
-        def product(rows: torch.Tensor, weight: torch.Tensor = weight, scales: torch.Tensor = scales) -> torch.Tensor:
+        def product(
+            rows: torch.Tensor,
+            tiling: int8_gemv.Tiling | None = None,
+            weight: torch.Tensor = weight,
+            scales: torch.Tensor = scales,
+        ) -> torch.Tensor:
             q = int8_quantize.quantize_rows(rows, 6.0)
-            return int8_gemv.eight_bit_gemv(
-                q.quantized, q.outliers, q.columns, q.counts, weight, q.stats, scales, rows.dtype, row_invariant=True
-            )
+            operands = (q.quantized, q.outliers, q.columns, q.counts, weight, q.stats, scales, rows.dtype)
+            return int8_gemv.eight_bit_gemv(*operands, tiling=tiling, row_invariant=True)
 
         target = with_outliers(torch.randn(1, k, generator=generator), generator, dtype).to(device)[0]
         alone = product(target[None])[0]
@@ -130,7 +136,9 @@ def eight_bit_cases(device: str) -> dict[str, dict[str, object]]:
         for size in BATCHES:
             others = with_outliers(torch.randn(max(BATCHES), k, generator=generator), generator, dtype).to(device)
             at = size // 2
-            invariant = invariant and torch.equal(product(placed(target, others, size, at))[at], alone)
+            batch = placed(target, others, size, at)
+            for tiling in (None, CUDA_CORE_ROWS):
+                invariant = invariant and torch.equal(product(batch, tiling)[at], alone)
         # The exact sums in float64: int8 products scaled as bitsandbytes scales them, plus the outliers' term.
         q = int8_quantize.quantize_rows(target[None], 6.0)
         main = (q.quantized.double() @ weight.double().t()) * q.stats.double()[:, None] * scales.double() / 127**2

@@ -123,18 +123,11 @@ def decode_shapes() -> None:
             for tiling in (None, four_bit_gemv.INVARIANT_TILING):
                 four_bit_gemv.four_bit_gemv(x, packed, absmax, code, (outputs, inputs), 64, tiling=tiling)
             q = int8_quantize.quantize_rows(x, 6.0)
+            operands = (q.quantized, q.outliers, q.columns, q.counts, quantized, q.stats, scales, bf16)
             for invariant in (False, True):
-                int8_gemv.eight_bit_gemv(
-                    q.quantized,
-                    q.outliers,
-                    q.columns,
-                    q.counts,
-                    quantized,
-                    q.stats,
-                    scales,
-                    bf16,
-                    row_invariant=invariant,
-                )
+                int8_gemv.eight_bit_gemv(*operands, row_invariant=invariant)
+            # The CUDA-core kernel's several-row form (tuned against the MMA, not the default).
+            int8_gemv.eight_bit_gemv(*operands, tiling=int8_gemv.Tiling(outputs=4, columns=256, warps=2))
             batch_invariant_matmul.linear(x, torch.empty(outputs, inputs, dtype=bf16))
         state = SimpleNamespace(shape=(outputs, inputs), absmax=absmax, code=code, blocksize=64)
         for dtype in (torch.float32, torch.float16, bf16):
