@@ -50,14 +50,20 @@ def int8_quantized_where_loaded() -> None:
     410 int8 layers on an H200 that made from_pretrained take 21.1 s, against 3.7 s this way (docs/BENCHMARKS.md).
     Here bitsandbytes' own quantisation (`Int8Params._quantize`) runs on the weight where it lies: the same rounding
     to float16 and the same kernel, so the same int8 weights and scales (bit for bit on the device,
-    `scripts/gpu/check_int8_load.py`). GPT-2-style Conv1D layers keep transformers' path.
+    `scripts/gpu/check_int8_load.py`). GPT-2-style Conv1D layers keep transformers' path, and so does a whole load
+    under another transformers or bitsandbytes without these hooks (a user's own interpreter).
     """
-    from bitsandbytes.nn.modules import Int8Params
-    from transformers.integrations import bitsandbytes as integration
-    from transformers.pytorch_utils import Conv1D
-    from transformers.quantizers.quantizers_utils import get_module_from_name
-
-    stock = integration.Bnb8bitQuantize.convert
+    try:
+        from bitsandbytes.nn.modules import Int8Params
+        from transformers.integrations import bitsandbytes as integration
+        from transformers.pytorch_utils import Conv1D
+        from transformers.quantizers.quantizers_utils import get_module_from_name
+    except ImportError:
+        return
+    operation = getattr(integration, "Bnb8bitQuantize", None)
+    if operation is None or not hasattr(Int8Params, "_quantize"):
+        return
+    stock = operation.convert
     if hasattr(stock, "__wrapped__"):  # already in place
         return
 
@@ -76,7 +82,7 @@ def int8_quantized_where_loaded() -> None:
         return result
 
     convert.__wrapped__ = stock  # type: ignore[attr-defined]
-    integration.Bnb8bitQuantize.convert = convert  # type: ignore[method-assign]
+    operation.convert = convert
 
 
 def portable_cpu_four_bit(model: Any) -> None:

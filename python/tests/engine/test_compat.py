@@ -95,3 +95,11 @@ def test_int8_weights_quantised_where_they_were_loaded_equal_transformers_own(
         assert got[name][0].dtype == torch.int8
         assert torch.equal(got[name][0], weight), name
         assert torch.equal(got[name][1], scales), name
+
+
+def test_a_transformers_without_the_8bit_conversion_keeps_its_own_load(monkeypatch: pytest.MonkeyPatch) -> None:
+    from transformers.integrations import bitsandbytes as integration
+
+    monkeypatch.delattr(integration, "Bnb8bitQuantize")
+    int8_quantized_where_loaded()  # nothing to replace: no error, nothing added
+    assert not hasattr(integration, "Bnb8bitQuantize")
