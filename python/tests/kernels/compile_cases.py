@@ -120,14 +120,15 @@ def decode_shapes() -> None:
         scales = torch.empty(outputs)
         for rows in ROWS:
             x = torch.empty(rows, inputs, dtype=bf16)
-            for tiling in (None, four_bit_gemv.INVARIANT_TILING):
+            # The tensor-core form (tuned against the default, not the default itself).
+            for tiling in (None, four_bit_gemv.INVARIANT_TILING, four_bit_gemv.Tiling(64, 2, 4, mma=True)):
                 four_bit_gemv.four_bit_gemv(x, packed, absmax, code, (outputs, inputs), 64, tiling=tiling)
             q = int8_quantize.quantize_rows(x, 6.0)
             operands = (q.quantized, q.outliers, q.columns, q.counts, quantized, q.stats, scales, bf16)
             for invariant in (False, True):
                 int8_gemv.eight_bit_gemv(*operands, row_invariant=invariant)
-            # The CUDA-core kernel's several-row form (tuned against the MMA, not the default).
-            int8_gemv.eight_bit_gemv(*operands, tiling=int8_gemv.Tiling(outputs=4, columns=256, warps=2))
+            # The CUDA-core kernel's tiling at three or four rows, at the other row counts too.
+            int8_gemv.eight_bit_gemv(*operands, tiling=int8_gemv.tiling_for(outputs, inputs, 4))
             batch_invariant_matmul.linear(x, torch.empty(outputs, inputs, dtype=bf16))
         state = SimpleNamespace(shape=(outputs, inputs), absmax=absmax, code=code, blocksize=64)
         for dtype in (torch.float32, torch.float16, bf16):
