@@ -1,10 +1,11 @@
 #!/usr/bin/env node
 // How requests sent together share the worker, through the SDK: a short text prompt, 128 new tokens each, sent 1,
-// 8, 1, 8 and 8 at a time. Prints one JSON line per round: its wall time and tokens per second, and for each
+// 8, 1, 8 and 8 at a time (or --counts, comma-separated). Prints one JSON line per round: its wall time and tokens per second, and for each
 // request when it was sent and answered (ms from the round's start) and the worker's timings; requests admitted
 // together have the same decodeMs. Needs `npm run build` first (it imports dist/).
 //
 // node scripts/gpu/concurrent-requests.mjs --model /tmp/i8b --python "$(command -v python3)" [--quantization bf16]
+//   [--counts 1,8,1,8,8]
 import { parseArgs } from "node:util";
 import { Idefics2, user } from "../../dist/index.js";
 import { loadOptionsFor } from "./bench-inputs.mjs";
@@ -15,6 +16,7 @@ const { values } = parseArgs({
     python: { type: "string" },
     quantization: { type: "string", default: "bf16" },
     "new-tokens": { type: "string", default: "128" },
+    counts: { type: "string", default: "1,8,1,8,8" },
   },
 });
 if (!values.model) throw new Error("--model is required (a checkpoint folder)");
@@ -28,7 +30,11 @@ const model = await Idefics2.load({
 try {
   const messages = [user("Write a long story about a city by the sea.")];
   const options = { minNewTokens: newTokens, maxNewTokens: newTokens };
-  for (const count of [1, 8, 1, 8, 8]) {
+  const counts = values.counts.split(",").map(Number);
+  if (!counts.every((count) => Number.isInteger(count) && count > 0)) {
+    throw new Error(`--counts takes positive whole numbers separated by commas, not ${values.counts}`);
+  }
+  for (const count of counts) {
     const started = performance.now();
     const requests = Array.from({ length: count }, async () => {
       const sent = Math.round(performance.now() - started);

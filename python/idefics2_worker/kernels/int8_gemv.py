@@ -7,11 +7,10 @@ of float32 additions in the outlier term differs. bitsandbytes' own forward cann
 and, at batch 1, spends ~250-650 µs per layer; the one-row kernel takes 4-19 µs on an H200 (docs/BENCHMARKS.md).
 
 At one row the multiply-adds run on the CUDA cores, four per dp4a instruction (`_eight_bit_kernel`). For several
-rows `tiling_for` picks `_eight_bit_mma_kernel`: int8 tensor-core MMAs, exact in int32 in any order, and the outlier
-term as a bf16 / fp16 MMA whose products are exact in float32. The CUDA-core kernel also takes several rows, each
-lane keeping its sums per row, so its dp4a count grows with the rows and its weight reads do not. An earlier form
-that reduced every step cost 6.6x one row at 8 rows; this one has not been measured on a GPU yet, and
-`scripts/gpu/tune_decode_kernels.py` times it against the MMA.
+rows the CUDA-core kernel keeps each lane's sums per row, so its dp4a count grows with the rows and its weight reads
+do not: at two rows it beats the MMA kernel on every layer of the 8B model (on an H200, 2.71 against 3.80 ms a
+token), at three or four on the narrow ones. Beyond, `tiling_for` picks `_eight_bit_mma_kernel`: int8 tensor-core
+MMAs, exact in int32 in any order, and the outlier term as a bf16 / fp16 MMA whose products are exact in float32.
 
 Row-invariant (`row_invariant=True`, deterministic decoding): the MMA kernel instead adds the outlier term as the
 one-row kernel does, over each row's listed outlier columns in ascending order with one float32 FMA each. The int32
@@ -56,19 +55,26 @@ VECTORWISE_DEQUANT_SCALE = 7.874015718698502e-3
 
 
 def tiling_for(outputs: int, inputs: int, rows: int) -> Tiling:
-    """The fastest tilings measured at idefics2-8b's shapes (scripts/gpu/tune_decode_kernels.py). One row on the CUDA
-    cores (on an H200): 8 outputs a program in 512-column steps with 2 warps, but 4 outputs in 2,048-column steps
-    with 4 warps for the long rows of `down` (14,336 inputs). Several rows as MMAs (on an H200, 2-8 rows alike):
-    the fused gate/up (28,672 outputs) 128 outputs a program in 128-column steps, the fused q/k/v (6,144) 64, o and
-    down (4,096) 32 in 256-column steps."""
-    if rows > 1:
-        if outputs >= 16384:
-            return Tiling(outputs=128, columns=128, mma=True)
-        if outputs > 4096:
-            return Tiling(outputs=64, columns=128, mma=True)
-        per_program = 16 if outputs < 2048 else MMA_TILING.outputs
-        return Tiling(outputs=per_program, columns=MMA_TILING.columns, mma=True)
-    return Tiling(outputs=4, columns=2048, warps=4) if inputs >= 8192 else Tiling(outputs=8, columns=512, warps=2)
+    """The fastest tilings measured at idefics2-8b's shapes on an H200 (scripts/gpu/tune_decode_kernels.py). One
+    row on the CUDA cores: 8 outputs a program in 512-column steps with 2 warps, but 4 outputs in 2,048-column
+    steps with 4 warps for the long rows of `down` (14,336 inputs). Two rows on the CUDA cores too, whose dp4a
+    count grows with the rows: 4 outputs in 128-column steps with 4 warps, the fused gate/up (28,672 outputs) 16 in
+    256 with 2. Three or four rows: the narrow layers (q/k/v, o) on the CUDA cores, 8 outputs in 512-column steps
+    with 2 warps; the wide ones (gate/up, and down's 14,336 inputs) and five rows or more as MMAs, whose time
+    hardly moves with the rows: gate/up 128 outputs a program in 128-column steps, q/k/v (6,144) 64, o and down
+    (4,096) 32 in 256-column steps."""
+    if rows == 1:
+        return Tiling(outputs=4, columns=2048, warps=4) if inputs >= 8192 else Tiling(outputs=8, columns=512, warps=2)
+    if rows == 2:
+        return Tiling(outputs=16, columns=256, warps=2) if outputs >= 16384 else Tiling(outputs=4, columns=128, warps=4)
+    if rows <= 4 and outputs < 16384 and inputs < 8192:
+        return Tiling(outputs=8, columns=512, warps=2)
+    if outputs >= 16384:
+        return Tiling(outputs=128, columns=128, mma=True)
+    if outputs > 4096:
+        return Tiling(outputs=64, columns=128, mma=True)
+    per_program = 16 if outputs < 2048 else MMA_TILING.outputs
+    return Tiling(outputs=per_program, columns=MMA_TILING.columns, mma=True)
 
 
 if triton is not None:
