@@ -45,12 +45,6 @@ FOUR_BIT = [
     four_bit_gemv.Tiling(outputs, blocks, warps, defer)
     for outputs, blocks, warps, defer in itertools.product([8, 16, 32], [4, 8, 16], [4, 8], [False, True])
 ]
-# The tensor-core form (every row of a launch in one MMA): outputs x blocks within the registers' reach, and stages.
-FOUR_BIT_MMA = [
-    four_bit_gemv.Tiling(outputs, blocks, warps, mma=True, stages=stages)
-    for outputs, blocks, warps, stages in itertools.product([16, 32, 64, 128], [1, 2, 4], [4, 8], [2, 3, 4])
-    if outputs * blocks <= 256
-]
 INT8 = [
     int8_gemv.Tiling(),
     int8_gemv.Tiling(columns=512),
@@ -135,8 +129,8 @@ OPERANDS: dict[tuple, tuple] = {}
 def variants(kind: str, rows: int) -> list[object]:
     if kind != "four_bit":
         return INT8 + [t for t in INT8_ONE_ROW if t not in INT8] if rows == 1 else INT8_MMA + INT8_CUDA_CORE_ROWS
-    # The CUDA-core kernel defers its reduction for one row only.
-    return [t for t in FOUR_BIT if rows == 1 or not t.defer] + FOUR_BIT_MMA
+    # The kernel defers its reduction for one row only.
+    return [t for t in FOUR_BIT if rows == 1 or not t.defer]
 
 
 def call(kind: str, k: int, n: int, rows: int, tiling: object) -> object:
@@ -220,7 +214,7 @@ def time_shape(name: str, k: int, n: int, rows: int, kinds: list[str]) -> list[d
         for r in ranked[:4]:
             print(f"      {r['us']:7.1f} us {r['tiling']}", flush=True)
         for mma in (False, True):
-            form = [r for r in ranked if r["tiling"]["mma"] == mma]
+            form = [r for r in ranked if r["tiling"].get("mma", False) == mma]
             if form:
                 print(f"      best {'MMA' if mma else 'CUDA-core'}: {form[0]['us']:7.1f} us {form[0]['tiling']}")
     return results
@@ -260,7 +254,7 @@ def main() -> None:
                 worker = worker_choice(kind, k, n, rows)
                 best += min(timings, key=us)["us"] * per_layer * LAYERS
                 for mma in best_of_form:
-                    form = [r for r in timings if r["tiling"]["mma"] == mma] or [{"us": float("nan")}]
+                    form = [r for r in timings if r["tiling"].get("mma", False) == mma] or [{"us": float("nan")}]
                     best_of_form[mma] += min(form, key=us)["us"] * per_layer * LAYERS
                 chosen += (
                     next(
@@ -270,10 +264,9 @@ def main() -> None:
                     * per_layer
                     * LAYERS
                 )
-            line = (
-                f"per token, {kind}, rows {rows}: best tilings {best / 1000:.2f} ms, chosen {chosen / 1000:.2f} ms"
-                f" (best CUDA-core {best_of_form[False] / 1000:.2f}, best MMA {best_of_form[True] / 1000:.2f})"
-            )
+            line = f"per token, {kind}, rows {rows}: best tilings {best / 1000:.2f} ms, chosen {chosen / 1000:.2f} ms"
+            if kind == "int8":
+                line += f" (best CUDA-core {best_of_form[False] / 1000:.2f}, best MMA {best_of_form[True] / 1000:.2f})"
             print(line, flush=True)
     if args.out:
         Path(args.out).write_text(json.dumps({"card": torch.cuda.get_device_name(), "rows": results}, indent=1))

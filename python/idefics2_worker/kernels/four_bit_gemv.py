@@ -34,9 +34,6 @@ class Tiling:
     defer: bool = False
     # Each row's sums in an order that does not depend on the rows launched with it (deterministic decoding).
     invariant: bool = False
-    # Every row of a launch at once on the tensor cores (`_four_bit_mma_kernel`), with this many pipeline stages.
-    mma: bool = False
-    stages: int = 3
 
 
 # Deterministic decoding: one tiling at every row count, and the row-independent order.
@@ -46,7 +43,6 @@ INVARIANT_TILING = Tiling(invariant=True)
 # (narrow layers) or 16 outputs of 4 blocks (wide ones). Four rows (the decode graph's size for 3 and 4 requests)
 # take the 2-row tilings: 7.2 ms a token against 8.6 with the 8-row ones (H12). Rows 5-7 take the 8-row choice.
 WIDE_OUTPUTS = 16384
-MMA_ROWS = 16  # rows per MMA launch: the smallest MMA shape Triton emits
 
 
 def tiling_for(outputs: int, rows: int = 1) -> Tiling:
@@ -114,47 +110,6 @@ if triton is not None:
         store_ok = output_ok[:, None] & (row[None, :] < ROWS)
         tl.store(out + row[None, :] * N + outputs[:, None], total.to(OUT_DTYPE), mask=store_ok)
 
-    @triton.jit
-    def _four_bit_mma_kernel(x, packed, absmax, code, bias, out, N, ROWS, K: tl.constexpr, QBLOCK: tl.constexpr,
-                             HAS_BIAS: tl.constexpr, OUT_DTYPE: tl.constexpr, BLOCK_N: tl.constexpr,
-                             GROUPS: tl.constexpr, ROWS_MMA: tl.constexpr):  # fmt: skip
-        # Program: BLOCK_N outputs of up to ROWS_MMA rows. Each weight is dequantised once, as bitsandbytes does
-        # for one row (code[nibble] · absmax in float32), and meets every row on the tensor cores. The high
-        # nibbles (even columns) and the low ones (odd) are two MMAs against the even and the odd inputs, so
-        # nothing is interleaved. "tf32x3" splits each float32 weight into two tf32 halves (22 of its 24 bits;
-        # the bf16 / fp16 inputs are exact in tf32) and sums their products in float32: ~2⁻²² of a weight apart
-        # from bitsandbytes' own products, below the reordering of float32 sums that any other kernel brings.
-        HALF: tl.constexpr = QBLOCK // 2
-        PER_ROW: tl.constexpr = K // QBLOCK
-        SPAN: tl.constexpr = GROUPS * HALF
-        outputs = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
-        output_ok = outputs < N
-        group = tl.arange(0, GROUPS)
-        pair = tl.arange(0, HALF)
-        byte = tl.arange(0, SPAN)
-        row = tl.arange(0, ROWS_MMA)
-        row_ok = row < ROWS
-        total = tl.zeros([BLOCK_N, ROWS_MMA], dtype=tl.float32)
-        for first in range(0, PER_ROW, GROUPS):
-            blocks = first + group
-            scale_ok = output_ok[:, None] & (blocks < PER_ROW)[None, :]
-            scale = tl.load(absmax + outputs[:, None] * PER_ROW + blocks[None, :], mask=scale_ok, other=0.0)
-            byte_at = outputs[:, None, None] * (K // 2) + blocks[None, :, None] * HALF + pair[None, None, :]
-            bytes_ = tl.load(packed + byte_at, mask=scale_ok[:, :, None], other=0).to(tl.int32)
-            high = tl.reshape(tl.load(code + (bytes_ >> 4)) * scale[:, :, None], [BLOCK_N, SPAN])
-            low = tl.reshape(tl.load(code + (bytes_ & 15)) * scale[:, :, None], [BLOCK_N, SPAN])
-            # Byte j of the span holds columns first · QBLOCK + 2j (high nibble) and + 1 (low).
-            even_at = row[None, :] * K + first * QBLOCK + 2 * byte[:, None]
-            x_ok = row_ok[None, :] & (first * HALF + byte < PER_ROW * HALF)[:, None]
-            even = tl.load(x + even_at, mask=x_ok, other=0.0).to(tl.float32)
-            odd = tl.load(x + even_at + 1, mask=x_ok, other=0.0).to(tl.float32)
-            total = tl.dot(high, even, total, input_precision="tf32x3")
-            total = tl.dot(low, odd, total, input_precision="tf32x3")
-        if HAS_BIAS:
-            total += tl.load(bias + outputs, mask=output_ok, other=0.0).to(tl.float32)[:, None]
-        store_ok = output_ok[:, None] & row_ok[None, :]
-        tl.store(out + row[None, :] * N + outputs[:, None], total.to(OUT_DTYPE), mask=store_ok)
-
 
 def four_bit_gemv(
     x: torch.Tensor,
@@ -173,29 +128,6 @@ def four_bit_gemv(
         raise ValueError(f"4-bit kernel needs K ({k}) a multiple of the block size ({blocksize})")
     x = x.contiguous()
     out = torch.empty(x.shape[0], n, dtype=x.dtype, device=x.device)
-    if tiling is not None and tiling.mma:
-        for first in range(0, x.shape[0], MMA_ROWS):
-            rows = min(MMA_ROWS, x.shape[0] - first)
-            _four_bit_mma_kernel[(triton.cdiv(n, tiling.outputs),)](
-                x[first:],
-                packed,
-                absmax,
-                code,
-                bias if bias is not None else absmax,
-                out[first:],
-                n,
-                rows,
-                K=k,
-                QBLOCK=blocksize,
-                HAS_BIAS=bias is not None,
-                OUT_DTYPE=tl_dtype(x.dtype),
-                BLOCK_N=tiling.outputs,
-                GROUPS=tiling.blocks,
-                ROWS_MMA=MMA_ROWS,
-                num_warps=tiling.warps,
-                num_stages=tiling.stages,
-            )
-        return out
     for first in range(0, x.shape[0], MAX_ROWS):
         rows = min(MAX_ROWS, x.shape[0] - first)
         chosen = tiling or tiling_for(n, rows)
