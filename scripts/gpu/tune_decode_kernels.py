@@ -28,6 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "python"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_linear_kernels import timed
 from idefics2_worker.kernels import four_bit_gemv, int8_gemv
+from triton import next_power_of_2
 from idefics2_worker.kernels.int8_quantize import outlier_columns
 
 LAYERS = 32
@@ -44,6 +45,12 @@ INT8_SHAPES = SHAPES
 FOUR_BIT = [
     four_bit_gemv.Tiling(outputs, blocks, warps, defer)
     for outputs, blocks, warps, defer in itertools.product([8, 16, 32], [4, 8, 16], [4, 8], [False, True])
+]
+# Several rows with each row's sums kept per lane: rows x outputs x blocks x 32 of them in a program, within ~128
+# registers a thread.
+FOUR_BIT_ROWS = [
+    four_bit_gemv.Tiling(outputs, blocks, warps, defer=True)
+    for outputs, blocks, warps in itertools.product([2, 4, 8, 16], [1, 2, 4, 8], [2, 4, 8])
 ]
 INT8 = [
     int8_gemv.Tiling(),
@@ -129,8 +136,10 @@ OPERANDS: dict[tuple, tuple] = {}
 def variants(kind: str, rows: int) -> list[object]:
     if kind != "four_bit":
         return INT8 + [t for t in INT8_ONE_ROW if t not in INT8] if rows == 1 else INT8_MMA + INT8_CUDA_CORE_ROWS
-    # The kernel defers its reduction for one row only.
-    return [t for t in FOUR_BIT if rows == 1 or not t.defer]
+    if rows == 1:
+        return FOUR_BIT
+    within = [t for t in FOUR_BIT_ROWS if next_power_of_2(rows) * t.outputs * t.blocks <= 128 * t.warps]
+    return [t for t in FOUR_BIT if not t.defer] + within
 
 
 def call(kind: str, k: int, n: int, rows: int, tiling: object) -> object:
@@ -166,6 +175,13 @@ def worker_choice(kind: str, k: int, n: int, rows: int) -> dict:
     if kind == "four_bit":
         return four_bit_gemv.tiling_for(n, rows).__dict__
     return int8_gemv.tiling_for(n, k, rows).__dict__
+
+
+def form_of(kind: str, tiling: dict) -> str:
+    """The kernel form a tiling picks: int8's CUDA-core or MMA kernel, the 4-bit kernel's two ways to sum."""
+    if kind == "int8":
+        return "MMA" if tiling["mma"] else "CUDA-core"
+    return "sums per lane" if tiling["defer"] else "sums reduced each step"
 
 
 def us(row: dict) -> float:
@@ -213,10 +229,10 @@ def time_shape(name: str, k: int, n: int, rows: int, kinds: list[str]) -> list[d
         )
         for r in ranked[:4]:
             print(f"      {r['us']:7.1f} us {r['tiling']}", flush=True)
-        for mma in (False, True):
-            form = [r for r in ranked if r["tiling"].get("mma", False) == mma]
+        for name_of_form in ("CUDA-core", "MMA", "sums per lane", "sums reduced each step"):
+            form = [r for r in ranked if form_of(kind, r["tiling"]) == name_of_form]
             if form:
-                print(f"      best {'MMA' if mma else 'CUDA-core'}: {form[0]['us']:7.1f} us {form[0]['tiling']}")
+                print(f"      best {name_of_form}: {form[0]['us']:7.1f} us {form[0]['tiling']}")
     return results
 
 
@@ -254,7 +270,7 @@ def main() -> None:
                 worker = worker_choice(kind, k, n, rows)
                 best += min(timings, key=us)["us"] * per_layer * LAYERS
                 for mma in best_of_form:
-                    form = [r for r in timings if r["tiling"].get("mma", False) == mma] or [{"us": float("nan")}]
+                    form = [r for r in timings if r["tiling"].get("mma") == mma] or [{"us": float("nan")}]
                     best_of_form[mma] += min(form, key=us)["us"] * per_layer * LAYERS
                 chosen += (
                     next(

@@ -30,7 +30,7 @@ class Tiling:
     outputs: int = 16
     blocks: int = 8
     warps: int = 4
-    # One row only: sums kept per lane until the end (see the kernel).
+    # Sums kept per lane (and row) until the end (see the kernel).
     defer: bool = False
     # Each row's sums in an order that does not depend on the rows launched with it (deterministic decoding).
     invariant: bool = False
@@ -64,7 +64,8 @@ if triton is not None:
         # A tile is [BLOCK_N outputs, GROUPS quantisation blocks, QBLOCK // 2 bytes]: each block's absmax is
         # loaded once, and the even / odd inputs meet the high / low nibbles without interleaving. A block's
         # products are summed before its absmax scales them (one multiply per block, not per weight).
-        # The blocks' sums stay apart until the end; DEFER (one row): the products too, reduced across lanes once.
+        # The blocks' sums stay apart until the end; DEFER: the products too, reduced across lanes once (several
+        # rows: [rows, outputs, blocks, bytes] of them, so the tiling must keep that within registers).
         # INVARIANT: each step's sum is folded into its row at once, an order that does not depend on ROWS.
         HALF: tl.constexpr = QBLOCK // 2
         PER_ROW: tl.constexpr = K // QBLOCK
@@ -76,6 +77,7 @@ if triton is not None:
         acc = tl.zeros([BLOCK_N, GROUPS, ROWS_P2], dtype=tl.float32)
         folded = tl.zeros([BLOCK_N, ROWS_P2], dtype=tl.float32)
         lanes = tl.zeros([BLOCK_N, GROUPS, HALF], dtype=tl.float32)
+        row_lanes = tl.zeros([ROWS_P2, BLOCK_N, GROUPS, HALF], dtype=tl.float32)
         for first in range(0, PER_ROW, GROUPS):
             blocks = first + group
             block_ok = blocks < PER_ROW
@@ -88,18 +90,29 @@ if triton is not None:
             high = tl.load(code + (byte >> 4))
             low = tl.load(code + (byte & 15))
             even_at = blocks[:, None] * QBLOCK + pair[None, :] * 2
-            for r in tl.static_range(ROWS):
-                even = tl.load(x + r * K + even_at, mask=block_ok[:, None], other=0.0).to(tl.float32)
-                odd = tl.load(x + r * K + even_at + 1, mask=block_ok[:, None], other=0.0).to(tl.float32)
-                if DEFER:
-                    lanes += (high * even[None, :, :] + low * odd[None, :, :]) * scale[:, :, None]
-                else:
-                    part = tl.sum(high * even[None, :, :] + low * odd[None, :, :], axis=2) * scale
-                    if INVARIANT:
-                        folded = tl.where(row[None, :] == r, folded + tl.sum(part, axis=1)[:, None], folded)
+            if DEFER and ROWS > 1:
+                # Every row's inputs at once ([rows, blocks, bytes]); each weight's looked-up value meets them all.
+                x_at = row[:, None, None] * K + even_at[None, :, :]
+                x_ok = (row < ROWS)[:, None, None] & block_ok[None, :, None]
+                even = tl.load(x + x_at, mask=x_ok, other=0.0).to(tl.float32)
+                odd = tl.load(x + x_at + 1, mask=x_ok, other=0.0).to(tl.float32)
+                products = high[None, :, :, :] * even[:, None, :, :] + low[None, :, :, :] * odd[:, None, :, :]
+                row_lanes += products * scale[None, :, :, None]
+            else:
+                for r in tl.static_range(ROWS):
+                    even = tl.load(x + r * K + even_at, mask=block_ok[:, None], other=0.0).to(tl.float32)
+                    odd = tl.load(x + r * K + even_at + 1, mask=block_ok[:, None], other=0.0).to(tl.float32)
+                    if DEFER:
+                        lanes += (high * even[None, :, :] + low * odd[None, :, :]) * scale[:, :, None]
                     else:
-                        acc = tl.where(row[None, None, :] == r, acc + part[:, :, None], acc)
-        if DEFER:
+                        part = tl.sum(high * even[None, :, :] + low * odd[None, :, :], axis=2) * scale
+                        if INVARIANT:
+                            folded = tl.where(row[None, :] == r, folded + tl.sum(part, axis=1)[:, None], folded)
+                        else:
+                            acc = tl.where(row[None, None, :] == r, acc + part[:, :, None], acc)
+        if DEFER and ROWS > 1:
+            total = tl.trans(tl.sum(tl.sum(row_lanes, axis=3), axis=2))
+        elif DEFER:
             total = tl.sum(tl.sum(lanes, axis=2), axis=1)[:, None] + folded
         elif INVARIANT:
             total = folded
@@ -147,7 +160,7 @@ def four_bit_gemv(
             OUT_DTYPE=tl_dtype(x.dtype),
             BLOCK_N=chosen.outputs,
             GROUPS=chosen.blocks,
-            DEFER=chosen.defer and rows == 1 and not chosen.invariant,
+            DEFER=chosen.defer and not chosen.invariant,
             INVARIANT=chosen.invariant,
             num_warps=chosen.warps,
         )

@@ -46,6 +46,8 @@ def four_bit_cases(device: str) -> dict[str, float]:
     cases.append((19, 40, 256, True, None))
     cases.append((1, 40, 256, True, Tiling(8, 2, 4, defer=True)))  # one row: sums reduced once, at the end
     cases.append((5, 40, 256, True, Tiling(8, 2, 4, invariant=True)))  # deterministic decoding's order
+    # Several rows' sums kept per lane: 3 rows (padded to 4), and more rows than one launch takes.
+    cases += [(3, 40, 256, True, Tiling(4, 2, 4, defer=True)), (11, 24, 192, False, Tiling(2, 2, 2, defer=True))]
     for quant_type in ("nf4", "fp4"):
         for rows, n, k, bias, tiling in cases:
             layer = bnb.nn.Linear4bit(k, n, bias=bias, compute_dtype=torch.float32, quant_type=quant_type)
