@@ -1,10 +1,11 @@
 #!/usr/bin/env python3
 """What the outliers' term costs the int8 decode product at several rows (GPU), at idefics2-8b's text shapes.
 
-For each shape and row count, with the tiling the worker chooses (`int8_gemv.tiling_for`), times: the default
-product (at 5+ rows the MMA kernel adds the outliers as a dense bf16 MMA: every weight converted every step);
-`row_invariant=True` (the outliers' listed columns only, one FMA each); and the same with no outliers at all (the
-listed loop runs zero times: the int8 product alone). Prints per-token sums over the 32 layers; --out writes JSON.
+For each shape and row count, with the tiling the worker chooses (`int8_gemv.tiling_for`), on inputs quantised by
+the worker's kernel (`quantize_rows`, ~0.3% outliers a row), times: the outliers as a dense bf16 MMA beside the int8
+one (every weight converted every step); as int8 pieces in the int8 MMA (what the decode step passes at several
+rows); `row_invariant=True` (the outliers' listed columns only, one FMA each); and no outliers at all (the listed
+loop runs zero times: the int8 product alone). Prints per-token sums over the 32 layers; --out writes JSON.
 
 Usage: python scripts/gpu/int8_outlier_cost.py [--rows 2 4 8] [--out FILE.json]
 """
@@ -21,8 +22,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "python"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_linear_kernels import timed
-from idefics2_worker.kernels import int8_gemv
-from tune_decode_kernels import INT8_SHAPES, LAYERS, int8_operands
+from idefics2_worker.kernels import int8_gemv, int8_quantize
+from tune_decode_kernels import INT8_SHAPES, LAYERS, steps
 
 
 def main() -> None:
@@ -32,37 +33,37 @@ def main() -> None:
     args = parser.parse_args()
     results = []
     for rows in args.rows:
-        totals = {"dense": 0.0, "listed": 0.0, "none": 0.0}
+        totals = {"dense": 0.0, "pieces": 0.0, "listed": 0.0, "none": 0.0}
         for name, k, n, per_layer in INT8_SHAPES:
             torch.manual_seed(0)
-            quantized, outliers, columns, counts, weight, row_absmax, weight_absmax = int8_operands(k, n, rows)
+            x = torch.randn(rows, k, device="cuda")
+            x += (torch.rand(rows, k, device="cuda") < 0.003) * torch.randn(rows, k, device="cuda") * 30.0
+            q = int8_quantize.quantize_rows(x.to(torch.bfloat16), 6.0)
+            weight = torch.randint(-127, 128, (n, k), dtype=torch.int8, device="cuda")
+            weight_absmax = torch.rand(n, device="cuda") * 0.1
             tiling = int8_gemv.tiling_for(n, k, rows)
-            common = (weight, row_absmax, weight_absmax, torch.bfloat16, tiling)
-            no_outliers, no_counts = torch.zeros_like(outliers), torch.zeros_like(counts)
+            common = (weight, q.stats, weight_absmax, torch.bfloat16, tiling)
+            listed = (q.quantized, q.outliers, q.columns, q.counts)
+            nothing = (q.quantized, torch.zeros_like(q.outliers), q.columns, torch.zeros_like(q.counts))
             calls = {
-                "dense": lambda: int8_gemv.eight_bit_gemv(quantized, outliers, columns, counts, *common),
-                "listed": lambda: int8_gemv.eight_bit_gemv(
-                    quantized, outliers, columns, counts, *common, row_invariant=True
-                ),
-                "none": lambda: int8_gemv.eight_bit_gemv(
-                    quantized, no_outliers, columns, no_counts, *common, row_invariant=True
-                ),
+                "dense": lambda: int8_gemv.eight_bit_gemv(*listed, *common),
+                "pieces": lambda: int8_gemv.eight_bit_gemv(*listed, *common, pieces=(q.pieces, q.piece_scales)),
+                "listed": lambda: int8_gemv.eight_bit_gemv(*listed, *common, row_invariant=True),
+                "none": lambda: int8_gemv.eight_bit_gemv(*nothing, *common, row_invariant=True),
             }
             row = {"shape": name, "rows": rows, "tiling": tiling.__dict__}
             for form, call in calls.items():
                 row[f"{form}_us"] = timed(call, graph=True)
                 totals[form] += row[f"{form}_us"] * per_layer * LAYERS
+            # The pieces' result against the dense MMA's, in bf16 steps at the outputs' RMS (both sum the same terms).
+            row["pieces_vs_dense_steps"] = steps(calls["pieces"](), calls["dense"]())
             results.append(row)
+            timings = ", ".join(f"{form} {row[f'{form}_us']:6.1f}" for form in calls)
             print(
-                f"{name:8} rows {rows}: dense {row['dense_us']:6.1f} us, listed {row['listed_us']:6.1f}, "
-                f"none {row['none_us']:6.1f}  {tiling}",
+                f"{name:8} rows {rows}: {timings} us; pieces vs dense {row['pieces_vs_dense_steps']:.2f} steps",
                 flush=True,
             )
-        print(
-            f"per token, rows {rows}: dense {totals['dense'] / 1000:.2f} ms, listed {totals['listed'] / 1000:.2f}, "
-            f"none {totals['none'] / 1000:.2f}",
-            flush=True,
-        )
+        print(f"per token, rows {rows}: " + ", ".join(f"{f} {t / 1000:.2f} ms" for f, t in totals.items()), flush=True)
     if args.out:
         Path(args.out).write_text(json.dumps({"card": torch.cuda.get_device_name(), "rows": results}, indent=1))
 

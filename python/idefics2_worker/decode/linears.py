@@ -54,21 +54,24 @@ class QuantizedInput:
     outliers: torch.Tensor | None  # zero off the outlier columns; None for threshold 0 without kernels
     columns: torch.Tensor | None  # each row's outlier columns and their counts (int8_quantize.outlier_columns),
     counts: torch.Tensor | None  # from the kernel
+    pieces: tuple[torch.Tensor, torch.Tensor] | None  # the outliers as int8 pieces and their scales, several rows
 
     @classmethod
     def from_rows(cls, rows: int8_quantize.QuantizedRows) -> QuantizedInput:
         """The form the kernel made elsewhere (`step_kernels.add_rms_norm_quantized`)."""
         made = cls.__new__(cls)
-        made.quantized, made.stats, made.outliers, made.columns, made.counts = rows
+        made._take(rows)
         return made
+
+    def _take(self, rows: int8_quantize.QuantizedRows) -> None:
+        self.quantized, self.stats, self.outliers, self.columns, self.counts = rows[:5]
+        self.pieces = (rows.pieces, rows.piece_scales) if int8_quantize.writes_pieces(len(rows.stats)) else None
 
     def __init__(self, source: torch.Tensor, threshold: float, kernels: bool) -> None:
         rows = source.reshape(-1, source.shape[-1])
-        self.columns = self.counts = None
+        self.columns = self.counts = self.pieces = None
         if kernels:
-            self.quantized, self.stats, self.outliers, self.columns, self.counts = int8_quantize.quantize_rows(
-                rows, threshold
-            )
+            self._take(int8_quantize.quantize_rows(rows, threshold))
             return
         half = rows.to(torch.float16)
         magnitude = half.abs()
@@ -209,4 +212,5 @@ def eight_bit_kernel_product(
         scales,
         dtype,
         row_invariant=deterministic,
+        pieces=quantized.pieces,
     )

@@ -46,6 +46,7 @@ class Tiling:
 
 MMA_TILING = Tiling(outputs=32, columns=256, warps=4, mma=True)
 MMA_ROWS = 16  # rows per MMA launch: the smallest MMA shape Triton emits
+PIECE_COLUMNS = 32  # with the outliers in pieces: 8 rows' int8 products and their outliers' three pieces each
 
 # bitsandbytes' own dequantisation constants, written as bitsandbytes writes them so results match to the bit:
 # int8_mm_dequant's scale (bitsandbytes/backends/default/ops.py), a literal that is NOT 1/127² (6.2000124e-05);
@@ -159,15 +160,42 @@ if triton is not None:
         _scaled(exact, extra, row_absmax, weight_absmax, out, outputs, output_ok, row, ROWS, N, OUT_DTYPE)
 
     @triton.jit
-    def _eight_bit_mma_kernel(quantized, outliers, columns, counts, weight, row_absmax, weight_absmax, out, N, ROWS,
-                              K: tl.constexpr, OUT_DTYPE: tl.constexpr, BLOCK_N: tl.constexpr,
-                              BLOCK_K: tl.constexpr, ROWS_MMA: tl.constexpr, SIXTEEN_BIT_DOT: tl.constexpr,
-                              LISTED_OUTLIERS: tl.constexpr):  # fmt: skip
+    def _rows_and_pieces(quantized, pieces, row, col, col_ok, ROWS, K: tl.constexpr):
+        # The MMA's [32, columns] operand: row r's int8 input at r (slot 0), its outliers' pieces hi / mid / lo at
+        # slot · 8 + r (slots 1-3).
+        slot = row // 8
+        of_row = row % 8
+        main_ok = ((slot == 0) & (of_row < ROWS))[:, None] & col_ok[None, :]
+        piece_ok = ((slot > 0) & (of_row < ROWS))[:, None] & col_ok[None, :]
+        a = tl.load(quantized + of_row[:, None] * K + col[None, :], mask=main_ok, other=0)
+        return a + tl.load(pieces + (of_row * 3 + slot - 1)[:, None] * K + col[None, :], mask=piece_ok, other=0)
+
+    @triton.jit
+    def _split_slots(exact, piece_scales, ROWS, BLOCK_N: tl.constexpr):
+        # From the [outputs, 32] int32 sums: each row's int8 product (slot 0), and its outliers' term, the pieces'
+        # sums combined as hi · 2^14 + mid · 2^7 + lo exactly in int64, rounded once to float32 and scaled back.
+        by_slot = tl.reshape(exact, [BLOCK_N, 4, 8])
+        slots = tl.arange(0, 4)
+        main = tl.sum(tl.where(slots[None, :, None] == 0, by_slot, 0), axis=1)
+        weight_of_slot = tl.where(slots == 1, 16384, tl.where(slots == 2, 128, tl.where(slots == 3, 1, 0)))
+        q = tl.sum(by_slot.to(tl.int64) * weight_of_slot.to(tl.int64)[None, :, None], axis=1)
+        rows8 = tl.arange(0, 8)
+        piece_scale = tl.load(piece_scales + rows8, mask=rows8 < ROWS, other=0.0)
+        return main, q.to(tl.float32) * piece_scale[None, :], rows8
+
+    @triton.jit
+    def _eight_bit_mma_kernel(quantized, outliers, columns, counts, pieces, piece_scales, weight, row_absmax,
+                              weight_absmax, out, N, ROWS, K: tl.constexpr, OUT_DTYPE: tl.constexpr,
+                              BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, ROWS_MMA: tl.constexpr,
+                              SIXTEEN_BIT_DOT: tl.constexpr, LISTED_OUTLIERS: tl.constexpr,
+                              PIECES: tl.constexpr):  # fmt: skip
         # Program: BLOCK_N outputs of up to ROWS_MMA rows: [BLOCK_N, BLOCK_K] int8 weights times the rows'
         # [BLOCK_K, ROWS_MMA] int8 inputs on the tensor cores, exact in int32, and the same weights times the
         # rows' outliers in another MMA. Every block takes both: nothing depends on the data, so Triton pipelines
         # the loop's loads (skipping blocks without outliers, as at one row, measured slower: the 8B-shaped
         # model's outliers are scattered, and a branch stops the pipelining).
+        # PIECES (up to 8 rows, ROWS_MMA 32): the MMA's columns 8-31 are the rows' outliers as int8 pieces
+        # (int8_quantize), so one int8 MMA computes both terms exactly and no weight is converted.
         outputs = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
         output_ok = outputs < N
         column = tl.arange(0, BLOCK_K)
@@ -180,11 +208,15 @@ if triton is not None:
             col_ok = col < K
             w_ok = output_ok[:, None] & col_ok[None, :]
             w = tl.load(weight + outputs[:, None] * K + col[None, :], mask=w_ok, other=0)
-            at = row[:, None] * K + col[None, :]
-            rows_ok = row_ok[:, None] & col_ok[None, :]
-            a = tl.load(quantized + at, mask=rows_ok, other=0)
-            exact = tl.dot(w, tl.trans(a), exact, out_dtype=tl.int32)
-            if not LISTED_OUTLIERS:
+            if PIECES:
+                exact = tl.dot(w, tl.trans(_rows_and_pieces(quantized, pieces, row, col, col_ok, ROWS, K)), exact,
+                               out_dtype=tl.int32)  # fmt: skip
+            else:
+                at = row[:, None] * K + col[None, :]
+                rows_ok = row_ok[:, None] & col_ok[None, :]
+                a = tl.load(quantized + at, mask=rows_ok, other=0)
+                exact = tl.dot(w, tl.trans(a), exact, out_dtype=tl.int32)
+            if not LISTED_OUTLIERS and not PIECES:
                 o = tl.trans(tl.load(outliers + at, mask=rows_ok, other=0.0))
                 if SIXTEEN_BIT_DOT:
                     # The outliers are the layer's bf16 / fp16 inputs and |w| ≤ 127: both exact in that dtype, so
@@ -207,7 +239,11 @@ if triton is not None:
                 extra = tl.fma(w, tl.broadcast_to(o[None, :], [BLOCK_N, ROWS_MMA]), extra)
                 i += 1
             extra = extra + 0.0
-        _scaled(exact, extra, row_absmax, weight_absmax, out, outputs, output_ok, row, ROWS, N, OUT_DTYPE)
+        if PIECES:
+            main, outlier_sums, rows8 = _split_slots(exact, piece_scales, ROWS, BLOCK_N)
+            _scaled(main, outlier_sums, row_absmax, weight_absmax, out, outputs, output_ok, rows8, ROWS, N, OUT_DTYPE)
+        else:
+            _scaled(exact, extra, row_absmax, weight_absmax, out, outputs, output_ok, row, ROWS, N, OUT_DTYPE)
 
 
 def eight_bit_gemv(
@@ -221,10 +257,13 @@ def eight_bit_gemv(
     dtype: torch.dtype,
     tiling: Tiling | None = None,
     row_invariant: bool = False,
+    pieces: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> torch.Tensor:
     """quantized int8 [rows, K], outliers [rows, K] in float32 or dtype (zero off the outlier columns) and their
     columns and counts (int8_quantize.outlier_columns; the one-row kernel reads only those) → dtype [rows, N].
-    `row_invariant`: each row's bits do not depend on the other rows (the module docstring)."""
+    `row_invariant`: each row's bits do not depend on the other rows (the module docstring). `pieces`: the
+    outliers as int8 pieces and their scales (int8_quantize.QuantizedRows), which the MMA kernel then multiplies in
+    its int8 MMA (not with `row_invariant`)."""
     n, k = weight.shape
     total = quantized.shape[0]
     out = torch.empty(total, n, dtype=dtype, device=quantized.device)
@@ -233,7 +272,9 @@ def eight_bit_gemv(
         if tiling is not None:
             raise ValueError(f"the one-row int8 kernel reads K in words of four; K = {k} needs an MMA tiling")
         chosen = MMA_TILING
-    per_launch = MMA_ROWS if chosen.mma else MAX_ROWS
+    in_pieces = chosen.mma and pieces is not None and not row_invariant
+    per_launch = MAX_ROWS if in_pieces or not chosen.mma else MMA_ROWS
+    piece_rows, piece_scales = pieces if in_pieces and pieces is not None else (quantized, row_absmax)
     for first in range(0, total, per_launch):
         rows = min(per_launch, total - first)
         scales = (row_absmax[first:], weight_absmax, out[first:], n)
@@ -245,13 +286,16 @@ def eight_bit_gemv(
                 outliers[first:],
                 columns[first:],
                 counts[first:],
+                piece_rows[first:],
+                piece_scales[first:],
                 weight,
                 *scales,
                 rows,
-                ROWS_MMA=MMA_ROWS,
+                ROWS_MMA=PIECE_COLUMNS if in_pieces else MMA_ROWS,
                 # Triton's CPU interpreter multiplies 16-bit dot operands as their raw bits.
                 SIXTEEN_BIT_DOT=dtype != torch.float32 and not triton_support.INTERPRETED,
                 LISTED_OUTLIERS=row_invariant,
+                PIECES=in_pieces,
                 num_warps=chosen.warps,
                 num_stages=chosen.stages,
                 **shared,

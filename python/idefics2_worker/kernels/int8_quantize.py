@@ -8,6 +8,12 @@ step's 2,702 kernels on idefics2-8b (docs/BENCHMARKS.md). This is one per input.
 
 It also lists each row's outlier columns (ascending, with their count), so the one-row product kernel adds the
 outliers' term over those columns alone after a main loop that only streams the weights.
+
+For several rows it also writes each row's outliers as integers in three int8 pieces (`PIECES`): the row's outliers
+times a power of two that brings the largest to [2^19, 2^20), rounded (bf16 / fp16 outliers within 12 / 9 binades of
+the largest are integers there, exactly), then split as hi · 2^14 + mid · 2^7 + lo with lo, mid in [0, 127]. The
+MMA product kernel multiplies them with the int8 weights in the same MMA as the int8 rows, exactly in int32, where a
+bf16 MMA beside it would convert every weight every step (1.5 of 3.8 ms a token at 8 rows on an H200).
 """
 
 # Triton's @jit kernels take launch options (num_warps) and tl.constexpr parameters that its types do not describe.
@@ -29,8 +35,27 @@ SPAN = 128
 if triton is not None:
 
     @triton.jit
-    def quantize_row(source, row, column, ok, K, quantized, stats, outliers, columns, counts, threshold,
-                     HAS_THRESHOLD: tl.constexpr, BLOCK: tl.constexpr, SPAN: tl.constexpr):  # fmt: skip
+    def _outlier_pieces(source, outlier, row, column, ok, K, pieces, piece_scales):
+        # The row's outliers as integers q = hi · 2^14 + mid · 2^7 + lo (the module docstring), and 2^F with
+        # outlier = q · 2^F. From the largest outlier's float32 exponent e (biased): 2^(146 - e) brings it to
+        # [2^19, 2^20), so that even rounded up |q| ≤ 2^20 and hi fits in int8, and its inverse is 2^(e - 146); a
+        # row without outliers gets 0 and zero pieces.
+        value = tl.where(outlier, source.to(tl.float32), 0.0)
+        largest = tl.max(tl.max(tl.abs(value), axis=1), axis=0)
+        e = (largest.to(tl.int32, bitcast=True) >> 23) & 255
+        up = tl.where(e > 19, ((273 - e) << 23).to(tl.float32, bitcast=True), 0.0)
+        down = tl.where(e > 19, ((e - 19) << 23).to(tl.float32, bitcast=True), 0.0)
+        q = ((value * up + 12582912.0) - 12582912.0).to(tl.int32)
+        at = pieces + row * 3 * K + column
+        tl.store(at, (q >> 14).to(tl.int8), mask=ok)
+        tl.store(at + K, ((q >> 7) & 127).to(tl.int8), mask=ok)
+        tl.store(at + 2 * K, (q & 127).to(tl.int8), mask=ok)
+        tl.store(piece_scales + row, down)
+
+    @triton.jit
+    def quantize_row(source, row, column, ok, K, quantized, stats, outliers, columns, counts, pieces, piece_scales,
+                     threshold, HAS_THRESHOLD: tl.constexpr, BLOCK: tl.constexpr, SPAN: tl.constexpr,
+                     PIECES: tl.constexpr):  # fmt: skip
         # One row, held as [BLOCK / SPAN, SPAN] (`column` its columns, `ok` those below K): an outlier's place in the
         # row's list is its rank within its span (a scan within a warp) plus the outliers of the spans before (a scan
         # over BLOCK / SPAN counts). One scan over the whole row took ~7 µs a call on an H200, as long as the rest.
@@ -47,8 +72,11 @@ if triton is not None:
             tl.store(columns + row * K + place, column, mask=outlier & ok)
             tl.store(counts + row, tl.sum(per_span, axis=0))
         else:
+            outlier = magnitude < 0.0
             tl.store(outliers + row * K + column, tl.zeros([BLOCK // SPAN, SPAN], dtype=source.dtype), mask=ok)
             tl.store(counts + row, 0)
+        if PIECES:
+            _outlier_pieces(source, outlier, row, column, ok, K, pieces, piece_scales)
         absmax = tl.max(tl.max(magnitude, axis=1), axis=0)
         tl.store(stats + row, absmax)
         # torch evaluates `127.0 / stats` as reciprocal(stats) · 127: two roundings, kept here.
@@ -59,15 +87,16 @@ if triton is not None:
         tl.store(quantized + row * K + column, rounded.to(tl.int8), mask=ok)
 
     @triton.jit
-    def _quantize_kernel(x, quantized, stats, outliers, columns, counts, K, threshold, HAS_THRESHOLD: tl.constexpr,
-                         BLOCK: tl.constexpr, SPAN: tl.constexpr):  # fmt: skip
+    def _quantize_kernel(x, quantized, stats, outliers, columns, counts, pieces, piece_scales, K, threshold,
+                         HAS_THRESHOLD: tl.constexpr, BLOCK: tl.constexpr, SPAN: tl.constexpr,
+                         PIECES: tl.constexpr):  # fmt: skip
         # One program per row; the whole row is one block, so the absmax and the quantisation share one load.
         row = tl.program_id(0)
         column = tl.arange(0, BLOCK // SPAN)[:, None] * SPAN + tl.arange(0, SPAN)[None, :]
         ok = column < K
         source = tl.load(x + row * K + column, mask=ok, other=0.0)
-        quantize_row(source, row, column, ok, K, quantized, stats, outliers, columns, counts, threshold,
-                     HAS_THRESHOLD, BLOCK, SPAN)  # fmt: skip
+        quantize_row(source, row, column, ok, K, quantized, stats, outliers, columns, counts, pieces, piece_scales,
+                     threshold, HAS_THRESHOLD, BLOCK, SPAN, PIECES)  # fmt: skip
 
 
 def outlier_columns(outliers: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -85,6 +114,8 @@ class QuantizedRows(NamedTuple):
     outliers: torch.Tensor  # [n, K] in the rows' dtype: the outliers, zero elsewhere
     columns: torch.Tensor  # int32 [n, K]: each row's outlier columns first (see outlier_columns)
     counts: torch.Tensor  # int32 [n]: how many
+    pieces: torch.Tensor  # int8 [n, 3, K]: the outliers as integer pieces (the module docstring); several rows only
+    piece_scales: torch.Tensor  # float32 [n]: outlier = (hi · 2^14 + mid · 2^7 + lo) · piece_scale
 
 
 @functools.lru_cache
@@ -101,6 +132,8 @@ def empty_rows(n: int, k: int, dtype: torch.dtype, device: torch.device) -> Quan
         torch.empty(n, k, dtype=dtype, device=device),
         torch.empty(n, k, dtype=torch.int32, device=device),
         torch.empty(n, dtype=torch.int32, device=device),
+        torch.empty(n, 3, k, dtype=torch.int8, device=device),
+        torch.empty(n, dtype=torch.float32, device=device),
     )
 
 
@@ -123,6 +156,12 @@ def quantize_rows(rows: torch.Tensor, threshold: float) -> QuantizedRows:
         HAS_THRESHOLD=threshold > 0.0,
         BLOCK=block,
         SPAN=SPAN,
+        PIECES=writes_pieces(n),
         num_warps=min(16, max(1, block // 1024)),
     )
     return out
+
+
+def writes_pieces(rows: int) -> bool:
+    """Whether a quantisation of this many rows writes the outliers' pieces: the one-row product does not read them."""
+    return rows > 1

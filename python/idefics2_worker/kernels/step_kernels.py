@@ -52,9 +52,9 @@ if triton is not None:
 
     @triton.jit
     def _add_rms_norm_quantize_kernel(residual, delta, weight, hidden_out, normed_out, quantized, stats, outliers,
-                                      columns, counts, eps, threshold, D: tl.constexpr, BLOCK: tl.constexpr,
-                                      HAS_DELTA: tl.constexpr, HAS_THRESHOLD: tl.constexpr,
-                                      SPAN: tl.constexpr):  # fmt: skip
+                                      columns, counts, pieces, piece_scales, eps, threshold, D: tl.constexpr,
+                                      BLOCK: tl.constexpr, HAS_DELTA: tl.constexpr, HAS_THRESHOLD: tl.constexpr,
+                                      SPAN: tl.constexpr, PIECES: tl.constexpr):  # fmt: skip
         # The add + norm, then LLM.int8()'s quantisation of the normed row (int8_quantize.quantize_row) from the
         # values just rounded to the output dtype, which `quantize_rows` would read back from memory.
         row = tl.program_id(0)
@@ -63,7 +63,8 @@ if triton is not None:
         tl.store(normed_out + row * D + col, normed, mask=ok)
         column = tl.arange(0, BLOCK // SPAN)[:, None] * SPAN + tl.arange(0, SPAN)[None, :]
         quantize_row(tl.reshape(normed, [BLOCK // SPAN, SPAN]), row, column, column < D, D, quantized, stats,
-                     outliers, columns, counts, threshold, HAS_THRESHOLD, BLOCK, SPAN)  # fmt: skip
+                     outliers, columns, counts, pieces, piece_scales, threshold, HAS_THRESHOLD, BLOCK, SPAN,
+                     PIECES)  # fmt: skip
 
     @triton.jit
     def _rotate(source, cos, sin, HALF: tl.constexpr, BLOCK: tl.constexpr):
@@ -187,6 +188,7 @@ def add_rms_norm_quantized(
         HAS_DELTA=delta is not None,
         HAS_THRESHOLD=threshold > 0.0,
         SPAN=int8_quantize.SPAN,
+        PIECES=int8_quantize.writes_pieces(rows),
         num_warps=8 if dim >= 2048 else 4,
     )
     return hidden, normed, quantized

@@ -137,6 +137,49 @@ print(json.dumps(results))
         assert (outlier_count > 0) == (float(case.split()[1]) > 0), case
 
 
+def test_the_outliers_in_int8_pieces_are_exact_and_multiplied_in_the_mma() -> None:
+    script = """
+import json, torch
+from idefics2_worker.kernels.int8_gemv import MMA_TILING, eight_bit_gemv
+from idefics2_worker.kernels.int8_quantize import quantize_rows
+torch.manual_seed(0)
+results = {}
+for dtype, k, n in [(torch.bfloat16, 256, 40), (torch.float16, 320, 24)]:
+    rows = torch.randn(6, k).to(dtype)
+    # Outliers spread over nine binades, both signs, several a row; row 2 has none; row 4 one at the threshold.
+    for r, columns, values in [(0, [3, 90, 91], [9.0, -3000.5, 6.25]), (1, [5], [-7.5]), (3, [0, k - 1], [511.0, -6.5]),
+                               (4, [17], [6.0]), (5, [40, 41, 200], [1234.0, -77.0, 8.5])]:
+        rows[r, columns] = torch.tensor(values, dtype=dtype)
+    q = quantize_rows(rows, 6.0)
+    whole = q.pieces[:, 0].long() * 16384 + q.pieces[:, 1].long() * 128 + q.pieces[:, 2].long()
+    rebuilt = whole.double() * q.piece_scales.double()[:, None]
+    weight = torch.randint(-127, 128, (n, k), dtype=torch.int8)
+    weight_absmax = torch.rand(n) * 0.1
+    ours = eight_bit_gemv(q.quantized, q.outliers, q.columns, q.counts, weight, q.stats, weight_absmax,
+                          torch.float32, MMA_TILING, pieces=(q.pieces, q.piece_scales))
+    exact = q.quantized.int() @ weight.int().t()
+    main = (exact.float() * (q.stats[:, None] * weight_absmax[None, :]) * 6.200124e-05).half().double()
+    extra = q.outliers.double() @ (weight.double() * weight_absmax.double()[:, None] * 7.874015718698502e-3).t()
+    expected = main + extra
+    results[str(dtype)] = {
+        "pieces_exact": bool(torch.equal(rebuilt, q.outliers.double())),
+        "row_without_outliers": bool(q.piece_scales[2] == 0 and q.pieces[2].eq(0).all()),
+        "max_err_in_float32_ulps": ((ours.double() - expected).abs().max() / (expected.abs().max() * 2**-23)).item(),
+    }
+print(json.dumps(results))
+"""
+    env = dict(os.environ, TRITON_INTERPRET="1")
+    done = subprocess.run([sys.executable, "-c", script], check=False, capture_output=True, text=True, env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    results = json.loads(done.stdout.strip().splitlines()[-1])
+    assert len(results) == 2
+    for dtype, result in results.items():
+        assert result["pieces_exact"], dtype
+        assert result["row_without_outliers"], dtype
+        # The main term's float16 rounding is bitsandbytes'; the outliers' term is exact until one float32 rounding.
+        assert result["max_err_in_float32_ulps"] <= 4.0, (dtype, result)
+
+
 def four_bit_layer(compute: torch.dtype, nested: bool, inputs: int = 128) -> torch.nn.Module:
     import bitsandbytes as bnb
 
