@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from dataclasses import replace
 import sys
 from pathlib import Path
 
@@ -46,8 +47,10 @@ def main() -> None:
             listed = (q.quantized, q.outliers, q.columns, q.counts)
             nothing = (q.quantized, torch.zeros_like(q.outliers), q.columns, torch.zeros_like(q.counts))
             calls = {
-                "dense": lambda: int8_gemv.eight_bit_gemv(*listed, *common),
-                "pieces": lambda: int8_gemv.eight_bit_gemv(*listed, *common, pieces=(q.pieces, q.piece_scales)),
+                "dense": lambda: int8_gemv.eight_bit_gemv(*listed, *common[:4], replace(tiling, pieces=False)),
+                "pieces": lambda: int8_gemv.eight_bit_gemv(
+                    *listed, *common[:4], replace(tiling, pieces=True), pieces=(q.pieces, q.piece_scales)
+                ),
                 "listed": lambda: int8_gemv.eight_bit_gemv(*listed, *common, row_invariant=True),
                 "none": lambda: int8_gemv.eight_bit_gemv(*nothing, *common, row_invariant=True),
             }

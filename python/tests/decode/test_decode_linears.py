@@ -140,6 +140,7 @@ print(json.dumps(results))
 def test_the_outliers_in_int8_pieces_are_exact_and_multiplied_in_the_mma() -> None:
     script = """
 import json, torch
+from dataclasses import replace
 from idefics2_worker.kernels.int8_gemv import MMA_TILING, eight_bit_gemv
 from idefics2_worker.kernels.int8_quantize import quantize_rows
 torch.manual_seed(0)
@@ -156,7 +157,7 @@ for dtype, k, n in [(torch.bfloat16, 256, 40), (torch.float16, 320, 24)]:
     weight = torch.randint(-127, 128, (n, k), dtype=torch.int8)
     weight_absmax = torch.rand(n) * 0.1
     ours = eight_bit_gemv(q.quantized, q.outliers, q.columns, q.counts, weight, q.stats, weight_absmax,
-                          torch.float32, MMA_TILING, pieces=(q.pieces, q.piece_scales))
+                          torch.float32, replace(MMA_TILING, pieces=True), pieces=(q.pieces, q.piece_scales))
     exact = q.quantized.int() @ weight.int().t()
     main = (exact.float() * (q.stats[:, None] * weight_absmax[None, :]) * 6.200124e-05).half().double()
     extra = q.outliers.double() @ (weight.double() * weight_absmax.double()[:, None] * 7.874015718698502e-3).t()

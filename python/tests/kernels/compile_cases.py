@@ -128,7 +128,7 @@ def decode_shapes() -> None:
             for invariant in (False, True):
                 int8_gemv.eight_bit_gemv(*operands, row_invariant=invariant)
             # The MMA with the outliers as int8 pieces (what the decode step passes at several rows).
-            int8_gemv.eight_bit_gemv(*operands, tiling=int8_gemv.tiling_for(outputs, inputs, 8),
+            int8_gemv.eight_bit_gemv(*operands, tiling=int8_gemv.Tiling(64, 128, mma=True, pieces=True),
                                      pieces=(q.pieces, q.piece_scales))  # fmt: skip
             # The CUDA-core kernel's tiling at three or four rows, at the other row counts too.
             int8_gemv.eight_bit_gemv(*operands, tiling=int8_gemv.tiling_for(outputs, inputs, 4))
