@@ -12,10 +12,11 @@ import pytest
 from test_step_kernels import TESTS, interpreted
 
 
-# ~115 s on a 2-core CI machine, ~85 of it the attention cases.
-@pytest.mark.timeout(250)
+# ~230 s on a 2-core machine (2026-12-02; ~115 before the int8 CUDA-core kernel's several-row cases), ~85 of it the
+# attention cases: the limits leave room for a slower or busier machine.
+@pytest.mark.timeout(430)
 def test_each_row_is_the_same_bits_whatever_shares_its_batch() -> None:
-    done = interpreted(str(TESTS / "kernels" / "batch_invariant_cases.py"), timeout=240)
+    done = interpreted(str(TESTS / "kernels" / "batch_invariant_cases.py"), timeout=420)
     assert done.returncode == 0, done.stderr[-3000:]
     results = json.loads(done.stdout.strip().splitlines()[-1])
     assert len(results) == 2 * 3 + 2 * 4 + 2 + 4
