@@ -26,6 +26,15 @@ def holder(layer: torch.nn.Module) -> SimpleNamespace:
     )
 
 
+def interpreted(script: str) -> dict:
+    """Runs a script under Triton's interpreter (set before Triton is imported) and reads its last line's JSON."""
+    env = dict(os.environ, TRITON_INTERPRET="1")
+    command = [sys.executable, "-c", script]
+    done = subprocess.run(command, check=False, capture_output=True, text=True, env=env, timeout=240)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
 @pytest.mark.parametrize("threshold", [6.0, 0.0])
 def test_the_capturable_int8_forward_equals_bitsandbytes_per_row(threshold: float) -> None:
     layer = eight_bit_layer(64, 48, threshold)
@@ -85,11 +94,7 @@ except ValueError as error:
 results["refused"] = refused
 print(json.dumps(results))
 """
-    env = dict(os.environ, TRITON_INTERPRET="1")
-    command = [sys.executable, "-c", script]
-    done = subprocess.run(command, check=False, capture_output=True, text=True, env=env, timeout=120)
-    assert done.returncode == 0, done.stderr[-3000:]
-    results = json.loads(done.stdout.strip().splitlines()[-1])
+    results = interpreted(script)
     assert results.pop("refused") is True
     assert len(results) == 10
     for case, result in results.items():
@@ -124,10 +129,7 @@ for k, threshold in [(300, 6.0), (512, 0.0), (4096, 6.0), (640, 2.5), (384, 6.09
         ]
 print(json.dumps(results))
 """
-    env = dict(os.environ, TRITON_INTERPRET="1")
-    done = subprocess.run([sys.executable, "-c", script], check=False, capture_output=True, text=True, env=env)
-    assert done.returncode == 0, done.stderr[-3000:]
-    results = json.loads(done.stdout.strip().splitlines()[-1])
+    results = interpreted(script)
     assert len(results) == 20
     for case, (quantized, stats, outliers, listed, outlier_count) in results.items():
         assert quantized, case
@@ -169,10 +171,7 @@ for dtype, k, n in [(torch.bfloat16, 256, 40), (torch.float16, 320, 24)]:
     }
 print(json.dumps(results))
 """
-    env = dict(os.environ, TRITON_INTERPRET="1")
-    done = subprocess.run([sys.executable, "-c", script], check=False, capture_output=True, text=True, env=env)
-    assert done.returncode == 0, done.stderr[-3000:]
-    results = json.loads(done.stdout.strip().splitlines()[-1])
+    results = interpreted(script)
     assert len(results) == 2
     for dtype, result in results.items():
         assert result["pieces_exact"], dtype
