@@ -5,7 +5,9 @@ For each shape and row count, with the tiling the worker chooses (`int8_gemv.til
 the worker's kernel (`quantize_rows`, ~0.3% outliers a row), times: the outliers as a dense bf16 MMA beside the int8
 one (every weight converted every step); as int8 pieces in the int8 MMA (what the decode step passes at several
 rows); `row_invariant=True` (the outliers' listed columns only, one FMA each); and no outliers at all (the listed
-loop runs zero times: the int8 product alone). Prints per-token sums over the 32 layers; --out writes JSON.
+loop runs zero times: the int8 product alone). With the pieces, also the best of a few tilings that split K
+(`Tiling.splits`: wider programs that still fill the GPU on narrow layers). Prints per-token sums over the 32 layers;
+--out writes JSON.
 
 Usage: python scripts/gpu/int8_outlier_cost.py [--rows 2 4 8] [--out FILE.json]
 """
@@ -27,6 +29,14 @@ from idefics2_worker.kernels import int8_gemv, int8_quantize
 from tune_decode_kernels import INT8_SHAPES, LAYERS, steps
 
 
+# The pieces with K split: wider programs (64 or 128 outputs) over 2, 4 or 8 splits.
+SPLIT_K = [
+    int8_gemv.Tiling(outputs, 128, mma=True, pieces=True, splits=splits)
+    for outputs in (64, 128)
+    for splits in (2, 4, 8)
+]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rows", nargs="+", type=int, default=[2, 4, 8])
@@ -34,7 +44,7 @@ def main() -> None:
     args = parser.parse_args()
     results = []
     for rows in args.rows:
-        totals = {"dense": 0.0, "pieces": 0.0, "listed": 0.0, "none": 0.0}
+        totals = {"dense": 0.0, "pieces": 0.0, "listed": 0.0, "none": 0.0, "pieces_split_k": 0.0}
         for name, k, n, per_layer in INT8_SHAPES:
             torch.manual_seed(0)
             x = torch.randn(rows, k, device="cuda")
@@ -58,10 +68,22 @@ def main() -> None:
             for form, call in calls.items():
                 row[f"{form}_us"] = timed(call, graph=True)
                 totals[form] += row[f"{form}_us"] * per_layer * LAYERS
+            split_k = {}
+            for split in SPLIT_K:
+                split_call = (
+                    lambda split=split: int8_gemv.eight_bit_gemv(  # noqa: E731
+                        *listed, *common[:4], split, pieces=(q.pieces, q.piece_scales)
+                    )
+                )
+                split_k[split] = (timed(split_call, graph=True), steps(split_call(), calls["pieces"]()))
+            best = min(split_k, key=lambda split: split_k[split][0])
+            row["pieces_split_k_us"], row["pieces_split_k_vs_pieces_steps"] = split_k[best]
+            row["pieces_split_k_tiling"] = best.__dict__
+            totals["pieces_split_k"] += row["pieces_split_k_us"] * per_layer * LAYERS
             # The pieces' result against the dense MMA's, in bf16 steps at the outputs' RMS (both sum the same terms).
             row["pieces_vs_dense_steps"] = steps(calls["pieces"](), calls["dense"]())
             results.append(row)
-            timings = ", ".join(f"{form} {row[f'{form}_us']:6.1f}" for form in calls)
+            timings = ", ".join(f"{form} {row[f'{form}_us']:6.1f}" for form in totals)
             print(
                 f"{name:8} rows {rows}: {timings} us; pieces vs dense {row['pieces_vs_dense_steps']:.2f} steps",
                 flush=True,

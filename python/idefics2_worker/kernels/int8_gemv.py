@@ -44,11 +44,15 @@ class Tiling:
     mma: bool = False
     stages: int = 3
     pieces: bool = False
+    # With the pieces only: K split over this many programs per block of outputs, their int32 sums (exact in any
+    # order) added by a second kernel, so wide programs still fill the GPU on narrow layers.
+    splits: int = 1
 
 
 MMA_TILING = Tiling(outputs=32, columns=256, warps=4, mma=True)
 MMA_ROWS = 16  # rows per MMA launch: the smallest MMA shape Triton emits
 PIECE_COLUMNS = 32  # with the outliers in pieces: 8 rows' int8 products and their outliers' three pieces each
+COMBINE_OUTPUTS = 64  # outputs a program of the split pieces' second kernel
 
 # bitsandbytes' own dequantisation constants, written as bitsandbytes writes them so results match to the bit:
 # int8_mm_dequant's scale (bitsandbytes/backends/default/ops.py), a literal that is NOT 1/127² (6.2000124e-05);
@@ -85,6 +89,7 @@ if triton is not None:
     # A jit function reads module globals only as constexpr.
     _MM_DEQUANT = tl.constexpr(MM_DEQUANT_SCALE)
     _VECTORWISE_DEQUANT = tl.constexpr(VECTORWISE_DEQUANT_SCALE)
+    PIECE_COLUMNS_ = tl.constexpr(PIECE_COLUMNS)
 
     @triton.jit
     def _scaled(
@@ -187,6 +192,41 @@ if triton is not None:
         return main, q.to(tl.float32) * piece_scale[None, :], rows8
 
     @triton.jit
+    def _split_pieces_kernel(quantized, pieces, weight, partials, N, ROWS, K: tl.constexpr, SPLIT: tl.constexpr,
+                             BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):  # fmt: skip
+        # The pieces' MMA over one split of K (SPLIT columns, a multiple of BLOCK_K): [outputs, 32] int32 sums of
+        # the rows' int8 inputs and outliers' pieces, stored for `_combine_splits_kernel`.
+        outputs = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
+        output_ok = outputs < N
+        column = tl.arange(0, BLOCK_K)
+        row = tl.arange(0, PIECE_COLUMNS_)
+        exact = tl.zeros([BLOCK_N, PIECE_COLUMNS_], dtype=tl.int32)
+        begin = tl.program_id(1) * SPLIT
+        for offset in range(0, SPLIT, BLOCK_K):
+            col = begin + offset + column
+            col_ok = col < K
+            w = tl.load(
+                weight + outputs[:, None] * K + col[None, :], mask=output_ok[:, None] & col_ok[None, :], other=0
+            )
+            exact = tl.dot(w, tl.trans(_rows_and_pieces(quantized, pieces, row, col, col_ok, ROWS, K)), exact,
+                           out_dtype=tl.int32)  # fmt: skip
+        at = tl.program_id(1) * N * PIECE_COLUMNS_ + outputs[:, None] * PIECE_COLUMNS_ + row[None, :]
+        tl.store(partials + at, exact, mask=output_ok[:, None])
+
+    @triton.jit
+    def _combine_splits_kernel(partials, piece_scales, row_absmax, weight_absmax, out, N, ROWS,
+                               SPLITS: tl.constexpr, BLOCK_N: tl.constexpr, OUT_DTYPE: tl.constexpr):  # fmt: skip
+        # The splits' int32 sums added (exact, so the bits are the unsplit kernel's), then its epilogue.
+        outputs = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
+        output_ok = outputs < N
+        at = outputs[:, None] * PIECE_COLUMNS_ + tl.arange(0, PIECE_COLUMNS_)[None, :]
+        exact = tl.zeros([BLOCK_N, PIECE_COLUMNS_], dtype=tl.int32)
+        for split in tl.static_range(SPLITS):
+            exact += tl.load(partials + split * N * PIECE_COLUMNS_ + at, mask=output_ok[:, None], other=0)
+        main, outlier_sums, rows8 = _split_slots(exact, piece_scales, ROWS, BLOCK_N)
+        _scaled(main, outlier_sums, row_absmax, weight_absmax, out, outputs, output_ok, rows8, ROWS, N, OUT_DTYPE)
+
+    @triton.jit
     def _eight_bit_mma_kernel(quantized, outliers, columns, counts, pieces, piece_scales, weight, row_absmax,
                               weight_absmax, out, N, ROWS, K: tl.constexpr, OUT_DTYPE: tl.constexpr,
                               BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, ROWS_MMA: tl.constexpr,
@@ -283,7 +323,29 @@ def eight_bit_gemv(
         scales = (row_absmax[first:], weight_absmax, out[first:], n)
         grid = (triton.cdiv(n, chosen.outputs),)
         shared = {"K": k, "OUT_DTYPE": tl_dtype(dtype), "BLOCK_N": chosen.outputs, "BLOCK_K": chosen.columns}
-        if chosen.mma:
+        if in_pieces and chosen.splits > 1:
+            split = triton.cdiv(triton.cdiv(k, chosen.splits), chosen.columns) * chosen.columns
+            splits = triton.cdiv(k, split)
+            partials = torch.empty(splits, n, PIECE_COLUMNS, dtype=torch.int32, device=quantized.device)
+            _split_pieces_kernel[(grid[0], splits)](
+                quantized[first:],
+                piece_rows[first:],
+                weight,
+                partials,
+                n,
+                rows,
+                K=k,
+                SPLIT=split,
+                BLOCK_N=chosen.outputs,
+                BLOCK_K=chosen.columns,
+                num_warps=chosen.warps,
+                num_stages=chosen.stages,
+            )
+            _combine_splits_kernel[(triton.cdiv(n, COMBINE_OUTPUTS),)](
+                partials, piece_scales[first:], *scales, rows, SPLITS=splits, BLOCK_N=COMBINE_OUTPUTS,
+                OUT_DTYPE=shared["OUT_DTYPE"],
+            )  # fmt: skip
+        elif chosen.mma:
             _eight_bit_mma_kernel[grid](
                 quantized[first:],
                 outliers[first:],

@@ -143,7 +143,7 @@ def test_the_outliers_in_int8_pieces_are_exact_and_multiplied_in_the_mma() -> No
     script = """
 import json, torch
 from dataclasses import replace
-from idefics2_worker.kernels.int8_gemv import MMA_TILING, eight_bit_gemv
+from idefics2_worker.kernels.int8_gemv import MMA_TILING, Tiling, eight_bit_gemv
 from idefics2_worker.kernels.int8_quantize import quantize_rows
 torch.manual_seed(0)
 results = {}
@@ -160,6 +160,11 @@ for dtype, k, n in [(torch.bfloat16, 256, 40), (torch.float16, 320, 24)]:
     weight_absmax = torch.rand(n) * 0.1
     ours = eight_bit_gemv(q.quantized, q.outliers, q.columns, q.counts, weight, q.stats, weight_absmax,
                           torch.float32, replace(MMA_TILING, pieces=True), pieces=(q.pieces, q.piece_scales))
+    # K split over three programs a block of outputs (the last one short), their int32 sums added: the same bits.
+    operands = (q.quantized, q.outliers, q.columns, q.counts, weight, q.stats, weight_absmax, torch.bfloat16)
+    whole_k = eight_bit_gemv(*operands, Tiling(16, 32, mma=True, pieces=True), pieces=(q.pieces, q.piece_scales))
+    split_k = eight_bit_gemv(*operands, Tiling(16, 32, mma=True, pieces=True, splits=3),
+                             pieces=(q.pieces, q.piece_scales))
     exact = q.quantized.int() @ weight.int().t()
     main = (exact.float() * (q.stats[:, None] * weight_absmax[None, :]) * 6.200124e-05).half().double()
     extra = q.outliers.double() @ (weight.double() * weight_absmax.double()[:, None] * 7.874015718698502e-3).t()
@@ -167,6 +172,7 @@ for dtype, k, n in [(torch.bfloat16, 256, 40), (torch.float16, 320, 24)]:
     results[str(dtype)] = {
         "pieces_exact": bool(torch.equal(rebuilt, q.outliers.double())),
         "row_without_outliers": bool(q.piece_scales[2] == 0 and q.pieces[2].eq(0).all()),
+        "split_k_same_bits": bool(torch.equal(split_k, whole_k)),
         "max_err_in_float32_ulps": ((ours.double() - expected).abs().max() / (expected.abs().max() * 2**-23)).item(),
     }
 print(json.dumps(results))
@@ -176,6 +182,7 @@ print(json.dumps(results))
     for dtype, result in results.items():
         assert result["pieces_exact"], dtype
         assert result["row_without_outliers"], dtype
+        assert result["split_k_same_bits"], dtype
         # The main term's float16 rounding is bitsandbytes'; the outliers' term is exact until one float32 rounding.
         assert result["max_err_in_float32_ulps"] <= 4.0, (dtype, result)
 

@@ -127,9 +127,10 @@ def decode_shapes() -> None:
             operands = (q.quantized, q.outliers, q.columns, q.counts, quantized, q.stats, scales, bf16)
             for invariant in (False, True):
                 int8_gemv.eight_bit_gemv(*operands, row_invariant=invariant)
-            # The MMA with the outliers as int8 pieces (what the decode step passes at several rows).
-            int8_gemv.eight_bit_gemv(*operands, tiling=int8_gemv.Tiling(64, 128, mma=True, pieces=True),
-                                     pieces=(q.pieces, q.piece_scales))  # fmt: skip
+            # The MMA with the outliers as int8 pieces (gate/up at several rows), and with K split (tuned, not used).
+            for splits in (1, 4):
+                pieces = int8_gemv.Tiling(128, 128, mma=True, pieces=True, splits=splits)
+                int8_gemv.eight_bit_gemv(*operands, tiling=pieces, pieces=(q.pieces, q.piece_scales))
             # The CUDA-core kernel's tiling at three or four rows, at the other row counts too.
             int8_gemv.eight_bit_gemv(*operands, tiling=int8_gemv.tiling_for(outputs, inputs, 4))
             batch_invariant_matmul.linear(x, torch.empty(outputs, inputs, dtype=bf16))
