@@ -10,7 +10,10 @@ At one row the multiply-adds run on the CUDA cores, four per dp4a instruction (`
 rows the CUDA-core kernel keeps each lane's sums per row, so its dp4a count grows with the rows and its weight reads
 do not: at two rows it beats the MMA kernel on every layer of the 8B model (on an H200, 2.71 against 3.80 ms a
 token), at three or four on the narrow ones. Beyond, `tiling_for` picks `_eight_bit_mma_kernel`: int8 tensor-core
-MMAs, exact in int32 in any order, and the outlier term as a bf16 / fp16 MMA whose products are exact in float32.
+MMAs, exact in int32 in any order, and the outlier term as a bf16 / fp16 MMA whose products are exact in float32, or,
+for the wide gate/up (`Tiling.pieces`), as the outliers' int8 pieces (int8_quantize) inside the int8 MMA itself:
+exact, and without converting every weight every step. `Tiling.splits` splits K for that form over several programs
+(`_split_pieces_kernel`, `_combine_splits_kernel`; the same bits, not yet measured on a GPU).
 
 Row-invariant (`row_invariant=True`, deterministic decoding): the MMA kernel instead adds the outlier term as the
 one-row kernel does, over each row's listed outlier columns in ascending order with one float32 FMA each. The int32
