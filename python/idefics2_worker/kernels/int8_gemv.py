@@ -11,9 +11,10 @@ rows the CUDA-core kernel keeps each lane's sums per row, so its dp4a count grow
 do not: at two rows it beats the MMA kernel on every layer of the 8B model (on an H200, 2.71 against 3.80 ms a
 token), at three or four on the narrow ones. Beyond, `tiling_for` picks `_eight_bit_mma_kernel`: int8 tensor-core
 MMAs, exact in int32 in any order, and the outlier term as a bf16 / fp16 MMA whose products are exact in float32, or,
-for the wide gate/up (`Tiling.pieces`), as the outliers' int8 pieces (int8_quantize) inside the int8 MMA itself:
-exact, and without converting every weight every step. `Tiling.splits` splits K for that form over several programs
-(`_split_pieces_kernel`, `_combine_splits_kernel`; the same bits, not yet measured on a GPU).
+with `Tiling.pieces`, as the outliers' int8 pieces (int8_quantize) inside the int8 MMA itself: exact, and without
+converting every weight every step. `Tiling.splits` splits K for that form over several programs
+(`_split_pieces_kernel`, then `_combine_splits_kernel` adds their int32 sums: the same bits), so the narrower layers
+take wide programs that read the operand rows once per 128 outputs and still fill the GPU.
 
 Row-invariant (`row_invariant=True`, deterministic decoding): the MMA kernel instead adds the outlier term as the
 one-row kernel does, over each row's listed outlier columns in ascending order with one float32 FMA each. The int32
@@ -64,24 +65,35 @@ MM_DEQUANT_SCALE = 6.200124e-05
 VECTORWISE_DEQUANT_SCALE = 7.874015718698502e-3
 
 
-def tiling_for(outputs: int, inputs: int, rows: int) -> Tiling:
-    """The fastest tilings measured at idefics2-8b's shapes on an H200 (scripts/gpu/tune_decode_kernels.py). One
-    row on the CUDA cores: 8 outputs a program in 512-column steps with 2 warps, but 4 outputs in 2,048-column
+def tiling_for(outputs: int, inputs: int, rows: int, pieces: bool = False) -> Tiling:
+    """The fastest tilings measured at idefics2-8b's shapes on an H200 (scripts/gpu/tune_decode_kernels.py,
+    scripts/gpu/int8_outlier_cost.py). `pieces`: whether the caller passes the outliers as int8 pieces
+    (int8_quantize.writes_pieces); without them (one row, deterministic decoding) an MMA adds them as bf16.
+
+    One row on the CUDA cores: 8 outputs a program in 512-column steps with 2 warps, but 4 outputs in 2,048-column
     steps with 4 warps for the long rows of `down` (14,336 inputs). Two rows on the CUDA cores too, whose dp4a
     count grows with the rows: 4 outputs in 128-column steps with 4 warps, the fused gate/up (28,672 outputs) 16 in
     256 with 2. Three or four rows: the narrow layers (q/k/v, o) on the CUDA cores, 8 outputs in 512-column steps
-    with 2 warps; the wide ones (gate/up, and down's 14,336 inputs) and five rows or more as MMAs, whose time
-    hardly moves with the rows: gate/up 128 outputs a program in 128-column steps, q/k/v (6,144) 64, o and down
-    (4,096) 32 in 256-column steps. gate/up takes the outliers as int8 pieces (35.6 against 47.9 µs at 8 rows); the
-    narrower layers' programs re-read the 32 operand rows for fewer outputs each, and keep the bf16 MMA."""
+    with 2 warps. Everything else as MMAs, whose time hardly moves with the rows. With the pieces, 128-output
+    programs in 128-column steps (the 32 operand rows re-read once per 128 outputs), K split over programs where
+    the layer is too narrow to fill the GPU otherwise: 8 ways for `down` (24.5 against 40.0 µs at 8 rows, the
+    bf16 outlier MMA) and q/k/v (12.2 against 16.5), 4 ways with 64 outputs for o (10.4 against 13.9); gate/up
+    unsplit (34.7; split 43.1). Without the pieces: gate/up 128 outputs a program in 128-column steps, q/k/v
+    (6,144) 64, o and down (4,096) 32 in 256-column steps."""
     if rows == 1:
         return Tiling(outputs=4, columns=2048, warps=4) if inputs >= 8192 else Tiling(outputs=8, columns=512, warps=2)
     if rows == 2:
         return Tiling(outputs=16, columns=256, warps=2) if outputs >= 16384 else Tiling(outputs=4, columns=128, warps=4)
+    if pieces and inputs >= 8192:
+        return Tiling(outputs=128, columns=128, mma=True, pieces=True, splits=8)
     if rows <= 4 and outputs < 16384 and inputs < 8192:
         return Tiling(outputs=8, columns=512, warps=2)
     if outputs >= 16384:
-        return Tiling(outputs=128, columns=128, mma=True, pieces=True)
+        return Tiling(outputs=128, columns=128, mma=True, pieces=pieces)
+    if pieces and outputs > 4096:
+        return Tiling(outputs=128, columns=128, mma=True, pieces=True, splits=8)
+    if pieces and outputs >= 2048:
+        return Tiling(outputs=64, columns=128, mma=True, pieces=True, splits=4)
     if outputs > 4096:
         return Tiling(outputs=64, columns=128, mma=True)
     per_program = 16 if outputs < 2048 else MMA_TILING.outputs
@@ -313,7 +325,7 @@ def eight_bit_gemv(
     n, k = weight.shape
     total = quantized.shape[0]
     out = torch.empty(total, n, dtype=dtype, device=quantized.device)
-    chosen = tiling or tiling_for(n, k, total)
+    chosen = tiling or tiling_for(n, k, total, pieces=pieces is not None and not row_invariant)
     if not chosen.mma and k % 4:
         if tiling is not None:
             raise ValueError(f"the one-row int8 kernel reads K in words of four; K = {k} needs an MMA tiling")

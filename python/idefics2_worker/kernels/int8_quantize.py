@@ -9,7 +9,7 @@ step's 2,702 kernels on idefics2-8b (docs/BENCHMARKS.md). This is one per input.
 It also lists each row's outlier columns (ascending, with their count), so the one-row product kernel adds the
 outliers' term over those columns alone after a main loop that only streams the weights.
 
-For several rows it also writes each row's outliers as integers in three int8 pieces (`PIECES`): the row's outliers
+From three rows on it also writes each row's outliers as integers in three int8 pieces (`PIECES`): the row's outliers
 times a power of two that brings the largest to [2^19, 2^20), rounded (bf16 / fp16 outliers within 12 / 9 binades of
 the largest are integers there, exactly), then split as hi · 2^14 + mid · 2^7 + lo with lo, mid in [0, 127]. The
 MMA product kernel multiplies them with the int8 weights in the same MMA as the int8 rows, exactly in int32, where a
@@ -114,7 +114,7 @@ class QuantizedRows(NamedTuple):
     outliers: torch.Tensor  # [n, K] in the rows' dtype: the outliers, zero elsewhere
     columns: torch.Tensor  # int32 [n, K]: each row's outlier columns first (see outlier_columns)
     counts: torch.Tensor  # int32 [n]: how many
-    pieces: torch.Tensor  # int8 [n, 3, K]: the outliers as integer pieces (the module docstring); several rows only
+    pieces: torch.Tensor  # int8 [n, 3, K]: the outliers as integer pieces (the module docstring); three rows or more
     piece_scales: torch.Tensor  # float32 [n]: outlier = (hi · 2^14 + mid · 2^7 + lo) · piece_scale
 
 
@@ -163,5 +163,6 @@ def quantize_rows(rows: torch.Tensor, threshold: float) -> QuantizedRows:
 
 
 def writes_pieces(rows: int) -> bool:
-    """Whether a quantisation of this many rows writes the outliers' pieces: the one-row product does not read them."""
-    return rows > 1
+    """Whether a quantisation of this many rows writes the outliers' pieces: only the MMA tilings read them, which
+    `int8_gemv.tiling_for` picks from three rows on."""
+    return rows > 2

@@ -125,12 +125,13 @@ def decode_shapes() -> None:
                 four_bit_gemv.four_bit_gemv(x, packed, absmax, code, (outputs, inputs), 64, tiling=tiling)
             q = int8_quantize.quantize_rows(x, 6.0)
             operands = (q.quantized, q.outliers, q.columns, q.counts, quantized, q.stats, scales, bf16)
+            pieces = (q.pieces, q.piece_scales)
             for invariant in (False, True):
-                int8_gemv.eight_bit_gemv(*operands, row_invariant=invariant)
-            # The MMA with the outliers as int8 pieces (gate/up at several rows), and with K split (tuned, not used).
+                int8_gemv.eight_bit_gemv(*operands, row_invariant=invariant, pieces=pieces)
+            # The MMA with the outliers as int8 pieces, whole and with K split, at every row count.
             for splits in (1, 4):
-                pieces = int8_gemv.Tiling(128, 128, mma=True, pieces=True, splits=splits)
-                int8_gemv.eight_bit_gemv(*operands, tiling=pieces, pieces=(q.pieces, q.piece_scales))
+                tiling = int8_gemv.Tiling(128, 128, mma=True, pieces=True, splits=splits)
+                int8_gemv.eight_bit_gemv(*operands, tiling=tiling, pieces=pieces)
             # The CUDA-core kernel's tiling at three or four rows, at the other row counts too.
             int8_gemv.eight_bit_gemv(*operands, tiling=int8_gemv.tiling_for(outputs, inputs, 4))
             batch_invariant_matmul.linear(x, torch.empty(outputs, inputs, dtype=bf16))

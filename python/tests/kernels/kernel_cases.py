@@ -205,8 +205,8 @@ def four_bit_dequantize_cases(device: str) -> dict[str, float]:
 
 def norm_quantize_cases(device: str) -> dict[str, float]:
     """The 8-bit step's add + norm with its int8 quantisation in one launch, against `add_rms_norm` then
-    `quantize_rows`, bit for bit (0 steps): rows with and without outliers, with and without the add, a width that
-    is not a power of two."""
+    `quantize_rows`, bit for bit (0 steps), the outliers' int8 pieces too: rows with and without outliers, with and
+    without the add, a width that is not a power of two."""
     from idefics2_worker.kernels import int8_quantize
 
     results = {}
@@ -234,6 +234,8 @@ def norm_quantize_cases(device: str) -> dict[str, float]:
             and all(torch.equal(a, b) for a, b in zip(ours[:3], theirs[:3], strict=True))
             and torch.equal(ours.counts, theirs.counts)
             and all(listed)
+            and torch.equal(ours.pieces, theirs.pieces)
+            and torch.equal(ours.piece_scales, theirs.piece_scales)
             and (threshold == 0.0 or int(ours.counts[0]) > 0)
         )
         name = f"add + rms norm + int8 quantise {str(dtype).removeprefix('torch.')} threshold {threshold}, same bits"

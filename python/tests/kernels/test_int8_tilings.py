@@ -1,0 +1,33 @@
+"""`int8_gemv.tiling_for` and `int8_quantize.writes_pieces` agree: the quantisation writes the outliers' pieces at
+exactly the row counts where some layer's tiling reads them, and a tiling takes them only where the caller has them."""
+
+from __future__ import annotations
+
+import pytest
+
+from idefics2_worker.kernels import int8_gemv, int8_quantize
+
+# idefics2-8b's text layers (outputs, inputs): fused q/k/v, o, fused gate/up, down; and a tiny model's.
+SHAPES = [(6144, 4096), (4096, 4096), (28672, 4096), (4096, 14336), (96, 64), (64, 176)]
+
+
+@pytest.mark.parametrize("rows", range(1, int8_gemv.MAX_ROWS + 1))
+def test_pieces_are_written_where_a_tiling_reads_them(rows: int) -> None:
+    with_pieces = [int8_gemv.tiling_for(outputs, inputs, rows, pieces=True) for outputs, inputs in SHAPES]
+    assert any(tiling.pieces for tiling in with_pieces) == int8_quantize.writes_pieces(rows)
+
+
+@pytest.mark.parametrize("rows", range(1, int8_gemv.MAX_ROWS + 1))
+@pytest.mark.parametrize("shape", SHAPES)
+def test_a_tiling_takes_pieces_and_splits_only_as_an_mma_whose_caller_has_them(
+    rows: int, shape: tuple[int, int]
+) -> None:
+    without = int8_gemv.tiling_for(*shape, rows)
+    assert not without.pieces
+    assert without.splits == 1
+    chosen = int8_gemv.tiling_for(*shape, rows, pieces=True)
+    assert chosen.mma or not chosen.pieces
+    assert chosen.pieces or chosen.splits == 1
+    for tiling in (without, chosen):
+        assert tiling.columns >= 4
+        assert tiling.columns & (tiling.columns - 1) == 0
