@@ -39,9 +39,10 @@ class Tiling:
 # Deterministic decoding: one tiling at every row count, and the row-independent order.
 INVARIANT_TILING = Tiling(invariant=True)
 # Measured on an H200 at idefics2-8b's fused decode shapes (scripts/gpu/tune_decode_kernels.py, docs/BENCHMARKS.md):
-# one row defers its reduction; gate/up (28,672 outputs) wants wider programs over fewer blocks; at 8 rows, 8 warps
-# (narrow layers) or 16 outputs of 4 blocks (wide ones). Four rows (the decode graph's size for 3 and 4 requests)
-# take the 2-row tilings: 7.2 ms a token against 8.6 with the 8-row ones (H12). Rows 5-7 take the 8-row choice.
+# one row defers its reduction; gate/up (28,672 outputs) wants wider programs over fewer blocks. Four rows (the
+# decode graph's size for 3 and 4 requests) take the 2-row tilings: 7.2 ms a token against 8.6 with the 8-row ones
+# (H12). At 8 rows each row's sums stay per lane too, 16 outputs over 1 block (wide) or 2 (narrow): 14.7 ms a token
+# against 16.1 reducing every step (H19). Rows 5-7 take the 8-row choice (the decode graph's rows are 8 there).
 WIDE_OUTPUTS = 16384
 
 
@@ -50,7 +51,7 @@ def tiling_for(outputs: int, rows: int = 1) -> Tiling:
     wide = outputs >= WIDE_OUTPUTS
     if rows <= 4:
         return Tiling(32, 4, 4) if wide else Tiling(16, 8, 4, defer=rows == 1)
-    return Tiling(16, 4, 4) if wide else Tiling(16, 8, 8)
+    return Tiling(16, 1, 4, defer=True) if wide else Tiling(16, 2, 4, defer=True)
 
 
 if triton is not None:
