@@ -3,11 +3,12 @@
 
 For each shape and row count, with the tiling the worker chooses (`int8_gemv.tiling_for`), on inputs quantised by
 the worker's kernel (`quantize_rows`, ~0.3% outliers a row), times: the outliers as a dense bf16 MMA beside the int8
-one (every weight converted every step); as int8 pieces in the int8 MMA (what the decode step passes at several
-rows); `row_invariant=True` (the outliers' listed columns only, one FMA each); and no outliers at all (the listed
-loop runs zero times: the int8 product alone). With the pieces, also the best of a few tilings that split K
-(`Tiling.splits`: wider programs that still fill the GPU on narrow layers). Prints per-token sums over the 32 layers;
---out writes JSON.
+one (every weight converted every step); as int8 pieces in the int8 MMA (what the decode step passes from three
+rows); and `row_invariant=True` (deterministic decoding: the pieces in every kernel, the CUDA-core kernel summing the
+listed columns exactly). With the pieces, also the best of a few tilings that split K (`Tiling.splits`: wider
+programs that still fill the GPU on narrow layers). Prints per-token sums over the 32 layers; --out writes JSON.
+(Before the row-invariant product took the pieces, it listed the columns with one float32 FMA each, and a fourth form
+timed no outliers at all: BENCHMARKS.md's 2026-12-02 tables.)
 
 Usage: python scripts/gpu/int8_outlier_cost.py [--rows 2 4 8] [--out FILE.json]
 """
@@ -44,25 +45,25 @@ def main() -> None:
     args = parser.parse_args()
     results = []
     for rows in args.rows:
-        totals = {"dense": 0.0, "pieces": 0.0, "listed": 0.0, "none": 0.0, "pieces_split_k": 0.0}
+        totals = {"dense": 0.0, "pieces": 0.0, "row_invariant": 0.0, "pieces_split_k": 0.0}
         for name, k, n, per_layer in INT8_SHAPES:
             torch.manual_seed(0)
             x = torch.randn(rows, k, device="cuda")
             x += (torch.rand(rows, k, device="cuda") < 0.003) * torch.randn(rows, k, device="cuda") * 30.0
-            q = int8_quantize.quantize_rows(x.to(torch.bfloat16), 6.0)
+            q = int8_quantize.quantize_rows(x.to(torch.bfloat16), 6.0, row_invariant=True)
             weight = torch.randint(-127, 128, (n, k), dtype=torch.int8, device="cuda")
             weight_absmax = torch.rand(n, device="cuda") * 0.1
             tiling = int8_gemv.tiling_for(n, k, rows)
             common = (weight, q.stats, weight_absmax, torch.bfloat16, tiling)
             listed = (q.quantized, q.outliers, q.columns, q.counts)
-            nothing = (q.quantized, torch.zeros_like(q.outliers), q.columns, torch.zeros_like(q.counts))
             calls = {
                 "dense": lambda: int8_gemv.eight_bit_gemv(*listed, *common[:4], replace(tiling, pieces=False)),
                 "pieces": lambda: int8_gemv.eight_bit_gemv(
                     *listed, *common[:4], replace(tiling, pieces=True), pieces=(q.pieces, q.piece_scales)
                 ),
-                "listed": lambda: int8_gemv.eight_bit_gemv(*listed, *common, row_invariant=True),
-                "none": lambda: int8_gemv.eight_bit_gemv(*nothing, *common, row_invariant=True),
+                "row_invariant": lambda: int8_gemv.eight_bit_gemv(
+                    *listed, *common[:4], row_invariant=True, pieces=(q.pieces, q.piece_scales)
+                ),
             }
             row = {"shape": name, "rows": rows, "tiling": tiling.__dict__}
             for form, call in calls.items():

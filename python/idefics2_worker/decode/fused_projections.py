@@ -101,10 +101,12 @@ def _four_bit(modules: Sequence[Any], deterministic: bool) -> Product | None:
 
 @dataclass(frozen=True)
 class EightBitInput:
-    """An int8 group's input side: its outlier threshold, and its product from an input already quantised with it
-    (`QuantizedInput.from_rows`; the decode step quantises in its norm's launch)."""
+    """An int8 group's input side: its outlier threshold, whether its product is row-invariant (deterministic
+    decoding, whose input carries the outliers' pieces at every row count), and its product from an input already
+    quantised so (`QuantizedInput.from_rows`; the decode step quantises in its norm's launch)."""
 
     threshold: float
+    row_invariant: bool
     product: Callable[[QuantizedInput, torch.Tensor], torch.Tensor]
 
 
@@ -139,9 +141,9 @@ def _eight_bit(modules: Sequence[Any], deterministic: bool) -> tuple[Product, Ei
         return out.reshape(*x.shape[:-1], out.shape[-1])
 
     def product(x: torch.Tensor) -> torch.Tensor:
-        return of_quantized(QuantizedInput(x.reshape(-1, x.shape[-1]), threshold, kernels=True), x)
+        return of_quantized(QuantizedInput(x.reshape(-1, x.shape[-1]), threshold, True, deterministic), x)
 
-    return product, EightBitInput(threshold, of_quantized)
+    return product, EightBitInput(threshold, deterministic, of_quantized)
 
 
 class FusedProjection:

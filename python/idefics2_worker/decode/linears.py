@@ -54,24 +54,26 @@ class QuantizedInput:
     outliers: torch.Tensor | None  # zero off the outlier columns; None for threshold 0 without kernels
     columns: torch.Tensor | None  # each row's outlier columns and their counts (int8_quantize.outlier_columns),
     counts: torch.Tensor | None  # from the kernel
-    pieces: tuple[torch.Tensor, torch.Tensor] | None  # the outliers as int8 pieces and their scales, several rows
+    pieces: tuple[torch.Tensor, torch.Tensor] | None  # the outliers as int8 pieces and their scales (writes_pieces)
 
     @classmethod
-    def from_rows(cls, rows: int8_quantize.QuantizedRows) -> QuantizedInput:
-        """The form the kernel made elsewhere (`step_kernels.add_rms_norm_quantized`)."""
+    def from_rows(cls, rows: int8_quantize.QuantizedRows, row_invariant: bool) -> QuantizedInput:
+        """The form the kernel made elsewhere (`step_kernels.add_rms_norm_quantized`, with `row_invariant`)."""
         made = cls.__new__(cls)
-        made._take(rows)
+        made._take(rows, row_invariant)
         return made
 
-    def _take(self, rows: int8_quantize.QuantizedRows) -> None:
+    def _take(self, rows: int8_quantize.QuantizedRows, row_invariant: bool) -> None:
         self.quantized, self.stats, self.outliers, self.columns, self.counts = rows[:5]
-        self.pieces = (rows.pieces, rows.piece_scales) if int8_quantize.writes_pieces(len(rows.stats)) else None
+        written = int8_quantize.writes_pieces(len(rows.stats), row_invariant)
+        self.pieces = (rows.pieces, rows.piece_scales) if written else None
 
-    def __init__(self, source: torch.Tensor, threshold: float, kernels: bool) -> None:
+    def __init__(self, source: torch.Tensor, threshold: float, kernels: bool, row_invariant: bool = False) -> None:
+        """`row_invariant`: for the row-invariant product (deterministic decoding), which needs the pieces."""
         rows = source.reshape(-1, source.shape[-1])
         self.columns = self.counts = self.pieces = None
         if kernels:
-            self._take(int8_quantize.quantize_rows(rows, threshold))
+            self._take(int8_quantize.quantize_rows(rows, threshold, row_invariant), row_invariant)
             return
         half = rows.to(torch.float16)
         magnitude = half.abs()
@@ -162,7 +164,7 @@ class DecodeLinears:
     def _quantize(self, x: torch.Tensor, threshold: float) -> QuantizedInput:
         if self._last is not None and self._last[0] is x:
             return self._last[1]
-        quantized = QuantizedInput(x, threshold, self.kernels)
+        quantized = QuantizedInput(x, threshold, self.kernels, self.deterministic)
         self._last = (x, quantized)
         return quantized
 

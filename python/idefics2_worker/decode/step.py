@@ -200,7 +200,8 @@ class DecodeStep:
         eps = norm.variance_epsilon
         if reader is None or reader.eight_bit is None:
             return (*step_kernels.add_rms_norm(residual, delta, norm.weight, eps), None)
+        group = reader.eight_bit
         hidden, normed, rows = step_kernels.add_rms_norm_quantized(
-            residual, delta, norm.weight, eps, reader.eight_bit.threshold
+            residual, delta, norm.weight, eps, group.threshold, group.row_invariant
         )
-        return hidden, normed, QuantizedInput.from_rows(rows)
+        return hidden, normed, QuantizedInput.from_rows(rows, group.row_invariant)

@@ -16,10 +16,10 @@ converting every weight every step. `Tiling.splits` splits K for that form over 
 (`_split_pieces_kernel`, then `_combine_splits_kernel` adds their int32 sums: the same bits), so the narrower layers
 take wide programs that read the operand rows once per 128 outputs and still fill the GPU.
 
-Row-invariant (`row_invariant=True`, deterministic decoding): the MMA kernel instead adds the outlier term as the
-one-row kernel does, over each row's listed outlier columns in ascending order with one float32 FMA each. The int32
-sums are exact in any order, so a row gets the same bits from either kernel, alone or beside others, and one row
-keeps the fast one-row kernel.
+Row-invariant (`row_invariant=True`, deterministic decoding): every kernel computes the outlier term exactly, from
+the outliers' int8 pieces, and rounds it once: the MMA kernels as above, the CUDA-core kernel over each row's listed
+outlier columns in int64. The int32 and int64 sums are exact in any order, so a row gets the same bits from any
+kernel, alone or beside others, and one row keeps the fast one-row kernel.
 """
 
 # Triton's @jit kernels take launch options (num_warps) and tl.constexpr parameters that its types do not describe.
@@ -134,9 +134,10 @@ if triton is not None:
         return acc
 
     @triton.jit
-    def _eight_bit_kernel(quantized, outliers, columns, counts, weight, weight_bytes, row_absmax, weight_absmax, out,
-                          N, K: tl.constexpr, ROWS: tl.constexpr, ROWS_P2: tl.constexpr, OUT_DTYPE: tl.constexpr,
-                          BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, DP4A: tl.constexpr):  # fmt: skip
+    def _eight_bit_kernel(quantized, outliers, columns, counts, pieces, piece_scales, weight, weight_bytes, row_absmax,
+                          weight_absmax, out, N, K: tl.constexpr, ROWS: tl.constexpr, ROWS_P2: tl.constexpr,
+                          OUT_DTYPE: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, DP4A: tl.constexpr,
+                          EXACT_OUTLIERS: tl.constexpr):  # fmt: skip
         # Program: BLOCK_N outputs of every input row; each weight block is read once and used for all rows. The
         # int8 inputs and weights come as int32 words of four ([rows, K / 4], [N, K / 4]), one dp4a per word. Each
         # lane keeps its own sums until the end (one reduction per program, not one per step); several rows keep
@@ -144,6 +145,8 @@ if triton is not None:
         # The main loop only streams the weights: nothing in it waits on the data. The outliers' term follows,
         # over each row's listed outlier columns (their weights were just read, so they come from cache). Every
         # row's bits are the one-row kernel's: the int32 sums are exact in any order, the outlier chain is per row.
+        # EXACT_OUTLIERS: that term from the outliers' pieces, summed exactly in int64 and rounded once, as the MMA
+        # kernels round it (`_split_slots`), so that a row's bits are also theirs.
         WORDS: tl.constexpr = K // 4
         BLOCK_W: tl.constexpr = BLOCK_K // 4
         outputs = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
@@ -171,14 +174,21 @@ if triton is not None:
         exact = tl.sum(lanes, axis=1)[:, None] if ROWS == 1 else tl.trans(tl.sum(lanes, axis=2))
         for r in tl.static_range(ROWS):
             more = tl.zeros([BLOCK_N], dtype=tl.float32)
+            whole = tl.zeros([BLOCK_N], dtype=tl.int64)
             count = tl.load(counts + r)
             i = 0
             while i < count:  # a while loop: Triton's interpreter cannot range over a loaded bound
                 column = tl.load(columns + r * K + i)
-                w = tl.load(weight_bytes + outputs * K + column, mask=output_ok, other=0).to(tl.float32)
-                # An explicit FMA: the MMA kernel's row-invariant form repeats this chain to the bit.
-                more = tl.fma(w, tl.load(outliers + r * K + column).to(tl.float32), more)
+                w = tl.load(weight_bytes + outputs * K + column, mask=output_ok, other=0)
+                if EXACT_OUTLIERS:
+                    at = pieces + r * 3 * K + column
+                    value = tl.load(at).to(tl.int64) * 16384 + tl.load(at + K).to(tl.int64) * 128 + tl.load(at + 2 * K)
+                    whole += w.to(tl.int64) * value
+                else:
+                    more = tl.fma(w.to(tl.float32), tl.load(outliers + r * K + column).to(tl.float32), more)
                 i += 1
+            if EXACT_OUTLIERS:
+                more = whole.to(tl.float32) * tl.load(piece_scales + r)
             extra = tl.where(row[None, :] == r, extra + more[:, None], extra)
         _scaled(exact, extra, row_absmax, weight_absmax, out, outputs, output_ok, row, ROWS, N, OUT_DTYPE)
 
@@ -242,11 +252,10 @@ if triton is not None:
         _scaled(main, outlier_sums, row_absmax, weight_absmax, out, outputs, output_ok, rows8, ROWS, N, OUT_DTYPE)
 
     @triton.jit
-    def _eight_bit_mma_kernel(quantized, outliers, columns, counts, pieces, piece_scales, weight, row_absmax,
+    def _eight_bit_mma_kernel(quantized, outliers, pieces, piece_scales, weight, row_absmax,
                               weight_absmax, out, N, ROWS, K: tl.constexpr, OUT_DTYPE: tl.constexpr,
                               BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, ROWS_MMA: tl.constexpr,
-                              SIXTEEN_BIT_DOT: tl.constexpr, LISTED_OUTLIERS: tl.constexpr,
-                              PIECES: tl.constexpr):  # fmt: skip
+                              SIXTEEN_BIT_DOT: tl.constexpr, PIECES: tl.constexpr):  # fmt: skip
         # Program: BLOCK_N outputs of up to ROWS_MMA rows: [BLOCK_N, BLOCK_K] int8 weights times the rows'
         # [BLOCK_K, ROWS_MMA] int8 inputs on the tensor cores, exact in int32, and the same weights times the
         # rows' outliers in another MMA. Every block takes both: nothing depends on the data, so Triton pipelines
@@ -274,7 +283,6 @@ if triton is not None:
                 rows_ok = row_ok[:, None] & col_ok[None, :]
                 a = tl.load(quantized + at, mask=rows_ok, other=0)
                 exact = tl.dot(w, tl.trans(a), exact, out_dtype=tl.int32)
-            if not LISTED_OUTLIERS and not PIECES:
                 o = tl.trans(tl.load(outliers + at, mask=rows_ok, other=0.0))
                 if SIXTEEN_BIT_DOT:
                     # The outliers are the layer's bf16 / fp16 inputs and |w| ≤ 127: both exact in that dtype, so
@@ -282,21 +290,6 @@ if triton is not None:
                     extra = tl.dot(w.to(OUT_DTYPE), o.to(OUT_DTYPE), extra)
                 else:
                     extra = tl.dot(w.to(tl.float32), o.to(tl.float32), extra, input_precision="ieee")
-        if LISTED_OUTLIERS:
-            # The one-row kernel's chain for every row at once: step i adds each row's i-th listed column (rows with
-            # fewer add w·0 + 0 = 0 exactly); `+ 0.0` at the end turns a -0.0 into the one-row kernel's 0.0 + -0.0.
-            count = tl.load(counts + row, mask=row_ok, other=0)
-            most = tl.max(count, axis=0)
-            i = 0
-            while i < most:
-                listed = row_ok & (i < count)
-                at_column = tl.load(columns + row * K + i, mask=listed, other=0)
-                w_ok = output_ok[:, None] & listed[None, :]
-                w = tl.load(weight + outputs[:, None] * K + at_column[None, :], mask=w_ok, other=0).to(tl.float32)
-                o = tl.load(outliers + row * K + at_column, mask=listed, other=0.0).to(tl.float32)
-                extra = tl.fma(w, tl.broadcast_to(o[None, :], [BLOCK_N, ROWS_MMA]), extra)
-                i += 1
-            extra = extra + 0.0
         if PIECES:
             main, outlier_sums, rows8 = _split_slots(exact, piece_scales, ROWS, BLOCK_N)
             _scaled(main, outlier_sums, row_absmax, weight_absmax, out, outputs, output_ok, rows8, ROWS, N, OUT_DTYPE)
@@ -319,20 +312,27 @@ def eight_bit_gemv(
 ) -> torch.Tensor:
     """quantized int8 [rows, K], outliers [rows, K] in float32 or dtype (zero off the outlier columns) and their
     columns and counts (int8_quantize.outlier_columns; the one-row kernel reads only those) → dtype [rows, N].
-    `row_invariant`: each row's bits do not depend on the other rows (the module docstring). `pieces`: the
-    outliers as int8 pieces and their scales (int8_quantize.QuantizedRows), which an MMA tiling with `pieces`
-    multiplies in its int8 MMA (not with `row_invariant`)."""
+    `pieces`: the outliers as int8 pieces and their scales (int8_quantize.QuantizedRows), which an MMA tiling with
+    `pieces` multiplies in its int8 MMA. `row_invariant`: each row's bits do not depend on the other rows (the
+    module docstring); it needs the pieces."""
     n, k = weight.shape
     total = quantized.shape[0]
     out = torch.empty(total, n, dtype=dtype, device=quantized.device)
-    chosen = tiling or tiling_for(n, k, total, pieces=pieces is not None and not row_invariant)
+    if row_invariant and pieces is None:
+        raise ValueError(
+            "the row-invariant int8 product computes the outliers' term from their int8 pieces: quantise the input "
+            "with int8_quantize.quantize_rows(..., row_invariant=True) and pass pieces=(rows.pieces, "
+            "rows.piece_scales)"
+        )
+    chosen = tiling or tiling_for(n, k, total, pieces=pieces is not None)
     if not chosen.mma and k % 4:
         if tiling is not None:
             raise ValueError(f"the one-row int8 kernel reads K in words of four; K = {k} needs an MMA tiling")
         chosen = MMA_TILING
-    in_pieces = chosen.mma and chosen.pieces and pieces is not None and not row_invariant
+    # Row-invariant MMAs always take the pieces: the bf16 MMA's float32 sums depend on the order of the blocks.
+    in_pieces = chosen.mma and pieces is not None and (chosen.pieces or row_invariant)
     per_launch = MAX_ROWS if in_pieces or not chosen.mma else MMA_ROWS
-    piece_rows, piece_scales = pieces if in_pieces and pieces is not None else (quantized, row_absmax)
+    piece_rows, piece_scales = pieces if pieces is not None else (quantized, row_absmax)
     for first in range(0, total, per_launch):
         rows = min(per_launch, total - first)
         scales = (row_absmax[first:], weight_absmax, out[first:], n)
@@ -364,8 +364,6 @@ def eight_bit_gemv(
             _eight_bit_mma_kernel[grid](
                 quantized[first:],
                 outliers[first:],
-                columns[first:],
-                counts[first:],
                 piece_rows[first:],
                 piece_scales[first:],
                 weight,
@@ -374,7 +372,6 @@ def eight_bit_gemv(
                 ROWS_MMA=PIECE_COLUMNS if in_pieces else MMA_ROWS,
                 # Triton's CPU interpreter multiplies 16-bit dot operands as their raw bits.
                 SIXTEEN_BIT_DOT=dtype != torch.float32 and not triton_support.INTERPRETED,
-                LISTED_OUTLIERS=row_invariant,
                 PIECES=in_pieces,
                 num_warps=chosen.warps,
                 num_stages=chosen.stages,
@@ -386,12 +383,15 @@ def eight_bit_gemv(
                 outliers[first:],
                 columns[first:],
                 counts[first:],
+                piece_rows[first:],
+                piece_scales[first:],
                 weight.view(torch.int32),
                 weight,
                 *scales,
                 ROWS=rows,
                 ROWS_P2=triton.next_power_of_2(rows),
                 DP4A=not triton_support.INTERPRETED,
+                EXACT_OUTLIERS=row_invariant,
                 num_warps=chosen.warps,
                 num_stages=chosen.stages,
                 **shared,

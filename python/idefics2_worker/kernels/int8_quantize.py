@@ -142,8 +142,9 @@ def row_block(k: int) -> int:
     return int(max(SPAN, triton.next_power_of_2(k)))
 
 
-def quantize_rows(rows: torch.Tensor, threshold: float) -> QuantizedRows:
-    """LLM.int8()'s quantisation of rows [n, K] (any float dtype); threshold 0 means no outliers."""
+def quantize_rows(rows: torch.Tensor, threshold: float, row_invariant: bool = False) -> QuantizedRows:
+    """LLM.int8()'s quantisation of rows [n, K] (any float dtype); threshold 0 means no outliers. `row_invariant`:
+    for the row-invariant product (`writes_pieces`)."""
     rows = rows.contiguous()
     n, k = rows.shape
     out = empty_rows(n, k, rows.dtype, rows.device)
@@ -156,13 +157,13 @@ def quantize_rows(rows: torch.Tensor, threshold: float) -> QuantizedRows:
         HAS_THRESHOLD=threshold > 0.0,
         BLOCK=block,
         SPAN=SPAN,
-        PIECES=writes_pieces(n),
+        PIECES=writes_pieces(n, row_invariant),
         num_warps=min(16, max(1, block // 1024)),
     )
     return out
 
 
-def writes_pieces(rows: int) -> bool:
-    """Whether a quantisation of this many rows writes the outliers' pieces: only the MMA tilings read them, which
-    `int8_gemv.tiling_for` picks from three rows on."""
-    return rows > 2
+def writes_pieces(rows: int, row_invariant: bool = False) -> bool:
+    """Whether a quantisation of this many rows writes the outliers' pieces: the MMA tilings read them, which
+    `int8_gemv.tiling_for` picks from three rows on, and the row-invariant product at every row count."""
+    return row_invariant or rows > 2

@@ -167,7 +167,12 @@ def add_rms_norm(
 
 
 def add_rms_norm_quantized(
-    residual: torch.Tensor, delta: torch.Tensor | None, weight: torch.Tensor, eps: float, threshold: float
+    residual: torch.Tensor,
+    delta: torch.Tensor | None,
+    weight: torch.Tensor,
+    eps: float,
+    threshold: float,
+    row_invariant: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor, int8_quantize.QuantizedRows]:
     """`add_rms_norm`, and the normed rows' LLM.int8() quantisation (`int8_quantize.quantize_rows`, the same bits)
     from the same launch: the 8-bit step's q/k/v and gate/up read the norm's output only in that form."""
@@ -188,7 +193,7 @@ def add_rms_norm_quantized(
         HAS_DELTA=delta is not None,
         HAS_THRESHOLD=threshold > 0.0,
         SPAN=int8_quantize.SPAN,
-        PIECES=int8_quantize.writes_pieces(rows),
+        PIECES=int8_quantize.writes_pieces(rows, row_invariant),
         num_warps=8 if dim >= 2048 else 4,
     )
     return hidden, normed, quantized

@@ -126,9 +126,10 @@ def eight_bit_cases(device: str) -> dict[str, dict[str, object]]:
             weight: torch.Tensor = weight,
             scales: torch.Tensor = scales,
         ) -> torch.Tensor:
-            q = int8_quantize.quantize_rows(rows, 6.0)
+            q = int8_quantize.quantize_rows(rows, 6.0, row_invariant=True)
             operands = (q.quantized, q.outliers, q.columns, q.counts, weight, q.stats, scales, rows.dtype)
-            return int8_gemv.eight_bit_gemv(*operands, tiling=tiling, row_invariant=True)
+            pieces = (q.pieces, q.piece_scales)
+            return int8_gemv.eight_bit_gemv(*operands, tiling=tiling, row_invariant=True, pieces=pieces)
 
         target = with_outliers(torch.randn(1, k, generator=generator), generator, dtype).to(device)[0]
         alone = product(target[None])[0]

@@ -1,9 +1,11 @@
 """`int8_gemv.tiling_for` and `int8_quantize.writes_pieces` agree: the quantisation writes the outliers' pieces at
-exactly the row counts where some layer's tiling reads them, and a tiling takes them only where the caller has them."""
+exactly the row counts where some layer's tiling reads them (and at every row count for the row-invariant product,
+which needs them), and a tiling takes them only where the caller has them."""
 
 from __future__ import annotations
 
 import pytest
+import torch
 
 from idefics2_worker.kernels import int8_gemv, int8_quantize
 
@@ -31,3 +33,24 @@ def test_a_tiling_takes_pieces_and_splits_only_as_an_mma_whose_caller_has_them(
     for tiling in (without, chosen):
         assert tiling.columns >= 4
         assert tiling.columns & (tiling.columns - 1) == 0
+
+
+@pytest.mark.parametrize("rows", range(1, int8_gemv.MAX_ROWS + 1))
+def test_the_row_invariant_product_has_the_pieces_at_every_row_count(rows: int) -> None:
+    assert int8_quantize.writes_pieces(rows, row_invariant=True)
+
+
+def test_the_row_invariant_product_without_pieces_says_how_to_get_them() -> None:
+    rows, k, n = 3, 64, 16
+    operands = (
+        torch.zeros(rows, k, dtype=torch.int8),
+        torch.zeros(rows, k),
+        torch.zeros(rows, k, dtype=torch.int32),
+        torch.zeros(rows, dtype=torch.int32),
+        torch.zeros(n, k, dtype=torch.int8),
+        torch.ones(rows),
+        torch.ones(n),
+        torch.float32,
+    )
+    with pytest.raises(ValueError, match=r"quantize_rows\(\.\.\., row_invariant=True\)"):
+        int8_gemv.eight_bit_gemv(*operands, row_invariant=True)
