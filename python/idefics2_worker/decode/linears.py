@@ -15,8 +15,8 @@ a dense outlier product.
 
 Deterministic (`deterministic=True`, with kernels): every linear's rows are computed independently of the other
 rows, so a request's tokens do not depend on what shares its batch. The bf16 / fp16 linears (and lm_head) run
-`batch_invariant_matmul` instead of cuBLAS; the int8 product runs `int8_gemv`'s row-invariant form (at several
-rows, the MMA kernel adds the outliers' term in the one-row kernel's order, so a row's bits do not depend on which
+`batch_invariant_matmul` instead of cuBLAS; the int8 product runs `int8_gemv`'s row-invariant form (every kernel
+sums the outliers' term exactly from their int8 pieces and rounds it once, so a row's bits do not depend on which
 kernel its batch took); `four_bit_gemv` runs its
 INVARIANT_TILING, which orders each row's sums alike at any row count (its faster tilings depend on the rows
 launched together); the other 4-bit layers (bitsandbytes computes one row and several differently)
