@@ -59,7 +59,10 @@ def main() -> None:
             calls = {
                 "dense": lambda: int8_gemv.eight_bit_gemv(*listed, *common[:4], replace(tiling, pieces=False)),
                 "pieces": lambda: int8_gemv.eight_bit_gemv(
-                    *listed, *common[:4], replace(tiling, pieces=True), pieces=(q.pieces, q.piece_scales)
+                    *listed,
+                    *common[:4],
+                    int8_gemv.tiling_for(n, k, rows, pieces=True),
+                    pieces=(q.pieces, q.piece_scales),
                 ),
                 "row_invariant": lambda: int8_gemv.eight_bit_gemv(
                     *listed, *common[:4], row_invariant=True, pieces=(q.pieces, q.piece_scales)
