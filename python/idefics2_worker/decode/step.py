@@ -39,6 +39,18 @@ def _norms_in_order(text: Any) -> list[Any]:
     return [*norms, text.norm]
 
 
+def lm_head_logits(head: Any, rows: torch.Tensor, deterministic: bool) -> torch.Tensor:
+    """float32 logits [n, vocab] of the final norm's rows [n, D], contiguous. For a plain bf16 / fp16 head, a
+    vocabulary that is not a multiple of 8 (idefics2's 32,003) and rows in eights, x · Wᵀ leaves cuBLAS its unaligned
+    kernels (0.245 ms at 8 rows on an H200, four times the bytes' time: BENCHMARKS.md 2026-12-02 later); W · xᵀ
+    writes [vocab, n], whose rows are 16 bytes apart. Deterministic decoding keeps the head's own (batch-invariant)
+    forward."""
+    plain = type(head) is torch.nn.Linear and head.bias is None and head.weight.dtype in (torch.bfloat16, torch.float16)
+    if plain and not deterministic and head.out_features % 8 and rows.shape[0] % 8 == 0:
+        return (head.weight @ rows.t()).t().to(torch.float32, memory_format=torch.contiguous_format)
+    return head(rows).float()
+
+
 def _fusable(text: Any, norms: list[Any]) -> bool:
     """Whether the layers are the Mistral ones the fused kernels reproduce (RMSNorm, SiLU MLP, default rotary)."""
     return (
@@ -189,7 +201,7 @@ class DecodeStep:
                 out = mlp.down_proj(step_kernels.silu_mul(gate, up))
                 following = self._qkv[index + 1] if index + 1 < layers else None
                 residual, normed, quantized = self._add_norm(residual, out, norms[2 * index + 2], following)
-            return self.model.lm_head(normed[:, 0]).float()
+            return lm_head_logits(self.model.lm_head, normed[:, 0], self.deterministic)
 
     @staticmethod
     def _add_norm(
