@@ -68,7 +68,7 @@ VECTORWISE_DEQUANT_SCALE = 7.874015718698502e-3
 def tiling_for(outputs: int, inputs: int, rows: int, pieces: bool = False) -> Tiling:
     """The fastest tilings measured at idefics2-8b's shapes on an H200 (scripts/gpu/tune_decode_kernels.py,
     scripts/gpu/int8_outlier_cost.py). `pieces`: whether the caller passes the outliers as int8 pieces
-    (int8_quantize.writes_pieces); without them (one row, deterministic decoding) an MMA adds them as bf16.
+    (int8_quantize.writes_pieces); without them (a caller that has none) an MMA adds the outliers as a bf16 MMA.
 
     One row on the CUDA cores: 8 outputs a program in 512-column steps with 2 warps, but 4 outputs in 2,048-column
     steps with 4 warps for the long rows of `down` (14,336 inputs). Two rows on the CUDA cores too, whose dp4a
