@@ -50,7 +50,7 @@ def main() -> None:
             torch.manual_seed(0)
             x = torch.randn(rows, k, device="cuda")
             x += (torch.rand(rows, k, device="cuda") < 0.003) * torch.randn(rows, k, device="cuda") * 30.0
-            q = int8_quantize.quantize_rows(x.to(torch.bfloat16), 6.0, row_invariant=True)
+            q = int8_quantize.quantize_rows(x.to(torch.bfloat16), 6.0, row_invariant=True, lists=True)
             weight = torch.randint(-127, 128, (n, k), dtype=torch.int8, device="cuda")
             weight_absmax = torch.rand(n, device="cuda") * 0.1
             tiling = int8_gemv.tiling_for(n, k, rows)

@@ -51,30 +51,32 @@ def four_bit_kernel_computes(module: Any) -> bool:
 class QuantizedInput:
     """The int8 form of a layer input (computed once for q/k/v and for gate/up, which read the same input)."""
 
-    outliers: torch.Tensor | None  # zero off the outlier columns; None for threshold 0 without kernels
-    columns: torch.Tensor | None  # each row's outlier columns and their counts (int8_quantize.outlier_columns),
-    counts: torch.Tensor | None  # from the kernel
+    by_kernels: bool  # quantised by int8_quantize's kernel: the product runs int8_gemv
+    outliers: torch.Tensor | None  # zero off the outlier columns; None for threshold 0 without kernels, and where
+    columns: torch.Tensor | None  # the kernel does not write the outliers' lists (int8_quantize.writes_lists):
+    counts: torch.Tensor | None  # each row's outlier columns and their counts (int8_quantize.outlier_columns)
     pieces: tuple[torch.Tensor, torch.Tensor] | None  # the outliers as int8 pieces and their scales (writes_pieces)
 
     @classmethod
-    def from_rows(cls, rows: int8_quantize.QuantizedRows, row_invariant: bool) -> QuantizedInput:
-        """The form the kernel made elsewhere (`step_kernels.add_rms_norm_quantized`, with `row_invariant`)."""
+    def from_rows(cls, rows: int8_quantize.QuantizedRows) -> QuantizedInput:
+        """The form the kernel made elsewhere (`step_kernels.add_rms_norm_quantized`)."""
         made = cls.__new__(cls)
-        made._take(rows, row_invariant)
+        made._take(rows)
         return made
 
-    def _take(self, rows: int8_quantize.QuantizedRows, row_invariant: bool) -> None:
+    def _take(self, rows: int8_quantize.QuantizedRows) -> None:
+        self.by_kernels = True
         self.quantized, self.stats, self.outliers, self.columns, self.counts = rows[:5]
-        written = int8_quantize.writes_pieces(len(rows.stats), row_invariant)
-        self.pieces = (rows.pieces, rows.piece_scales) if written else None
+        self.pieces = None if rows.pieces is None or rows.piece_scales is None else (rows.pieces, rows.piece_scales)
 
     def __init__(self, source: torch.Tensor, threshold: float, kernels: bool, row_invariant: bool = False) -> None:
         """`row_invariant`: for the row-invariant product (deterministic decoding), which needs the pieces."""
         rows = source.reshape(-1, source.shape[-1])
-        self.columns = self.counts = self.pieces = None
         if kernels:
-            self._take(int8_quantize.quantize_rows(rows, threshold, row_invariant), row_invariant)
+            self._take(int8_quantize.quantize_rows(rows, threshold, row_invariant))
             return
+        self.by_kernels = False
+        self.columns = self.counts = self.pieces = None
         half = rows.to(torch.float16)
         magnitude = half.abs()
         if threshold > 0.0:
@@ -175,7 +177,7 @@ class DecodeLinears:
             bias = bias.to(x.dtype)
         quantized = self._quantize(x, float(state.threshold))
         weight, scales = eight_bit_weight(module)
-        if quantized.columns is not None:
+        if quantized.by_kernels:
             out = eight_bit_kernel_product(quantized, weight, scales, x.dtype, self.deterministic)
             if bias is not None:
                 out = out + bias
@@ -201,9 +203,6 @@ def eight_bit_kernel_product(
     quantized: QuantizedInput, weight: torch.Tensor, scales: torch.Tensor, dtype: torch.dtype, deterministic: bool
 ) -> torch.Tensor:
     """The int8 product of an input quantised with kernels (`QuantizedInput(..., kernels=True)`): [rows, out]."""
-    assert quantized.outliers is not None
-    assert quantized.columns is not None
-    assert quantized.counts is not None
     return int8_gemv.eight_bit_gemv(
         quantized.quantized,
         quantized.outliers,

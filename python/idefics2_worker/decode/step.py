@@ -216,4 +216,4 @@ class DecodeStep:
         hidden, normed, rows = step_kernels.add_rms_norm_quantized(
             residual, delta, norm.weight, eps, group.threshold, group.row_invariant
         )
-        return hidden, normed, QuantizedInput.from_rows(rows, group.row_invariant)
+        return hidden, normed, QuantizedInput.from_rows(rows)

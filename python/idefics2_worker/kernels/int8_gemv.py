@@ -78,8 +78,10 @@ def tiling_for(outputs: int, inputs: int, rows: int, pieces: bool = False) -> Ti
     programs in 128-column steps (the 32 operand rows re-read once per 128 outputs), K split over programs where
     the layer is too narrow to fill the GPU otherwise: 8 ways for `down` (24.5 against 40.0 µs at 8 rows, the
     bf16 outlier MMA) and q/k/v (12.2 against 16.5), 4 ways with 64 outputs for o (10.4 against 13.9); gate/up
-    unsplit (34.7; split 43.1). Without the pieces: gate/up 128 outputs a program in 128-column steps, q/k/v
-    (6,144) 64, o and down (4,096) 32 in 256-column steps."""
+    unsplit (34.7; split 43.1); layers narrower than idefics2-8b's, 16 or 32 outputs in 256-column steps. So with
+    the pieces, from five rows every choice is an MMA that takes them (int8_quantize.writes_lists). Without the
+    pieces: gate/up 128 outputs a program in 128-column steps, q/k/v (6,144) 64, o and down (4,096) 32 in 256-column
+    steps."""
     if rows == 1:
         return Tiling(outputs=4, columns=2048, warps=4) if inputs >= 8192 else Tiling(outputs=8, columns=512, warps=2)
     if rows == 2:
@@ -97,7 +99,7 @@ def tiling_for(outputs: int, inputs: int, rows: int, pieces: bool = False) -> Ti
     if outputs > 4096:
         return Tiling(outputs=64, columns=128, mma=True)
     per_program = 16 if outputs < 2048 else MMA_TILING.outputs
-    return Tiling(outputs=per_program, columns=MMA_TILING.columns, mma=True)
+    return Tiling(outputs=per_program, columns=MMA_TILING.columns, mma=True, pieces=pieces)
 
 
 if triton is not None:
@@ -299,9 +301,9 @@ if triton is not None:
 
 def eight_bit_gemv(
     quantized: torch.Tensor,
-    outliers: torch.Tensor,
-    columns: torch.Tensor,
-    counts: torch.Tensor,
+    outliers: torch.Tensor | None,
+    columns: torch.Tensor | None,
+    counts: torch.Tensor | None,
     weight: torch.Tensor,
     row_absmax: torch.Tensor,
     weight_absmax: torch.Tensor,
@@ -313,8 +315,8 @@ def eight_bit_gemv(
     """quantized int8 [rows, K], outliers [rows, K] in float32 or dtype (zero off the outlier columns) and their
     columns and counts (int8_quantize.outlier_columns; the one-row kernel reads only those) → dtype [rows, N].
     `pieces`: the outliers as int8 pieces and their scales (int8_quantize.QuantizedRows), which an MMA tiling with
-    `pieces` multiplies in its int8 MMA. `row_invariant`: each row's bits do not depend on the other rows (the
-    module docstring); it needs the pieces."""
+    `pieces` multiplies in its int8 MMA; the outliers' lists may then be None (int8_quantize.writes_lists).
+    `row_invariant`: each row's bits do not depend on the other rows (the module docstring); it needs the pieces."""
     n, k = weight.shape
     total = quantized.shape[0]
     out = torch.empty(total, n, dtype=dtype, device=quantized.device)
@@ -331,8 +333,15 @@ def eight_bit_gemv(
         chosen = MMA_TILING
     # Row-invariant MMAs always take the pieces: the bf16 MMA's float32 sums depend on the order of the blocks.
     in_pieces = chosen.mma and pieces is not None and (chosen.pieces or row_invariant)
+    if not in_pieces and (outliers is None or columns is None or counts is None):
+        raise ValueError(
+            f"the int8 tiling {chosen} reads the outliers' lists, which this input's quantisation did not write: "
+            "quantise with int8_quantize.quantize_rows(..., lists=True), or pass a tiling with pieces"
+        )
     per_launch = MAX_ROWS if in_pieces or not chosen.mma else MMA_ROWS
     piece_rows, piece_scales = pieces if pieces is not None else (quantized, row_absmax)
+    # The kernels do not touch what their path does not read: the int8 rows stand in for lists not written.
+    outliers, columns, counts = (quantized if t is None else t for t in (outliers, columns, counts))
     for first in range(0, total, per_launch):
         rows = min(per_launch, total - first)
         scales = (row_absmax[first:], weight_absmax, out[first:], n)

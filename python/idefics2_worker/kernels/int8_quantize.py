@@ -7,7 +7,8 @@ that is zero elsewhere. Those torch ops are ~14 kernels per input, four inputs p
 step's 2,702 kernels on idefics2-8b (docs/BENCHMARKS.md). This is one per input.
 
 It also lists each row's outlier columns (ascending, with their count), so the one-row product kernel adds the
-outliers' term over those columns alone after a main loop that only streams the weights.
+outliers' term over those columns alone after a main loop that only streams the weights; from five rows, where the
+product kernels take the pieces below instead, it writes neither the list nor the dense outlier row.
 
 From three rows on it also writes each row's outliers as integers in three int8 pieces (`PIECES`): the row's outliers
 times a power of two that brings the largest to [2^19, 2^20), rounded (bf16 / fp16 outliers within 12 / 9 binades of
@@ -55,7 +56,7 @@ if triton is not None:
     @triton.jit
     def quantize_row(source, row, column, ok, K, quantized, stats, outliers, columns, counts, pieces, piece_scales,
                      threshold, HAS_THRESHOLD: tl.constexpr, BLOCK: tl.constexpr, SPAN: tl.constexpr,
-                     PIECES: tl.constexpr):  # fmt: skip
+                     PIECES: tl.constexpr, LISTS: tl.constexpr):  # fmt: skip
         # One row, held as [BLOCK / SPAN, SPAN] (`column` its columns, `ok` those below K): an outlier's place in the
         # row's list is its rank within its span (a scan within a warp) plus the outliers of the spans before (a scan
         # over BLOCK / SPAN counts). One scan over the whole row took ~7 µs a call on an H200, as long as the rest.
@@ -65,14 +66,16 @@ if triton is not None:
             outlier = magnitude >= threshold
             half = tl.where(outlier, 0.0, half)
             magnitude = tl.where(outlier, 0.0, magnitude)
+        else:
+            outlier = magnitude < 0.0
+        if LISTS and HAS_THRESHOLD:
             tl.store(outliers + row * K + column, tl.where(outlier, source, 0.0), mask=ok)
             flagged = outlier.to(tl.int32)
             per_span = tl.sum(flagged, axis=1)
             place = (tl.cumsum(flagged, axis=1) - flagged) + (tl.cumsum(per_span, axis=0) - per_span)[:, None]
             tl.store(columns + row * K + place, column, mask=outlier & ok)
             tl.store(counts + row, tl.sum(per_span, axis=0))
-        else:
-            outlier = magnitude < 0.0
+        elif LISTS:
             tl.store(outliers + row * K + column, tl.zeros([BLOCK // SPAN, SPAN], dtype=source.dtype), mask=ok)
             tl.store(counts + row, 0)
         if PIECES:
@@ -88,15 +91,15 @@ if triton is not None:
 
     @triton.jit
     def _quantize_kernel(x, quantized, stats, outliers, columns, counts, pieces, piece_scales, K, threshold,
-                         HAS_THRESHOLD: tl.constexpr, BLOCK: tl.constexpr, SPAN: tl.constexpr,
-                         PIECES: tl.constexpr):  # fmt: skip
+                         HAS_THRESHOLD: tl.constexpr, BLOCK: tl.constexpr, SPAN: tl.constexpr, PIECES: tl.constexpr,
+                         LISTS: tl.constexpr):  # fmt: skip
         # One program per row; the whole row is one block, so the absmax and the quantisation share one load.
         row = tl.program_id(0)
         column = tl.arange(0, BLOCK // SPAN)[:, None] * SPAN + tl.arange(0, SPAN)[None, :]
         ok = column < K
         source = tl.load(x + row * K + column, mask=ok, other=0.0)
         quantize_row(source, row, column, ok, K, quantized, stats, outliers, columns, counts, pieces, piece_scales,
-                     threshold, HAS_THRESHOLD, BLOCK, SPAN, PIECES)  # fmt: skip
+                     threshold, HAS_THRESHOLD, BLOCK, SPAN, PIECES, LISTS)  # fmt: skip
 
 
 def outlier_columns(outliers: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -111,11 +114,15 @@ def outlier_columns(outliers: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]
 class QuantizedRows(NamedTuple):
     quantized: torch.Tensor  # int8 [n, K]
     stats: torch.Tensor  # float32 [n]: each row's absmax, outliers left out
-    outliers: torch.Tensor  # [n, K] in the rows' dtype: the outliers, zero elsewhere
-    columns: torch.Tensor  # int32 [n, K]: each row's outlier columns first (see outlier_columns)
-    counts: torch.Tensor  # int32 [n]: how many
-    pieces: torch.Tensor  # int8 [n, 3, K]: the outliers as integer pieces (the module docstring); three rows or more
-    piece_scales: torch.Tensor  # float32 [n]: outlier = (hi · 2^14 + mid · 2^7 + lo) · piece_scale
+    # The outliers' lists, which the CUDA-core product kernel and the MMA without the pieces read; None where not
+    # written (`writes_lists`).
+    outliers: torch.Tensor | None  # [n, K] in the rows' dtype: the outliers, zero elsewhere
+    columns: torch.Tensor | None  # int32 [n, K]: each row's outlier columns first (see outlier_columns)
+    counts: torch.Tensor | None  # int32 [n]: how many
+    # The outliers as integer pieces (the module docstring), which the MMAs read; None where not written
+    # (`writes_pieces`).
+    pieces: torch.Tensor | None  # int8 [n, 3, K]
+    piece_scales: torch.Tensor | None  # float32 [n]: outlier = (hi · 2^14 + mid · 2^7 + lo) · piece_scale
 
 
 @functools.lru_cache
@@ -124,17 +131,42 @@ def threshold_as_float16(threshold: float) -> float:
     return float(torch.tensor(threshold, dtype=torch.float16))
 
 
-def empty_rows(n: int, k: int, dtype: torch.dtype, device: torch.device) -> QuantizedRows:
-    """The buffers of a quantisation of n rows of width k from `dtype` values."""
+def writes_pieces(rows: int, row_invariant: bool = False) -> bool:
+    """Whether a quantisation of this many rows writes the outliers' pieces: the MMA tilings read them, which
+    `int8_gemv.tiling_for` picks from three rows on, and the row-invariant product at every row count."""
+    return row_invariant or rows > 2
+
+
+def writes_lists(rows: int) -> bool:
+    """Whether a quantisation of this many rows writes the outliers' lists (dense row, columns, counts): the
+    CUDA-core product kernel reads them, which `int8_gemv.tiling_for` picks up to four rows; from five rows on it
+    picks MMAs that take the pieces. Left out, the 8-row step's quantisations store a third fewer bytes."""
+    return rows <= 4
+
+
+def empty_rows(
+    n: int, k: int, dtype: torch.dtype, device: torch.device, row_invariant: bool = False, lists: bool | None = None
+) -> QuantizedRows:
+    """The buffers of a quantisation of n rows of width k from `dtype` values: the pieces where `writes_pieces`,
+    the lists where `lists` (by default where `writes_lists`), the others None."""
+    pieces = writes_pieces(n, row_invariant)
+    listed = writes_lists(n) if lists is None else lists
     return QuantizedRows(
         torch.empty(n, k, dtype=torch.int8, device=device),
         torch.empty(n, dtype=torch.float32, device=device),
-        torch.empty(n, k, dtype=dtype, device=device),
-        torch.empty(n, k, dtype=torch.int32, device=device),
-        torch.empty(n, dtype=torch.int32, device=device),
-        torch.empty(n, 3, k, dtype=torch.int8, device=device),
-        torch.empty(n, dtype=torch.float32, device=device),
+        torch.empty(n, k, dtype=dtype, device=device) if listed else None,
+        torch.empty(n, k, dtype=torch.int32, device=device) if listed else None,
+        torch.empty(n, dtype=torch.int32, device=device) if listed else None,
+        torch.empty(n, 3, k, dtype=torch.int8, device=device) if pieces else None,
+        torch.empty(n, dtype=torch.float32, device=device) if pieces else None,
     )
+
+
+def kernel_buffers(out: QuantizedRows) -> tuple[list[torch.Tensor], dict[str, bool]]:
+    """What a quantising kernel takes: every buffer (the int8 rows in place of one not written, which the kernel
+    does not touch) and its PIECES / LISTS flags."""
+    buffers = [out.quantized if buffer is None else buffer for buffer in out]
+    return buffers, {"PIECES": out.pieces is not None, "LISTS": out.columns is not None}
 
 
 def row_block(k: int) -> int:
@@ -142,28 +174,26 @@ def row_block(k: int) -> int:
     return int(max(SPAN, triton.next_power_of_2(k)))
 
 
-def quantize_rows(rows: torch.Tensor, threshold: float, row_invariant: bool = False) -> QuantizedRows:
+def quantize_rows(
+    rows: torch.Tensor, threshold: float, row_invariant: bool = False, lists: bool | None = None
+) -> QuantizedRows:
     """LLM.int8()'s quantisation of rows [n, K] (any float dtype); threshold 0 means no outliers. `row_invariant`:
-    for the row-invariant product (`writes_pieces`)."""
+    for the row-invariant product (`writes_pieces`). `lists`: whether to write the outliers' lists (by default
+    where a tiling reads them, `writes_lists`)."""
     rows = rows.contiguous()
     n, k = rows.shape
-    out = empty_rows(n, k, rows.dtype, rows.device)
+    out = empty_rows(n, k, rows.dtype, rows.device, row_invariant, lists)
+    buffers, written = kernel_buffers(out)
     block = row_block(k)
     _quantize_kernel[(n,)](
         rows,
-        *out,
+        *buffers,
         k,
         threshold_as_float16(threshold),
         HAS_THRESHOLD=threshold > 0.0,
         BLOCK=block,
         SPAN=SPAN,
-        PIECES=writes_pieces(n, row_invariant),
         num_warps=min(16, max(1, block // 1024)),
+        **written,
     )
     return out
-
-
-def writes_pieces(rows: int, row_invariant: bool = False) -> bool:
-    """Whether a quantisation of this many rows writes the outliers' pieces: the MMA tilings read them, which
-    `int8_gemv.tiling_for` picks from three rows on, and the row-invariant product at every row count."""
-    return row_invariant or rows > 2

@@ -54,7 +54,7 @@ if triton is not None:
     def _add_rms_norm_quantize_kernel(residual, delta, weight, hidden_out, normed_out, quantized, stats, outliers,
                                       columns, counts, pieces, piece_scales, eps, threshold, D: tl.constexpr,
                                       BLOCK: tl.constexpr, HAS_DELTA: tl.constexpr, HAS_THRESHOLD: tl.constexpr,
-                                      SPAN: tl.constexpr, PIECES: tl.constexpr):  # fmt: skip
+                                      SPAN: tl.constexpr, PIECES: tl.constexpr, LISTS: tl.constexpr):  # fmt: skip
         # The add + norm, then LLM.int8()'s quantisation of the normed row (int8_quantize.quantize_row) from the
         # values just rounded to the output dtype, which `quantize_rows` would read back from memory.
         row = tl.program_id(0)
@@ -64,7 +64,7 @@ if triton is not None:
         column = tl.arange(0, BLOCK // SPAN)[:, None] * SPAN + tl.arange(0, SPAN)[None, :]
         quantize_row(tl.reshape(normed, [BLOCK // SPAN, SPAN]), row, column, column < D, D, quantized, stats,
                      outliers, columns, counts, pieces, piece_scales, threshold, HAS_THRESHOLD, BLOCK, SPAN,
-                     PIECES)  # fmt: skip
+                     PIECES, LISTS)  # fmt: skip
 
     @triton.jit
     def _rotate(source, cos, sin, HALF: tl.constexpr, BLOCK: tl.constexpr):
@@ -177,7 +177,8 @@ def add_rms_norm_quantized(
     """`add_rms_norm`, and the normed rows' LLM.int8() quantisation (`int8_quantize.quantize_rows`, the same bits)
     from the same launch: the 8-bit step's q/k/v and gate/up read the norm's output only in that form."""
     dim, rows, hidden, normed = _norm_outputs(residual, delta, weight)
-    quantized = int8_quantize.empty_rows(rows, dim, normed.dtype, residual.device)
+    quantized = int8_quantize.empty_rows(rows, dim, normed.dtype, residual.device, row_invariant)
+    buffers, written = int8_quantize.kernel_buffers(quantized)
     block = int8_quantize.row_block(dim)
     _add_rms_norm_quantize_kernel[(rows,)](
         residual,
@@ -185,7 +186,7 @@ def add_rms_norm_quantized(
         weight,
         hidden,
         normed,
-        *quantized,
+        *buffers,
         eps,
         int8_quantize.threshold_as_float16(threshold),
         D=dim,
@@ -193,8 +194,8 @@ def add_rms_norm_quantized(
         HAS_DELTA=delta is not None,
         HAS_THRESHOLD=threshold > 0.0,
         SPAN=int8_quantize.SPAN,
-        PIECES=int8_quantize.writes_pieces(rows, row_invariant),
         num_warps=8 if dim >= 2048 else 4,
+        **written,
     )
     return hidden, normed, quantized
 

@@ -116,7 +116,11 @@ for k, threshold in [(300, 6.0), (512, 0.0), (4096, 6.0), (640, 2.5), (384, 6.09
         rows[1, :2] = rows[1, 2] * 2  # |x| = absmax / 2: 63.5 before rounding, where rounding conventions split
         rows[3, 7] = 6.09765625  # an outlier at 6.0996 only in float16 terms, as torch compares
         expected = QuantizedInput(rows, threshold, kernels=False)
-        ours = quantize_rows(rows, threshold)
+        ours = quantize_rows(rows, threshold, lists=True)
+        # By default five rows go without the lists (no tiling reads them there); the rest is the same.
+        default = quantize_rows(rows, threshold)
+        unlisted = default.outliers is None and default.columns is None and default.counts is None
+        same = all(torch.equal(a, b) for a, b in zip(default[:2] + default[5:], ours[:2] + ours[5:], strict=True))
         outliers = expected.outliers if expected.outliers is not None else torch.zeros(5, k)
         columns, counts = outlier_columns(outliers)
         listed = all(torch.equal(ours.columns[r, : counts[r]], columns[r, : counts[r]]) for r in range(5))
@@ -126,16 +130,18 @@ for k, threshold in [(300, 6.0), (512, 0.0), (4096, 6.0), (640, 2.5), (384, 6.09
             bool(torch.equal(ours.outliers, outliers)),
             bool(torch.equal(ours.counts, counts)) and listed,
             int(ours.counts.sum()),
+            unlisted and same,
         ]
 print(json.dumps(results))
 """
     results = interpreted(script)
     assert len(results) == 20
-    for case, (quantized, stats, outliers, listed, outlier_count) in results.items():
+    for case, (quantized, stats, outliers, listed, outlier_count, unlisted) in results.items():
         assert quantized, case
         assert stats, case
         assert outliers, case
         assert listed, case
+        assert unlisted, case
         assert (outlier_count > 0) == (float(case.split()[1]) > 0), case
 
 
@@ -153,7 +159,7 @@ for dtype, k, n in [(torch.bfloat16, 256, 40), (torch.float16, 320, 24)]:
     for r, columns, values in [(0, [3, 90, 91], [9.0, -3000.5, 6.25]), (1, [5], [-7.5]), (3, [0, k - 1], [511.0, -6.5]),
                                (4, [17], [6.0]), (5, [40, 41, 200], [1234.0, -77.0, 8.5])]:
         rows[r, columns] = torch.tensor(values, dtype=dtype)
-    q = quantize_rows(rows, 6.0)
+    q = quantize_rows(rows, 6.0, lists=True)
     whole = q.pieces[:, 0].long() * 16384 + q.pieces[:, 1].long() * 128 + q.pieces[:, 2].long()
     rebuilt = whole.double() * q.piece_scales.double()[:, None]
     weight = torch.randint(-127, 128, (n, k), dtype=torch.int8)

@@ -126,7 +126,7 @@ def eight_bit_cases(device: str) -> dict[str, dict[str, object]]:
             weight: torch.Tensor = weight,
             scales: torch.Tensor = scales,
         ) -> torch.Tensor:
-            q = int8_quantize.quantize_rows(rows, 6.0, row_invariant=True)
+            q = int8_quantize.quantize_rows(rows, 6.0, row_invariant=True, lists=True)  # lists: CUDA_CORE_ROWS
             operands = (q.quantized, q.outliers, q.columns, q.counts, weight, q.stats, scales, rows.dtype)
             pieces = (q.pieces, q.piece_scales)
             return int8_gemv.eight_bit_gemv(*operands, tiling=tiling, row_invariant=True, pieces=pieces)

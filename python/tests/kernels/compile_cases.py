@@ -123,7 +123,8 @@ def decode_shapes() -> None:
             # The several-row form that keeps each row's sums per lane (tuned, not the default).
             for tiling in (None, four_bit_gemv.INVARIANT_TILING, four_bit_gemv.Tiling(4, 2, 4, defer=True)):
                 four_bit_gemv.four_bit_gemv(x, packed, absmax, code, (outputs, inputs), 64, tiling=tiling)
-            q = int8_quantize.quantize_rows(x, 6.0)
+            int8_quantize.quantize_rows(x, 6.0)  # what a row count writes by default
+            q = int8_quantize.quantize_rows(x, 6.0, row_invariant=True, lists=True)
             operands = (q.quantized, q.outliers, q.columns, q.counts, quantized, q.stats, scales, bf16)
             pieces = (q.pieces, q.piece_scales)
             for invariant in (False, True):

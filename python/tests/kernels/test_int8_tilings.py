@@ -1,6 +1,7 @@
-"""`int8_gemv.tiling_for` and `int8_quantize.writes_pieces` agree: the quantisation writes the outliers' pieces at
-exactly the row counts where some layer's tiling reads them (and at every row count for the row-invariant product,
-which needs them), and a tiling takes them only where the caller has them."""
+"""`int8_gemv.tiling_for` and `int8_quantize.writes_pieces` / `writes_lists` agree: the quantisation writes the
+outliers' pieces at exactly the row counts where some layer's tiling reads them (and at every row count for the
+row-invariant product, which needs them), and their lists wherever a tiling reads those; a tiling takes the pieces
+only where the caller has them."""
 
 from __future__ import annotations
 
@@ -17,6 +18,26 @@ SHAPES = [(6144, 4096), (4096, 4096), (28672, 4096), (4096, 14336), (96, 64), (6
 def test_pieces_are_written_where_a_tiling_reads_them(rows: int) -> None:
     with_pieces = [int8_gemv.tiling_for(outputs, inputs, rows, pieces=True) for outputs, inputs in SHAPES]
     assert any(tiling.pieces for tiling in with_pieces) == int8_quantize.writes_pieces(rows)
+
+
+@pytest.mark.parametrize("rows", [*range(1, int8_gemv.MAX_ROWS + 1), 20])
+@pytest.mark.parametrize("row_invariant", [False, True])
+def test_lists_are_written_where_a_tiling_reads_them(rows: int, row_invariant: bool) -> None:
+    has_pieces = int8_quantize.writes_pieces(rows, row_invariant)
+    for outputs, inputs in SHAPES:
+        tiling = int8_gemv.tiling_for(outputs, inputs, rows, pieces=has_pieces)
+        # Row-invariant MMAs take the pieces whatever the tiling says (int8_gemv.eight_bit_gemv).
+        in_pieces = tiling.mma and has_pieces and (tiling.pieces or row_invariant)
+        assert in_pieces or int8_quantize.writes_lists(rows), (outputs, inputs, tiling)
+
+
+def test_a_tiling_that_reads_lists_not_written_says_how_to_get_them() -> None:
+    rows, k, n = 6, 64, 16
+    operands = (torch.zeros(rows, k, dtype=torch.int8), None, None, None, torch.zeros(n, k, dtype=torch.int8))
+    scales = (torch.ones(rows), torch.ones(n), torch.float32)
+    pieces = (torch.zeros(rows, 3, k, dtype=torch.int8), torch.zeros(rows))
+    with pytest.raises(ValueError, match=r"quantize_rows\(\.\.\., lists=True\)"):
+        int8_gemv.eight_bit_gemv(*operands, *scales, int8_gemv.Tiling(8, 64), pieces=pieces)
 
 
 @pytest.mark.parametrize("rows", range(1, int8_gemv.MAX_ROWS + 1))
