@@ -174,12 +174,21 @@ def row_block(k: int) -> int:
     return int(max(SPAN, triton.next_power_of_2(k)))
 
 
+def quantize_warps(k: int) -> int:
+    """Warps of a program quantising a row of width k: one per 1,024 columns of its block, up to 16."""
+    return min(16, max(1, row_block(k) // 1024))
+
+
 def quantize_rows(
-    rows: torch.Tensor, threshold: float, row_invariant: bool = False, lists: bool | None = None
+    rows: torch.Tensor,
+    threshold: float,
+    row_invariant: bool = False,
+    lists: bool | None = None,
+    warps: int | None = None,
 ) -> QuantizedRows:
     """LLM.int8()'s quantisation of rows [n, K] (any float dtype); threshold 0 means no outliers. `row_invariant`:
     for the row-invariant product (`writes_pieces`). `lists`: whether to write the outliers' lists (by default
-    where a tiling reads them, `writes_lists`)."""
+    where a tiling reads them, `writes_lists`). `warps`: per row's program (`quantize_warps` by default)."""
     rows = rows.contiguous()
     n, k = rows.shape
     out = empty_rows(n, k, rows.dtype, rows.device, row_invariant, lists)
@@ -193,7 +202,7 @@ def quantize_rows(
         HAS_THRESHOLD=threshold > 0.0,
         BLOCK=block,
         SPAN=SPAN,
-        num_warps=min(16, max(1, block // 1024)),
+        num_warps=warps or quantize_warps(k),
         **written,
     )
     return out

@@ -173,9 +173,11 @@ def add_rms_norm_quantized(
     eps: float,
     threshold: float,
     row_invariant: bool = False,
+    warps: int | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, int8_quantize.QuantizedRows]:
     """`add_rms_norm`, and the normed rows' LLM.int8() quantisation (`int8_quantize.quantize_rows`, the same bits)
-    from the same launch: the 8-bit step's q/k/v and gate/up read the norm's output only in that form."""
+    from the same launch: the 8-bit step's q/k/v and gate/up read the norm's output only in that form. `warps`:
+    per row's program (by default 8 from 2,048 columns, else 4)."""
     dim, rows, hidden, normed = _norm_outputs(residual, delta, weight)
     quantized = int8_quantize.empty_rows(rows, dim, normed.dtype, residual.device, row_invariant)
     buffers, written = int8_quantize.kernel_buffers(quantized)
@@ -194,7 +196,7 @@ def add_rms_norm_quantized(
         HAS_DELTA=delta is not None,
         HAS_THRESHOLD=threshold > 0.0,
         SPAN=int8_quantize.SPAN,
-        num_warps=8 if dim >= 2048 else 4,
+        num_warps=warps or (8 if dim >= 2048 else 4),
         **written,
     )
     return hidden, normed, quantized
