@@ -29,6 +29,12 @@ _BESIDE_THE_BATCH = frozenset({"ping", "info"})
 _STAGES: dict[str, Stage] = {"load": "load", "generate": "generate"}
 Info = Callable[[dict[str, Any] | None], dict[str, Any]]
 OnDeath = Callable[[BaseException], None]
+# How long an admission into an idle batch waits for more generations once its queue is empty. Requests sent together
+# leave the SDK within ~0.5 ms but reached this queue 3-11 ms apart (CPU, 8 requests): the reader thread parses a
+# frame only when it gets the GIL, which this thread holds while it prepares the first request. Waiting releases the
+# GIL, so the frames already read are queued at once; a lone request starts at most this much later. Without it, 2-9
+# rounds of 20 prefilled the first request alone and the rest in a second prefill (docs/BENCHMARKS.md, 2026-12-02).
+ADMISSION_WAIT_S = 0.002
 # The exit code of a worker whose model thread failed (EX_SOFTWARE): the SDK reports it as a crash and restarts.
 MODEL_THREAD_FAILED = 70
 
@@ -182,7 +188,8 @@ class ModelThread:
             self._done(job)
 
     def _admit(self, jobs: list[Job]) -> None:
-        """Offers queued generations to the batch together, with those that arrive while they are prepared. Those
+        """Offers queued generations to the batch together, with those that arrive while they are prepared (into an
+        idle batch, also those that arrive within ADMISSION_WAIT_S after its queue is found empty). Those
         it does not take run alone once the batch has drained: a request longer than the fast path's window, then
         the first that it does not accept (beam search, stop strings), whose followers go back to the queue so that
         nothing after it starts before it."""
@@ -209,13 +216,24 @@ class ModelThread:
                 added.append(admission)
             return added
 
+        idle = not batch.busy
+
+        def arrivals(room: int) -> list[Job]:
+            # Called with the lock held. Only an idle batch waits: a running one would stall its decode.
+            arrived = self._following_generations(room)
+            if not arrived and idle and not self._queue and not self._stopping:
+                self._lock.wait(ADMISSION_WAIT_S)
+                if not self._stopping:
+                    arrived = self._following_generations(room)
+            return arrived
+
         def later(room: int) -> list[Admission]:
             if refused:  # what follows a refused request waits for it
                 return []
             with self._lock:
                 if self._stopping:
                     return []
-                arrived = self._following_generations(room)
+                arrived = arrivals(room)
                 for job in arrived:
                     self._running[job.id] = job
             return offer(arrived)

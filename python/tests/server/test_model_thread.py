@@ -3,6 +3,7 @@ offered to the batch together, each still answered alone, and requests still tak
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 import queue
@@ -72,13 +73,64 @@ def unreadable_job() -> Job:
     return Job(next(_ids), "generate", params, payload)
 
 
-def run(
-    engine: Engine, jobs: list[Job], timeout: float = 90, arriving: list[Job] | None = None
+class WaitsSeen(threading.Condition):
+    """The model thread's lock: counts its timed waits (an admission's, ADMISSION_WAIT_S) and queues `in_wait`'s jobs
+    at the first, as a reader thread would that parses their frames while the model thread waits."""
+
+    def __init__(self, thread: ModelThread, in_wait: list[Job]) -> None:
+        super().__init__()
+        self.thread = thread
+        self.in_wait = in_wait
+        self.timed = 0
+
+    def wait(self, timeout: float | None = None) -> bool:
+        if timeout is not None:
+            self.timed += 1
+            while self.in_wait:
+                self.thread.enqueue(self.in_wait.pop(0))  # the lock is reentrant: this thread holds it
+        return super().wait(timeout)
+
+
+@contextlib.contextmanager
+def arriving_jobs(thread: ModelThread, arriving: list[Job], while_running: list[Job]) -> Iterator[None]:
+    """Queues `arriving` as the batch prepares its first request and `while_running` at its first step."""
+    batch = thread.engine.batch
+    assert batch is not None
+    prepare, step = batch._prepare, batch.step
+
+    def prepare_while_more_arrive(admission: Any) -> Any:
+        while arriving:
+            thread.enqueue(arriving.pop(0))
+        return prepare(admission)
+
+    def step_while_more_arrive() -> None:
+        while while_running:
+            thread.enqueue(while_running.pop(0))
+        step()
+
+    batch._prepare = prepare_while_more_arrive  # type: ignore[method-assign]
+    batch.step = step_while_more_arrive  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        del batch._prepare
+        del batch.step
+
+
+def run(  # noqa: PLR0917 - the ways jobs reach the thread
+    engine: Engine,
+    jobs: list[Job],
+    timeout: float = 90,
+    arriving: list[Job] | None = None,
+    in_wait: list[Job] | None = None,
+    while_running: list[Job] | None = None,
+    waits: list[int] | None = None,
 ) -> list[dict[str, Any]]:
-    """Queues every job before the thread starts (and `arriving` while the batch prepares its first request), runs
-    it until each job is answered; the final frames in the order they came."""
-    arriving = list(arriving or [])
-    expected = len(jobs) + len(arriving)
+    """Queues every job before the thread starts (`arriving` while the batch prepares its first request, `in_wait`
+    in its admission's wait, else after the first answer; `while_running` at the batch's first step), runs it until
+    each job is answered; the final frames in the order they came. `waits` gets the count of admission waits."""
+    in_wait = list(in_wait or [])
+    expected = len(jobs) + len(arriving or []) + len(in_wait) + len(while_running or [])
     read_end, write_end = os.pipe()
     reader, writer = os.fdopen(read_end, "rb"), os.fdopen(write_end, "wb")
     frames: queue.Queue[dict[str, Any]] = queue.Queue()
@@ -91,32 +143,27 @@ def run(
     listener = threading.Thread(target=read, daemon=True)
     listener.start()
     thread = ModelThread(engine, Replies(FrameWriter(writer)), None, on_death=deaths.append)
-    batch = engine.batch
-    assert batch is not None
-    prepare = batch._prepare
-
-    def prepare_while_more_arrive(admission: Any) -> Any:
-        while arriving:
-            thread.enqueue(arriving.pop(0))
-        return prepare(admission)
-
-    batch._prepare = prepare_while_more_arrive  # type: ignore[method-assign]
+    lock = thread._lock = WaitsSeen(thread, in_wait)
     for job in jobs:
         thread.enqueue(job)
-    thread.start()
     finals: list[dict[str, Any]] = []
-    try:
-        while len(finals) < expected:
-            frame = frames.get(timeout=timeout)
-            if frame["type"] != "event":
-                finals.append(frame)
-    finally:
-        del batch._prepare
-        thread.stop()
-        thread.join(10)
-        writer.close()
-        listener.join(10)
-        reader.close()
+    with arriving_jobs(thread, list(arriving or []), list(while_running or [])):
+        thread.start()
+        try:
+            while len(finals) < expected:
+                frame = frames.get(timeout=timeout)
+                if frame["type"] != "event":
+                    finals.append(frame)
+                    while in_wait:  # no admission waited: they come after the first answer
+                        thread.enqueue(in_wait.pop(0))
+        finally:
+            if waits is not None:
+                waits.append(lock.timed)
+            thread.stop()
+            thread.join(10)
+            writer.close()
+            listener.join(10)
+            reader.close()
     assert not deaths
     return finals
 
@@ -167,6 +214,35 @@ def test_generations_that_arrive_while_the_first_is_prepared_join_its_prefill(
         frame = finals[job.id]
         assert frame["type"] == "result", frame
         assert frame["result"]["tokenIds"] == alone(engine, job)["tokenIds"]
+
+
+@pytest.mark.timeout(180)
+def test_a_generation_that_arrives_just_after_an_idle_batch_finds_its_queue_empty_joins_its_prefill(
+    engine: Engine, offered: list[int]
+) -> None:
+    # Sent together, but its frame was parsed only once the first request was prepared (the reader thread waited for
+    # the GIL): the admission's short wait takes it into the same prefill.
+    first = text_job("Tell me about squares.")
+    in_wait = [text_job("Say something about squares.")]
+    waits: list[int] = []
+    finals = {frame["id"]: frame for frame in run(engine, [first], in_wait=in_wait, waits=waits)}
+    assert offered == [2]
+    assert waits == [2]  # the one that found it, and the one after that found none
+    for job in [first, *in_wait]:
+        assert finals[job.id]["result"]["tokenIds"] == alone(engine, job)["tokenIds"]
+
+
+@pytest.mark.timeout(180)
+def test_a_running_batch_takes_a_new_generation_without_waiting_for_more(engine: Engine, offered: list[int]) -> None:
+    first = text_job("Tell me about squares.")
+    joining = text_job("Say something about squares.")
+    waits: list[int] = []
+    finals = {frame["id"]: frame for frame in run(engine, [first], while_running=[joining], waits=waits)}
+    # The first admission (idle) waited once; the one that joined the running batch did not stall its decode.
+    assert offered == [1, 1]
+    assert waits == [1]
+    for job in [first, joining]:
+        assert finals[job.id]["result"]["tokenIds"] == alone(engine, job)["tokenIds"]
 
 
 @pytest.mark.timeout(180)
