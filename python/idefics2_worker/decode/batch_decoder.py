@@ -210,8 +210,9 @@ class BatchDecoder:
 
         `later(room)`, once the requests are prepared: those that arrived meanwhile (at most `room`), prepared and
         prefilled with them, their outcomes after theirs; asked again until it has none. Requests sent together
-        reach the worker a few milliseconds apart (each is prepared in Node first): without it the first would
-        start alone and the rest stall it with a second prefill."""
+        reach the model thread's queue milliseconds apart (the reader thread waits for the GIL while the first is
+        prepared; the model thread's `later` waits for them briefly): without it the first would start alone and
+        the rest stall it with a second prefill."""
         if len(admissions) > self.room():
             raise ValueError(f"{len(admissions)} requests offered to a batch with room for {self.room()}")
         self._discard_ahead()
