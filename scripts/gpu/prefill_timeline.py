@@ -12,8 +12,9 @@ then:
   idle gaps with the Python line whose launch ended each one;
 - lists every line that synchronised the host with the GPU (torch's sync debug mode);
 - profiles the host's Python for one prefill (cProfile): the functions that take its time;
-- with --admission, all of that for the worker's whole one-token request instead (`BatchDecoder.admit`:
-  preprocessing, prefill, token choice set up, first token), with the request's own preprocess and prefill times;
+- with --admission, all of that for the worker's whole path of --requests one-token requests sent together instead
+  (`BatchDecoder.admit_many`: preprocessing, prefill, token choice set up, first tokens), with the first request's
+  own preprocess and prefill times; a messages file without pictures (and no --image) times text requests;
 - with --tower-ab, times the vision tower through transformers' masks (get_image_features) against the mask-free
   path (decode/vision_tower.py), alternating in one process, and checks that the first-token logits are equal;
   with --graph-ab, the same for that tower run eagerly against replayed from CUDA graphs (decode/vision_graphs.py).
@@ -51,6 +52,7 @@ from check_batched_prefill import add_conversation_arguments, conversation, load
 from demo_inputs import as_payload
 from idefics2_worker.decode import prefill as prefill_module
 from idefics2_worker.decode import prefill_linears
+from idefics2_worker.decode.batch_decoder import Admission
 from idefics2_worker.decode.prefill import prefill, prefill_many
 from idefics2_worker.protocol.params import parse_generate
 from profile_prefill import gemm_variants
@@ -370,9 +372,10 @@ def gemm_ab(run: Any, runs: int, plan: Any, model: Any) -> dict[str, Any]:
         choose(linears)()
 
 
-def admission(engine: Any, messages: list[dict[str, Any]], images: list[Any]) -> Any:
-    """The worker's whole path for a one-token request, in this process: the fast decoder admits it (preprocessing,
-    prefill, token choice set up, first token) and finishes it; returns its result's timings (ms)."""
+def admission(engine: Any, messages: list[dict[str, Any]], images: list[Any], requests: int = 1) -> Any:
+    """The worker's whole path for `requests` one-token requests sent together, in this process: the fast decoder
+    admits them in one `admit_many` (preprocessing, prefill, token choice set up, first token) and finishes them;
+    returns the first request's result's timings (ms)."""
     specs, payload = as_payload(images)
     options = {"maxNewTokens": 1, "minNewTokens": 1}
     params = parse_generate({"messages": messages, "images": specs, "options": options}, len(payload))
@@ -380,13 +383,19 @@ def admission(engine: Any, messages: list[dict[str, Any]], images: list[Any]) ->
 
     def run() -> dict[str, Any]:
         done: list[tuple[Any, BaseException | None]] = []
-        decoder.admit(params, payload, lambda *_: None, threading.Event(), lambda r, e: done.append((r, e)))
-        while not done:
+        admissions = [
+            Admission(params, payload, lambda *_: None, threading.Event(), lambda r, e: done.append((r, e)))
+            for _ in range(requests)
+        ]
+        for outcome in decoder.admit_many(admissions):
+            if isinstance(outcome, BaseException):
+                raise outcome
+        while len(done) < requests:
             decoder.step()
-        result, error = done[0]
-        if error is not None:
-            raise error
-        return result.timings.to_wire()
+        for _, error in done:
+            if error is not None:
+                raise error
+        return done[0][0].timings.to_wire()
 
     return run
 
@@ -397,7 +406,7 @@ def timeline_one(args: Any, quantization: str, messages: list[dict[str, Any]], i
     model, plan = engine.loaded.model, engine.batch.plan
     inputs = [prepared(engine, messages, images) for _ in range(args.requests)]
     pad = getattr(engine.loaded.processor.tokenizer, "pad_token_id", None) or 0
-    admitted = admission(engine, messages, images) if args.admission else None
+    admitted = admission(engine, messages, images, args.requests) if args.admission else None
 
     def run() -> Any:
         with torch.profiler.record_function("prefill"):
@@ -455,7 +464,9 @@ def main() -> None:
     parser.add_argument("--graph-ab", action="store_true", help="the mask-free vision tower eager and from graphs")
     parser.add_argument("--gemm-ab", action="store_true", help="the float32-compute layers' GEMM dtypes (4-bit)")
     parser.add_argument(
-        "--admission", action="store_true", help="time and trace the worker's whole one-token request instead"
+        "--admission",
+        action="store_true",
+        help="time and trace the worker's whole path for --requests one-token requests instead",
     )
     parser.add_argument("--out")
     args = parser.parse_args()

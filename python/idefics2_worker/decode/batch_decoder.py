@@ -41,6 +41,7 @@ from ..request.streaming import OnToken, TokenStreamer
 from .graphs import DecodeGraphs
 from .prefill import PrefillPlan, prefill, prefill_groups, prefill_many
 from .token_choice import (
+    PreparedGenerationConfigs,
     TokenHistory,
     choose_token,
     chosen_tokens,
@@ -163,6 +164,7 @@ class BatchDecoder:
         self.overlap = self.model.device.type == "cuda" if overlap is None else overlap
         self.running: list[_Sequence] = []
         self._ahead: _QueuedStep | None = None
+        self._configs = PreparedGenerationConfigs(self.model)
 
     @property
     def busy(self) -> bool:
@@ -264,7 +266,9 @@ class BatchDecoder:
         model, params = self.model, admission.params
         input_ids = prepared.inputs["input_ids"]
         extra = [grammar] if grammar is not None else []
-        config, processors = generation_config_and_processors(model, params, self.loaded.eos_ids, input_ids, extra)
+        config, processors = generation_config_and_processors(
+            model, params, self.loaded.eos_ids, input_ids, extra, configs=self._configs
+        )
         limit = new_token_limit(config, prepared.prompt_tokens)
         if not self.graphs.supports(prepared.prompt_tokens + limit):
             return None
