@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import struct
 import threading
+from collections.abc import Callable
 from typing import Any, BinaryIO
 
 MAX_HEADER_BYTES = 16 * 1024 * 1024
@@ -65,21 +66,33 @@ def _read_exact(stream: BinaryIO, size: int, *, at_boundary: bool) -> bytes | No
     return b"".join(parts)
 
 
-def read_frame(stream: BinaryIO) -> tuple[dict[str, Any], bytes] | None:
-    """Reads one frame; None at a clean end of stream."""
+def _parsed_header(head: bytes) -> dict[str, Any] | FrameError:
+    try:
+        header = json.loads(head.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        return FrameError(f"Frame header is not UTF-8 JSON: {error}", fatal=False)
+    if not isinstance(header, dict) or not isinstance(header.get("type"), str):
+        return FrameError("Frame header must be a JSON object with a string `type`", fatal=False)
+    return header
+
+
+def read_frame(
+    stream: BinaryIO, on_header: Callable[[dict[str, Any], int], None] | None = None
+) -> tuple[dict[str, Any], bytes] | None:
+    """Reads one frame; None at a clean end of stream. `on_header(header, payload bytes)` is called once a valid
+    header is read, before its payload is. A frame whose header is not valid is still read to its end, so the next
+    frame starts where it should."""
     prefix = _read_exact(stream, _PREFIX.size, at_boundary=True)
     if prefix is None:
         return None
     header_len, payload_len = _PREFIX.unpack(prefix)
     _check_lengths(header_len, payload_len)
-    head = _read_exact(stream, header_len, at_boundary=False) or b""
+    header = _parsed_header(_read_exact(stream, header_len, at_boundary=False) or b"")
+    if on_header is not None and not isinstance(header, FrameError):
+        on_header(header, payload_len)
     payload = (_read_exact(stream, payload_len, at_boundary=False) or b"") if payload_len else b""
-    try:
-        header = json.loads(head.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise FrameError(f"Frame header is not UTF-8 JSON: {error}", fatal=False) from None
-    if not isinstance(header, dict) or not isinstance(header.get("type"), str):
-        raise FrameError("Frame header must be a JSON object with a string `type`", fatal=False)
+    if isinstance(header, FrameError):
+        raise header
     return header, payload
 
 

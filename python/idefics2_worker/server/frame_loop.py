@@ -34,8 +34,9 @@ class Server:
         code = 0
         while True:
             try:
-                frame = read_frame(self.reader)
+                frame = read_frame(self.reader, self._on_header)
             except FrameError as error:
+                self._model.reading_generation(False)
                 self.replies.error(None, WorkerError("PROTOCOL_ERROR", str(error)))
                 if error.fatal:
                     code = 1
@@ -53,9 +54,16 @@ class Server:
                 self._enqueue(header, payload)
             else:
                 self.replies.error(None, WorkerError("PROTOCOL_ERROR", f"Unknown frame type {kind!r}"))
+            self._model.reading_generation(False)
+        self._model.reading_generation(False)
         self._model.stop()
         self._model.join(drain_seconds)
         return code
+
+    def _on_header(self, header: dict[str, Any], _payload_bytes: int) -> None:
+        # An idle batch's admission waits for a generation whose frame is still being read (its pictures' pixels).
+        if header["type"] == "request" and header.get("method") == "generate":
+            self._model.reading_generation(True)
 
     def stopped_cleanly(self) -> bool:
         return not self._model.is_alive()

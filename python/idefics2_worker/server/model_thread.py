@@ -35,6 +35,12 @@ OnDeath = Callable[[BaseException], None]
 # GIL, so the frames already read are queued at once; a lone request starts at most this much later. Without it, 2-9
 # rounds of 20 prefilled the first request alone and the rest in a second prefill (docs/BENCHMARKS.md, 2026-12-02).
 ADMISSION_WAIT_S = 0.002
+# How long it waits instead while the frame loop is reading a generation's frame. A request with pictures carries
+# their pixels (the blog's two: 4.3 MB), and eight such sent together reached this queue one after another, 3-35 ms
+# from a frame's header to its queueing while this thread held the GIL (CPU, tiny model): on an H200 machine the
+# first was prefilled alone and the other seven together (H29, H31). Bounded, so a frame that never ends cannot hold
+# back the requests already here for longer than this.
+READING_WAIT_S = 0.05
 # The exit code of a worker whose model thread failed (EX_SOFTWARE): the SDK reports it as a crash and restarts.
 MODEL_THREAD_FAILED = 70
 
@@ -72,6 +78,7 @@ class ModelThread:
         self._queue: collections.deque[Job] = collections.deque()
         self._running: dict[int, Job] = {}
         self._stopping = False
+        self._reading_generation = False
         self._thread = threading.Thread(target=self._run, name="idefics2-model", daemon=True)
 
     def start(self) -> None:
@@ -87,6 +94,14 @@ class ModelThread:
         with self._lock:
             self._queue.append(job)
             self._lock.notify()
+
+    def reading_generation(self, reading: bool) -> None:
+        """The frame loop is reading a generation's frame (True, from its header on), or is done with that frame
+        (False, once it is queued or answered)."""
+        with self._lock:
+            if self._reading_generation != reading:
+                self._reading_generation = reading
+                self._lock.notify_all()
 
     def cancel(self, request_id: Any) -> None:
         with self._lock:
@@ -189,7 +204,8 @@ class ModelThread:
 
     def _admit(self, jobs: list[Job]) -> None:
         """Offers queued generations to the batch together, with those that arrive while they are prepared (into an
-        idle batch, also those that arrive within ADMISSION_WAIT_S after its queue is found empty). Those
+        idle batch, also those that arrive within ADMISSION_WAIT_S after its queue is found empty, and one whose
+        frame is being read then, up to READING_WAIT_S). Those
         it does not take run alone once the batch has drained: a request longer than the fast path's window, then
         the first that it does not accept (beam search, stop strings), whose followers go back to the queue so that
         nothing after it starts before it."""
@@ -218,22 +234,13 @@ class ModelThread:
 
         idle = not batch.busy
 
-        def arrivals(room: int) -> list[Job]:
-            # Called with the lock held. Only an idle batch waits: a running one would stall its decode.
-            arrived = self._following_generations(room)
-            if not arrived and idle and not self._queue and not self._stopping:
-                self._lock.wait(ADMISSION_WAIT_S)
-                if not self._stopping:
-                    arrived = self._following_generations(room)
-            return arrived
-
         def later(room: int) -> list[Admission]:
             if refused:  # what follows a refused request waits for it
                 return []
             with self._lock:
                 if self._stopping:
                     return []
-                arrived = arrivals(room)
+                arrived = self._arrivals(room, idle)
                 for job in arrived:
                     self._running[job.id] = job
             return offer(arrived)
@@ -254,6 +261,24 @@ class ModelThread:
             while batch.busy:
                 self._step_batch()
             self._run_alone(job)
+
+    def _arrivals(self, room: int, idle: bool) -> list[Job]:
+        """Generations that arrived while an admission prepared its requests, up to `room` (lock held). Only an idle
+        batch waits for more: a running one would stall its decode."""
+        arrived = self._following_generations(room)
+        if not arrived and idle and not self._queue and not self._stopping:
+            self._lock.wait_for(self._arrived_or_being_read, ADMISSION_WAIT_S)
+            if self._reading_generation:
+                self._lock.wait_for(self._read_to_its_end, READING_WAIT_S)
+            if not self._stopping:
+                arrived = self._following_generations(room)
+        return arrived
+
+    def _arrived_or_being_read(self) -> bool:
+        return bool(self._queue) or self._stopping or self._reading_generation
+
+    def _read_to_its_end(self) -> bool:
+        return bool(self._queue) or self._stopping or not self._reading_generation
 
     def _step_batch(self) -> None:
         batch = self.engine.batch

@@ -1,4 +1,4 @@
-"""Frames: round trips, limits, and a writer shared by two threads."""
+"""Frames: round trips, limits, a header seen before its payload is read, and a writer shared by two threads."""
 
 from __future__ import annotations
 
@@ -165,3 +165,38 @@ def test_a_large_payload_from_a_buffered_pipe_comes_back_as_bytes() -> None:
 def _write_all(fd: int, data: bytes) -> None:
     with os.fdopen(fd, "wb") as stream:
         stream.write(data)
+
+
+def test_on_header_sees_a_frame_header_before_its_payload_is_sent() -> None:
+    read_end, write_end = os.pipe()
+    with os.fdopen(read_end, "rb") as reader, os.fdopen(write_end, "wb", buffering=0) as writer:
+        whole = encode_frame({"type": "request", "id": 3}, b"pixels" * 1000)
+        payload_at = len(whole) - 6000
+        writer.write(whole[:payload_at])  # the prefix and header only
+        headers: list[tuple[dict[str, object], int]] = []
+        seen = threading.Event()
+        frames: list[object] = []
+
+        def on_header(header: dict[str, object], payload_bytes: int) -> None:
+            headers.append((header, payload_bytes))
+            seen.set()
+
+        reading = threading.Thread(target=lambda: frames.append(read_frame(reader, on_header)))
+        reading.start()
+        assert seen.wait(10)
+        assert headers == [({"type": "request", "id": 3}, 6000)]
+        assert not frames  # still waiting for the payload
+        writer.write(whole[payload_at:])
+        reading.join(10)
+        assert frames == [({"type": "request", "id": 3}, b"pixels" * 1000)]
+
+
+def test_on_header_is_not_called_for_a_bad_header_whose_frame_is_still_read_to_its_end() -> None:
+    head = b"not json"
+    stream = io.BytesIO(struct.pack(">II", len(head), 3) + head + b"abc" + encode_frame({"type": "ping"}))
+    headers: list[object] = []
+    with pytest.raises(FrameError):
+        read_frame(stream, lambda header, size: headers.append(header))
+    assert headers == []
+    assert read_frame(stream, lambda header, size: headers.append(header)) == ({"type": "ping"}, b"")
+    assert headers == [{"type": "ping"}]

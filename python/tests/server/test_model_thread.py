@@ -18,6 +18,7 @@ from demo_inputs import as_payload, demo_images, generate_params
 from idefics2_worker.engine.engine import Engine
 from idefics2_worker.protocol.framing import FrameWriter, read_frame
 from idefics2_worker.protocol.params import parse_generate, parse_load
+from idefics2_worker.server import model_thread
 from idefics2_worker.server.model_thread import Job, ModelThread
 from idefics2_worker.server.replies import Replies
 
@@ -74,13 +75,19 @@ def unreadable_job() -> Job:
 
 
 class WaitsSeen(threading.Condition):
-    """The model thread's lock: counts its timed waits (an admission's, ADMISSION_WAIT_S) and queues `in_wait`'s jobs
-    at the first, as a reader thread would that parses their frames while the model thread waits."""
+    """The model thread's lock: counts its timed waits (an admission's) and queues `in_wait`'s jobs at the first, as
+    a reader thread would that parses their frames while the model thread waits. With `being_read`, the first wait
+    also finds the frame loop reading a generation's frame: its jobs are queued `read_for` seconds later, and the
+    reading ends then (never, with `read_for` None)."""
 
-    def __init__(self, thread: ModelThread, in_wait: list[Job]) -> None:
+    def __init__(
+        self, thread: ModelThread, in_wait: list[Job], being_read: list[Job] | None, read_for: float | None
+    ) -> None:
         super().__init__()
         self.thread = thread
         self.in_wait = in_wait
+        self.being_read = being_read
+        self.read_for = read_for
         self.timed = 0
 
     def wait(self, timeout: float | None = None) -> bool:
@@ -88,7 +95,17 @@ class WaitsSeen(threading.Condition):
             self.timed += 1
             while self.in_wait:
                 self.thread.enqueue(self.in_wait.pop(0))  # the lock is reentrant: this thread holds it
+            if self.being_read is not None:
+                self.thread.reading_generation(True)
+                if self.read_for is not None:
+                    threading.Timer(self.read_for, self._read, [self.being_read]).start()
+                self.being_read = None
         return super().wait(timeout)
+
+    def _read(self, jobs: list[Job]) -> None:
+        for job in jobs:
+            self.thread.enqueue(job)
+        self.thread.reading_generation(False)
 
 
 @contextlib.contextmanager
@@ -125,12 +142,16 @@ def run(  # noqa: PLR0917 - the ways jobs reach the thread
     in_wait: list[Job] | None = None,
     while_running: list[Job] | None = None,
     waits: list[int] | None = None,
+    being_read: list[Job] | None = None,
+    read_for: float | None = None,
 ) -> list[dict[str, Any]]:
     """Queues every job before the thread starts (`arriving` while the batch prepares its first request, `in_wait`
-    in its admission's wait, else after the first answer; `while_running` at the batch's first step), runs it until
-    each job is answered; the final frames in the order they came. `waits` gets the count of admission waits."""
+    in its admission's wait, else after the first answer; `while_running` at the batch's first step; `being_read`
+    as `WaitsSeen` reads them), runs it until each job is answered; the final frames in the order they came. `waits`
+    gets the count of admission waits."""
     in_wait = list(in_wait or [])
     expected = len(jobs) + len(arriving or []) + len(in_wait) + len(while_running or [])
+    expected += len(being_read or []) if read_for is not None else 0
     read_end, write_end = os.pipe()
     reader, writer = os.fdopen(read_end, "rb"), os.fdopen(write_end, "wb")
     frames: queue.Queue[dict[str, Any]] = queue.Queue()
@@ -143,7 +164,7 @@ def run(  # noqa: PLR0917 - the ways jobs reach the thread
     listener = threading.Thread(target=read, daemon=True)
     listener.start()
     thread = ModelThread(engine, Replies(FrameWriter(writer)), None, on_death=deaths.append)
-    lock = thread._lock = WaitsSeen(thread, in_wait)
+    lock = thread._lock = WaitsSeen(thread, in_wait, None if being_read is None else list(being_read), read_for)
     for job in jobs:
         thread.enqueue(job)
     finals: list[dict[str, Any]] = []
@@ -230,6 +251,32 @@ def test_a_generation_that_arrives_just_after_an_idle_batch_finds_its_queue_empt
     assert waits == [2]  # the one that found it, and the one after that found none
     for job in [first, *in_wait]:
         assert finals[job.id]["result"]["tokenIds"] == alone(engine, job)["tokenIds"]
+
+
+@pytest.mark.timeout(180)
+def test_an_idle_admission_waits_for_a_generation_whose_frame_is_still_being_read(
+    engine: Engine, offered: list[int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Its pictures' pixels are megabytes: the frame loop has its header, and the rest comes well after the short
+    # wait (ADMISSION_WAIT_S) is over, yet within the wait for a frame being read.
+    monkeypatch.setattr(model_thread, "READING_WAIT_S", 30.0)
+    first = text_job("Tell me about squares.")
+    being_read = [demo_job()]
+    finals = {frame["id"]: frame for frame in run(engine, [first], being_read=being_read, read_for=0.2)}
+    assert offered == [2]
+    for job in [first, *being_read]:
+        assert finals[job.id]["result"]["tokenIds"] == alone(engine, job)["tokenIds"]
+
+
+@pytest.mark.timeout(180)
+def test_a_frame_that_never_ends_holds_an_idle_admission_back_no_longer_than_the_reading_wait(
+    engine: Engine, offered: list[int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(model_thread, "READING_WAIT_S", 0.2)
+    first = text_job("Tell me about squares.")
+    finals = run(engine, [first], being_read=[], read_for=None)
+    assert offered == [1]
+    assert finals[0]["result"]["tokenIds"] == alone(engine, first)["tokenIds"]
 
 
 @pytest.mark.timeout(180)
