@@ -93,6 +93,8 @@ class ModelThread:
     def enqueue(self, job: Job) -> None:
         with self._lock:
             self._queue.append(job)
+            # Its frame is read: in the same step, so no admission sees the frame as still on its way once it is here.
+            self._reading_generation = False
             self._lock.notify()
 
     def reading_generation(self, reading: bool) -> None:
