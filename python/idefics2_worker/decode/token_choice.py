@@ -29,8 +29,9 @@ class PreparedGenerationConfigs:
     Each preparation first checks the model's config for legacy generation parameters by building a default config of
     its class: for Idefics2 a fresh Idefics2Config with its vision, perceiver and text configs, each validated field
     by field (~4.6 ms of the ~4.7 a preparation takes on this project's 2-core CI machine). The model thread does it
-    per request, so eight requests admitted together paid it eight times over. The result depends only on the
-    arguments and the model's (unchanging) configs."""
+    per request, so eight requests admitted together paid it eight times over: kept, eight text requests' admission
+    on an H200 machine took 59 ms instead of 93 (H30). The result depends only on the arguments and the model's
+    (unchanging) configs."""
 
     def __init__(self, model: Any, limit: int = KEPT_CONFIGS) -> None:
         self.model = model
