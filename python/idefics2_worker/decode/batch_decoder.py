@@ -267,7 +267,7 @@ class BatchDecoder:
         input_ids = prepared.inputs["input_ids"]
         extra = [grammar] if grammar is not None else []
         config, processors = generation_config_and_processors(
-            model, params, self.loaded.eos_ids, input_ids, extra, configs=self._configs
+            self._configs, params, self.loaded.eos_ids, input_ids, extra
         )
         limit = new_token_limit(config, prepared.prompt_tokens)
         if not self.graphs.supports(prepared.prompt_tokens + limit):

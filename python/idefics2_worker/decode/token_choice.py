@@ -54,25 +54,21 @@ class PreparedGenerationConfigs:
 
 
 def generation_config_and_processors(
-    model: Any,
+    configs: PreparedGenerationConfigs,
     params: GenerateParams,
     eos_ids: Sequence[int],
     input_ids: torch.Tensor,
     extra: Sequence[Any] = (),
-    *,
-    configs: PreparedGenerationConfigs | None = None,
 ) -> tuple[Any, Any]:
-    """The request's GenerationConfig and its LogitsProcessorList, as generate() would build them; `extra` (a
-    grammar's mask) goes where generate() puts a caller's processors: after its own, before the sampling warpers.
-    `configs` (for `model`) keeps the configs' preparation between requests."""
+    """The request's GenerationConfig and its LogitsProcessorList, as generate() would build them for `configs`'
+    model; `extra` (a grammar's mask) goes where generate() puts a caller's processors: after its own, before the
+    sampling warpers."""
     from transformers.generation.logits_process import LogitsProcessorList
 
+    model = configs.model
     kwargs = dict(params.generate_kwargs)
     kwargs["eos_token_id"] = list(eos_ids)
-    if configs is not None:
-        config, model_kwargs = configs.prepare(kwargs)
-    else:
-        config, model_kwargs = model._prepare_generation_config(None, **kwargs)
+    config, model_kwargs = configs.prepare(kwargs)
     model._prepare_special_tokens(config, True, device=input_ids.device, batch_size=1)
     processors = model._get_logits_processor(
         generation_config=config,

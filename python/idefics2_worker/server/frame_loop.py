@@ -54,8 +54,7 @@ class Server:
                 self._enqueue(header, payload)
             else:
                 self.replies.error(None, WorkerError("PROTOCOL_ERROR", f"Unknown frame type {kind!r}"))
-            self._model.reading_generation(False)
-        self._model.reading_generation(False)
+            self._model.reading_generation(False)  # a generation's frame that was answered, not queued
         self._model.stop()
         self._model.join(drain_seconds)
         return code
