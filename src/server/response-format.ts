@@ -28,7 +28,7 @@ export const ResponseFormat = z.discriminatedUnion(
 );
 export type ResponseFormat = z.output<typeof ResponseFormat>;
 
-/** JSON mode's schema: any JSON object, keys and values free. */
+/** JSON mode's schema: a JSON object whose keys and values are free. */
 export const ANY_JSON_OBJECT: JsonSchemaObject = { type: "object" };
 
 /** The schema a response format asks for, and the name its errors quote; undefined for plain text. @internal */
