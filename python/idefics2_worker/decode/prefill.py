@@ -73,7 +73,7 @@ class PrefillPlan:
             return PrefillPlan()
         return PrefillPlan(
             vision_chunk=None,
-            # bf16 GEMMs for the vision tower's float32-compute layers (its ~9,000 patch rows are most of the
+            # bf16 GEMMs for the vision tower's float32-compute layers (its ~15,000 patch rows are half the
             # FLOPs), fp16 (TF32's mantissa) for the others: all-bf16 failed the parity check on an H200.
             linears=TensorCoreLinears(model, WORKER_FLOAT32_GEMMS, exact_sums=True),
             norms=FusedNorms(model),
@@ -154,12 +154,13 @@ def image_features_unpadded_many(
     """Each request's features, its sub-images computed on their own patches only; None for a request where that
     does not apply (it takes the padded path).
 
-    The processor pads every sub-image to the largest (980x980, 4,900 patches, where a crop of the blog's pictures
-    has 910), and the vision tower then attends over the padding under a mask: 3.3x the tokens and 7x the attention
-    of the pictures themselves. A patch counts only when all its pixels are the picture's (the model's own rule), so
-    cutting each sub-image to its whole patches gives the tower the same patches, positions and mask, without the
-    padding; sub-images of one size (the crops of a picture, and the same crops of other requests' pictures of that
-    size) run together, at most `chunk` per tower call; with `graphs`, replayed from a CUDA graph per shape.
+    The processor pads every sub-image to the largest (for the blog's two 980x735 pictures: 3,640 patches, where
+    each of the 8 crops has 945), and the vision tower then attends over the padding under a mask: 2.5x the tokens
+    and 3.9x the attention of the pictures themselves. A patch counts only when all its pixels are the picture's
+    (the model's own rule), so cutting each sub-image to its whole patches gives the tower the same patches,
+    positions and mask, without the padding; sub-images of one size (the crops of a picture, and the same crops of
+    other requests' pictures of that size) run together, at most `chunk` per tower call; with `graphs`, replayed
+    from a CUDA graph per shape.
     """
     latents = int(model.config.perceiver_config.resampler_n_latents)
     patch = int(model.config.vision_config.patch_size)
