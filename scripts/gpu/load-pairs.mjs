@@ -1,0 +1,80 @@
+#!/usr/bin/env node
+// Load time, the reference program against the SDK, in alternated pairs: one process's imports move by seconds
+// between processes on the same machine (BENCHMARKS.md, H16 and H35), so one pair cannot say which side is faster.
+// Per pair and quantization: the reference (bench_reference.py with 2 new tokens: its importS from the process's
+// start, its loadS for processor + model with CUDA's setup) and the SDK (`Idefics2.load` to ready, a fresh worker,
+// with the steps it reports), the order swapped every other pair. Prints one JSON line per pair and a summary line
+// per quantization (medians, the mean SDK − reference difference, and how many pairs the SDK was ready first). Needs `npm run build` first.
+//
+// node scripts/gpu/load-pairs.mjs --model /tmp/i8b --python "$(command -v python3)" [--pairs 3] 4bit [8bit bf16]
+import { mkdtempSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { parseArgs } from "node:util";
+import { Idefics2 } from "../../dist/index.js";
+import { blogMessages, blogPictures, loadOptionsFor, round, run } from "./bench-inputs.mjs";
+
+const { values, positionals } = parseArgs({
+  allowPositionals: true,
+  options: { model: { type: "string" }, python: { type: "string" }, pairs: { type: "string", default: "3" } },
+});
+if (!values.model || !values.python) throw new Error("--model (a checkpoint folder) and --python are required");
+const repoRoot = new URL("../..", import.meta.url).pathname;
+const folder = mkdtempSync(join(tmpdir(), "load-pairs-"));
+const images = await blogPictures(folder);
+const messagesFile = join(folder, "messages.json");
+writeFileSync(messagesFile, JSON.stringify(blogMessages));
+const median = (samples) => {
+  const sorted = [...samples].sort((a, b) => a - b);
+  const middle = Math.floor(sorted.length / 2);
+  return round(sorted.length % 2 ? sorted[middle] : (sorted[middle - 1] + sorted[middle]) / 2, 2);
+};
+
+async function reference(quantization) {
+  const args = [join(repoRoot, "scripts", "gpu", "bench_reference.py"), "--model", values.model, "--messages", messagesFile];
+  for (const picture of images) args.push("--image", picture);
+  args.push("--quantization", quantization, "--new-tokens", "2", "--splitting", "on");
+  const { importS, loadS } = JSON.parse(await run(values.python, args));
+  return { importS, loadS, totalS: round(importS + loadS, 1) };
+}
+
+async function sdk(quantization) {
+  const started = performance.now();
+  const steps = [];
+  const model = await Idefics2.load({
+    model: values.model,
+    python: values.python,
+    deviceMap: "auto",
+    imageSplitting: true,
+    ...loadOptionsFor(quantization),
+    onProgress: (event) => {
+      if (event.type === "stage") steps.push([event.message, round(event.elapsedMs / 1000, 2)]);
+    },
+  });
+  const totalS = round((performance.now() - started) / 1000, 1);
+  await model.close();
+  return { totalS, steps };
+}
+
+for (const quantization of positionals.length ? positionals : ["4bit"]) {
+  const pairs = [];
+  for (let pair = 0; pair < Number(values.pairs); pair++) {
+    const sdkFirst = pair % 2 === 1;
+    const first = sdkFirst ? await sdk(quantization) : await reference(quantization);
+    const second = sdkFirst ? await reference(quantization) : await sdk(quantization);
+    const [ref, ours] = sdkFirst ? [second, first] : [first, second];
+    pairs.push({ ref, ours });
+    console.log(JSON.stringify({ quantization, pair: pair + 1, first: sdkFirst ? "sdk" : "reference", reference: ref, sdk: ours }));
+  }
+  const summary = {
+    quantization,
+    pairs: pairs.length,
+    referenceMedianS: median(pairs.map((p) => p.ref.totalS)),
+    sdkMedianS: median(pairs.map((p) => p.ours.totalS)),
+    sdkReadyFirst: pairs.filter((p) => p.ours.totalS <= p.ref.totalS).length,
+    // SDK minus reference, averaged over the pairs: with the order swapped every other pair, the first process's
+    // extra time (H36: 1-6 s) falls on each side equally often.
+    meanDifferenceS: round(pairs.reduce((sum, p) => sum + p.ours.totalS - p.ref.totalS, 0) / pairs.length, 2),
+  };
+  console.log(JSON.stringify(summary));
+}
