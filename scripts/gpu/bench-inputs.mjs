@@ -27,6 +27,11 @@ export function loadOptionsFor(quantization) {
   return options;
 }
 
+/** `Idefics2.load`'s options for a benchmark of the blog's work: the model on the GPU, splitting on, `quantization`. */
+export function blogLoadOptions(model, python, quantization) {
+  return { model, python, deviceMap: "auto", imageSplitting: true, ...loadOptionsFor(quantization) };
+}
+
 /** Runs a program and resolves with its stdout; rejects with the end of its stderr when it exits non-zero. */
 export function run(file, args) {
   return new Promise((resolve, reject) => {

@@ -12,7 +12,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
 import { Idefics2 } from "../../dist/index.js";
-import { blogMessages, blogPictures, loadOptionsFor, round, run } from "./bench-inputs.mjs";
+import { blogLoadOptions, blogMessages, blogPictures, round, run } from "./bench-inputs.mjs";
 
 const { values, positionals } = parseArgs({
   allowPositionals: true,
@@ -42,11 +42,7 @@ async function sdk(quantization) {
   const started = performance.now();
   const steps = [];
   const model = await Idefics2.load({
-    model: values.model,
-    python: values.python,
-    deviceMap: "auto",
-    imageSplitting: true,
-    ...loadOptionsFor(quantization),
+    ...blogLoadOptions(values.model, values.python, quantization),
     onProgress: (event) => {
       if (event.type === "stage") steps.push([event.message, round(event.elapsedMs / 1000, 2)]);
     },

@@ -10,7 +10,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
 import { Idefics2 } from "../../dist/index.js";
-import { blogMessages, blogPictures, loadOptionsFor } from "./bench-inputs.mjs";
+import { blogLoadOptions, blogMessages, blogPictures } from "./bench-inputs.mjs";
 
 const { values, positionals } = parseArgs({
   allowPositionals: true,
@@ -24,13 +24,7 @@ const summary = (samples) => {
 };
 const images = await blogPictures(mkdtempSync(join(tmpdir(), "ttft-")));
 for (const quantization of positionals.length ? positionals : ["bf16", "8bit", "4bit"]) {
-  const model = await Idefics2.load({
-    model: values.model,
-    python: values.python,
-    deviceMap: "auto",
-    imageSplitting: true,
-    ...loadOptionsFor(quantization),
-  });
+  const model = await Idefics2.load(blogLoadOptions(values.model, values.python, quantization));
   try {
     const once = { images, maxNewTokens: 1, minNewTokens: 1 };
     for (let i = 0; i < 2; i++) await model.generate(blogMessages, { ...once, maxNewTokens: 2, minNewTokens: 2 });
