@@ -32,6 +32,16 @@ export function blogLoadOptions(model, python, quantization) {
   return { model, python, deviceMap: "auto", imageSplitting: true, ...loadOptionsFor(quantization) };
 }
 
+/** Runs scripts/gpu/bench_reference.py (the blog's program, timed) and resolves with its JSON result. */
+export async function runReference({ python, model, messagesFile, images, quantization, newTokens, splittings }) {
+  const script = new URL("./bench_reference.py", import.meta.url).pathname;
+  const args = [script, "--model", model, "--messages", messagesFile];
+  for (const picture of images) args.push("--image", picture);
+  args.push("--quantization", quantization, "--new-tokens", String(newTokens));
+  for (const splitting of splittings) args.push("--splitting", splitting);
+  return JSON.parse(await run(python, args));
+}
+
 /** Runs a program and resolves with its stdout; rejects with the end of its stderr when it exits non-zero. */
 export function run(file, args) {
   return new Promise((resolve, reject) => {

@@ -85,9 +85,7 @@ def main() -> None:
         splittings = args.splitting or ["on"]
         # Not `timed`: its synchronize would set up CUDA before the clock starts.
         started = time.perf_counter()
-        processors = {
-            splittings[0]: AutoProcessor.from_pretrained(args.model, do_image_splitting=splittings[0] == "on")
-        }
+        first_processor = AutoProcessor.from_pretrained(args.model, do_image_splitting=splittings[0] == "on")
         model = AutoModelForImageTextToText.from_pretrained(
             args.model, device_map="auto", **from_pretrained_kwargs(args.quantization)
         )
@@ -95,9 +93,10 @@ def main() -> None:
         load_seconds = time.perf_counter() - started
         cases = {}
         for splitting in splittings:
-            processor = processors.get(splitting) or AutoProcessor.from_pretrained(
-                args.model, do_image_splitting=splitting == "on"
-            )
+            if splitting == splittings[0]:
+                processor = first_processor
+            else:
+                processor = AutoProcessor.from_pretrained(args.model, do_image_splitting=splitting == "on")
             prompt = processor.apply_chat_template(messages, add_generation_prompt=True)
             inputs = processor(text=prompt, images=images or None, return_tensors="pt").to(model.device)
             prompt_tokens = inputs["input_ids"].shape[1]

@@ -13,7 +13,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
 import { Idefics2, user } from "../../dist/index.js";
-import { blogMessages, blogPictures, firstDivergence, gpuName, round, run, sdkLoadOptions } from "./bench-inputs.mjs";
+import { blogMessages, blogPictures, firstDivergence, gpuName, round, run, runReference, sdkLoadOptions } from "./bench-inputs.mjs";
 
 const { values } = parseArgs({
   options: {
@@ -61,7 +61,9 @@ const save = () => {
 for (const quantization of values.quantization.split(",")) {
   const splittings = values.splitting.split(",");
   log(`${quantization}: reference`);
-  const reference = await withGpuPeak(() => runReference(quantization, splittings));
+  const reference = await withGpuPeak(() =>
+    runReference({ python: values.python, model: values.model, messagesFile, images, quantization, newTokens, splittings }),
+  );
   for (const splitting of splittings) {
     log(`${quantization}, splitting ${splitting}: SDK`);
     const sdk = await withGpuPeak(() => runSdk(quantization, splitting === "on"));
@@ -123,15 +125,6 @@ for (const quantization of values.quantization.split(",")) {
 save();
 printTable(report);
 log(`wrote ${out}`);
-
-async function runReference(quantization, splittings) {
-  const args = [join(repoRoot, "scripts", "gpu", "bench_reference.py"), "--model", values.model, "--messages", messagesFile];
-  for (const picture of images) args.push("--image", picture);
-  args.push("--quantization", quantization, "--new-tokens", String(newTokens));
-  for (const splitting of splittings) args.push("--splitting", splitting);
-  const stdout = await run(values.python, args);
-  return JSON.parse(stdout);
-}
 
 async function runParity(quantization) {
   const args = [join(repoRoot, "scripts", "gpu", "gpu_parity.py"), "--model", values.model, "--messages", messagesFile];

@@ -4,7 +4,8 @@
 // Per pair and quantization: the reference (bench_reference.py with 2 new tokens: its importS from the process's
 // start, its loadS for processor + model with CUDA's setup) and the SDK (`Idefics2.load` to ready, a fresh worker,
 // with the steps it reports), the order swapped every other pair. Prints one JSON line per pair and a summary line
-// per quantization (medians, the mean SDK − reference difference, and how many pairs the SDK was ready first). Needs `npm run build` first.
+// per quantization (medians, the mean SDK − reference difference, and how many pairs the SDK was ready first).
+// Needs `npm run build` first.
 //
 // node scripts/gpu/load-pairs.mjs --model /tmp/i8b --python "$(command -v python3)" [--pairs 3] 4bit [8bit bf16]
 import { mkdtempSync, writeFileSync } from "node:fs";
@@ -12,14 +13,13 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
 import { Idefics2 } from "../../dist/index.js";
-import { blogLoadOptions, blogMessages, blogPictures, round, run } from "./bench-inputs.mjs";
+import { blogLoadOptions, blogMessages, blogPictures, round, runReference } from "./bench-inputs.mjs";
 
 const { values, positionals } = parseArgs({
   allowPositionals: true,
   options: { model: { type: "string" }, python: { type: "string" }, pairs: { type: "string", default: "3" } },
 });
 if (!values.model || !values.python) throw new Error("--model (a checkpoint folder) and --python are required");
-const repoRoot = new URL("../..", import.meta.url).pathname;
 const folder = mkdtempSync(join(tmpdir(), "load-pairs-"));
 const images = await blogPictures(folder);
 const messagesFile = join(folder, "messages.json");
@@ -31,10 +31,8 @@ const median = (samples) => {
 };
 
 async function reference(quantization) {
-  const args = [join(repoRoot, "scripts", "gpu", "bench_reference.py"), "--model", values.model, "--messages", messagesFile];
-  for (const picture of images) args.push("--image", picture);
-  args.push("--quantization", quantization, "--new-tokens", "2", "--splitting", "on");
-  const { importS, loadS } = JSON.parse(await run(values.python, args));
+  const { python, model } = values;
+  const { importS, loadS } = await runReference({ python, model, messagesFile, images, quantization, newTokens: 2, splittings: ["on"] });
   return { importS, loadS, totalS: round(importS + loadS, 1) };
 }
 
@@ -56,9 +54,15 @@ for (const quantization of positionals.length ? positionals : ["4bit"]) {
   const pairs = [];
   for (let pair = 0; pair < Number(values.pairs); pair++) {
     const sdkFirst = pair % 2 === 1;
-    const first = sdkFirst ? await sdk(quantization) : await reference(quantization);
-    const second = sdkFirst ? await reference(quantization) : await sdk(quantization);
-    const [ref, ours] = sdkFirst ? [second, first] : [first, second];
+    let ref;
+    let ours;
+    if (sdkFirst) {
+      ours = await sdk(quantization);
+      ref = await reference(quantization);
+    } else {
+      ref = await reference(quantization);
+      ours = await sdk(quantization);
+    }
     pairs.push({ ref, ours });
     console.log(JSON.stringify({ quantization, pair: pair + 1, first: sdkFirst ? "sdk" : "reference", reference: ref, sdk: ours }));
   }
