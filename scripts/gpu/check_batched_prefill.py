@@ -73,7 +73,8 @@ def prepared(engine: Engine, messages: list[dict[str, Any]], images: list[Any]) 
     return prepare_prompt(engine.loaded, params, payload, on_device=on_device).inputs
 
 
-def best_ms(run: Any, repeats: int = 3) -> float:
+def wall_ms(run: Any, repeats: int = 3) -> list[float]:
+    """Each of `repeats` calls' wall time (ms), the GPU synchronised before and after."""
     times = []
     for _ in range(repeats):
         torch.cuda.synchronize()
@@ -81,7 +82,11 @@ def best_ms(run: Any, repeats: int = 3) -> float:
         run()
         torch.cuda.synchronize()
         times.append((time.perf_counter() - start) * 1000)
-    return round(min(times), 1)
+    return times
+
+
+def best_ms(run: Any, repeats: int = 3) -> float:
+    return round(min(wall_ms(run, repeats)), 1)
 
 
 def compared(engine: Engine, group: list[Any], pad_id: int) -> dict[str, Any]:

@@ -25,7 +25,6 @@ import dataclasses
 import json
 import statistics
 import sys
-import time
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
@@ -39,7 +38,7 @@ from torch.utils.flop_counter import FlopCounterMode
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "python"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from benchmark_quantization import QUANTIZATIONS
-from check_batched_prefill import add_conversation_arguments, conversation, load, prepared
+from check_batched_prefill import add_conversation_arguments, conversation, load, prepared, wall_ms
 from idefics2_worker.decode.prefill import prefill, prefill_many
 
 TERA = 1e12
@@ -112,14 +111,7 @@ def timed_prefills(engine: Any, inputs: Any, requests: int, runs: int) -> dict[s
             return prefill(model, group[0], plan) if len(group) == 1 else prefill_many(model, group, plan, pad)
 
         run()
-        times = []
-        for _ in range(runs):
-            torch.cuda.synchronize()
-            started = time.perf_counter()
-            run()
-            torch.cuda.synchronize()
-            times.append((time.perf_counter() - started) * 1000)
-        result[str(count)] = round(statistics.median(times), 1)
+        result[str(count)] = round(statistics.median(wall_ms(run, runs)), 1)
         torch.cuda.empty_cache()
     return result
 
