@@ -23,9 +23,15 @@ from typing import Any
 
 import torch
 
-from ..kernels import batch_invariant_matmul, four_bit_gemv
+from ..kernels import batch_invariant_matmul
 from ..request.quantized_layers import bitsandbytes_linears
-from .linears import QuantizedInput, eight_bit_kernel_product, eight_bit_weight, four_bit_kernel_computes
+from .linears import (
+    QuantizedInput,
+    eight_bit_kernel_product,
+    eight_bit_weight,
+    four_bit_kernel_computes,
+    four_bit_product,
+)
 
 Product = Callable[[torch.Tensor], torch.Tensor]
 
@@ -89,11 +95,10 @@ def _four_bit(modules: Sequence[Any], deterministic: bool) -> Product | None:
         state.absmax = view
     shape = (sum(int(s.shape[0]) for s in states), int(first.shape[1]))
     flat, code, blocksize = packed.view(-1), first.code, first.blocksize
-    tiling = four_bit_gemv.INVARIANT_TILING if deterministic else None
 
     def product(x: torch.Tensor) -> torch.Tensor:
         rows = x.reshape(-1, x.shape[-1])
-        out = four_bit_gemv.four_bit_gemv(rows, flat, absmax, code, shape, blocksize, tiling=tiling)
+        out = four_bit_product(rows, flat, absmax, code, shape, blocksize, deterministic=deterministic)
         return out.reshape(*x.shape[:-1], out.shape[-1])
 
     return product

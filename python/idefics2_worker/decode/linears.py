@@ -10,16 +10,17 @@ kernel (`int8_quantize`) and the product another (`int8_gemv`); elsewhere torch 
 a dense outlier product.
 
 4-bit layers capture as they are; on CUDA with Triton, those computing in float32 (transformers' default) run
-`four_bit_gemv`, which computes bitsandbytes' float32 GEMV sums ~3x faster. Other compute dtypes, and nested
-(double-quantised) absmax, keep bitsandbytes' kernel.
+`four_bit_gemv_cuda` (CUDA C++ compiled by NVRTC) where it compiles, else `four_bit_gemv` (Triton): both compute
+bitsandbytes' float32 GEMV sums in their own order, faster. Other compute dtypes, and nested (double-quantised)
+absmax, keep bitsandbytes' kernel.
 
 Deterministic (`deterministic=True`, with kernels): every linear's rows are computed independently of the other
 rows, so a request's tokens do not depend on what shares its batch. The bf16 / fp16 linears (and lm_head) run
 `batch_invariant_matmul` instead of cuBLAS; the int8 product runs `int8_gemv`'s row-invariant form (every kernel
 sums the outliers' term exactly from their int8 pieces and rounds it once, so a row's bits do not depend on which
-kernel its batch took); `four_bit_gemv` runs its
-INVARIANT_TILING, which orders each row's sums alike at any row count (its faster tilings depend on the rows
-launched together); the other 4-bit layers (bitsandbytes computes one row and several differently)
+kernel its batch took); the 4-bit CUDA kernel orders each row's sums alike at any row count and tiling, and where it
+does not run, `four_bit_gemv` runs its INVARIANT_TILING (its faster tilings depend on the rows launched together);
+the other 4-bit layers (bitsandbytes computes one row and several differently)
 are dequantised and run the invariant matmul.
 """
 
@@ -31,7 +32,14 @@ from typing import Any
 
 import torch
 
-from ..kernels import batch_invariant_matmul, four_bit_gemv, int8_gemv, int8_quantize, triton_support
+from ..kernels import (
+    batch_invariant_matmul,
+    four_bit_gemv,
+    four_bit_gemv_cuda,
+    int8_gemv,
+    int8_quantize,
+    triton_support,
+)
 from ..request.quantized_layers import bitsandbytes_linears
 
 
@@ -46,6 +54,26 @@ def four_bit_kernel_computes(module: Any) -> bool:
         and not getattr(state, "packing_format_for_cpu", False)
         and state.shape[1] % state.blocksize == 0
     )
+
+
+def four_bit_product(  # noqa: PLR0917 - the kernels' operands, in their order
+    x: torch.Tensor,
+    packed: torch.Tensor,
+    absmax: torch.Tensor,
+    code: torch.Tensor,
+    shape: tuple[int, int],
+    blocksize: int,
+    *,
+    bias: torch.Tensor | None = None,
+    deterministic: bool = False,
+) -> torch.Tensor:
+    """A float32-compute 4-bit layer's product at the decode step's rows ([rows, K] → [rows, N]): the CUDA kernel where
+    it runs (its sums' order does not depend on the rows, so deterministic decoding takes it too), else the Triton
+    kernel (deterministic: its row-independent tiling)."""
+    if four_bit_gemv_cuda.usable(x, packed, absmax, shape, blocksize):
+        return four_bit_gemv_cuda.four_bit_gemv_cuda(x, packed, absmax, code, shape, blocksize, bias)
+    tiling = four_bit_gemv.INVARIANT_TILING if deterministic else None
+    return four_bit_gemv.four_bit_gemv(x, packed, absmax, code, shape, blocksize, bias, tiling)
 
 
 class QuantizedInput:
@@ -103,6 +131,11 @@ class DecodeLinears:
         self.eight_bit = [m for m in modules if eight_bit is not None and isinstance(m, eight_bit)]
         four_bits = [m for m in modules if four_bit is not None and isinstance(m, four_bit)]
         self.four_bit = [m for m in four_bits if self.kernels and four_bit_kernel_computes(m)]
+        if self.four_bit:  # compiled now, not on a first call inside a graph's capture
+            text_parameters = model.model.text_model.parameters()
+            dtype = next((p.dtype for p in text_parameters if p.is_floating_point()), None)
+            if dtype is not None:
+                four_bit_gemv_cuda.kernels(dtype, torch.device(model.device))
         # Deterministic only: the 4-bit layers four_bit_gemv does not compute, and the plain linears.
         self.four_bit_dequantized = [m for m in four_bits if self.deterministic and m not in self.four_bit]
         self.dense = [m for m in modules if self.deterministic and type(m) is torch.nn.Linear]
@@ -138,16 +171,15 @@ class DecodeLinears:
         state = module.weight.quant_state
         bias = None if module.bias is None else module.bias.to(torch.float32)
         rows = x.reshape(-1, x.shape[-1])
-        tiling = four_bit_gemv.INVARIANT_TILING if self.deterministic else None
-        out = four_bit_gemv.four_bit_gemv(
+        out = four_bit_product(
             rows,
             module.weight.data.view(-1),
             state.absmax,
             state.code,
             tuple(state.shape),
             state.blocksize,
-            bias,
-            tiling,
+            bias=bias,
+            deterministic=self.deterministic,
         )
         return out.reshape(*x.shape[:-1], out.shape[-1])
 

@@ -1,5 +1,5 @@
-"""The batch-invariant kernels (and the 4-bit kernel's invariant tiling, the int8 product's row-invariant form): a
-row's result is the same bits in a batch of 1, 3, 8 or 20 rows, and close to torch's.
+"""The batch-invariant kernels (and the 4-bit product deterministic decoding runs, the int8 product's row-invariant
+form): a row's result is the same bits in a batch of 1, 3, 8 or 20 rows, and close to torch's.
 
 Prints one JSON line: per case, `invariant` (every batch gave the row alone's bits) and `steps` (the largest
 difference from torch's float64 result, in rounding steps of the output dtype at that value). Run on a GPU machine
@@ -19,7 +19,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from idefics2_worker.kernels import batch_invariant_attention, batch_invariant_matmul, four_bit_gemv, int8_gemv
+from idefics2_worker.decode.linears import four_bit_product
+from idefics2_worker.kernels import batch_invariant_attention, batch_invariant_matmul, int8_gemv
 from idefics2_worker.kernels.batch_invariant_matmul import Tiling
 
 BATCHES = (1, 3, 8, 20)
@@ -70,11 +71,13 @@ def matmul_cases(device: str) -> dict[str, dict[str, object]]:
 
 
 def four_bit_cases(device: str) -> dict[str, dict[str, object]]:
-    """The 4-bit kernel with deterministic decoding's tiling (batches over 8 rows run in several launches)."""
+    """The 4-bit product deterministic decoding runs (batches over 8 rows run in several launches)."""
     import bitsandbytes as bnb
 
     results: dict[str, dict[str, object]] = {}
-    for n, k in ((40, 256), (24, 384)):
+    # On CUDA also a K of idefics2-8b's width: the CUDA kernel's warps then take several passes along it.
+    shapes = ((40, 256), (24, 384), *(((136, 4096),) if device.startswith("cuda") else ()))
+    for n, k in shapes:
         generator = torch.Generator().manual_seed(n * k)
         layer = bnb.nn.Linear4bit(k, n, bias=False, compute_dtype=torch.float32, quant_type="nf4")
         weight = (torch.randn(n, k, generator=generator) * 0.05).to(torch.bfloat16)
@@ -84,7 +87,8 @@ def four_bit_cases(device: str) -> dict[str, dict[str, object]]:
         operands = (layer.weight.data.view(-1), state.absmax, state.code, (n, k), state.blocksize)
 
         def product(rows: torch.Tensor, operands: tuple = operands) -> torch.Tensor:
-            return four_bit_gemv.four_bit_gemv(rows, *operands, tiling=four_bit_gemv.INVARIANT_TILING)
+            # What deterministic decoding runs: the CUDA kernel on CUDA devices, the invariant Triton tiling elsewhere.
+            return four_bit_product(rows, *operands, deterministic=True)
 
         target = torch.randn(k, generator=generator).to(torch.bfloat16).to(device)
         alone = product(target[None])[0]

@@ -10,6 +10,7 @@ Triton's interpreter (which truncates float32 → bfloat16 instead of rounding t
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import sys
 from pathlib import Path
@@ -21,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from idefics2_worker.decode.linears import DecodeLinears
 from idefics2_worker.engine import compat
-from idefics2_worker.kernels import saturating_cast, step_kernels
+from idefics2_worker.kernels import four_bit_gemv_cuda, saturating_cast, step_kernels
 from idefics2_worker.kernels.four_bit_dequantize import four_bit_dequantize
 from idefics2_worker.kernels.four_bit_gemv import Tiling, four_bit_gemv
 from idefics2_worker.kernels.int8_dequantize import int8_dequantize
@@ -75,6 +76,48 @@ def four_bit_cases(device: str) -> dict[str, float]:
                     tiling,
                 )
             results[f"four_bit {quant_type} {rows}x{n}x{k}{' bias' if bias else ''}"] = steps(ours, theirs)
+    return results
+
+
+def four_bit_cuda_cases(device: str) -> dict[str, float]:
+    """The 4-bit CUDA kernel (NVRTC; CUDA devices only) against bitsandbytes' forward of one row at a time, at every
+    input dtype, both codes, a bias, odd outputs, 1-8 rows and more rows than one launch takes; in rounding steps of
+    the output dtype at the outputs' RMS."""
+    import bitsandbytes as bnb
+
+    if not device.startswith("cuda"):
+        return {}
+    results = {}
+    cases = [(1, 40, 256, False), (3, 96, 512, True), (8, 17, 320, False), (11, 24, 128, False), (19, 40, 256, True)]
+    cases.append((2, 130, 4096, False))  # a K longer than one warp's pass of 32 chunks: several steps and a tail
+    for dtype, quant_type in itertools.product((torch.bfloat16, torch.float16, torch.float32), ("nf4", "fp4")):
+        for rows, n, k, bias in cases:
+            layer = bnb.nn.Linear4bit(k, n, bias=bias, compute_dtype=torch.float32, quant_type=quant_type)
+            weight = (torch.randn(n, k) * 0.05).to(torch.bfloat16)
+            layer.weight = bnb.nn.Params4bit(
+                weight, requires_grad=False, quant_type=quant_type, compress_statistics=False
+            )
+            if bias:
+                layer.bias = torch.nn.Parameter(torch.randn(n).to(dtype), requires_grad=False)
+            layer = layer.to(device)
+            x = torch.randn(rows, k, dtype=dtype, device=device)
+            state = layer.weight.quant_state
+            packed, shape = layer.weight.data.view(-1), (n, k)
+            dtype_name = str(dtype).removeprefix("torch.")
+            name = f"four_bit_cuda {dtype_name} {quant_type} {rows}x{n}x{k}{' bias' if bias else ''}"
+            if not four_bit_gemv_cuda.usable(x, packed, state.absmax, shape, state.blocksize):
+                results[name] = float("inf")  # the kernel should compile on every CUDA device these cases run on
+                continue
+            with torch.inference_mode():
+                theirs = torch.cat([layer(x[i : i + 1]) for i in range(rows)])
+                layer_bias = None if layer.bias is None else layer.bias.float()
+                ours = four_bit_gemv_cuda.four_bit_gemv_cuda(
+                    x, packed, state.absmax, state.code, shape, state.blocksize, layer_bias
+                )
+            # Steps at the outputs' RMS: float32 outputs differ from bitsandbytes' by the order of their sums, which
+            # near a zero output is many steps of that output's own size.
+            rms = theirs.double().pow(2).mean().sqrt()
+            results[name] = float((ours.double() - theirs.double()).abs().max() / (torch.finfo(dtype).eps * rms))
     return results
 
 
@@ -334,6 +377,7 @@ def main() -> None:
     torch.manual_seed(0)
     cases = {
         **four_bit_cases(args.device),
+        **four_bit_cuda_cases(args.device),
         **eight_bit_cases(args.device),
         **step_cases(args.device),
         **int8_dequantize_cases(args.device),
