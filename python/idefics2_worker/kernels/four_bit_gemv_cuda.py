@@ -20,7 +20,7 @@ from typing import Any
 import torch
 
 from . import nvrtc
-from .triton_support import MAX_ROWS, MIN_CAPABILITY
+from .triton_support import MAX_ROWS, capable
 
 SOURCE = Path(__file__).with_name("four_bit_gemv.cu")
 INPUT_KINDS = {torch.bfloat16: 0, torch.float16: 1, torch.float32: 2}
@@ -87,11 +87,6 @@ _failed: dict[tuple[torch.dtype, int], str] = {}
 
 
 @functools.cache
-def _capable(index: int) -> bool:
-    return tuple(torch.cuda.get_device_capability(index)) >= MIN_CAPABILITY
-
-
-@functools.cache
 def _compiled(dtype: torch.dtype, index: int, instances: frozenset[tuple[int, Tiling]]) -> dict[str, Any]:
     device = torch.device("cuda", index)
     options = [f"-DINPUT_KIND={INPUT_KINDS[dtype]}", "--std=c++17"]
@@ -107,7 +102,7 @@ def kernels(
     if device.type != "cuda" or dtype not in INPUT_KINDS or torch.version.cuda is None:
         return None
     index = device.index if device.index is not None else torch.cuda.current_device()
-    if (dtype, index) in _failed or not _capable(index):
+    if (dtype, index) in _failed or not capable(index):
         return None
     wanted = chosen_instances() if instances is None else frozenset(instances)
     with _lock:

@@ -38,11 +38,11 @@ def available(device: torch.device) -> bool:
     """Whether the worker's Triton kernels run on this device."""
     if triton is None or device.type != "cuda":
         return False
-    return _capable(device.index)
+    return capable(device.index)
 
 
 @functools.lru_cache(maxsize=16)
-def _capable(index: int | None) -> bool:
+def capable(index: int | None) -> bool:
     # Asked once per layer and prefill: the device's capability is read from the driver once.
     return tuple(torch.cuda.get_device_capability(index)) >= MIN_CAPABILITY
 

@@ -119,9 +119,9 @@ def test_the_kernels_run_on_ampere_or_newer_only(
     from idefics2_worker.kernels import triton_support
 
     monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: capability)
-    triton_support._capable.cache_clear()  # the capability is read once per device; each case fakes another
+    triton_support.capable.cache_clear()  # the capability is read once per device; each case fakes another
     try:
         assert triton_support.available(torch.device("cuda")) is runs
         assert triton_support.available(torch.device("cpu")) is False
     finally:
-        triton_support._capable.cache_clear()
+        triton_support.capable.cache_clear()
