@@ -10,9 +10,10 @@ kernel (`int8_quantize`) and the product another (`int8_gemv`); elsewhere torch 
 a dense outlier product.
 
 4-bit layers capture as they are; on CUDA with Triton, those computing in float32 (transformers' default) run
-`four_bit_gemv_cuda` (CUDA C++ compiled by NVRTC) where it compiles, else `four_bit_gemv` (Triton): both compute
-bitsandbytes' float32 GEMV sums in their own order, faster. Other compute dtypes, and nested (double-quantised)
-absmax, keep bitsandbytes' kernel.
+`four_bit_cuda`'s kernels (CUDA C++ compiled by NVRTC: the tensor cores for bf16 / fp16 inputs, else the CUDA
+cores) where they compile, else `four_bit_gemv` (Triton): all compute bitsandbytes' GEMV sums in their own order
+(the tensor-core kernel with the code values in the input's format), faster. Other compute dtypes, and nested
+(double-quantised) absmax, keep bitsandbytes' kernel.
 
 Deterministic (`deterministic=True`, with kernels): every linear's rows are computed independently of the other
 rows, so a request's tokens do not depend on what shares its batch. The bf16 / fp16 linears (and lm_head) run
@@ -34,8 +35,8 @@ import torch
 
 from ..kernels import (
     batch_invariant_matmul,
+    four_bit_cuda,
     four_bit_gemv,
-    four_bit_gemv_cuda,
     int8_gemv,
     int8_quantize,
     triton_support,
@@ -67,11 +68,13 @@ def four_bit_product(  # noqa: PLR0917 - the kernels' operands, in their order
     bias: torch.Tensor | None = None,
     deterministic: bool = False,
 ) -> torch.Tensor:
-    """A float32-compute 4-bit layer's product at the decode step's rows ([rows, K] → [rows, N]): the CUDA kernel where
-    it runs (its sums' order does not depend on the rows, so deterministic decoding takes it too), else the Triton
-    kernel (deterministic: its row-independent tiling)."""
-    if four_bit_gemv_cuda.usable(x, packed, absmax, shape, blocksize):
-        return four_bit_gemv_cuda.four_bit_gemv_cuda(x, packed, absmax, code, shape, blocksize, bias)
+    """A float32-compute 4-bit layer's product at the decode step's rows ([rows, K] → [rows, N]): a CUDA kernel where
+    one runs, the tensor-core one first (their sums' order does not depend on the rows, so deterministic decoding takes
+    them too), else the Triton kernel (deterministic: its row-independent tiling)."""
+    if four_bit_cuda.mma_usable(x, packed, absmax, shape, blocksize):
+        return four_bit_cuda.four_bit_mma_cuda(x, packed, absmax, code, shape, blocksize, bias)
+    if four_bit_cuda.usable(x, packed, absmax, shape, blocksize):
+        return four_bit_cuda.four_bit_gemv_cuda(x, packed, absmax, code, shape, blocksize, bias)
     tiling = four_bit_gemv.INVARIANT_TILING if deterministic else None
     return four_bit_gemv.four_bit_gemv(x, packed, absmax, code, shape, blocksize, bias, tiling)
 
@@ -135,7 +138,7 @@ class DecodeLinears:
             text_parameters = model.model.text_model.parameters()
             dtype = next((p.dtype for p in text_parameters if p.is_floating_point()), None)
             if dtype is not None:
-                four_bit_gemv_cuda.kernels(dtype, torch.device(model.device))
+                four_bit_cuda.kernels(dtype, torch.device(model.device))
         # Deterministic only: the 4-bit layers four_bit_gemv does not compute, and the plain linears.
         self.four_bit_dequantized = [m for m in four_bits if self.deterministic and m not in self.four_bit]
         self.dense = [m for m in modules if self.deterministic and type(m) is torch.nn.Linear]

@@ -1,6 +1,8 @@
 // bitsandbytes' 4-bit (nf4 / fp4) product with float32 sums on the CUDA cores, for 1-8 rows: the decode step's
-// 4-bit linears. Compiled at run time by NVRTC (four_bit_gemv_cuda.py appends the FOUR_BIT_GEMV instances it needs
-// and defines INPUT_KIND). No headers: NVRTC's built-ins cover the vector types, shuffles and __byte_perm.
+// 4-bit linears where the tensor-core kernel (four_bit_mma.cu) does not run: float32 inputs, block sizes of 32.
+// Compiled at run time by NVRTC (four_bit_cuda.py puts four_bit_common.cuh first, appends the FOUR_BIT_GEMV
+// instances it needs and defines INPUT_KIND). No headers: NVRTC's built-ins cover the vector types, shuffles and
+// __byte_perm.
 //
 // Why CUDA and not Triton: one weight's value is a lookup in the 16-entry code table. Held in shared memory, the
 // table's 16 words sit in 16 different banks, so a warp's 32 lookups never conflict (lanes that want the same entry
@@ -14,20 +16,7 @@
 // running sum chunk after chunk; the warp's 32 running sums are added by a fixed butterfly, and the splits' sums in
 // split order.
 
-#ifndef INPUT_KIND
-#define INPUT_KIND 0  // 0 bfloat16, 1 float16, 2 float32: the input's and the output's dtype
-#endif
-
 #define MAX_WARPS 8  // a block's warps at most
-
-typedef unsigned short u16;
-typedef unsigned int u32;
-
-#if INPUT_KIND == 2
-typedef float input_t;
-#else
-typedef u16 input_t;
-#endif
 
 // Eight consecutive inputs of one row, as floats (16 bytes of bf16 / fp16, 32 of float32).
 __device__ __forceinline__ void load_inputs(const input_t* p, float v[8]) {
@@ -52,21 +41,6 @@ __device__ __forceinline__ void load_inputs(const input_t* p, float v[8]) {
     v[2 * i + 1] = high;
 #endif
   }
-#endif
-}
-
-// Rounded to nearest even, as torch's casts round.
-__device__ __forceinline__ input_t from_float(float f) {
-#if INPUT_KIND == 2
-  return f;
-#else
-  u16 h;
-#if INPUT_KIND == 0
-  asm("cvt.rn.bf16.f32 %0, %1;" : "=h"(h) : "f"(f));
-#else
-  asm("cvt.rn.f16.f32 %0, %1;" : "=h"(h) : "f"(f));
-#endif
-  return h;
 #endif
 }
 

@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from idefics2_worker.decode.linears import DecodeLinears
 from idefics2_worker.engine import compat
-from idefics2_worker.kernels import four_bit_gemv_cuda, saturating_cast, step_kernels
+from idefics2_worker.kernels import four_bit_cuda, saturating_cast, step_kernels
 from idefics2_worker.kernels.four_bit_dequantize import four_bit_dequantize
 from idefics2_worker.kernels.four_bit_gemv import Tiling, four_bit_gemv
 from idefics2_worker.kernels.int8_dequantize import int8_dequantize
@@ -80,22 +80,27 @@ def four_bit_cases(device: str) -> dict[str, float]:
 
 
 def four_bit_cuda_cases(device: str) -> dict[str, float]:
-    """The 4-bit CUDA kernel (NVRTC; CUDA devices only) against bitsandbytes' forward of one row at a time, at every
-    input dtype, both codes, a bias, odd outputs, 1-8 rows and more rows than one launch takes; in rounding steps of
-    the output dtype at the outputs' RMS."""
+    """The 4-bit CUDA kernels (NVRTC; CUDA devices only), tensor cores (bf16 / fp16) and CUDA cores, against
+    bitsandbytes' forward of one row at a time, at every input dtype, both codes, a bias, odd outputs, 1-8 rows and
+    more rows than one launch takes, two block sizes; in rounding steps of the output dtype at the outputs' RMS."""
     import bitsandbytes as bnb
 
     if not device.startswith("cuda"):
         return {}
     results = {}
-    cases = [(1, 40, 256, False), (3, 96, 512, True), (8, 17, 320, False), (11, 24, 128, False), (19, 40, 256, True)]
-    cases.append((2, 130, 4096, False))  # a K longer than one warp's pass of 32 chunks: several steps and a tail
+    kernels = (
+        ("four_bit_mma", four_bit_cuda.mma_usable, four_bit_cuda.four_bit_mma_cuda),
+        ("four_bit_cuda", four_bit_cuda.usable, four_bit_cuda.four_bit_gemv_cuda),
+    )
+    cases = [(1, 40, 256, False, 64), (3, 96, 512, True, 64), (8, 17, 320, False, 64), (11, 24, 128, False, 64)]
+    cases += [(19, 40, 256, True, 64), (5, 48, 1024, False, 256)]
+    cases.append((2, 130, 4096, False, 64))  # a K longer than one warp's pass: several steps and a tail
     for dtype, quant_type in itertools.product((torch.bfloat16, torch.float16, torch.float32), ("nf4", "fp4")):
-        for rows, n, k, bias in cases:
+        for rows, n, k, bias, blocksize in cases:
             layer = bnb.nn.Linear4bit(k, n, bias=bias, compute_dtype=torch.float32, quant_type=quant_type)
             weight = (torch.randn(n, k) * 0.05).to(torch.bfloat16)
             layer.weight = bnb.nn.Params4bit(
-                weight, requires_grad=False, quant_type=quant_type, compress_statistics=False
+                weight, requires_grad=False, quant_type=quant_type, compress_statistics=False, blocksize=blocksize
             )
             if bias:
                 layer.bias = torch.nn.Parameter(torch.randn(n).to(dtype), requires_grad=False)
@@ -103,21 +108,24 @@ def four_bit_cuda_cases(device: str) -> dict[str, float]:
             x = torch.randn(rows, k, dtype=dtype, device=device)
             state = layer.weight.quant_state
             packed, shape = layer.weight.data.view(-1), (n, k)
-            dtype_name = str(dtype).removeprefix("torch.")
-            name = f"four_bit_cuda {dtype_name} {quant_type} {rows}x{n}x{k}{' bias' if bias else ''}"
-            if not four_bit_gemv_cuda.usable(x, packed, state.absmax, shape, state.blocksize):
-                results[name] = float("inf")  # the kernel should compile on every CUDA device these cases run on
-                continue
             with torch.inference_mode():
                 theirs = torch.cat([layer(x[i : i + 1]) for i in range(rows)])
-                layer_bias = None if layer.bias is None else layer.bias.float()
-                ours = four_bit_gemv_cuda.four_bit_gemv_cuda(
-                    x, packed, state.absmax, state.code, shape, state.blocksize, layer_bias
-                )
+            layer_bias = None if layer.bias is None else layer.bias.float()
             # Steps at the outputs' RMS: float32 outputs differ from bitsandbytes' by the order of their sums, which
             # near a zero output is many steps of that output's own size.
             rms = theirs.double().pow(2).mean().sqrt()
-            results[name] = float((ours.double() - theirs.double()).abs().max() / (torch.finfo(dtype).eps * rms))
+            dtype_name = str(dtype).removeprefix("torch.")
+            shown = f"{dtype_name} {quant_type} {rows}x{n}x{k}{' bias' if bias else ''} block {blocksize}"
+            for kernel, usable, product in kernels:
+                if kernel == "four_bit_mma" and dtype == torch.float32:
+                    continue  # the tensor cores take bf16 / fp16 inputs; float32 keeps the CUDA-core kernel
+                if not usable(x, packed, state.absmax, shape, state.blocksize):
+                    results[f"{kernel} {shown}"] = float("inf")  # both compile on every CUDA device these run on
+                    continue
+                with torch.inference_mode():
+                    ours = product(x, packed, state.absmax, state.code, shape, state.blocksize, layer_bias)
+                error = (ours.double() - theirs.double()).abs().max() / (torch.finfo(dtype).eps * rms)
+                results[f"{kernel} {shown}"] = float(error)
     return results
 
 

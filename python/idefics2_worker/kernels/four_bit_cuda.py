@@ -1,0 +1,321 @@
+"""The decode step's 4-bit product as CUDA C++ compiled by NVRTC, for 1-8 rows: on the tensor cores for bfloat16 and
+float16 inputs (`four_bit_mma.cu`), on the CUDA cores otherwise (`four_bit_gemv.cu`).
+
+Both compute what `four_bit_gemv` (Triton) computes, bitsandbytes' sums of code · absmax · input, in another order
+(the tensor-core kernel with the code values in the input's format), where the Triton kernel is bound by its
+per-weight work (the .cu files say why). Their sums are ordered alike at every row count and tiling, so deterministic
+decoding uses them too. Where NVRTC, a CUDA GPU of compute capability ≥ 8.0, or a layer's layout does not fit
+(`mma_usable`, `usable`), callers keep the Triton kernel.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import threading
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from . import nvrtc
+from .triton_support import MAX_ROWS, capable
+
+SOURCES = tuple(
+    Path(__file__).with_name(name) for name in ("four_bit_common.cuh", "four_bit_gemv.cu", "four_bit_mma.cu")
+)
+INPUT_KINDS = {torch.bfloat16: 0, torch.float16: 1, torch.float32: 2}
+# Weights a lane of the CUDA-core kernel reads at once, a chunk that never straddles a quantisation block.
+CHUNK_WEIGHTS = 32
+# Weights along K a tensor-core kernel's step takes (one absmax each), and outputs a warp's tile.
+STEP_WEIGHTS = 64
+TILE_OUTPUTS = 16
+_log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Tiling:
+    """Outputs per group of warps, warps a group (each taking every splits-th pass along K), and warps a block.
+
+    The sums' order depends on `splits` alone (see the .cu file): deterministic decoding needs it to be the same at
+    every row count for a layer, so `tiling_for` sets it by the layer's shape only."""
+
+    outputs: int = 4
+    splits: int = 1
+    warps: int = 2
+
+    def kernel(self, rows: int) -> str:
+        return f"four_bit_gemv_r{rows}_o{self.outputs}"
+
+    def macro(self, rows: int) -> str:
+        return f"FOUR_BIT_GEMV({rows}, {self.outputs})"
+
+    def runs_on(self, dtype: torch.dtype) -> bool:
+        return dtype in INPUT_KINDS
+
+
+MAX_WARPS = 8  # four_bit_gemv.cu's MAX_WARPS
+
+
+@dataclass(frozen=True)
+class MmaTiling:
+    """The tensor-core kernel's: 16-output tiles a block, warps a tile (each taking every splits-th step of 64 weights
+    along K), and steps whose loads a warp issues together.
+
+    The sums' order depends on `splits` alone (see four_bit_mma.cu), which `mma_tiling_for` sets by the layer's shape;
+    one kernel serves every row count."""
+
+    tiles: int = 2
+    splits: int = 8
+    unroll: int = 2
+
+    @property
+    def warps(self) -> int:
+        return self.tiles * self.splits
+
+    def kernel(self, rows: int) -> str:
+        del rows
+        return f"four_bit_mma_u{self.unroll}"
+
+    def macro(self, rows: int) -> str:
+        del rows
+        return f"FOUR_BIT_MMA({self.unroll})"
+
+    def runs_on(self, dtype: torch.dtype) -> bool:
+        return dtype in {torch.bfloat16, torch.float16}
+
+
+MMA_MAX_WARPS = 16  # four_bit_mma.cu's MMA_MAX_WARPS
+
+
+# Layers this wide keep one warp per group: they have warps enough in flight without splitting K.
+WIDE_OUTPUTS = 16384
+
+
+def splits_for(n: int, k: int) -> int:
+    """Warps a group, by the layer's shape alone (H38: two for q/k/v, o and down at every row count but q/k/v's 4 rows,
+    where one was 7% faster; one for gate/up)."""
+    del k
+    return 1 if n >= WIDE_OUTPUTS else 2
+
+
+def tiling_for(n: int, k: int, rows: int) -> Tiling:
+    """The fastest tiling measured for this layer shape ([n outputs, k inputs]) and rows at its `splits_for`
+    (H38, an H200, idefics2-8b's text shapes; docs/BENCHMARKS.md): 8 outputs a group up to 4 rows, 4 beyond (their
+    sums take the registers), two warps a block."""
+    return Tiling(8 if rows <= 4 else 4, splits_for(n, k), 2)
+
+
+def mma_tiling_for(n: int, k: int) -> MmaTiling:
+    """The tensor-core kernel's tiling for a layer shape ([n outputs, k inputs]), by the shape alone (deterministic
+    decoding): enough warps in flight for the narrower layers by splitting K (~2,000-3,000 warps on 132
+    multiprocessors at idefics2-8b's shapes), 16 warps a block so each block's table serves more weights."""
+    del k
+    splits = 2 if n >= WIDE_OUTPUTS else 8
+    return MmaTiling(MMA_MAX_WARPS // splits, splits, 2)
+
+
+# Shapes `tiling_for` tells apart: idefics2-8b's text layers ([outputs, inputs] of q/k/v, o, gate/up, down).
+_SHAPES = ((6144, 4096), (4096, 4096), (28672, 4096), (4096, 14336))
+
+
+# What a kernel is compiled for: rows (the CUDA-core kernel keeps its sums a row in registers) and tiling.
+Instance = tuple[int, Tiling | MmaTiling]
+
+
+@functools.cache
+def chosen_instances() -> frozenset[Instance]:
+    """Every (rows, tiling) `tiling_for` and `mma_tiling_for` pick at the shapes they tell apart: what the worker
+    compiles."""
+    gemv = {(rows, tiling_for(n, k, rows)) for rows in range(1, MAX_ROWS + 1) for n, k in _SHAPES}
+    return frozenset(gemv | {(1, mma_tiling_for(n, k)) for n, k in _SHAPES})
+
+
+def source(instances: Iterable[Instance]) -> str:
+    """The shared definitions and both kernels' sources, with one extern "C" kernel per distinct macro."""
+    lines = sorted({t.macro(rows) for rows, t in instances})
+    return "\n".join(path.read_text() for path in SOURCES) + "\n" + "\n".join(lines) + "\n"
+
+
+def kernel_names(instances: Iterable[Instance], dtype: torch.dtype) -> list[str]:
+    """The kernels `source(instances)` defines for inputs of `dtype` (the tensor-core kernel takes no float32)."""
+    return sorted({t.kernel(rows) for rows, t in instances if t.runs_on(dtype)})
+
+
+_lock = threading.Lock()
+_failed: dict[tuple[torch.dtype, int], str] = {}
+
+
+@functools.cache
+def _compiled(dtype: torch.dtype, index: int, instances: frozenset[Instance]) -> dict[str, Any]:
+    device = torch.device("cuda", index)
+    options = [f"-DINPUT_KIND={INPUT_KINDS[dtype]}", "--std=c++17"]
+    cubin = nvrtc.cached_cubin(source(instances), nvrtc.architecture(device), options)
+    return nvrtc.load(cubin, kernel_names(instances, dtype), device)
+
+
+def kernels(
+    dtype: torch.dtype, device: torch.device, instances: Iterable[Instance] | None = None
+) -> dict[str, Any] | None:
+    """The compiled kernels for inputs of `dtype` on `device` (the worker's set, or `instances`), compiled once;
+    None where they cannot be (the reason is logged once)."""
+    if device.type != "cuda" or dtype not in INPUT_KINDS or torch.version.cuda is None:
+        return None
+    index = device.index if device.index is not None else torch.cuda.current_device()
+    if (dtype, index) in _failed or not capable(index):
+        return None
+    wanted = chosen_instances() if instances is None else frozenset(instances)
+    with _lock:
+        try:
+            return _compiled(dtype, index, wanted)
+        except Exception as error:  # NVRTC missing or too old for this card, or torch's loader changed
+            _failed[(dtype, index)] = f"{type(error).__name__}: {error}"
+            _log.warning("4-bit CUDA kernel unavailable (the Triton kernel runs instead): %s", _failed[(dtype, index)])
+            return None
+
+
+def _layout_fits(
+    x: torch.Tensor, packed: torch.Tensor, absmax: torch.Tensor, shape: tuple[int, int], blocksize: int, step: int
+) -> bool:
+    """Blocks of whole steps along K, the weights packed and stored as bitsandbytes stores them, aligned for the
+    kernels' 16-byte (CUDA cores) and 8-byte (tensor cores) loads."""
+    n, k = shape
+    return (
+        x.is_cuda
+        and blocksize % step == 0
+        and k % blocksize == 0
+        and packed.dtype == torch.uint8
+        and packed.is_contiguous()
+        and packed.numel() * 2 == n * k
+        and packed.data_ptr() % 16 == 0
+        and absmax.dtype == torch.float32
+        and absmax.is_contiguous()
+    )
+
+
+def usable(x: torch.Tensor, packed: torch.Tensor, absmax: torch.Tensor, shape: tuple[int, int], blocksize: int) -> bool:
+    """Whether the CUDA-core kernel can run this layer's product here: its layout, and kernels compiled for x's
+    dtype."""
+    return _layout_fits(x, packed, absmax, shape, blocksize, CHUNK_WEIGHTS) and kernels(x.dtype, x.device) is not None
+
+
+def mma_usable(
+    x: torch.Tensor, packed: torch.Tensor, absmax: torch.Tensor, shape: tuple[int, int], blocksize: int
+) -> bool:
+    """Whether the tensor-core kernel can: bfloat16 or float16 inputs, block sizes of 64 weights times a power of two
+    (bitsandbytes' are), and kernels compiled for x's dtype."""
+    steps_a_block = blocksize // STEP_WEIGHTS
+    return (
+        MmaTiling().runs_on(x.dtype)
+        and steps_a_block & (steps_a_block - 1) == 0  # the kernel finds a step's block by a shift
+        and _layout_fits(x, packed, absmax, shape, blocksize, STEP_WEIGHTS)
+        and kernels(x.dtype, x.device) is not None
+    )
+
+
+def _prepared(
+    x: torch.Tensor, n: int, code: torch.Tensor, bias: torch.Tensor | None, absmax: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """x contiguous and 16-byte aligned (both kernels read inputs 16 bytes at a time), the output, the code as float32
+    and the bias as float32 (absmax stands in where there is none: the kernels then do not read it)."""
+    x = x.contiguous()
+    if x.data_ptr() % 16:
+        x = x.clone()
+    out = torch.empty(x.shape[0], n, dtype=x.dtype, device=x.device)
+    code32 = code.to(device=x.device, dtype=torch.float32)
+    bias_arg = bias.to(torch.float32).contiguous() if bias is not None else absmax
+    return x, out, code32, bias_arg
+
+
+def _compiled_for(x: torch.Tensor, compiled: dict[str, Any] | None) -> dict[str, Any]:
+    table = compiled if compiled is not None else kernels(x.dtype, x.device)
+    if table is None:
+        raise RuntimeError("the 4-bit CUDA kernels are not compiled for this dtype and device; check `usable` first")
+    return table
+
+
+def four_bit_gemv_cuda(
+    x: torch.Tensor,
+    packed: torch.Tensor,
+    absmax: torch.Tensor,
+    code: torch.Tensor,
+    shape: tuple[int, int],
+    blocksize: int,
+    bias: torch.Tensor | None = None,
+    tiling: Tiling | None = None,
+    compiled: dict[str, Any] | None = None,
+) -> torch.Tensor:
+    """As `four_bit_gemv.four_bit_gemv` (x [rows, K] → [rows, N] in x's dtype), on the CUDA cores, where `usable`
+    holds. `tiling` and `compiled` (from `kernels(..., instances)`): a tiling outside the worker's set, for the tuning
+    script."""
+    n, k = shape
+    table = _compiled_for(x, compiled)
+    x, out, code32, bias_arg = _prepared(x, n, code, bias, absmax)
+    for first in range(0, x.shape[0], MAX_ROWS):
+        rows = min(MAX_ROWS, x.shape[0] - first)
+        chosen = tiling or tiling_for(n, k, rows)
+        if chosen.warps % chosen.splits or chosen.warps > MAX_WARPS:
+            raise ValueError(f"{chosen}: warps must be a multiple of splits and at most {MAX_WARPS}")
+        per_block = chosen.outputs * (chosen.warps // chosen.splits)
+        table[chosen.kernel(rows)](
+            grid=((n + per_block - 1) // per_block, 1, 1),
+            block=(32 * chosen.warps, 1, 1),
+            args=[
+                x[first:],
+                packed,
+                absmax,
+                code32,
+                bias_arg,
+                out[first:],
+                n,
+                k,
+                blocksize,
+                int(bias is not None),
+                chosen.splits,
+            ],
+        )
+    return out
+
+
+def four_bit_mma_cuda(
+    x: torch.Tensor,
+    packed: torch.Tensor,
+    absmax: torch.Tensor,
+    code: torch.Tensor,
+    shape: tuple[int, int],
+    blocksize: int,
+    bias: torch.Tensor | None = None,
+    tiling: MmaTiling | None = None,
+    compiled: dict[str, Any] | None = None,
+) -> torch.Tensor:
+    """As `four_bit_gemv_cuda`, on the tensor cores, where `mma_usable` holds."""
+    n, k = shape
+    table = _compiled_for(x, compiled)
+    chosen = tiling or mma_tiling_for(n, k)
+    if chosen.warps > MMA_MAX_WARPS:
+        raise ValueError(f"{chosen}: tiles times splits must be at most {MMA_MAX_WARPS}")
+    x, out, code32, bias_arg = _prepared(x, n, code, bias, absmax)
+    tiles = (n + TILE_OUTPUTS - 1) // TILE_OUTPUTS
+    for first in range(0, x.shape[0], MAX_ROWS):
+        rows = min(MAX_ROWS, x.shape[0] - first)
+        table[chosen.kernel(rows)](
+            grid=((tiles + chosen.tiles - 1) // chosen.tiles, 1, 1),
+            block=(32 * chosen.warps, 1, 1),
+            args=[
+                x[first:],
+                packed,
+                absmax,
+                code32,
+                bias_arg,
+                out[first:],
+                n,
+                k,
+                rows,
+                (blocksize // STEP_WEIGHTS).bit_length() - 1,
+                int(bias is not None),
+                chosen.splits,
+            ],
+        )
+    return out
