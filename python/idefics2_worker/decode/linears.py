@@ -69,11 +69,13 @@ def four_bit_product(  # noqa: PLR0917 - the kernels' operands, in their order
     deterministic: bool = False,
 ) -> torch.Tensor:
     """A float32-compute 4-bit layer's product at the decode step's rows ([rows, K] → [rows, N]): a CUDA kernel where
-    one runs, the tensor-core one first (their sums' order does not depend on the rows, so deterministic decoding takes
-    them too), else the Triton kernel (deterministic: its row-independent tiling)."""
-    if four_bit_cuda.mma_usable(x, packed, absmax, shape, blocksize):
+    one runs, the tensor-core one from 3 rows or when deterministic (`four_bit_cuda.tensor_cores_for`; each kernel's
+    sums are ordered alike at every row count), else the Triton kernel (deterministic: its row-independent
+    tiling)."""
+    operands = (x, packed, absmax, shape, blocksize)
+    if four_bit_cuda.tensor_cores_for(x.shape[0], deterministic) and four_bit_cuda.mma_usable(*operands):
         return four_bit_cuda.four_bit_mma_cuda(x, packed, absmax, code, shape, blocksize, bias)
-    if four_bit_cuda.usable(x, packed, absmax, shape, blocksize):
+    if four_bit_cuda.usable(*operands):
         return four_bit_cuda.four_bit_gemv_cuda(x, packed, absmax, code, shape, blocksize, bias)
     tiling = four_bit_gemv.INVARIANT_TILING if deterministic else None
     return four_bit_gemv.four_bit_gemv(x, packed, absmax, code, shape, blocksize, bias, tiling)

@@ -108,13 +108,31 @@ def tiling_for(n: int, k: int, rows: int) -> Tiling:
     return Tiling(8 if rows <= 4 else 4, splits_for(n, k), 2)
 
 
+# Inputs this long split K 16 ways: a warp's share of K stays ~900 weights, as at 4,096 inputs in 8 splits.
+LONG_INPUTS = 8192
+
+
 def mma_tiling_for(n: int, k: int) -> MmaTiling:
     """The tensor-core kernel's tiling for a layer shape ([n outputs, k inputs]), by the shape alone (deterministic
-    decoding): enough warps in flight for the narrower layers by splitting K (~2,000-3,000 warps on 132
-    multiprocessors at idefics2-8b's shapes), 16 warps a block so each block's table serves more weights."""
-    del k
-    splits = 2 if n >= WIDE_OUTPUTS else 8
-    return MmaTiling(MMA_MAX_WARPS // splits, splits, 2)
+    decoding: splits and unroll set the sums' order). The fastest measured at one row (H40, an H200, idefics2-8b's text
+    shapes; docs/BENCHMARKS.md), each within 6% of the best at 8 rows: q/k/v and o 8 splits, unroll 4, one tile a
+    block; down (14,336 inputs) 16 splits, unroll 2; gate/up (28,672 outputs) 4 splits, unroll 4, two tiles."""
+    if n >= WIDE_OUTPUTS:
+        return MmaTiling(2, 4, 4)
+    if k >= LONG_INPUTS:
+        return MmaTiling(1, 16, 2)
+    return MmaTiling(1, 8, 4)
+
+
+# H40 (H200), ms a token of 4-bit linears: at one row the CUDA-core kernel 1.84, the tensor-core kernel 2.25 (its
+# best tilings); at 8 rows 6.16 against 2.52; at 2 rows the CUDA cores' 2.18 (H38) against ~2.3.
+CUDA_CORE_ROWS = 2
+
+
+def tensor_cores_for(rows: int, deterministic: bool) -> bool:
+    """Whether a product of `rows` rows takes the tensor-core kernel where both kernels run: from 3 rows, and at every
+    row count when deterministic (one kernel a layer, so one order of its sums, whatever shares the batch)."""
+    return deterministic or rows > CUDA_CORE_ROWS
 
 
 # Shapes `tiling_for` tells apart: idefics2-8b's text layers ([outputs, inputs] of q/k/v, o, gate/up, down).

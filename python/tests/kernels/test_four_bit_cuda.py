@@ -44,6 +44,18 @@ def test_the_tensor_core_kernel_serves_every_row_count_with_one_order_a_shape() 
         assert not tiling.runs_on(torch.float32)
 
 
+def test_one_or_two_rows_take_the_cuda_cores_unless_deterministic() -> None:
+    assert [four_bit_cuda.tensor_cores_for(rows, deterministic=False) for rows in range(1, 6)] == [
+        False,
+        False,
+        True,
+        True,
+        True,
+    ]
+    # Deterministic: one kernel at every row count, so a row's sums do not depend on the batch.
+    assert all(four_bit_cuda.tensor_cores_for(rows, deterministic=True) for rows in range(1, 21))
+
+
 def test_the_source_declares_one_kernel_per_distinct_instance() -> None:
     text = four_bit_cuda.source(
         [
