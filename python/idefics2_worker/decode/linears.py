@@ -57,6 +57,13 @@ def four_bit_kernel_computes(module: Any) -> bool:
     )
 
 
+def compile_four_bit_kernels_early(device: torch.device) -> None:
+    """For a 4-bit load onto `device`: the CUDA kernels for bf16 and fp16 inputs compile while the weights load
+    (`DecodeLinears` finds them compiled, or waits for the compile under way), not after."""
+    if device.type == "cuda" and torch.cuda.is_available():
+        four_bit_cuda.compile_in_background(device)
+
+
 def four_bit_product(  # noqa: PLR0917 - the kernels' operands, in their order
     x: torch.Tensor,
     packed: torch.Tensor,

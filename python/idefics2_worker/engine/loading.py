@@ -33,6 +33,17 @@ def _cuda_index(device_map: str) -> int | None:
     return int(device_map[5:]) if device_map.startswith("cuda:") else None
 
 
+def decode_device(device_map: str) -> Any:
+    """The CUDA device (a torch.device) a model loaded with `device_map` decodes on, where there is one: the device it
+    names, for 'auto' the current one; None for 'cpu' or without CUDA."""
+    import torch
+
+    if not torch.cuda.is_available() or device_map == "cpu":
+        return None
+    index = _cuda_index(device_map)
+    return torch.device("cuda", torch.cuda.current_device() if index is None else index)
+
+
 def check_load(params: LoadParams) -> None:
     """Refuses a load that cannot work, before anything already loaded is released."""
     import torch

@@ -122,3 +122,29 @@ def test_cpu_tensors_keep_the_triton_kernel() -> None:
     assert four_bit_cuda.kernels(torch.bfloat16, torch.device("cpu")) is None
     assert not four_bit_cuda.usable(x, packed, state.absmax, (8, 128), state.blocksize)
     assert not four_bit_cuda.mma_usable(x, packed, state.absmax, (8, 128), state.blocksize)
+
+
+def test_a_compile_started_in_the_background_is_the_one_the_decoder_gets(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Without a GPU the compile and the device are stand-ins; what is tested is the hand-over: the decoder's call waits
+    # for the compile under way and gets its result, and nothing compiles twice.
+    import functools
+    import threading
+    import time
+
+    started, compiled = threading.Event(), []
+
+    def slow_compile(dtype: torch.dtype, index: int, instances: frozenset) -> dict:
+        started.set()
+        time.sleep(0.3)
+        compiled.append(dtype)
+        return {"dtype": dtype}
+
+    monkeypatch.setattr(four_bit_cuda.torch.version, "cuda", "13.0")
+    monkeypatch.setattr(four_bit_cuda, "capable", lambda index: True)
+    monkeypatch.setattr(four_bit_cuda, "_compiled", functools.cache(slow_compile))  # as the real one
+    device = torch.device("cuda", 0)
+    thread = four_bit_cuda.compile_in_background(device, (torch.bfloat16,))
+    assert started.wait(5)
+    assert four_bit_cuda.kernels(torch.bfloat16, device) == {"dtype": torch.bfloat16}
+    thread.join(5)
+    assert compiled == [torch.bfloat16]
