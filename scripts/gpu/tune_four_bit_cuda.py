@@ -22,6 +22,7 @@ import itertools
 import json
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -49,6 +50,26 @@ BF16_STEP = 2.0**-8
 def steps_at_rms(ours: torch.Tensor, exact: torch.Tensor) -> float:
     rms = exact.pow(2).mean().sqrt().clamp_min(1e-30)
     return float(((ours.double() - exact).abs().max() / (BF16_STEP * rms)).item())
+
+
+def timed_tiling(
+    fields: list[int],
+    run: Callable[[], torch.Tensor],
+    out: torch.Tensor,
+    exact: torch.Tensor,
+    *,
+    weight_bytes: int,
+    same: bool,
+) -> dict:
+    """One tiling's entry: its time a call (CUDA graphs), read rate, error and invariance."""
+    us = timed(run, graph=True)
+    return {
+        "tiling": fields,
+        "us": round(us, 2),
+        "gbps": round(weight_bytes / us / 1e3, 1),
+        "steps": round(steps_at_rms(out, exact), 3),
+        "same_bits_as_one_row": same,
+    }
 
 
 def fits(tiling: four_bit_cuda.Tiling, rows: int) -> bool:
@@ -94,15 +115,8 @@ def measure_shape(name: str, k: int, n: int, *, rows_list: list[int], instances:
             out = run()
             same = torch.equal(out[:1], alone[tiling.splits])
             invariant = invariant and same
-            us = timed(run, graph=True)
             entry["tilings"].append(
-                {
-                    "tiling": [tiling.outputs, tiling.splits, tiling.warps],
-                    "us": round(us, 2),
-                    "gbps": round(weight_bytes / us / 1e3, 1),
-                    "steps": round(steps_at_rms(out, exact), 3),
-                    "same_bits_as_one_row": same,
-                }
+                timed_tiling([tiling.outputs, tiling.splits, tiling.warps], run, out, exact, weight_bytes, same)
             )
         chosen = four_bit_cuda.tiling_for(n, k, rows)
         entry["chosen"] = [chosen.outputs, chosen.splits, chosen.warps]
@@ -156,15 +170,8 @@ def measure_mma_shape(name: str, k: int, n: int, *, rows_list: list[int], mma_se
             alone = four_bit_cuda.four_bit_mma_cuda(x[:1], *operands, tiling=tiling, compiled=mma_set)
             same = torch.equal(out[:1], alone)
             invariant = invariant and same
-            us = timed(run, graph=True)
             entry["tilings"].append(
-                {
-                    "tiling": [tiling.tiles, tiling.splits, tiling.unroll],
-                    "us": round(us, 2),
-                    "gbps": round(weight_bytes / us / 1e3, 1),
-                    "steps": round(steps_at_rms(out, exact), 3),
-                    "same_bits_as_one_row": same,
-                }
+                timed_tiling([tiling.tiles, tiling.splits, tiling.unroll], run, out, exact, weight_bytes, same)
             )
         chosen = four_bit_cuda.mma_tiling_for(n, k)
         entry["chosen"] = [chosen.tiles, chosen.splits, chosen.unroll]
@@ -184,6 +191,28 @@ def measure_mma_shape(name: str, k: int, n: int, *, rows_list: list[int], mma_se
     return results
 
 
+def summarize(results: list[dict], splits_set: set[int], rows_list: list[int], keys: tuple[str, ...]) -> dict:
+    """Prints per shape and splits the best time at each row count, and per row count the sums over the 32 layers of
+    `keys` (ms a token); returns those sums."""
+    for name, *_ in SHAPES:
+        for splits in sorted(splits_set):
+            best = {
+                e["rows"]: min(t["us"] for t in e["tilings"] if t["tiling"][1] == splits)
+                for e in results
+                if e["shape"] == name
+            }
+            print(f"{name:8} splits {splits}: best us by rows {best}", flush=True)
+    totals = {}
+    for rows in rows_list:
+        at = [e for e in results if e["rows"] == rows]
+        totals[rows] = {
+            key: round(sum(e[key] if key != "best_us" else e["best"]["us"] for e in at) * LAYERS / 1000, 3)
+            for key in keys
+        }
+        print(f"per token, {rows} rows (ms): {totals[rows]}", flush=True)
+    return totals
+
+
 def main_mma(rows_list: list[int]) -> dict:
     device = torch.device("cuda")
     instances = {(1, t) for t in MMA_GRID}
@@ -196,22 +225,9 @@ def main_mma(rows_list: list[int]) -> dict:
     results = []
     for name, k, n, _count in SHAPES:
         results += measure_mma_shape(name, k, n, rows_list=rows_list, mma_set=mma_set)
-    for name, *_ in SHAPES:
-        for splits in sorted({t.splits for t in MMA_GRID}):
-            best = {
-                e["rows"]: min(t["us"] for t in e["tilings"] if t["tiling"][1] == splits)
-                for e in results
-                if e["shape"] == name
-            }
-            print(f"{name:8} splits {splits}: best us by rows {best}", flush=True)
-    totals = {}
-    for rows in rows_list:
-        at = [e for e in results if e["rows"] == rows]
-        totals[rows] = {
-            key: round(sum(e[key] if key != "best_us" else e["best"]["us"] for e in at) * LAYERS / 1000, 3)
-            for key in ("triton_us", "gemv_us", "best_us", "chosen_us")
-        }
-        print(f"per token, {rows} rows (ms): {totals[rows]}", flush=True)
+    totals = summarize(
+        results, {t.splits for t in MMA_GRID}, rows_list, ("triton_us", "gemv_us", "best_us", "chosen_us")
+    )
     return {"compile_grid_s": compile_s, "grid_size": len(instances), "results": results, "per_token_ms": totals}
 
 
@@ -245,22 +261,7 @@ def main() -> None:
     results = []
     for name, k, n, _count in SHAPES:
         results += measure_shape(name, k, n, rows_list=args.rows, instances=instances, grid_set=grid_set)
-    for name, *_ in SHAPES:
-        for splits in sorted({t.splits for t in GRID}):
-            best = {
-                e["rows"]: min(t["us"] for t in e["tilings"] if t["tiling"][1] == splits)
-                for e in results
-                if e["shape"] == name
-            }
-            print(f"{name:8} splits {splits}: best us by rows {best}", flush=True)
-    totals = {}
-    for rows in args.rows:
-        at = [e for e in results if e["rows"] == rows]
-        totals[rows] = {
-            key: round(sum(e[key] if key != "best_us" else e["best"]["us"] for e in at) * LAYERS / 1000, 3)
-            for key in ("triton_us", "best_us", "chosen_us")
-        }
-        print(f"per token, {rows} rows (ms): {totals[rows]}", flush=True)
+    totals = summarize(results, {t.splits for t in GRID}, args.rows, ("triton_us", "best_us", "chosen_us"))
     if args.out:
         args.out.write_text(
             json.dumps(
