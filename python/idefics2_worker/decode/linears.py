@@ -19,8 +19,9 @@ Deterministic (`deterministic=True`, with kernels): every linear's rows are comp
 rows, so a request's tokens do not depend on what shares its batch. The bf16 / fp16 linears (and lm_head) run
 `batch_invariant_matmul` instead of cuBLAS; the int8 product runs `int8_gemv`'s row-invariant form (every kernel
 sums the outliers' term exactly from their int8 pieces and rounds it once, so a row's bits do not depend on which
-kernel its batch took); the 4-bit CUDA kernel orders each row's sums alike at any row count and tiling, and where it
-does not run, `four_bit_gemv` runs its INVARIANT_TILING (its faster tilings depend on the rows launched together);
+kernel its batch took); the 4-bit layers run the tensor-core kernel at every row count, which orders each row's sums
+by the layer's shape alone, and where it does not run, the CUDA-core kernel (alike) or `four_bit_gemv`'s
+INVARIANT_TILING (its faster tilings depend on the rows launched together);
 the other 4-bit layers (bitsandbytes computes one row and several differently)
 are dequantised and run the invariant matmul.
 """
@@ -60,8 +61,7 @@ def four_bit_kernel_computes(module: Any) -> bool:
 def compile_four_bit_kernels_early(device: torch.device) -> None:
     """For a 4-bit load onto `device`: the CUDA kernels for bf16 and fp16 inputs compile while the weights load
     (`DecodeLinears` finds them compiled, or waits for the compile under way), not after."""
-    if device.type == "cuda" and torch.cuda.is_available():
-        four_bit_cuda.compile_in_background(device)
+    four_bit_cuda.compile_in_background(device)
 
 
 def four_bit_product(  # noqa: PLR0917 - the kernels' operands, in their order

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import threading
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..protocol.errors import WorkerError
 from ..protocol.params import LoadParams
@@ -18,6 +18,9 @@ from .compat import (
 )
 from .load_progress import progress_tqdm, reporting_weight_loading
 from .quantization import quantization_config
+
+if TYPE_CHECKING:
+    import torch
 
 END_OF_UTTERANCE = "<end_of_utterance>"
 
@@ -33,8 +36,8 @@ def _cuda_index(device_map: str) -> int | None:
     return int(device_map[5:]) if device_map.startswith("cuda:") else None
 
 
-def decode_device(device_map: str) -> Any:
-    """The CUDA device (a torch.device) a model loaded with `device_map` decodes on, where there is one: the device it
+def decode_device(device_map: str) -> torch.device | None:
+    """The CUDA device a model loaded with `device_map` decodes on, where there is one: the device it
     names, for 'auto' the current one; None for 'cpu' or without CUDA."""
     import torch
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import functools
 import logging
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,6 +27,8 @@ SOURCES = tuple(
     Path(__file__).with_name(name) for name in ("four_bit_common.cuh", "four_bit_gemv.cu", "four_bit_mma.cu")
 )
 INPUT_KINDS = {torch.bfloat16: 0, torch.float16: 1, torch.float32: 2}
+# The inputs the tensor cores take here (four_bit_mma.cu); float32 keeps the CUDA-core kernel.
+MMA_DTYPES = frozenset({torch.bfloat16, torch.float16})
 # Weights a lane of the CUDA-core kernel reads at once, a chunk that never straddles a quantisation block.
 CHUNK_WEIGHTS = 32
 # Weights along K a tensor-core kernel's step takes (one absmax each), and outputs a warp's tile.
@@ -64,8 +66,8 @@ class MmaTiling:
     """The tensor-core kernel's: 16-output tiles a block, warps a tile (each taking every splits-th step of 64 weights
     along K), and steps whose loads a warp issues together.
 
-    The sums' order depends on `splits` alone (see four_bit_mma.cu), which `mma_tiling_for` sets by the layer's shape;
-    one kernel serves every row count."""
+    The sums' order depends on `splits` and `unroll` alone (see four_bit_mma.cu), which `mma_tiling_for` sets by the
+    layer's shape; one kernel serves every row count."""
 
     tiles: int = 2
     splits: int = 8
@@ -84,7 +86,7 @@ class MmaTiling:
         return f"FOUR_BIT_MMA({self.unroll})"
 
     def runs_on(self, dtype: torch.dtype) -> bool:
-        return dtype in {torch.bfloat16, torch.float16}
+        return dtype in MMA_DTYPES
 
 
 MMA_MAX_WARPS = 16  # four_bit_mma.cu's MMA_MAX_WARPS
@@ -242,25 +244,39 @@ def mma_usable(
     (bitsandbytes' are), and kernels compiled for x's dtype."""
     steps_a_block = blocksize // STEP_WEIGHTS
     return (
-        MmaTiling().runs_on(x.dtype)
+        x.dtype in MMA_DTYPES
         and steps_a_block & (steps_a_block - 1) == 0  # the kernel finds a step's block by a shift
         and _layout_fits(x, packed, absmax, shape, blocksize, STEP_WEIGHTS)
         and kernels(x.dtype, x.device) is not None
     )
 
 
-def _prepared(
-    x: torch.Tensor, n: int, code: torch.Tensor, bias: torch.Tensor | None, absmax: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """x contiguous and 16-byte aligned (both kernels read inputs 16 bytes at a time), the output, the code as float32
-    and the bias as float32 (absmax stands in where there is none: the kernels then do not read it)."""
+Launch = Callable[[int, list[Any]], None]
+
+
+def _by_launches(
+    x: torch.Tensor,
+    packed: torch.Tensor,
+    absmax: torch.Tensor,
+    code: torch.Tensor,
+    shape: tuple[int, int],
+    bias: torch.Tensor | None,
+    launch: Launch,
+) -> torch.Tensor:
+    """x [rows, K] → [rows, N] in x's dtype, by launches of at most MAX_ROWS rows: `launch(rows, leading)` starts one,
+    `leading` being both kernels' first arguments (x, packed, absmax, code, bias, out, n, k). x is made contiguous and
+    16-byte aligned (both kernels read inputs 16 bytes at a time); the code and bias go as float32 (absmax stands in
+    for a missing bias: the kernels then do not read it)."""
+    n, k = shape
     x = x.contiguous()
     if x.data_ptr() % 16:
         x = x.clone()
     out = torch.empty(x.shape[0], n, dtype=x.dtype, device=x.device)
     code32 = code.to(device=x.device, dtype=torch.float32)
     bias_arg = bias.to(torch.float32).contiguous() if bias is not None else absmax
-    return x, out, code32, bias_arg
+    for first in range(0, x.shape[0], MAX_ROWS):
+        launch(min(MAX_ROWS, x.shape[0] - first), [x[first:], packed, absmax, code32, bias_arg, out[first:], n, k])
+    return out
 
 
 def _compiled_for(x: torch.Tensor, compiled: dict[str, Any] | None) -> dict[str, Any]:
@@ -286,9 +302,8 @@ def four_bit_gemv_cuda(
     script."""
     n, k = shape
     table = _compiled_for(x, compiled)
-    x, out, code32, bias_arg = _prepared(x, n, code, bias, absmax)
-    for first in range(0, x.shape[0], MAX_ROWS):
-        rows = min(MAX_ROWS, x.shape[0] - first)
+
+    def launch(rows: int, leading: list[Any]) -> None:
         chosen = tiling or tiling_for(n, k, rows)
         if chosen.warps % chosen.splits or chosen.warps > MAX_WARPS:
             raise ValueError(f"{chosen}: warps must be a multiple of splits and at most {MAX_WARPS}")
@@ -296,21 +311,10 @@ def four_bit_gemv_cuda(
         table[chosen.kernel(rows)](
             grid=((n + per_block - 1) // per_block, 1, 1),
             block=(32 * chosen.warps, 1, 1),
-            args=[
-                x[first:],
-                packed,
-                absmax,
-                code32,
-                bias_arg,
-                out[first:],
-                n,
-                k,
-                blocksize,
-                int(bias is not None),
-                chosen.splits,
-            ],
+            args=[*leading, blocksize, int(bias is not None), chosen.splits],
         )
-    return out
+
+    return _by_launches(x, packed, absmax, code, shape, bias, launch)
 
 
 def four_bit_mma_cuda(
@@ -330,26 +334,14 @@ def four_bit_mma_cuda(
     chosen = tiling or mma_tiling_for(n, k)
     if chosen.warps > MMA_MAX_WARPS:
         raise ValueError(f"{chosen}: tiles times splits must be at most {MMA_MAX_WARPS}")
-    x, out, code32, bias_arg = _prepared(x, n, code, bias, absmax)
     tiles = (n + TILE_OUTPUTS - 1) // TILE_OUTPUTS
-    for first in range(0, x.shape[0], MAX_ROWS):
-        rows = min(MAX_ROWS, x.shape[0] - first)
+    block_shift = (blocksize // STEP_WEIGHTS).bit_length() - 1
+
+    def launch(rows: int, leading: list[Any]) -> None:
         table[chosen.kernel(rows)](
             grid=((tiles + chosen.tiles - 1) // chosen.tiles, 1, 1),
             block=(32 * chosen.warps, 1, 1),
-            args=[
-                x[first:],
-                packed,
-                absmax,
-                code32,
-                bias_arg,
-                out[first:],
-                n,
-                k,
-                rows,
-                (blocksize // STEP_WEIGHTS).bit_length() - 1,
-                int(bias is not None),
-                chosen.splits,
-            ],
+            args=[*leading, rows, block_shift, int(bias is not None), chosen.splits],
         )
-    return out
+
+    return _by_launches(x, packed, absmax, code, shape, bias, launch)

@@ -16,10 +16,10 @@
 // K 2t (+ 8), byte 8t + 2j (+ 1): K's order inside a step is permuted alike for the weights and the inputs, which a
 // sum does not see, so every load is contiguous.
 //
-// Order of the sums, the same at any row count (deterministic decoding relies on it) and set only by `splits`: a
-// step's four products accumulate in the tensor core (float32) in j order; that sum is scaled by its block's absmax
-// and added to the thread's running sums step after step; a tile's `splits` warps take alternate steps and their sums
-// are added in split order. A product's output for one row does not depend on the other rows.
+// Order of the sums, the same at any row count (deterministic decoding relies on it) and set only by `splits` and
+// UNROLL: a step's four products accumulate in the tensor core (float32) in j order; that sum is scaled by its block's
+// absmax and added to the thread's running sums step after step; a tile's `splits` warps take alternate runs of UNROLL
+// steps and their sums are added in split order. A product's output for one row does not depend on the other rows.
 
 #if INPUT_KIND != 2
 

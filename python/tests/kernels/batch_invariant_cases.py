@@ -87,7 +87,7 @@ def four_bit_cases(device: str) -> dict[str, dict[str, object]]:
         operands = (layer.weight.data.view(-1), state.absmax, state.code, (n, k), state.blocksize)
 
         def product(rows: torch.Tensor, operands: tuple = operands) -> torch.Tensor:
-            # What deterministic decoding runs: the CUDA kernel on CUDA devices, the invariant Triton tiling elsewhere.
+            # What deterministic decoding runs: the tensor-core kernel on CUDA, the invariant Triton tiling elsewhere.
             return four_bit_product(rows, *operands, deterministic=True)
 
         target = torch.randn(k, generator=generator).to(torch.bfloat16).to(device)

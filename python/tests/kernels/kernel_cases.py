@@ -117,8 +117,8 @@ def four_bit_cuda_cases(device: str) -> dict[str, float]:
             dtype_name = str(dtype).removeprefix("torch.")
             shown = f"{dtype_name} {quant_type} {rows}x{n}x{k}{' bias' if bias else ''} block {blocksize}"
             for kernel, usable, product in kernels:
-                if kernel == "four_bit_mma" and dtype == torch.float32:
-                    continue  # the tensor cores take bf16 / fp16 inputs; float32 keeps the CUDA-core kernel
+                if kernel == "four_bit_mma" and dtype not in four_bit_cuda.MMA_DTYPES:
+                    continue  # float32 inputs keep the CUDA-core kernel
                 if not usable(x, packed, state.absmax, shape, state.blocksize):
                     results[f"{kernel} {shown}"] = float("inf")  # both compile on every CUDA device these run on
                     continue
