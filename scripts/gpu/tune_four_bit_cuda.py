@@ -116,7 +116,9 @@ def measure_shape(name: str, k: int, n: int, *, rows_list: list[int], instances:
             same = torch.equal(out[:1], alone[tiling.splits])
             invariant = invariant and same
             entry["tilings"].append(
-                timed_tiling([tiling.outputs, tiling.splits, tiling.warps], run, out, exact, weight_bytes, same)
+                timed_tiling(
+                    [tiling.outputs, tiling.splits, tiling.warps], run, out, exact, weight_bytes=weight_bytes, same=same
+                )
             )
         chosen = four_bit_cuda.tiling_for(n, k, rows)
         entry["chosen"] = [chosen.outputs, chosen.splits, chosen.warps]
@@ -171,7 +173,9 @@ def measure_mma_shape(name: str, k: int, n: int, *, rows_list: list[int], mma_se
             same = torch.equal(out[:1], alone)
             invariant = invariant and same
             entry["tilings"].append(
-                timed_tiling([tiling.tiles, tiling.splits, tiling.unroll], run, out, exact, weight_bytes, same)
+                timed_tiling(
+                    [tiling.tiles, tiling.splits, tiling.unroll], run, out, exact, weight_bytes=weight_bytes, same=same
+                )
             )
         chosen = four_bit_cuda.mma_tiling_for(n, k)
         entry["chosen"] = [chosen.tiles, chosen.splits, chosen.unroll]
