@@ -1,0 +1,45 @@
+#!/usr/bin/env python3
+"""Launches the worker's 4-bit decode kernels (GPU) at idefics2-8b's text shapes, for a profiler to read: the
+tensor-core kernel (`mma_tiling_for`) and the CUDA-core one (`tiling_for`), each twice per shape and row count, the
+second launch being the one to read (the first compiles and warms). Run under Nsight Compute, e.g.
+
+    ncu --clock-control none --kernel-name regex:four_bit --launch-skip-before-match 0 \\
+        --section SpeedOfLight --section WarpStateStats --section Occupancy \\
+        python scripts/gpu/profile_four_bit_kernels.py --rows 1 8
+
+Each launch is preceded by an NVTX range naming the kernel, the shape and the rows (`--nvtx` shows them).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "python"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from idefics2_worker.kernels import four_bit_cuda
+from tune_decode_kernels import SHAPES, four_bit_operands
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rows", type=int, nargs="+", default=[1, 8])
+    args = parser.parse_args()
+    products = (("tensor cores", four_bit_cuda.four_bit_mma_cuda), ("cuda cores", four_bit_cuda.four_bit_gemv_cuda))
+    for name, k, n, _ in SHAPES:
+        _, operands = four_bit_operands(k, n)
+        for rows in args.rows:
+            x = torch.randn(rows, k, device="cuda").to(torch.bfloat16)
+            for kernel, product in products:
+                for launch in ("warm", "read"):
+                    with torch.cuda.nvtx.range(f"{kernel} {name} rows {rows} {launch}"):
+                        product(x, *operands)
+            torch.cuda.synchronize()
+            print(f"{name} rows {rows}: launched", flush=True)
+
+
+if __name__ == "__main__":
+    main()
