@@ -3,11 +3,11 @@
 tensor-core kernel (`mma_tiling_for`) and the CUDA-core one (`tiling_for`), each twice per shape and row count, the
 second launch being the one to read (the first compiles and warms). Run under Nsight Compute, e.g.
 
-    ncu --clock-control none --kernel-name regex:four_bit --launch-skip-before-match 0 \\
-        --section SpeedOfLight --section WarpStateStats --section Occupancy \\
+    ncu --clock-control none --kernel-name regex:four_bit --nvtx \\
+        --section SpeedOfLight --section WarpStateStats --section MemoryWorkloadAnalysis_Tables \\
         python scripts/gpu/profile_four_bit_kernels.py --rows 1 8
 
-Each launch is preceded by an NVTX range naming the kernel, the shape and the rows (`--nvtx` shows them).
+Each launch runs inside an NVTX range naming the kernel, the shape, the rows and warm/read (`--nvtx` shows them).
 """
 
 from __future__ import annotations
