@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Chooses the 4-bit CUDA kernels' tilings (GPU): times a grid of them at idefics2-8b's text shapes and 1, 2, 4 and 8
 rows, beside the Triton kernel (`four_bit_gemv`, its `tiling_for`), and checks each result. `--kernel gemv`: the
-CUDA-core kernel's grid; `--kernel mma`: the tensor-core kernel's, beside the CUDA-core kernel's `tiling_for`.
+CUDA-core kernel's grid; `--kernel mma`: the tensor-core kernel's, beside the CUDA-core kernel's `tiling_for`;
+`--kernel packed`: the packed-layout tensor-core kernel's, beside both kernels as the worker runs them.
 
 - Checks, per shape and rows: the largest difference from the exact product (float64 over bitsandbytes'
   dequantised weight), in bf16 rounding steps at the outputs' RMS, for every kernel; and that each row's bits do
@@ -12,7 +13,7 @@ CUDA-core kernel's grid; `--kernel mma`: the tensor-core kernel's, beside the CU
   the 32 layers; per shape and splits (which alone sets the order of the sums) the best time at each row count;
   the compile times (the worker's set; the grid).
 
-Usage: python scripts/gpu/tune_four_bit_cuda.py [--kernel gemv|mma] [--rows 1 2 4 8] [--out FILE.json]
+Usage: python scripts/gpu/tune_four_bit_cuda.py [--kernel gemv|mma|packed] [--rows 1 2 4 8] [--out FILE.json]
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from bitsandbytes.functional import dequantize_4bit
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "python"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_linear_kernels import timed
-from idefics2_worker.kernels import four_bit_cuda, four_bit_gemv
+from idefics2_worker.kernels import four_bit_cuda, four_bit_gemv, four_bit_packing
 from tune_decode_kernels import LAYERS, SHAPES, four_bit_operands
 
 GRID = [
@@ -43,6 +44,11 @@ MMA_GRID = [
     four_bit_cuda.MmaTiling(tiles, splits, unroll)
     for tiles, splits, unroll in itertools.product([1, 2, 4, 8], [1, 2, 4, 8, 16], [1, 2, 4])
     if tiles * splits <= four_bit_cuda.MMA_MAX_WARPS
+]
+PACKED_GRID = [
+    four_bit_cuda.PackedTiling(groups, splits, unroll, tiles)
+    for groups, splits, unroll, tiles in itertools.product([1, 2, 4], [2, 4, 8, 16], [1, 2, 4], [1, 2, 4])
+    if groups * splits <= four_bit_cuda.MMA_MAX_WARPS and four_bit_cuda.PACK_TILES % (groups * tiles) == 0
 ]
 BF16_STEP = 2.0**-8
 
@@ -235,18 +241,96 @@ def main_mma(rows_list: list[int]) -> dict:
     return {"compile_grid_s": compile_s, "grid_size": len(instances), "results": results, "per_token_ms": totals}
 
 
+def measure_packed_shape(name: str, k: int, n: int, *, rows_list: list[int], kernel_set: dict) -> list[dict]:
+    """One shape at each row count: the CUDA-core kernel's `tiling_for`, the tensor-core kernel's `mma_tiling_for`, and
+    every tiling of the packed kernel, each checked to give the bits of the tensor-core kernel at its splits and unroll
+    (the same order of sums)."""
+    device = torch.device("cuda")
+    results = []
+    layer, operands = four_bit_operands(k, n)
+    packed_layer = four_bit_packing.pack(operands[0], operands[1], (n, k), operands[4])
+    code, shape, blocksize = operands[2], operands[3], operands[4]
+    dense = dequantize_4bit(layer.weight.data, layer.weight.quant_state).double()
+    weight_bytes = operands[0].numel() + operands[1].numel() * 4
+    for rows in rows_list:
+        x = torch.randn(rows, k, device=device).to(torch.bfloat16)
+        exact = x.double() @ dense.T
+        entry = {
+            "shape": name,
+            "k": k,
+            "n": n,
+            "rows": rows,
+            "gemv_us": round(timed(lambda x=x, o=operands: four_bit_cuda.four_bit_gemv_cuda(x, *o), graph=True), 2),
+            "mma_us": round(timed(lambda x=x, o=operands: four_bit_cuda.four_bit_mma_cuda(x, *o), graph=True), 2),
+            "tilings": [],
+        }
+        same_bits = True
+        for tiling in PACKED_GRID:
+
+            def run(x: torch.Tensor = x, tiling: four_bit_cuda.PackedTiling = tiling) -> torch.Tensor:
+                return four_bit_cuda.four_bit_mma_packed_cuda(
+                    x, packed_layer, code, shape, blocksize, tiling=tiling, compiled=kernel_set
+                )
+
+            out = run()
+            unpacked = four_bit_cuda.MmaTiling(1, tiling.splits, tiling.unroll)
+            theirs = four_bit_cuda.four_bit_mma_cuda(x, *operands, tiling=unpacked, compiled=kernel_set)
+            same = torch.equal(out, theirs)
+            same_bits = same_bits and same
+            entry["tilings"].append(
+                timed_tiling(
+                    [tiling.groups, tiling.splits, tiling.unroll, tiling.tiles],
+                    run,
+                    out,
+                    exact,
+                    weight_bytes=weight_bytes,
+                    same=same,
+                )
+            )
+        best = min(entry["tilings"], key=lambda t: t["us"])
+        entry["best"] = best
+        entry["same_bits_as_unpacked"] = same_bits
+        results.append(entry)
+        print(
+            f"{name:8} rows {rows}: cuda cores {entry['gemv_us']:8.2f} us | tensor cores {entry['mma_us']:8.2f} us | "
+            f"packed best {best['us']:8.2f} us {best['tiling']} ({best['gbps']} GB/s, {best['steps']} steps) | "
+            f"bits of the unpacked kernel {same_bits}",
+            flush=True,
+        )
+    return results
+
+
+def main_packed(rows_list: list[int]) -> dict:
+    """`--kernel packed`: the packed-layout tensor-core kernel's grid (`same_bits_as_one_row` in its entries: the
+    unpacked kernel's bits at the same splits and unroll)."""
+    device = torch.device("cuda")
+    unpacked = {(1, four_bit_cuda.MmaTiling(1, t.splits, t.unroll)) for t in PACKED_GRID}
+    instances = {(1, t) for t in PACKED_GRID} | unpacked
+    start = time.perf_counter()
+    kernel_set = four_bit_cuda.kernels(torch.bfloat16, device, instances)
+    compile_s = time.perf_counter() - start
+    if kernel_set is None:
+        raise SystemExit(f"the packed kernel did not compile: {four_bit_cuda._failed}")
+    print(f"compile: packed grid {compile_s:.2f} s", flush=True)
+    results = []
+    for name, k, n, _count in SHAPES:
+        results += measure_packed_shape(name, k, n, rows_list=rows_list, kernel_set=kernel_set)
+    totals = summarize(results, {t.splits for t in PACKED_GRID}, rows_list, ("gemv_us", "mma_us", "best_us"))
+    return {"compile_grid_s": compile_s, "grid_size": len(PACKED_GRID), "results": results, "per_token_ms": totals}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--kernel", choices=["gemv", "mma"], default="mma")
+    parser.add_argument("--kernel", choices=["gemv", "mma", "packed"], default="mma")
     parser.add_argument("--rows", type=int, nargs="+", default=[1, 2, 4, 8])
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     device = torch.device("cuda")
     torch.manual_seed(0)
-    if args.kernel == "mma":
-        found = main_mma(args.rows)
+    if args.kernel in ("mma", "packed"):
+        found = main_mma(args.rows) if args.kernel == "mma" else main_packed(args.rows)
         if args.out:
-            found = {"device": torch.cuda.get_device_name(), "torch": torch.__version__, "kernel": "mma", **found}
+            found = {"device": torch.cuda.get_device_name(), "torch": torch.__version__, "kernel": args.kernel, **found}
             args.out.write_text(json.dumps(found, indent=1))
         return
 

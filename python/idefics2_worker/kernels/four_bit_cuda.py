@@ -1,5 +1,8 @@
 """The decode step's 4-bit product as CUDA C++ compiled by NVRTC, for 1-8 rows: on the tensor cores for bfloat16 and
-float16 inputs (`four_bit_mma.cu`), on the CUDA cores otherwise (`four_bit_gemv.cu`).
+float16 inputs (`four_bit_mma.cu`), on the CUDA cores otherwise (`four_bit_gemv.cu`). Layers the worker packed at load
+(`four_bit_packing`) run the tensor-core kernel's packed form at every row count: on an H200 it is faster than both
+at 1 to 8 rows (H48: 1.60 ms a token of idefics2-8b's 4-bit linears at one row, 1.82 at eight; the CUDA-core kernel
+1.86 and 6.19, the unpacked tensor-core kernel 2.27 and 2.59).
 
 Both compute what `four_bit_gemv` (Triton) computes, bitsandbytes' sums of code · absmax · input, in another order
 (the tensor-core kernel with the code values in the input's format), where the Triton kernel is bound by its
@@ -21,6 +24,7 @@ from typing import Any
 import torch
 
 from . import nvrtc
+from .four_bit_packing import PACK_TILES, STEP_WEIGHTS, TILE_OUTPUTS, PackedFourBit, layout_fits
 from .triton_support import MAX_ROWS, capable
 
 SOURCES = tuple(
@@ -31,9 +35,6 @@ INPUT_KINDS = {torch.bfloat16: 0, torch.float16: 1, torch.float32: 2}
 MMA_DTYPES = frozenset({torch.bfloat16, torch.float16})
 # Weights a lane of the CUDA-core kernel reads at once, a chunk that never straddles a quantisation block.
 CHUNK_WEIGHTS = 32
-# Weights along K a tensor-core kernel's step takes (one absmax each), and outputs a warp's tile.
-STEP_WEIGHTS = 64
-TILE_OUTPUTS = 16
 _log = logging.getLogger(__name__)
 
 
@@ -92,6 +93,80 @@ class MmaTiling:
 MMA_MAX_WARPS = 16  # four_bit_mma.cu's MMA_MAX_WARPS
 
 
+@dataclass(frozen=True)
+class PackedTiling:
+    """The packed-layout tensor-core kernel's: groups of `tiles` 16-output tiles a warp computes together, groups a
+    block, warps a group (each taking every splits-th run along K) and steps a run. Its sums are ordered as
+    `MmaTiling(_, splits, unroll)`'s."""
+
+    groups: int = 1
+    splits: int = 8
+    unroll: int = 2
+    tiles: int = 2
+
+    @property
+    def warps(self) -> int:
+        return self.groups * self.splits
+
+    def kernel(self, rows: int) -> str:
+        del rows
+        return f"four_bit_mma_packed_u{self.unroll}_t{self.tiles}"
+
+    def macro(self, rows: int) -> str:
+        del rows
+        return f"FOUR_BIT_MMA_PACKED({self.unroll}, {self.tiles})"
+
+    def runs_on(self, dtype: torch.dtype) -> bool:
+        return dtype in MMA_DTYPES
+
+
+def four_bit_mma_packed_cuda(
+    x: torch.Tensor,
+    layer: PackedFourBit,
+    code: torch.Tensor,
+    shape: tuple[int, int],
+    blocksize: int,
+    bias: torch.Tensor | None = None,
+    tiling: PackedTiling | None = None,
+    compiled: dict[str, Any] | None = None,
+) -> torch.Tensor:
+    """As `four_bit_mma_cuda`, from `four_bit_packing.pack`'s layout (`layer`, its tiles a multiple of PACK_TILES),
+    where `packed_usable` holds."""
+    n, k = shape
+    table = _compiled_for(x, compiled)
+    chosen = tiling or packed_tiling_for(n, k)
+    per_block = chosen.tiles * chosen.groups
+    if chosen.warps > MMA_MAX_WARPS or PACK_TILES % per_block or layer.tiles % PACK_TILES:
+        raise ValueError(
+            f"{chosen}, {layer.tiles} tiles: groups times splits at most {MMA_MAX_WARPS}, tiles times groups dividing "
+            f"{PACK_TILES}, and a layer packed whole (its tiles a multiple of {PACK_TILES})"
+        )
+    block_shift = (blocksize // STEP_WEIGHTS).bit_length() - 1
+
+    def launch(rows: int, leading: list[Any]) -> None:
+        x_rows, _, _, code32, bias_arg, out, _, _ = leading
+        table[chosen.kernel(rows)](
+            grid=(layer.tiles // per_block, 1, 1),
+            block=(32 * chosen.warps, 1, 1),
+            args=[
+                x_rows,
+                layer.weights,
+                layer.scales,
+                code32,
+                bias_arg,
+                out,
+                n,
+                k,
+                rows,
+                block_shift,
+                int(bias is not None),
+                chosen.splits,
+            ],
+        )
+
+    return _by_launches(x, layer.weights, layer.scales, code, shape, bias, launch)
+
+
 # Layers this wide keep one warp per group: they have warps enough in flight without splitting K.
 WIDE_OUTPUTS = 16384
 
@@ -126,6 +201,16 @@ def mma_tiling_for(n: int, k: int) -> MmaTiling:
     return MmaTiling(1, 8, 4)
 
 
+def packed_tiling_for(n: int, k: int) -> PackedTiling:
+    """The packed kernel's tiling for a layer shape, by the shape alone (one order of sums at every row count). H48 (an
+    H200, idefics2-8b's text shapes; docs/BENCHMARKS.md): 16 splits, one tile a warp, for q/k/v, o and down, within 1%
+    of each shape's best at 1, 2 and 8 rows; gate/up (28,672 outputs) four groups of two tiles, 4 splits."""
+    del k
+    if n >= WIDE_OUTPUTS:
+        return PackedTiling(4, 4, 1, 2)
+    return PackedTiling(1, 16, 1, 1)
+
+
 # H40 (H200), ms a token of 4-bit linears: at one row the CUDA-core kernel 1.84, the tensor-core kernel 2.25 (its
 # best tilings); at 8 rows 6.16 against 2.52; at 2 rows the CUDA cores' 2.18 (H38) against ~2.3.
 CUDA_CORE_ROWS = 2
@@ -142,15 +227,16 @@ _SHAPES = ((6144, 4096), (4096, 4096), (28672, 4096), (4096, 14336))
 
 
 # What a kernel is compiled for: rows (the CUDA-core kernel keeps its sums a row in registers) and tiling.
-Instance = tuple[int, Tiling | MmaTiling]
+Instance = tuple[int, Tiling | MmaTiling | PackedTiling]
 
 
 @functools.cache
 def chosen_instances() -> frozenset[Instance]:
-    """Every (rows, tiling) `tiling_for` and `mma_tiling_for` pick at the shapes they tell apart: what the worker
-    compiles."""
+    """Every (rows, tiling) `tiling_for`, `mma_tiling_for` and `packed_tiling_for` pick at the shapes they tell apart:
+    what the worker compiles."""
     gemv = {(rows, tiling_for(n, k, rows)) for rows in range(1, MAX_ROWS + 1) for n, k in _SHAPES}
-    return frozenset(gemv | {(1, mma_tiling_for(n, k)) for n, k in _SHAPES})
+    mma = {(1, mma_tiling_for(n, k)) for n, k in _SHAPES} | {(1, packed_tiling_for(n, k)) for n, k in _SHAPES}
+    return frozenset(gemv | mma)
 
 
 def source(instances: Iterable[Instance]) -> str:
@@ -248,6 +334,22 @@ def mma_usable(
         and steps_a_block & (steps_a_block - 1) == 0  # the kernel finds a step's block by a shift
         and _layout_fits(x, packed, absmax, shape, blocksize, STEP_WEIGHTS)
         and kernels(x.dtype, x.device) is not None
+    )
+
+
+def packed_usable(dtype: torch.dtype, device: torch.device, shape: tuple[int, int], blocksize: int) -> bool:
+    """Whether a layer of `shape` with inputs of `dtype` on `device` can be packed and run by the packed kernel: the
+    tensor-core kernel's conditions, whole 16-output tiles (a fused group's layers each a run of tiles), and kernels
+    compiled for `dtype`."""
+    steps_a_block = blocksize // STEP_WEIGHTS
+    return (
+        dtype in MMA_DTYPES
+        and device.type == "cuda"
+        and steps_a_block > 0
+        and steps_a_block & (steps_a_block - 1) == 0
+        and layout_fits(shape, blocksize)
+        and shape[0] % TILE_OUTPUTS == 0
+        and kernels(dtype, device) is not None
     )
 
 

@@ -33,6 +33,13 @@ __device__ __forceinline__ uint2 load_step_weights(const uint2* p) {
   return v;
 }
 
+// Sixteen bytes of a packed step (two outputs' eight): read once a token, past L1.
+__device__ __forceinline__ uint4 load_step_bytes(const uint4* p) {
+  uint4 v;
+  asm("ld.global.nc.L1::no_allocate.v4.u32 {%0, %1, %2, %3}, [%4];" : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w) : "l"(p));
+  return v;
+}
+
 __device__ __forceinline__ void mma_m16n8k16(float d[4], const u32 a[4], u32 b0, u32 b1) {
   asm("mma.sync.aligned.m16n8k16.row.col.f32."
 #if INPUT_KIND == 0
@@ -181,6 +188,117 @@ __device__ __forceinline__ void four_bit_mma(const input_t* __restrict__ x, cons
     four_bit_mma<UNROLL>(x, packed, absmax, code, bias, out, n, k, rows, block_shift, has_bias, splits);        \
   }
 
+// The same product from a layout packed once (four_bit_cuda.pack_for_mma), so that a warp's step is one 16-byte load
+// a lane: for tile T (16 outputs) and step s, 32 lanes' 16 bytes, lane (g, t)'s being bytes 8t..8t+7 of output 16T + g's
+// step s, then those of output 16T + g + 8; absmax for tile T and quantisation block b as 8 pairs (output 16T + g,
+// output 16T + g + 8). Why (H45): the kernel above issues ~7 global load requests a warp and 512 bytes of weights, each
+// touching up to 8 lines (two 8-byte weight loads from 8 rows, two absmax loads from 8 rows, two input loads), where the
+// CUDA-core kernel issues 2.5, and its warps wait on them. Here a warp computes TILES tiles a step, which share the
+// inputs' loads: TILES weight loads, TILES absmax pairs and two input loads for TILES · 512 bytes. Tiles are padded to
+// a multiple of 4 (the padding's outputs are computed, not written). Each output's sums are ordered as in the kernel
+// above at the same splits and UNROLL, so the two give the same bits.
+// LENGTH steps from `step` of a warp's TILES packed tiles, their loads issued together.
+template <int LENGTH, int TILES>
+__device__ __forceinline__ void packed_run(u32 lane_at, const uint4* tile_weights, const float2* tile_scales,
+                                           const uint4* inputs, int step, int steps, int blocks_an_output,
+                                           int block_shift, float (&acc)[TILES][4]) {
+  uint4 bytes[LENGTH][TILES];
+  float2 scale[LENGTH][TILES];
+  uint4 in_a[LENGTH], in_b[LENGTH];
+#pragma unroll
+  for (int u = 0; u < LENGTH; ++u) {
+    const int block = (step + u) >> block_shift;
+#pragma unroll
+    for (int j = 0; j < TILES; ++j) {
+      bytes[u][j] = load_step_bytes(tile_weights + static_cast<size_t>(j) * steps * 32 + (step + u) * 32);
+      scale[u][j] = __ldg(tile_scales + (static_cast<size_t>(j) * blocks_an_output + block) * 8);
+    }
+    in_a[u] = __ldg(inputs + 8 * (step + u));
+    in_b[u] = __ldg(inputs + 8 * (step + u) + 1);
+  }
+#pragma unroll
+  for (int u = 0; u < LENGTH; ++u)
+#pragma unroll
+    for (int j = 0; j < TILES; ++j)
+      four_bit_step(lane_at, make_uint2(bytes[u][j].x, bytes[u][j].y), make_uint2(bytes[u][j].z, bytes[u][j].w),
+                    in_a[u], in_b[u], scale[u][j].x, scale[u][j].y, acc[j]);
+}
+
+template <int UNROLL, int TILES>
+__device__ __forceinline__ void four_bit_mma_packed(const input_t* __restrict__ x, const uint4* __restrict__ weights,
+                                                    const float2* __restrict__ scales,
+                                                    const float* __restrict__ code, const float* __restrict__ bias,
+                                                    input_t* __restrict__ out, int n, int k, int rows,
+                                                    int block_shift, int has_bias, int splits) {
+  __shared__ u32 table[256 * TABLE_COPIES];  // after the products: each warp's sums, for the split adds
+  const int lane = threadIdx.x & 31;
+  const int warp = threadIdx.x >> 5;
+  const int warps = blockDim.x >> 5;
+  for (int h = warp; h < 16; h += warps) {
+    const u32 first = from_float(__ldg(code + h));
+#pragma unroll
+    for (int l = 0; l < 16; ++l)
+      table[(h * 16 + l) * TABLE_COPIES + lane] = first | (static_cast<u32>(from_float(__ldg(code + l))) << 16);
+  }
+  __syncthreads();
+
+  const int g = lane >> 2;
+  const int t = lane & 3;
+  const int split = warp % splits;
+  const int first_tile = (blockIdx.x * (warps / splits) + warp / splits) * TILES;
+  const int steps = k >> 6;
+  const int blocks_an_output = steps >> block_shift;
+  const u32 lane_at = static_cast<u32>(__cvta_generic_to_shared(table)) + 4 * lane;
+  // Tile first_tile + j's step s: weights[(first_tile + j) · steps · 32 + s · 32 + lane]; its block b's absmax pairs:
+  // scales[((first_tile + j) · blocks + b) · 8 + g].
+  const uint4* tile_weights = weights + static_cast<size_t>(first_tile) * steps * 32 + lane;
+  const float2* tile_scales = scales + static_cast<size_t>(first_tile) * blocks_an_output * 8 + g;
+  const uint4* inputs = reinterpret_cast<const uint4*>(x) + static_cast<size_t>(g < rows ? g : 0) * (k >> 3) + 2 * t;
+
+  float acc[TILES][4];
+#pragma unroll
+  for (int j = 0; j < TILES; ++j) acc[j][0] = acc[j][1] = acc[j][2] = acc[j][3] = 0.0f;
+  int step = split * UNROLL;
+  const int run_stride = splits * UNROLL;
+  for (; step + UNROLL <= steps; step += run_stride)
+    packed_run<UNROLL, TILES>(lane_at, tile_weights, tile_scales, inputs, step, steps, blocks_an_output, block_shift, acc);
+  // The last run, shorter than UNROLL, falls to the warp whose turn it is, one step at a time as above.
+  for (; step < steps; ++step)
+    packed_run<1, TILES>(lane_at, tile_weights, tile_scales, inputs, step, steps, blocks_an_output, block_shift, acc);
+
+  __syncthreads();  // every warp is done with the table
+  float* partial = reinterpret_cast<float*>(table) + warp * (TILES * 4 * 32);
+#pragma unroll
+  for (int j = 0; j < TILES; ++j)
+#pragma unroll
+    for (int i = 0; i < 4; ++i) partial[(j * 4 + i) * 32 + lane] = acc[j][i];
+  __syncthreads();
+  if (split != 0) return;
+#pragma unroll
+  for (int j = 0; j < TILES; ++j) {
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+      const int output = (first_tile + j) * 16 + g + (i >= 2 ? 8 : 0);
+      const int row = 2 * t + (i & 1);
+      if (output >= n || row >= rows) continue;
+      float sum = acc[j][i];
+      for (int s = 1; s < splits; ++s) sum += partial[s * (TILES * 4 * 32) + (j * 4 + i) * 32 + lane];
+      if (has_bias) sum += bias[output];
+      out[static_cast<size_t>(row) * n + output] = from_float(sum);
+    }
+  }
+}
+
+#define FOUR_BIT_MMA_PACKED(UNROLL, TILES)                                                                         \
+  extern "C" __global__ void __launch_bounds__(32 * MMA_MAX_WARPS) four_bit_mma_packed_u##UNROLL##_t##TILES(        \
+      const input_t* __restrict__ x, const uint4* __restrict__ weights, const float2* __restrict__ scales,          \
+      const float* __restrict__ code, const float* __restrict__ bias, input_t* __restrict__ out, int n, int k,      \
+      int rows, int block_shift, int has_bias, int splits) {                                                        \
+    four_bit_mma_packed<UNROLL, TILES>(x, weights, scales, code, bias, out, n, k, rows, block_shift, has_bias,     \
+                                       splits);                                                                     \
+  }
+
 #else
 #define FOUR_BIT_MMA(UNROLL)
+#define FOUR_BIT_MMA_PACKED(UNROLL, TILES)
 #endif

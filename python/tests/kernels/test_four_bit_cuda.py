@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from idefics2_worker.kernels import four_bit_cuda, nvrtc
-from idefics2_worker.kernels.four_bit_cuda import MmaTiling, Tiling
+from idefics2_worker.kernels import four_bit_cuda, four_bit_packing, nvrtc
+from idefics2_worker.kernels.four_bit_cuda import MmaTiling, PackedTiling, Tiling
 
 SHAPES = ((4096, 4096), (6144, 4096), (28672, 4096), (4096, 14336), (1000, 512), (16, 64))
 
@@ -42,6 +42,25 @@ def test_the_tensor_core_kernel_serves_every_row_count_with_one_order_a_shape() 
         assert tiling.runs_on(torch.bfloat16)
         assert tiling.runs_on(torch.float16)
         assert not tiling.runs_on(torch.float32)
+
+
+def test_the_packed_kernel_serves_every_row_count_with_one_order_a_shape() -> None:
+    instances = four_bit_cuda.chosen_instances()
+    for n, k in SHAPES:
+        tiling = four_bit_cuda.packed_tiling_for(n, k)
+        assert tiling.kernel(1) == tiling.kernel(8)
+        assert tiling.kernel(1) in {t.kernel(1) for _, t in instances if isinstance(t, PackedTiling)}
+        assert tiling.warps <= four_bit_cuda.MMA_MAX_WARPS
+        # A block's tiles divide the padded layout's, so no block reads past a layer.
+        assert four_bit_packing.PACK_TILES % (tiling.tiles * tiling.groups) == 0
+        assert not tiling.runs_on(torch.float32)
+
+
+def test_a_layer_packed_only_in_part_is_refused_by_the_packed_kernel() -> None:
+    layer = four_bit_packing.pack(torch.zeros(32 * 64, dtype=torch.uint8), torch.ones(32), (32, 128), 128)
+    x = torch.zeros(1, 128, dtype=torch.bfloat16)
+    with pytest.raises(ValueError, match="packed whole"):
+        four_bit_cuda.four_bit_mma_packed_cuda(x, layer.part(0, 2), torch.zeros(16), (32, 128), 128, compiled={})
 
 
 def test_one_or_two_rows_take_the_cuda_cores_unless_deterministic() -> None:
@@ -122,6 +141,7 @@ def test_cpu_tensors_keep_the_triton_kernel() -> None:
     assert four_bit_cuda.kernels(torch.bfloat16, torch.device("cpu")) is None
     assert not four_bit_cuda.usable(x, packed, state.absmax, (8, 128), state.blocksize)
     assert not four_bit_cuda.mma_usable(x, packed, state.absmax, (8, 128), state.blocksize)
+    assert not four_bit_cuda.packed_usable(torch.bfloat16, torch.device("cpu"), (16, 128), state.blocksize)
 
 
 def test_a_compile_started_in_the_background_is_the_one_the_decoder_gets(monkeypatch: pytest.MonkeyPatch) -> None:
