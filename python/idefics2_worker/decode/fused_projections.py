@@ -8,7 +8,8 @@ become views of the concatenated tensor, so memory does not grow, and every othe
 computes with the same weights as before.
 
 It applies to plain linears without a bias, to the 4-bit layers `four_bit_gemv` computes (one block size and code
-table) and to LLM.int8() layers without a bias (one outlier threshold: the input is quantised once, as the modules
+table; packed together for the packed tensor-core kernel where it runs, `packed_four_bit`) and to LLM.int8() layers
+without a bias (one outlier threshold: the input is quantised once, as the modules
 already shared it); groups that differ in dtype, device or input width keep their own modules. Each output is the
 same sum as before (4-bit: the same products in the kernel's order; int8: exact int32 sums, the outliers' float32
 term in the kernel's order; bf16: cuBLAS's kernel for the wider shape, which may order its sums differently), and
@@ -23,8 +24,10 @@ from typing import Any
 
 import torch
 
-from ..kernels import batch_invariant_matmul
+from ..kernels import batch_invariant_matmul, four_bit_cuda
+from ..kernels.four_bit_packing import TILE_OUTPUTS
 from ..request.quantized_layers import bitsandbytes_linears
+from . import packed_four_bit
 from .linears import (
     QuantizedInput,
     eight_bit_kernel_product,
@@ -76,7 +79,7 @@ def _dense(modules: Sequence[Any], deterministic: bool) -> Product | None:
     return lambda x: torch.nn.functional.linear(x, joined)
 
 
-def _four_bit(modules: Sequence[Any], deterministic: bool) -> Product | None:
+def _four_bit(modules: Sequence[Any], deterministic: bool, pack_dtype: torch.dtype | None) -> Product | None:
     if not all(four_bit_kernel_computes(module) and module.bias is None for module in modules):
         return None
     states = [module.weight.quant_state for module in modules]
@@ -87,21 +90,43 @@ def _four_bit(modules: Sequence[Any], deterministic: bool) -> Product | None:
     )
     if not alike:
         return None
-    packed = _joined([module.weight.data for module in modules])
-    absmax = _joined([s.absmax for s in states])
-    for module, view in zip(modules, _pointed_at(packed, [module.weight.data for module in modules]), strict=True):
-        module.weight.data = view
-    for state, view in zip(states, _pointed_at(absmax, [s.absmax for s in states]), strict=True):
-        state.absmax = view
     shape = (sum(int(s.shape[0]) for s in states), int(first.shape[1]))
-    flat, code, blocksize = packed.view(-1), first.code, first.blocksize
+    code, blocksize = first.code, first.blocksize
+    together = packed_four_bit.packed_together(modules)
+    if together is None and any(packed_four_bit.packed_of(module) is not None for module in modules):
+        return None  # packed apart by an earlier step: each keeps its own product
+    if together is None:
+        packed = _joined([module.weight.data for module in modules])
+        absmax = _joined([s.absmax for s in states])
+        if pack_dtype is None or not _packable(states, pack_dtype, packed.device, shape, blocksize):
+            for module, view in zip(modules, _pointed_at(packed, [m.weight.data for m in modules]), strict=True):
+                module.weight.data = view
+            for state, view in zip(states, _pointed_at(absmax, [s.absmax for s in states]), strict=True):
+                state.absmax = view
+            flat = packed.view(-1)
+            return lambda x: _rows_product(
+                x,
+                lambda rows: four_bit_product(rows, flat, absmax, code, shape, blocksize, deterministic=deterministic),
+            )
+        together = packed_four_bit.pack(modules, packed, absmax)
+    whole = together
+    return lambda x: _rows_product(
+        x, lambda rows: four_bit_cuda.four_bit_mma_packed_cuda(rows, whole, code, shape, blocksize)
+    )
 
-    def product(x: torch.Tensor) -> torch.Tensor:
-        rows = x.reshape(-1, x.shape[-1])
-        out = four_bit_product(rows, flat, absmax, code, shape, blocksize, deterministic=deterministic)
-        return out.reshape(*x.shape[:-1], out.shape[-1])
 
-    return product
+def _rows_product(x: torch.Tensor, product: Product) -> torch.Tensor:
+    """A product of [rows, K] → [rows, N] on x's leading dimensions."""
+    out = product(x.reshape(-1, x.shape[-1]))
+    return out.reshape(*x.shape[:-1], out.shape[-1])
+
+
+def _packable(
+    states: Sequence[Any], dtype: torch.dtype, device: torch.device, shape: tuple[int, int], blocksize: int
+) -> bool:
+    """Whether a group packs: each layer whole tiles, the group's shape the packed kernel's."""
+    whole_tiles = all(int(s.shape[0]) % TILE_OUTPUTS == 0 for s in states)
+    return whole_tiles and four_bit_cuda.packed_usable(dtype, device, shape, blocksize)
 
 
 @dataclass(frozen=True)
@@ -166,10 +191,13 @@ class FusedProjection:
         return self._product(x).split(self.sizes, dim=-1)
 
     @staticmethod
-    def of(modules: Sequence[Any], deterministic: bool) -> FusedProjection | None:
-        """The modules fused, or None (and the modules untouched) where they cannot be."""
+    def of(
+        modules: Sequence[Any], deterministic: bool, pack_dtype: torch.dtype | None = None
+    ) -> FusedProjection | None:
+        """The modules fused, or None (and the modules untouched) where they cannot be. `pack_dtype`: the inputs'
+        dtype where 4-bit groups are to be packed for the packed tensor-core kernel (`packed_four_bit`)."""
         sizes = [int(module.out_features) for module in modules]
-        product = _dense(modules, deterministic) or _four_bit(modules, deterministic)
+        product = _dense(modules, deterministic) or _four_bit(modules, deterministic, pack_dtype)
         if product is not None:
             return FusedProjection(product, sizes)
         eight_bit = _eight_bit(modules, deterministic)

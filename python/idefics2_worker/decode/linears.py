@@ -24,6 +24,9 @@ by the layer's shape alone, and where it does not run, the CUDA-core kernel (ali
 INVARIANT_TILING (its faster tilings depend on the rows launched together);
 the other 4-bit layers (bitsandbytes computes one row and several differently)
 are dequantised and run the invariant matmul.
+
+Where the packed tensor-core kernel runs (bf16 / fp16 inputs), the 4-bit layers are packed for it once
+(`pack_four_bit`, `packed_four_bit`) and run it at every row count, deterministic or not: one order of sums a layer.
 """
 
 from __future__ import annotations
@@ -43,6 +46,8 @@ from ..kernels import (
     triton_support,
 )
 from ..request.quantized_layers import bitsandbytes_linears
+from . import packed_four_bit
+from .module_forwards import replaced_forwards
 
 
 def four_bit_kernel_computes(module: Any) -> bool:
@@ -143,34 +148,49 @@ class DecodeLinears:
         self.eight_bit = [m for m in modules if eight_bit is not None and isinstance(m, eight_bit)]
         four_bits = [m for m in modules if four_bit is not None and isinstance(m, four_bit)]
         self.four_bit = [m for m in four_bits if self.kernels and four_bit_kernel_computes(m)]
+        # The inputs' dtype where the 4-bit layers are packed for the packed tensor-core kernel (`pack_four_bit`).
+        self.pack_dtype: torch.dtype | None = None
         if self.four_bit:  # compiled now, not on a first call inside a graph's capture
             text_parameters = model.model.text_model.parameters()
             dtype = next((p.dtype for p in text_parameters if p.is_floating_point()), None)
-            if dtype is not None:
-                four_bit_cuda.kernels(dtype, torch.device(model.device))
+            if dtype is not None and four_bit_cuda.kernels(dtype, torch.device(model.device)) is not None:
+                self.pack_dtype = dtype if dtype in four_bit_cuda.MMA_DTYPES else None
         # Deterministic only: the 4-bit layers four_bit_gemv does not compute, and the plain linears.
         self.four_bit_dequantized = [m for m in four_bits if self.deterministic and m not in self.four_bit]
         self.dense = [m for m in modules if self.deterministic and type(m) is torch.nn.Linear]
         self._last: tuple[torch.Tensor, QuantizedInput] | None = None
+
+    def pack_four_bit(self) -> None:
+        """Packs the 4-bit layers not yet packed (a fused group packs its own, `FusedProjection.of`) for the packed
+        tensor-core kernel, where it runs for them (`packed_four_bit`)."""
+        if self.pack_dtype is None:
+            return
+        for module in self.four_bit:
+            state = module.weight.quant_state
+            shape, blocksize = (int(state.shape[0]), int(state.shape[1])), int(state.blocksize)
+            usable = four_bit_cuda.packed_usable(self.pack_dtype, module.weight.device, shape, blocksize)
+            if packed_four_bit.packed_of(module) is None and usable:
+                packed_four_bit.pack([module], module.weight.data, state.absmax)
+        # bitsandbytes' layout is gone; the caching allocator would keep its blocks, which the KV cache's larger
+        # tensors cannot reuse, and the card would show both layouts' memory.
+        torch.cuda.empty_cache()
 
     @contextmanager
     def capturable(self) -> Iterator[None]:
         for module in self.eight_bit:
             if module.weight.CB is not None:
                 module.init_8bit_state()
-            module.forward = self._forward_of(module, self._eight_bit)
-        for module in self.four_bit:
-            module.forward = self._forward_of(module, self._four_bit)
-        for module in self.four_bit_dequantized:
-            module.forward = self._forward_of(module, self._four_bit_dequantized)
-        for module in self.dense:
-            module.forward = self._forward_of(module, self._dense)
+        replacements = [
+            *((module, self._forward_of(module, self._eight_bit)) for module in self.eight_bit),
+            *((module, self._forward_of(module, self._four_bit)) for module in self.four_bit),
+            *((module, self._forward_of(module, self._four_bit_dequantized)) for module in self.four_bit_dequantized),
+            *((module, self._forward_of(module, self._dense)) for module in self.dense),
+        ]
         try:
-            yield
+            with replaced_forwards(replacements):
+                yield
         finally:
             self._last = None
-            for module in [*self.eight_bit, *self.four_bit, *self.four_bit_dequantized, *self.dense]:
-                del module.forward
 
     @staticmethod
     def _forward_of(module: Any, compute: Any) -> Any:
@@ -183,16 +203,23 @@ class DecodeLinears:
         state = module.weight.quant_state
         bias = None if module.bias is None else module.bias.to(torch.float32)
         rows = x.reshape(-1, x.shape[-1])
-        out = four_bit_product(
-            rows,
-            module.weight.data.view(-1),
-            state.absmax,
-            state.code,
-            tuple(state.shape),
-            state.blocksize,
-            bias=bias,
-            deterministic=self.deterministic,
-        )
+        packed = packed_four_bit.packed_of(module)
+        if packed is not None and packed.alone:
+            out = four_bit_cuda.four_bit_mma_packed_cuda(
+                rows, packed.whole, state.code, packed.shape, packed.blocksize, bias
+            )
+            return out.reshape(*x.shape[:-1], out.shape[-1])
+        with packed_four_bit.bitsandbytes_layout(module):  # a layer of a group packed together: unpacked for the call
+            out = four_bit_product(
+                rows,
+                module.weight.data.view(-1),
+                state.absmax,
+                state.code,
+                tuple(state.shape),
+                state.blocksize,
+                bias=bias,
+                deterministic=self.deterministic,
+            )
         return out.reshape(*x.shape[:-1], out.shape[-1])
 
     @staticmethod

@@ -26,6 +26,7 @@ import torch
 from ..kernels import four_bit_dequantize, saturating_cast, triton_support
 from ..kernels.int8_dequantize import int8_dequantize, row_scales_of
 from ..request.quantized_layers import bitsandbytes_linears
+from . import packed_four_bit
 from .linears import eight_bit_weight
 from .module_forwards import replaced_forwards
 
@@ -41,16 +42,19 @@ def dequantized_weight(module: Any, dtype: torch.dtype) -> torch.Tensor:
     weight = module.weight
     state = getattr(weight, "quant_state", None)
     if state is not None:
+        packed = packed_four_bit.packed_of(module)  # the fast decoder's layout (packed_four_bit), read as it lies
         if triton_support.available(weight.device) and four_bit_dequantize.supported(state):
-            return four_bit_dequantize.four_bit_dequantize(weight.data, state, dtype)
+            return four_bit_dequantize.four_bit_dequantize(weight.data, state, dtype, packed and packed.own)
         from bitsandbytes.functional import dequantize_4bit
 
-        if state.dtype != dtype:
-            # Dequantised in the GEMM's dtype directly, as bitsandbytes' gemm_4bit does for a float32 input: the
-            # model's dtype (bf16) would round the weights first and cost a copy per layer (46 ms of a 4-bit prefill).
-            state = copy.copy(state)
-            state.dtype = dtype
-        return dequantize_4bit(weight.data, state)
+        with packed_four_bit.bitsandbytes_layout(module):
+            if state.dtype != dtype:
+                # Dequantised in the GEMM's dtype directly, as bitsandbytes' gemm_4bit does for a float32 input: the
+                # model's dtype (bf16) would round the weights first and cost a copy per layer (46 ms of a 4-bit
+                # prefill).
+                state = copy.copy(state)
+                state.dtype = dtype
+            return dequantize_4bit(weight.data, state)
     # LLM.int8(): row-wise absmax scaling, CB / 127 * SCB.
     quantized, scales = eight_bit_weight(module)
     if triton_support.available(quantized.device):

@@ -95,11 +95,14 @@ class DecodeStep:
         # The fused step's q/k/v and gate/up products, one each per layer where the layers' linears allow it.
         self._qkv: list[FusedProjection | None] = []
         self._gate_up: list[FusedProjection | None] = []
+        pack_dtype = self.linears.pack_dtype
         if self.fused:
             for layer in text.layers:
                 attn, mlp = layer.self_attn, layer.mlp
-                self._qkv.append(FusedProjection.of([attn.q_proj, attn.k_proj, attn.v_proj], deterministic))
-                self._gate_up.append(FusedProjection.of([mlp.gate_proj, mlp.up_proj], deterministic))
+                qkv = [attn.q_proj, attn.k_proj, attn.v_proj]
+                self._qkv.append(FusedProjection.of(qkv, deterministic, pack_dtype))
+                self._gate_up.append(FusedProjection.of([mlp.gate_proj, mlp.up_proj], deterministic, pack_dtype))
+        self.linears.pack_four_bit()  # the 4-bit layers no group packed
         self.rows = torch.arange(max_batch, device=device)
         # Index and value tensors on the device: a graph cannot capture a host-to-device copy.
         self._zeros = torch.zeros(max_batch, dtype=torch.long, device=device)

@@ -105,6 +105,7 @@ def decode_shapes() -> None:
         batch_invariant_matmul,
         four_bit_dequantize,
         four_bit_gemv,
+        four_bit_packing,
         int8_dequantize,
         int8_gemv,
         int8_quantize,
@@ -137,8 +138,11 @@ def decode_shapes() -> None:
             int8_gemv.eight_bit_gemv(*operands, tiling=int8_gemv.tiling_for(outputs, inputs, 4))
             batch_invariant_matmul.linear(x, torch.empty(outputs, inputs, dtype=bf16))
         state = SimpleNamespace(shape=(outputs, inputs), absmax=absmax, code=code, blocksize=64)
+        # The fast decoder's packed layout (four_bit_packing), which the prefill reads as it lies.
+        layer = four_bit_packing.PackedFourBit(packed, absmax, outputs // four_bit_packing.TILE_OUTPUTS)
         for dtype in (torch.float32, torch.float16, bf16):
             four_bit_dequantize.four_bit_dequantize(packed, state, dtype)
+            four_bit_dequantize.four_bit_dequantize(packed, state, dtype, layer)
             int8_dequantize.int8_dequantize(quantized, scales, dtype)
     for rows in ROWS:
         batch_invariant_matmul.linear(torch.empty(rows, LM_HEAD[1], dtype=bf16), torch.empty(*LM_HEAD, dtype=bf16))
