@@ -223,15 +223,20 @@ def summarize(results: list[dict], splits_set: set[int], rows_list: list[int], k
     return totals
 
 
-def main_mma(rows_list: list[int]) -> dict:
-    device = torch.device("cuda")
-    instances = {(1, t) for t in MMA_GRID}
+def compiled_grid(instances: set, label: str) -> tuple[dict, float]:
+    """The grid's kernels for bf16 inputs, and the seconds their compile took."""
     start = time.perf_counter()
-    mma_set = four_bit_cuda.kernels(torch.bfloat16, device, instances)
+    kernel_set = four_bit_cuda.kernels(torch.bfloat16, torch.device("cuda"), instances)
     compile_s = time.perf_counter() - start
-    if mma_set is None:
-        raise SystemExit(f"the tensor-core kernel did not compile: {four_bit_cuda._failed}")
-    print(f"compile: tensor-core grid {compile_s:.2f} s", flush=True)
+    if kernel_set is None:
+        raise SystemExit(f"the {label} kernel did not compile: {four_bit_cuda._failed}")
+    print(f"compile: {label} grid {compile_s:.2f} s", flush=True)
+    return kernel_set, compile_s
+
+
+def main_mma(rows_list: list[int]) -> dict:
+    instances = {(1, t) for t in MMA_GRID}
+    mma_set, compile_s = compiled_grid(instances, "tensor-core")
     results = []
     for name, k, n, _count in SHAPES:
         results += measure_mma_shape(name, k, n, rows_list=rows_list, mma_set=mma_set)
@@ -303,15 +308,8 @@ def measure_packed_shape(name: str, k: int, n: int, *, rows_list: list[int], ker
 def main_packed(rows_list: list[int]) -> dict:
     """`--kernel packed`: the packed-layout tensor-core kernel's grid (`same_bits_as_one_row` in its entries: the
     unpacked kernel's bits at the same splits and unroll)."""
-    device = torch.device("cuda")
     unpacked = {(1, four_bit_cuda.MmaTiling(1, t.splits, t.unroll)) for t in PACKED_GRID}
-    instances = {(1, t) for t in PACKED_GRID} | unpacked
-    start = time.perf_counter()
-    kernel_set = four_bit_cuda.kernels(torch.bfloat16, device, instances)
-    compile_s = time.perf_counter() - start
-    if kernel_set is None:
-        raise SystemExit(f"the packed kernel did not compile: {four_bit_cuda._failed}")
-    print(f"compile: packed grid {compile_s:.2f} s", flush=True)
+    kernel_set, compile_s = compiled_grid({(1, t) for t in PACKED_GRID} | unpacked, "packed")
     results = []
     for name, k, n, _count in SHAPES:
         results += measure_packed_shape(name, k, n, rows_list=rows_list, kernel_set=kernel_set)

@@ -40,6 +40,19 @@ __device__ __forceinline__ uint4 load_step_bytes(const uint4* p) {
   return v;
 }
 
+// The block's table of code-value pairs, TABLE_COPIES copies (one a lane): entry (h, l), h the high nibble, holds h's
+// value in the low half (the even input, first along K) and l's in the high. Synchronises the block.
+__device__ __forceinline__ void fill_code_table(u32* table, const float* __restrict__ code, int lane, int warp,
+                                                int warps) {
+  for (int h = warp; h < 16; h += warps) {
+    const u32 first = from_float(__ldg(code + h));
+#pragma unroll
+    for (int l = 0; l < 16; ++l)
+      table[(h * 16 + l) * TABLE_COPIES + lane] = first | (static_cast<u32>(from_float(__ldg(code + l))) << 16);
+  }
+  __syncthreads();
+}
+
 __device__ __forceinline__ void mma_m16n8k16(float d[4], const u32 a[4], u32 b0, u32 b1) {
   asm("mma.sync.aligned.m16n8k16.row.col.f32."
 #if INPUT_KIND == 0
@@ -102,14 +115,7 @@ __device__ __forceinline__ void four_bit_mma(const input_t* __restrict__ x, cons
   const int lane = threadIdx.x & 31;
   const int warp = threadIdx.x >> 5;
   const int warps = blockDim.x >> 5;
-  // Entry (h, l), h the high nibble: h's value in the low half (the even input, first along K), l's in the high.
-  for (int h = warp; h < 16; h += warps) {
-    const u32 first = from_float(__ldg(code + h));
-#pragma unroll
-    for (int l = 0; l < 16; ++l)
-      table[(h * 16 + l) * TABLE_COPIES + lane] = first | (static_cast<u32>(from_float(__ldg(code + l))) << 16);
-  }
-  __syncthreads();
+  fill_code_table(table, code, lane, warp, warps);
 
   const int g = lane >> 2;
   const int t = lane & 3;
@@ -234,13 +240,7 @@ __device__ __forceinline__ void four_bit_mma_packed(const input_t* __restrict__ 
   const int lane = threadIdx.x & 31;
   const int warp = threadIdx.x >> 5;
   const int warps = blockDim.x >> 5;
-  for (int h = warp; h < 16; h += warps) {
-    const u32 first = from_float(__ldg(code + h));
-#pragma unroll
-    for (int l = 0; l < 16; ++l)
-      table[(h * 16 + l) * TABLE_COPIES + lane] = first | (static_cast<u32>(from_float(__ldg(code + l))) << 16);
-  }
-  __syncthreads();
+  fill_code_table(table, code, lane, warp, warps);
 
   const int g = lane >> 2;
   const int t = lane & 3;
