@@ -116,3 +116,23 @@ for n, k, blocksize in ((48, 256, 64), (1040, 128, 128), (32, 14336 // 8, 64)):
 print(json.dumps({"same": same}))
 """
     assert interpreted(script)["same"] == [True] * 12
+
+
+def test_a_later_steps_fusion_reuses_a_group_packed_together_and_leaves_one_packed_apart() -> None:
+    from idefics2_worker.decode.fused_projections import FusedProjection
+
+    together = [_layer(128, n) for n in (64, 32, 32)]
+    packed_four_bit.pack(
+        together,
+        torch.cat([layer.weight.data for layer in together]),
+        torch.cat([layer.weight.quant_state.absmax for layer in together]),
+    )
+    pointers = [layer.weight.data.data_ptr() for layer in together]
+    fused = FusedProjection.of(together, deterministic=False)
+    assert fused is not None  # the packed product over the group's tensor, as the first step built it
+    assert fused.sizes == [64, 32, 32]
+    assert [layer.weight.data.data_ptr() for layer in together] == pointers  # not joined or packed again
+    apart = [_layer(128, n) for n in (32, 32)]
+    for layer in apart:
+        packed_four_bit.pack([layer], layer.weight.data, layer.weight.quant_state.absmax)
+    assert FusedProjection.of(apart, deterministic=False) is None
