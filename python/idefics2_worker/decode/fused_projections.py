@@ -104,21 +104,22 @@ def _four_bit(modules: Sequence[Any], deterministic: bool, pack_dtype: torch.dty
             for state, view in zip(states, _pointed_at(absmax, [s.absmax for s in states]), strict=True):
                 state.absmax = view
             flat = packed.view(-1)
-            return lambda x: _rows_product(
-                x,
-                lambda rows: four_bit_product(rows, flat, absmax, code, shape, blocksize, deterministic=deterministic),
+            return _on_rows(
+                lambda rows: four_bit_product(rows, flat, absmax, code, shape, blocksize, deterministic=deterministic)
             )
         together = packed_four_bit.pack(modules, packed, absmax)
     whole = together
-    return lambda x: _rows_product(
-        x, lambda rows: four_bit_cuda.four_bit_mma_packed_cuda(rows, whole, code, shape, blocksize)
-    )
+    return _on_rows(lambda rows: four_bit_cuda.four_bit_mma_packed_cuda(rows, whole, code, shape, blocksize))
 
 
-def _rows_product(x: torch.Tensor, product: Product) -> torch.Tensor:
-    """A product of [rows, K] → [rows, N] on x's leading dimensions."""
-    out = product(x.reshape(-1, x.shape[-1]))
-    return out.reshape(*x.shape[:-1], out.shape[-1])
+def _on_rows(product: Product) -> Product:
+    """A product of [rows, K] → [rows, N] as one on x's leading dimensions (x [..., K] → [..., N])."""
+
+    def on_rows(x: torch.Tensor) -> torch.Tensor:
+        out = product(x.reshape(-1, x.shape[-1]))
+        return out.reshape(*x.shape[:-1], out.shape[-1])
+
+    return on_rows
 
 
 def _packable(

@@ -206,7 +206,7 @@ class DecodeLinears:
         packed = packed_four_bit.packed_of(module)
         if packed is not None and packed.alone:
             out = four_bit_cuda.four_bit_mma_packed_cuda(
-                rows, packed.whole, state.code, packed.shape, packed.blocksize, bias
+                rows, packed.whole, state.code, tuple(state.shape), state.blocksize, bias
             )
             return out.reshape(*x.shape[:-1], out.shape[-1])
         with packed_four_bit.bitsandbytes_layout(module):  # a layer of a group packed together: unpacked for the call

@@ -36,8 +36,6 @@ class PackedLayer:
     whole: PackedFourBit
     first_tile: int
     group_tiles: int
-    shape: tuple[int, int]
-    blocksize: int
 
     @property
     def alone(self) -> bool:
@@ -65,7 +63,7 @@ def pack(modules: Sequence[Any], codes: torch.Tensor, absmax: torch.Tensor) -> P
         own = whole.part(first, n // TILE_OUTPUTS)
         module.weight.data = own.weights
         state.absmax = own.scales
-        module.__dict__[_KEY] = PackedLayer(own, whole, first, sum(outputs) // TILE_OUTPUTS, (n, k), blocksize)
+        module.__dict__[_KEY] = PackedLayer(own, whole, first, sum(outputs) // TILE_OUTPUTS)
         module.__dict__["forward"] = bitsandbytes_forward(module)
         first += n // TILE_OUTPUTS
     return whole
@@ -95,7 +93,8 @@ def bitsandbytes_layout(module: Any) -> Iterator[None]:
         return
     weight, state = module.weight, module.weight.quant_state
     packed_codes, packed_absmax = weight.data, state.absmax
-    weight.data, state.absmax = four_bit_packing.unpack(layer.own, layer.shape, layer.blocksize)
+    shape = (int(state.shape[0]), int(state.shape[1]))
+    weight.data, state.absmax = four_bit_packing.unpack(layer.own, shape, int(state.blocksize))
     try:
         yield
     finally:

@@ -323,15 +323,21 @@ def usable(x: torch.Tensor, packed: torch.Tensor, absmax: torch.Tensor, shape: t
     return _layout_fits(x, packed, absmax, shape, blocksize, CHUNK_WEIGHTS) and kernels(x.dtype, x.device) is not None
 
 
+def _steps_a_block_fit(blocksize: int) -> bool:
+    """Whether a quantisation block is a power of two of the tensor-core kernels' steps: they find a step's block by a
+    shift."""
+    steps_a_block = blocksize // STEP_WEIGHTS
+    return steps_a_block > 0 and steps_a_block & (steps_a_block - 1) == 0
+
+
 def mma_usable(
     x: torch.Tensor, packed: torch.Tensor, absmax: torch.Tensor, shape: tuple[int, int], blocksize: int
 ) -> bool:
     """Whether the tensor-core kernel can: bfloat16 or float16 inputs, block sizes of 64 weights times a power of two
     (bitsandbytes' are), and kernels compiled for x's dtype."""
-    steps_a_block = blocksize // STEP_WEIGHTS
     return (
         x.dtype in MMA_DTYPES
-        and steps_a_block & (steps_a_block - 1) == 0  # the kernel finds a step's block by a shift
+        and _steps_a_block_fit(blocksize)
         and _layout_fits(x, packed, absmax, shape, blocksize, STEP_WEIGHTS)
         and kernels(x.dtype, x.device) is not None
     )
@@ -341,12 +347,10 @@ def packed_usable(dtype: torch.dtype, device: torch.device, shape: tuple[int, in
     """Whether a layer of `shape` with inputs of `dtype` on `device` can be packed and run by the packed kernel: the
     tensor-core kernel's conditions, whole 16-output tiles (a fused group's layers each a run of tiles), and kernels
     compiled for `dtype`."""
-    steps_a_block = blocksize // STEP_WEIGHTS
     return (
         dtype in MMA_DTYPES
         and device.type == "cuda"
-        and steps_a_block > 0
-        and steps_a_block & (steps_a_block - 1) == 0
+        and _steps_a_block_fit(blocksize)
         and layout_fits(shape, blocksize)
         and shape[0] % TILE_OUTPUTS == 0
         and kernels(dtype, device) is not None
