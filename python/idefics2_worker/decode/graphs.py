@@ -11,6 +11,7 @@ from typing import Any
 
 import torch
 
+from ..kernels import programmatic_launch
 from .kv_slots import KVSlots, bucket
 from .linears import DecodeLinears
 from .step import DecodeStep
@@ -109,13 +110,13 @@ class DecodeGraphs:
         # writes, at the positions the caller has set, so nothing stored is disturbed.
         stream = torch.cuda.Stream(self.device)
         stream.wait_stream(torch.cuda.current_stream(self.device))
-        with torch.cuda.stream(stream):
+        with torch.cuda.stream(stream), programmatic_launch.decode_graph():
             self.decode_one_token(size)
         torch.cuda.current_stream(self.device).wait_stream(stream)
         if self._pool is None:
             self._pool = torch.cuda.graph_pool_handle()
         graph = torch.cuda.CUDAGraph()
-        with torch.inference_mode(), torch.cuda.graph(graph, pool=self._pool):
+        with torch.inference_mode(), torch.cuda.graph(graph, pool=self._pool), programmatic_launch.decode_graph():
             logits = self.step.decode_one_token(self.cache, self.tokens, self.positions, size)
         self._graphs[size] = (graph, logits)
         return graph, logits

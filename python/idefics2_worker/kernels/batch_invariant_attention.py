@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import torch
 
-from . import triton_support
+from . import programmatic_launch, triton_support
 from .batch_invariant_matmul import dot_mode
 from .triton_support import tl, triton
 
@@ -31,6 +31,7 @@ MIN_DOT = 16  # Triton's smallest dot operand side
 if triton is not None:
     # Without Triton (CPU builds of torch) there is no `dot`: the decoder then never calls these kernels.
     from .batch_invariant_matmul import dot
+    from .triton_support import start_after_previous
 
     @triton.jit
     def _attend_block(q, keys, values, mask, row, slot, start, end, best, total, acc, scale, MASK_LENGTH,
@@ -58,11 +59,12 @@ if triton is not None:
     def _split_kernel(query, keys, values, mask, positions, part_acc, part_best, part_total, LENGTH, MASK_LENGTH,
                       SPLITS, scale, KV_HEADS: tl.constexpr, GROUP: tl.constexpr, DIM: tl.constexpr,
                       BLOCK_G: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_L: tl.constexpr,
-                      DOT: tl.constexpr):  # fmt: skip
+                      DOT: tl.constexpr, PDL: tl.constexpr):  # fmt: skip
         # query [rows, KV_HEADS, GROUP, DIM]; keys / values [slots, KV_HEADS, LENGTH, DIM]; mask [slots, MASK_LENGTH]
         # (True: attend); positions [rows]: the row's current position, its last open one. Program (row, head,
         # split) attends positions split·BLOCK_L .. +BLOCK_L and stores its unnormalised partial; a split past the
         # row's last position stores the neutral one (best -1e30, total 0) without reading the cache.
+        start_after_previous(PDL)
         row = tl.program_id(0)
         head = tl.program_id(1)
         split = tl.program_id(2)
@@ -95,9 +97,11 @@ if triton is not None:
     @triton.jit
     def _combine_kernel(part_acc, part_best, part_total, positions, out, LENGTH, SPLITS, KV_HEADS: tl.constexpr,
                         GROUP: tl.constexpr, DIM: tl.constexpr, BLOCK_G: tl.constexpr, BLOCK_D: tl.constexpr,
-                        BLOCK_L: tl.constexpr, STATIC_STOP: tl.constexpr):  # fmt: skip
+                        BLOCK_L: tl.constexpr, STATIC_STOP: tl.constexpr, PDL: tl.constexpr):  # fmt: skip
         # The row's partials merged from split 0 up, in that fixed order, and normalised once. (Merging 8 splits per
-        # step, as [8, group, dim] tiles, was 2.6x slower on an H200: 14 µs a layer against 5.)
+        # step, as [8, group, dim] tiles, was 2.6x slower on an H200: 14 µs a layer against 5; one program per
+        # (row, head, 32 dims) loading only the group's heads took as long as this: H56.)
+        start_after_previous(PDL)
         row = tl.program_id(0)
         head = tl.program_id(1)
         g = tl.arange(0, BLOCK_G)
@@ -143,6 +147,7 @@ def decode_attention(
     part_acc = torch.empty(rows, kv_heads, splits, block_g, block_d, dtype=torch.float32, device=query.device)
     part_best = torch.empty(rows, kv_heads, splits, block_g, dtype=torch.float32, device=query.device)
     part_total = torch.empty_like(part_best)
+    programmatic = programmatic_launch.triton_options(query.device)
     shapes = {"KV_HEADS": kv_heads, "GROUP": group, "DIM": dim, "BLOCK_G": block_g, "BLOCK_D": block_d}
     _split_kernel[(rows, kv_heads, splits)](
         query.contiguous(),
@@ -161,6 +166,7 @@ def decode_attention(
         BLOCK_L=BLOCK_POSITIONS,
         DOT=dot_mode(query.dtype),
         num_warps=4,
+        **programmatic,
     )
     _combine_kernel[(rows, kv_heads)](
         part_acc,
@@ -174,5 +180,6 @@ def decode_attention(
         BLOCK_L=BLOCK_POSITIONS,
         STATIC_STOP=splits if triton_support.INTERPRETED else 0,
         num_warps=4,
+        **programmatic,
     )
     return out

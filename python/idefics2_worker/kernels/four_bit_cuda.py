@@ -23,7 +23,7 @@ from typing import Any
 
 import torch
 
-from . import nvrtc
+from . import nvrtc, programmatic_launch
 from .four_bit_packing import PACK_TILES, STEP_WEIGHTS, TILE_OUTPUTS, PackedFourBit, layout_fits
 from .triton_support import MAX_ROWS, capable
 
@@ -145,7 +145,8 @@ def four_bit_mma_packed_cuda(
 
     def launch(rows: int, leading: list[Any]) -> None:
         x_rows, _, _, code32, bias_arg, out, _, _ = leading
-        table[chosen.kernel(rows)](
+        programmatic_launch.launch(
+            table[chosen.kernel(rows)],
             grid=(layer.tiles // per_block, 1, 1),
             block=(32 * chosen.warps, 1, 1),
             args=[
@@ -162,6 +163,9 @@ def four_bit_mma_packed_cuda(
                 int(bias is not None),
                 chosen.splits,
             ],
+            # The kernel fills its table from the code before it waits: a code converted by a kernel just now
+            # (not float32 on x's device) must be there first.
+            programmatic=code32.data_ptr() == code.data_ptr(),
         )
 
     return _by_launches(x, layer.weights, layer.scales, code, shape, bias, launch)

@@ -230,6 +230,20 @@ __device__ __forceinline__ void packed_run(u32 lane_at, const uint4* tile_weight
                     in_a[u], in_b[u], scale[u][j].x, scale[u][j].y, acc[j]);
 }
 
+// Programmatic dependent launch (programmatic_launch.py): the kernel after this one may place its blocks now; this
+// one waits for the kernel before it to finish before reading its output. Without such a launch, both do nothing.
+__device__ __forceinline__ void let_next_kernel_start() {
+#if __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.launch_dependents;" : : : "memory");
+#endif
+}
+
+__device__ __forceinline__ void wait_for_previous_kernel() {
+#if __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.wait;" : : : "memory");
+#endif
+}
+
 template <int UNROLL, int TILES>
 __device__ __forceinline__ void four_bit_mma_packed(const input_t* __restrict__ x, const uint4* __restrict__ weights,
                                                     const float2* __restrict__ scales,
@@ -240,7 +254,9 @@ __device__ __forceinline__ void four_bit_mma_packed(const input_t* __restrict__ 
   const int lane = threadIdx.x & 31;
   const int warp = threadIdx.x >> 5;
   const int warps = blockDim.x >> 5;
-  fill_code_table(table, code, lane, warp, warps);
+  let_next_kernel_start();
+  fill_code_table(table, code, lane, warp, warps);  // the code is the layer's, no kernel of the step writes it
+  wait_for_previous_kernel();
 
   const int g = lane >> 2;
   const int t = lane & 3;

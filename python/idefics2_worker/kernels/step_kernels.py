@@ -17,11 +17,12 @@ from typing import Any
 
 import torch
 
-from . import int8_quantize
+from . import int8_quantize, programmatic_launch
 from .triton_support import tl, triton
 
 if triton is not None:
     from .int8_quantize import quantize_row
+    from .triton_support import start_after_previous
 
     @triton.jit
     def _add_rms_norm_row(residual, delta, weight, hidden_out, row, eps, D: tl.constexpr, BLOCK: tl.constexpr,
@@ -44,7 +45,8 @@ if triton is not None:
 
     @triton.jit
     def _add_rms_norm_kernel(residual, delta, weight, hidden_out, normed_out, eps, D: tl.constexpr,
-                             BLOCK: tl.constexpr, HAS_DELTA: tl.constexpr):  # fmt: skip
+                             BLOCK: tl.constexpr, HAS_DELTA: tl.constexpr, PDL: tl.constexpr):  # fmt: skip
+        start_after_previous(PDL)
         row = tl.program_id(0)
         normed, col, ok = _add_rms_norm_row(residual, delta, weight, hidden_out, row, eps, D, BLOCK, HAS_DELTA,
                                             normed_out.dtype.element_ty)  # fmt: skip
@@ -87,10 +89,11 @@ if triton is not None:
     @triton.jit
     def _rotary_cache_kernel(query, key, value, cos, sin, query_out, keys, values, positions, LENGTH, Q_ROW,
                              K_ROW, V_ROW, HEADS: tl.constexpr, KV_HEADS: tl.constexpr, DIM: tl.constexpr,
-                             BLOCK: tl.constexpr):  # fmt: skip
+                             BLOCK: tl.constexpr, PDL: tl.constexpr):  # fmt: skip
         # Program (row, head): heads 0..HEADS-1 rotate a query head into query_out; the next KV_HEADS rotate a
         # key head and write it, with its value head, at the row's position in the row's cache slot. Q_ROW, K_ROW
         # and V_ROW step from row to row of the inputs (views into one q/k/v product's output are not contiguous).
+        start_after_previous(PDL)
         row = tl.program_id(0)
         head = tl.program_id(1)
         HALF: tl.constexpr = DIM // 2
@@ -114,9 +117,10 @@ if triton is not None:
             tl.store(values + slot + whole, v.to(values.dtype.element_ty), mask=whole_ok)
 
     @triton.jit
-    def _silu_mul_kernel(gate, up, out, N, GATE_ROW, UP_ROW, BLOCK: tl.constexpr):
+    def _silu_mul_kernel(gate, up, out, N, GATE_ROW, UP_ROW, BLOCK: tl.constexpr, PDL: tl.constexpr):
         # act_fn(gate) * up with act_fn = SiLU: silu rounded to the dtype, then the product rounded. Program (row,
         # block) of N-wide rows; GATE_ROW / UP_ROW step between the inputs' rows, `out` is contiguous.
+        start_after_previous(PDL)
         row = tl.program_id(0)
         index = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
         ok = index < N
@@ -162,6 +166,7 @@ def add_rms_norm(
         BLOCK=triton.next_power_of_2(dim),
         HAS_DELTA=delta is not None,
         num_warps=8 if dim >= 2048 else 4,
+        **programmatic_launch.triton_options(residual.device),
     )
     return hidden, normed
 
@@ -252,6 +257,7 @@ def rotary_into_cache(
         DIM=dim,
         BLOCK=triton.next_power_of_2(dim // 2),
         num_warps=1,
+        **programmatic_launch.triton_options(query.device),
     )
     return query_out
 
@@ -262,5 +268,8 @@ def silu_mul(gate: torch.Tensor, up: torch.Tensor) -> torch.Tensor:
     width = gate.shape[-1]
     block = 1024
     grid = (gate_rows.shape[0], triton.cdiv(width, block))
-    _silu_mul_kernel[grid](gate_rows, up_rows, out, width, gate_rows.stride(0), up_rows.stride(0), BLOCK=block)
+    options = programmatic_launch.triton_options(gate.device)
+    _silu_mul_kernel[grid](
+        gate_rows, up_rows, out, width, gate_rows.stride(0), up_rows.stride(0), BLOCK=block, **options
+    )
     return out

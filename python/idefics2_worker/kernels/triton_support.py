@@ -4,6 +4,10 @@ CUDA builds of torch bring Triton; CPU builds do not, and then every kernel's ca
 bitsandbytes ops instead. Tests run the kernels on CPU tensors under Triton's interpreter.
 """
 
+# `start_after_previous` is a @jit function: its tl.constexpr parameter and the grid dependency calls (None where
+# Triton lacks them, never reached there: PDL is then never true) are Triton's, not Python's, types.
+# pyright: reportInvalidTypeForm=false, reportOptionalCall=false
+
 from __future__ import annotations
 
 import functools
@@ -49,3 +53,18 @@ def capable(index: int | None) -> bool:
 
 def tl_dtype(dtype: torch.dtype) -> Any:
     return getattr(tl, _TL_DTYPES[dtype])
+
+
+if triton is not None:
+    try:  # Triton 3.4+: grid dependency control
+        from triton.language.extra.cuda import gdc_launch_dependents, gdc_wait
+    except Exception:
+        gdc_launch_dependents = gdc_wait = None
+
+    @triton.jit
+    def start_after_previous(PDL: tl.constexpr):
+        # A kernel launched with programmatic stream serialization (programmatic_launch.py) lets the next kernel
+        # place its blocks, then waits for the previous one to finish: first thing, before any memory access.
+        if PDL:
+            gdc_launch_dependents()
+            gdc_wait()

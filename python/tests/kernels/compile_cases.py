@@ -101,7 +101,6 @@ def decode_shapes() -> None:
     """The decode step's launches at idefics2-8b's shapes and the row counts the worker uses (the weights' values do
     not matter to a compiler: they are left uninitialised)."""
     from idefics2_worker.kernels import (
-        batch_invariant_attention,
         batch_invariant_matmul,
         four_bit_dequantize,
         four_bit_gemv,
@@ -109,7 +108,6 @@ def decode_shapes() -> None:
         int8_dequantize,
         int8_gemv,
         int8_quantize,
-        step_kernels,
     )
 
     bf16 = torch.bfloat16
@@ -146,6 +144,15 @@ def decode_shapes() -> None:
             int8_dequantize.int8_dequantize(quantized, scales, dtype)
     for rows in ROWS:
         batch_invariant_matmul.linear(torch.empty(rows, LM_HEAD[1], dtype=bf16), torch.empty(*LM_HEAD, dtype=bf16))
+    step_launches()
+
+
+def step_launches() -> None:
+    """The decode step's norm, rotary, SiLU and attention kernels at idefics2-8b's shapes."""
+    from idefics2_worker.kernels import batch_invariant_attention, step_kernels
+
+    bf16 = torch.bfloat16
+    for rows in ROWS:
         hidden = torch.empty(rows, 1, HIDDEN, dtype=bf16)
         step_kernels.add_rms_norm(hidden, torch.empty_like(hidden), torch.empty(HIDDEN, dtype=bf16), 1e-5)
         for delta in (None, torch.empty_like(hidden)):
@@ -162,6 +169,19 @@ def decode_shapes() -> None:
         queries = torch.empty(rows, KV_HEADS, HEADS // KV_HEADS, HEAD_DIM, dtype=bf16)
         mask = torch.ones(rows, 1, 1, CACHE, dtype=torch.bool)
         batch_invariant_attention.decode_attention(queries, keys, values, mask, positions, HEAD_DIM**-0.5)
+
+
+def programmatic_step_launches() -> None:
+    """`step_launches` as Hopper runs them: launched with programmatic stream serialization, each kernel waiting for
+    the previous one first (programmatic_launch.py)."""
+    from idefics2_worker.kernels import programmatic_launch
+
+    triton_options = programmatic_launch.triton_options
+    programmatic_launch.triton_options = lambda device: {"PDL": True, "launch_pdl": True}
+    try:
+        step_launches()
+    finally:
+        programmatic_launch.triton_options = triton_options
 
 
 def main() -> None:
@@ -190,6 +210,8 @@ def main() -> None:
         ],
         "decode shapes": decode_shapes,
     }
+    if args.capability >= 90:
+        groups["decode step, programmatic launch"] = programmatic_step_launches
     for name, launches in groups.items():
         try:
             with contextlib.redirect_stdout(io.StringIO()):  # the cases' own prints; stdout is this script's JSON
