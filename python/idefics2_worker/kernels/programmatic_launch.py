@@ -24,19 +24,21 @@ from typing import Any
 
 import torch
 
+from . import triton_support
+
 # Whether the step's kernels launch so where they can (a switch for measuring the difference).
 ENABLED = True
-_active = threading.local()
 MIN_CAPABILITY = (9, 0)
 _PROGRAMMATIC_STREAM_SERIALIZATION = 6  # CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION
+_active = threading.local()  # depth of `decode_graph` on this thread
 
 
 def _triton_has_it() -> bool:
-    try:
-        from triton.backends.nvidia.compiler import CUDAOptions
-        from triton.language.extra.cuda import gdc  # noqa: F401 - the wait and the trigger the kernels call
-    except Exception:  # no Triton, or one from before grid dependency control
+    """Whether Triton has the wait and the trigger (`triton_support.start_after_previous`) and `launch_pdl`."""
+    if getattr(triton_support, "gdc_wait", None) is None:  # no Triton, or one from before grid dependency control
         return False
+    from triton.backends.nvidia.compiler import CUDAOptions
+
     return "launch_pdl" in CUDAOptions.__dataclass_fields__
 
 
