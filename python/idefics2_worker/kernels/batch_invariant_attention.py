@@ -4,10 +4,10 @@
 splits from the batch size, the head count and the cache length, so a row's result can change with how many rows
 run beside it and with the cache length the longest of them needs. Here the splits are fixed: one program per
 (row, KV head, block of BLOCK_POSITIONS positions) attends the query heads sharing that KV head over its block, with
-the softmax's running max and sum in float32, and a second kernel merges a row's blocks from position 0 up. Nothing
-depends on other rows, and the cache length only adds blocks past the row's last open position, which are not
-merged. Rounding is SDPA's on the GPU: scores and sums in float32, the probabilities rounded to the values' dtype
-for the product with V, the output rounded once.
+the softmax's running max and sum in float32, and a second kernel merges a row's blocks: weighted by the row's
+largest max and summed in chunks of a fixed number of blocks. Nothing depends on other rows, and the cache length only
+adds blocks past the row's last open position, which are not merged. Rounding is SDPA's on the GPU: scores and sums
+in float32, the probabilities rounded to the values' dtype for the product with V, the output rounded once.
 
 Splitting the positions is flash-decoding's idea: one program per (row, KV head) walking all ~900 positions of the
 blog's prompt was 8 programs at batch 1 on a 132-SM card, 24 µs per layer for 3.7 MB (0.76 ms of a 5.6 ms bf16
@@ -27,6 +27,9 @@ from .triton_support import tl, triton
 
 BLOCK_POSITIONS = 64  # KV positions per step; fixed, so the order of the sums never depends on the cache's length
 MIN_DOT = 16  # Triton's smallest dot operand side
+# Splits merged at once: 16 covers 1,024 positions (the blog's prompt and its answer) in one pass, and a [16, group 4,
+# 128] float32 tile is 64 registers a thread at 4 warps. Fixed, like BLOCK_POSITIONS: the sums' tree never changes.
+MERGE_CHUNK = 16
 
 if triton is not None:
     # Without Triton (CPU builds of torch) there is no `dot`: the decoder then never calls these kernels.
@@ -80,50 +83,66 @@ if triton is not None:
         best, total, acc = _attend_block(q, keys, values, mask, row, slot, split * BLOCK_L, end, best, total, acc,
                                          scale, MASK_LENGTH, DIM, BLOCK_D, BLOCK_L, DOT)  # fmt: skip
         part = ((row * KV_HEADS + head) * SPLITS + split) * BLOCK_G
-        tl.store(part_best + part + g, best)
-        tl.store(part_total + part + g, total)
-        tl.store(part_acc + (part + g[:, None]) * BLOCK_D + d[None, :], acc)
+        # Only the group's rows: the rest pad the dot's operand and are never merged.
+        tl.store(part_best + part + g, best, mask=g < GROUP)
+        tl.store(part_total + part + g, total, mask=g < GROUP)
+        tl.store(part_acc + (part + g[:, None]) * BLOCK_D + d[None, :], acc, mask=(g < GROUP)[:, None])
 
     @triton.jit
-    def _merge_split(part_acc, part_best, part_total, part, g, d, best, total, acc, BLOCK_D: tl.constexpr):
-        split_best = tl.load(part_best + part + g)
-        new_best = tl.maximum(best, split_best)
-        kept = tl.exp(best - new_best)
-        added = tl.exp(split_best - new_best)
-        total = total * kept + tl.load(part_total + part + g) * added
-        split_acc = tl.load(part_acc + (part + g[:, None]) * BLOCK_D + d[None, :])
-        return new_best, total, acc * kept[:, None] + split_acc * added[:, None]
+    def _merge_chunk(part_best, first, chunk, count, h, CHUNK: tl.constexpr, GROUP: tl.constexpr,
+                     BLOCK_G: tl.constexpr):  # fmt: skip
+        # The chunk's partials' offsets [CHUNK, group] and which are the row's, and their maxima (-1e30 elsewhere).
+        split = chunk * CHUNK + tl.arange(0, CHUNK)
+        at = (first + split)[:, None] * BLOCK_G + h[None, :]
+        ok = (split < count)[:, None] & (h < GROUP)[None, :]
+        return at, ok, tl.load(part_best + at, mask=ok, other=-1.0e30)
+
+    @triton.jit
+    def _merge(part_acc, part_best, part_total, first, count, chunks, h, d, CHUNK: tl.constexpr, GROUP: tl.constexpr,
+               DIM: tl.constexpr, BLOCK_G: tl.constexpr, BLOCK_D: tl.constexpr):  # fmt: skip
+        top = tl.full([h.shape[0]], -1.0e30, dtype=tl.float32)
+        for chunk in range(chunks):
+            _, _, best = _merge_chunk(part_best, first, chunk, count, h, CHUNK, GROUP, BLOCK_G)
+            top = tl.maximum(top, tl.max(best, axis=0))
+        total = tl.zeros([h.shape[0]], dtype=tl.float32)
+        acc = tl.zeros([h.shape[0], BLOCK_D], dtype=tl.float32)
+        for chunk in range(chunks):
+            at, ok, best = _merge_chunk(part_best, first, chunk, count, h, CHUNK, GROUP, BLOCK_G)
+            weight = tl.where(ok, tl.exp(best - top[None, :]), 0.0)
+            total += tl.sum(tl.load(part_total + at, mask=ok, other=0.0) * weight, axis=0)
+            acc_ok = ok[:, :, None] & (d < DIM)[None, None, :]
+            split_acc = tl.load(part_acc + at[:, :, None] * BLOCK_D + d[None, None, :], mask=acc_ok, other=0.0)
+            acc += tl.sum(split_acc * weight[:, :, None], axis=0)
+        return total, acc
 
     @triton.jit
     def _combine_kernel(part_acc, part_best, part_total, positions, out, LENGTH, SPLITS, KV_HEADS: tl.constexpr,
                         GROUP: tl.constexpr, DIM: tl.constexpr, BLOCK_G: tl.constexpr, BLOCK_D: tl.constexpr,
-                        BLOCK_L: tl.constexpr, STATIC_STOP: tl.constexpr, PDL: tl.constexpr):  # fmt: skip
-        # The row's partials merged from split 0 up, in that fixed order, and normalised once. (Merging 8 splits per
-        # step, as [8, group, dim] tiles, was 2.6x slower on an H200: 14 µs a layer against 5; one program per
-        # (row, head, 32 dims) loading only the group's heads took as long as this: H56.)
+                        BLOCK_L: tl.constexpr, BLOCK_H: tl.constexpr, CHUNK: tl.constexpr,
+                        STATIC_CHUNKS: tl.constexpr, PDL: tl.constexpr):  # fmt: skip
+        # The row's partials weighted by exp(best - the row's largest best) and summed, CHUNK splits at a time, and
+        # normalised once. The largest best is exact whatever the order; each chunk's sum is a tree of fixed shape
+        # over CHUNK splits, the ones past the row's last position masked to 0, so the bits depend on the row's own
+        # positions only, never on the cache's length. (Merging one split after another was 14 dependent L2 round
+        # trips at the blog's length: 5.5 µs a layer on an H200, H56.)
         start_after_previous(PDL)
         row = tl.program_id(0)
         head = tl.program_id(1)
-        g = tl.arange(0, BLOCK_G)
+        h = tl.arange(0, BLOCK_H)
         d = tl.arange(0, BLOCK_D)
         first = (row * KV_HEADS + head) * SPLITS
-        best = tl.full([BLOCK_G], -1.0e30, dtype=tl.float32)
-        total = tl.zeros([BLOCK_G], dtype=tl.float32)
-        acc = tl.zeros([BLOCK_G, BLOCK_D], dtype=tl.float32)
         count = tl.cdiv(tl.minimum(tl.load(positions + row) + 1, LENGTH), BLOCK_L)
-        if STATIC_STOP > 0:
-            # Triton's CPU interpreter takes only constant loop bounds: there every split is merged, and the
-            # neutral ones past the row's last position change nothing (their weight is exp(-1e30 - best) = 0).
-            for split in range(STATIC_STOP):
-                best, total, acc = _merge_split(part_acc, part_best, part_total, (first + split) * BLOCK_G, g, d,
-                                                best, total, acc, BLOCK_D)  # fmt: skip
+        if STATIC_CHUNKS > 0:
+            # Triton's CPU interpreter takes only constant loop bounds: there every chunk is read, the splits past the
+            # row's last position masked.
+            total, acc = _merge(part_acc, part_best, part_total, first, count, STATIC_CHUNKS, h, d, CHUNK, GROUP, DIM,
+                                BLOCK_G, BLOCK_D)  # fmt: skip
         else:
-            for split in range(count):
-                best, total, acc = _merge_split(part_acc, part_best, part_total, (first + split) * BLOCK_G, g, d,
-                                                best, total, acc, BLOCK_D)  # fmt: skip
-        q_ok = (g < GROUP)[:, None] & (d < DIM)[None, :]
-        out_at = ((row * KV_HEADS + head) * GROUP + g[:, None]) * DIM + d[None, :]
-        tl.store(out + out_at, (acc / total[:, None]).to(out.dtype.element_ty), mask=q_ok)
+            total, acc = _merge(part_acc, part_best, part_total, first, count, tl.cdiv(count, CHUNK), h, d, CHUNK,
+                                GROUP, DIM, BLOCK_G, BLOCK_D)  # fmt: skip
+        out_ok = (h < GROUP)[:, None] & (d < DIM)[None, :]
+        out_at = ((row * KV_HEADS + head) * GROUP + h[:, None]) * DIM + d[None, :]
+        tl.store(out + out_at, (acc / total[:, None]).to(out.dtype.element_ty), mask=out_ok)
 
 
 def decode_attention(
@@ -178,7 +197,9 @@ def decode_attention(
         splits,
         **shapes,
         BLOCK_L=BLOCK_POSITIONS,
-        STATIC_STOP=splits if triton_support.INTERPRETED else 0,
+        BLOCK_H=triton.next_power_of_2(group),
+        CHUNK=MERGE_CHUNK,
+        STATIC_CHUNKS=triton.cdiv(splits, MERGE_CHUNK) if triton_support.INTERPRETED else 0,
         num_warps=4,
         **programmatic,
     )

@@ -192,8 +192,9 @@ def attention_in_batch(target: dict[str, torch.Tensor], size: int, at: int, leng
 def attention_cases(device: str) -> dict[str, dict[str, object]]:
     results: dict[str, dict[str, object]] = {}
     for dtype in (torch.bfloat16, torch.float32):
-        # At 600, the row has 10 blocks of positions: more than the combine merges in one step.
-        for kv_heads, group, dim, position in ((2, 2, 40, 150), (1, 4, 16, 63), (2, 1, 32, 0), (1, 2, 16, 600)):
+        # At 600 the row has 10 blocks of positions, at 1,100 18: more than the merge sums in one chunk.
+        cases = ((2, 2, 40, 150), (1, 4, 16, 63), (2, 1, 32, 0), (1, 2, 16, 600), (1, 2, 16, 1100))
+        for kv_heads, group, dim, position in cases:
             generator = torch.Generator().manual_seed(kv_heads * 1000 + group * 100 + dim + position)
             target = {
                 "query": torch.randn(kv_heads, group, dim, generator=generator).to(dtype).to(device),
