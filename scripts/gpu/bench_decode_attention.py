@@ -174,13 +174,13 @@ def landed(layer: Layer) -> torch.Tensor:
                                       layer.positions, DIM**-0.5)  # fmt: skip
 
 
-def chunked(warps: int) -> Callable[[Layer], torch.Tensor]:
+def chunked(warps: int, chunk: int = attention.MERGE_CHUNK) -> Callable[[Layer], torch.Tensor]:
     def run(layer: Layer) -> torch.Tensor:
         split(layer)
         attention._combine_kernel[(layer.query.shape[0], KV_HEADS)](
             layer.part_acc, layer.part_best, layer.part_total, layer.positions, layer.out, LENGTH, layer.splits,
-            **shapes(), BLOCK_L=attention.BLOCK_POSITIONS, BLOCK_H=GROUP, CHUNK=attention.MERGE_CHUNK,
-            STATIC_CHUNKS=0, num_warps=warps, **programmatic_launch.triton_options(layer.query.device),
+            **shapes(), BLOCK_L=attention.BLOCK_POSITIONS, BLOCK_H=GROUP, CHUNK=chunk, STATIC_CHUNKS=0,
+            num_warps=warps, **programmatic_launch.triton_options(layer.query.device),
         )  # fmt: skip
         return layer.out
 
@@ -224,10 +224,12 @@ def folded(one_by_one: bool) -> Callable[[Layer], torch.Tensor]:
 
 
 VARIANTS: dict[str, Callable[[Layer], torch.Tensor]] = {
-    "landed: split + chunked merge, 4 warps": landed,
+    f"landed: split + chunked merge, {attention.MERGE_WARPS} warps": landed,
     "chunked merge, 1 warp": chunked(1),
-    "chunked merge, 2 warps": chunked(2),
+    "chunked merge, 4 warps": chunked(4),
     "chunked merge, 8 warps": chunked(8),
+    "chunked merge, 2 warps, 8 splits a chunk": chunked(2, 8),
+    "chunked merge, 2 warps, 32 splits a chunk": chunked(2, 32),
     "split + merge one split after another (H56)": sequential,
     "split alone": split_only,
     "split + a merge that only stores": storing,

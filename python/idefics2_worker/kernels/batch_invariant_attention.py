@@ -30,6 +30,10 @@ MIN_DOT = 16  # Triton's smallest dot operand side
 # Splits merged at once: 16 covers 1,024 positions (the blog's prompt and its answer) in one pass, and a [16, group 4,
 # 128] float32 tile is 64 registers a thread at 4 warps. Fixed, like BLOCK_POSITIONS: the sums' tree never changes.
 MERGE_CHUNK = 16
+# The merge's warps: its chunk's sum over splits crosses warps at 4, through shared memory. In a captured 32-layer
+# sequence at the blog's length (bench_decode_attention.py, H59) the attention took 0.256 ms a token at one row with 2
+# warps, 0.297 with 1, 0.391 with 4 and 0.440 merging one split after another (the split kernel alone: 0.176).
+MERGE_WARPS = 2
 
 if triton is not None:
     # Without Triton (CPU builds of torch) there is no `dot`: the decoder then never calls these kernels.
@@ -200,7 +204,7 @@ def decode_attention(
         BLOCK_H=triton.next_power_of_2(group),
         CHUNK=MERGE_CHUNK,
         STATIC_CHUNKS=triton.cdiv(splits, MERGE_CHUNK) if triton_support.INTERPRETED else 0,
-        num_warps=4,
+        num_warps=MERGE_WARPS,
         **programmatic,
     )
     return out
