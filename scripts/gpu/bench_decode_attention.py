@@ -29,13 +29,15 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "python"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from graph_rounds import GraphVariant, timed_in_rounds
+
 from idefics2_worker.kernels import batch_invariant_attention as attention
 from idefics2_worker.kernels import programmatic_launch
 from idefics2_worker.kernels.batch_invariant_matmul import dot_mode
 from idefics2_worker.kernels.triton_support import start_after_previous, tl, triton
 
 LAYERS, KV_HEADS, GROUP, DIM, LENGTH = 32, 8, 4, 128, 1152
-REPLAYS = 10
 
 
 @triton.jit
@@ -100,22 +102,9 @@ def _folded_kernel(query, keys, values, mask, positions, part_acc, part_best, pa
     start_after_previous(PDL)
     row = tl.program_id(0)
     head = tl.program_id(1)
-    split = tl.program_id(2)
-    g = tl.arange(0, BLOCK_G)
-    d = tl.arange(0, BLOCK_D)
-    q_ok = (g < GROUP)[:, None] & (d < DIM)[None, :]
-    q = tl.load(query + ((row * KV_HEADS + head) * GROUP + g[:, None]) * DIM + d[None, :], mask=q_ok, other=0.0)
-    slot = (row * KV_HEADS + head) * LENGTH * DIM
-    end = tl.minimum(tl.load(positions + row) + 1, LENGTH)
-    best = tl.full([BLOCK_G], -1.0e30, dtype=tl.float32)
-    total = tl.zeros([BLOCK_G], dtype=tl.float32)
-    acc = tl.zeros([BLOCK_G, BLOCK_D], dtype=tl.float32)
-    best, total, acc = attention._attend_block(q, keys, values, mask, row, slot, split * BLOCK_L, end, best, total,
-                                               acc, scale, MASK_LENGTH, DIM, BLOCK_D, BLOCK_L, DOT)  # fmt: skip
-    part = ((row * KV_HEADS + head) * SPLITS + split) * BLOCK_G
-    tl.store(part_best + part + g, best, mask=g < GROUP)
-    tl.store(part_total + part + g, total, mask=g < GROUP)
-    tl.store(part_acc + (part + g[:, None]) * BLOCK_D + d[None, :], acc, mask=(g < GROUP)[:, None])
+    end = attention._split_partial(query, keys, values, mask, positions, part_acc, part_best, part_total, row, head,
+                                   tl.program_id(2), LENGTH, MASK_LENGTH, SPLITS, scale, KV_HEADS, GROUP, DIM,
+                                   BLOCK_G, BLOCK_D, BLOCK_L, DOT)  # fmt: skip
     # Every thread's stores before the ticket; the ticket's release publishes them, its acquire (in the last program)
     # orders the merge's reads after every other program's stores.
     tl.debug_barrier()
@@ -127,6 +116,7 @@ def _folded_kernel(query, keys, values, mask, positions, part_acc, part_best, pa
                               GROUP, DIM, BLOCK_G, BLOCK_D, BLOCK_L, ".cg")  # fmt: skip
         else:
             h = tl.arange(0, BLOCK_H)
+            d = tl.arange(0, BLOCK_D)
             count = tl.cdiv(end, BLOCK_L)
             first = (row * KV_HEADS + head) * SPLITS
             merged, merged_acc = attention._merge(part_acc, part_best, part_total, first, count,
@@ -238,30 +228,12 @@ VARIANTS: dict[str, Callable[[Layer], torch.Tensor]] = {
 }
 
 
-class Variant:
-    """LAYERS calls of `run`, programmatically launched, captured once as a CUDA graph."""
-
-    def __init__(self, label: str, run: Callable[[Layer], torch.Tensor], layers: list[Layer]):
-        self.label = label
-        with programmatic_launch.decode_graph():
-            for _ in range(2):
-                self.outs = [run(layer).clone() for layer in layers]
-            torch.cuda.synchronize()
-            self.graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(self.graph):
-                for layer in layers:
-                    run(layer)
-        self.times: list[float] = []
-
-    def time(self) -> None:
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        self.graph.replay()
-        start.record()
-        for _ in range(REPLAYS):
-            self.graph.replay()
-        end.record()
-        torch.cuda.synchronize()
-        self.times.append(start.elapsed_time(end) / REPLAYS)
+def captured(label: str, run: Callable[[Layer], torch.Tensor], layers: list[Layer]) -> GraphVariant:
+    """LAYERS calls of `run`, programmatically launched (the first eager call compiles the programmatic forms)."""
+    with programmatic_launch.decode_graph():
+        for layer in layers:
+            run(layer)
+        return GraphVariant(label, lambda: [run(layer) for layer in layers])
 
 
 def main() -> None:
@@ -275,14 +247,12 @@ def main() -> None:
     results = []
     for rows in args.rows:
         layers = [Layer(rows, args.position) for _ in range(LAYERS)]
-        variants = [Variant(label, run, layers) for label, run in VARIANTS.items()]
-        for _ in range(args.rounds):
-            for variant in variants:
-                variant.time()
+        variants = [captured(label, run, layers) for label, run in VARIANTS.items()]
+        timed_in_rounds(variants, args.rounds)
         base = variants[0]
         for variant in variants:
             ms = statistics.median(variant.times)
-            paired = statistics.median(t / b for t, b in zip(variant.times, base.times, strict=True))
+            paired = variant.paired(base)
             pairs = zip(variant.outs, base.outs, strict=True)
             differences = [(a.float() - b.float()).abs().max().item() for a, b in pairs]
             entry = {"rows": rows, "variant": variant.label, "ms": round(ms, 4), "vs_landed": round(paired, 4),

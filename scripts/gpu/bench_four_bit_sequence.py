@@ -25,12 +25,13 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "python"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from idefics2_worker.kernels import four_bit_cuda, four_bit_packing
-from idefics2_worker.kernels.four_bit_cuda import PackedTiling
+from graph_rounds import GraphVariant, timed_in_rounds
 from tune_decode_kernels import LAYERS, SHAPES
 
+from idefics2_worker.kernels import four_bit_cuda, four_bit_packing
+from idefics2_worker.kernels.four_bit_cuda import PackedTiling
+
 BLOCKSIZE = 64
-REPLAYS = 10
 ONE_TILE = [
     PackedTiling(groups, splits, unroll, 1) for groups, splits in ((1, 8), (1, 16), (2, 8)) for unroll in (1, 2)
 ]
@@ -49,33 +50,12 @@ def packed_layers() -> list[tuple[str, tuple[int, int], four_bit_packing.PackedF
     return layers
 
 
-class Variant:
-    """The token's launches with `tilings` (by shape name), captured once as a CUDA graph."""
+class Variant(GraphVariant):
+    """The token's launches with `tilings` (by shape name)."""
 
     def __init__(self, label: str, tilings: dict[str, PackedTiling], run: Callable[[dict], list[torch.Tensor]]):
-        self.label, self.tilings = label, tilings
-        self.outs = run(tilings)  # eager, before capture: compiles nothing new, checks the launches
-        torch.cuda.synchronize()
-        self.graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(self.graph):
-            run(tilings)
-        self.times: list[float] = []
-
-    def time(self) -> None:
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        self.graph.replay()
-        start.record()
-        for _ in range(REPLAYS):
-            self.graph.replay()
-        end.record()
-        torch.cuda.synchronize()
-        self.times.append(start.elapsed_time(end) / REPLAYS)
-
-
-def timed_in_rounds(variants: list[Variant], rounds: int) -> None:
-    for _ in range(rounds):
-        for variant in variants:
-            variant.time()
+        self.tilings = tilings
+        super().__init__(label, lambda: run(tilings))
 
 
 def main() -> None:
@@ -122,7 +102,7 @@ def main() -> None:
         for variant in [*variants, *second]:
             ms = statistics.median(variant.times)
             pair = again if variant in second else base
-            paired = statistics.median(t / b for t, b in zip(variant.times, pair.times, strict=True))
+            paired = variant.paired(pair)
             same = all(torch.equal(a, b) for a, b in zip(variant.outs, base.outs, strict=True))
             entry = {
                 "rows": rows,

@@ -63,18 +63,13 @@ if triton is not None:
         return new_best, total, acc
 
     @triton.jit
-    def _split_kernel(query, keys, values, mask, positions, part_acc, part_best, part_total, LENGTH, MASK_LENGTH,
-                      SPLITS, scale, KV_HEADS: tl.constexpr, GROUP: tl.constexpr, DIM: tl.constexpr,
-                      BLOCK_G: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_L: tl.constexpr,
-                      DOT: tl.constexpr, PDL: tl.constexpr):  # fmt: skip
-        # query [rows, KV_HEADS, GROUP, DIM]; keys / values [slots, KV_HEADS, LENGTH, DIM]; mask [slots, MASK_LENGTH]
-        # (True: attend); positions [rows]: the row's current position, its last open one. Program (row, head,
-        # split) attends positions split·BLOCK_L .. +BLOCK_L and stores its unnormalised partial; a split past the
-        # row's last position stores the neutral one (best -1e30, total 0) without reading the cache.
-        start_after_previous(PDL)
-        row = tl.program_id(0)
-        head = tl.program_id(1)
-        split = tl.program_id(2)
+    def _split_partial(query, keys, values, mask, positions, part_acc, part_best, part_total, row, head, split,
+                       LENGTH, MASK_LENGTH, SPLITS, scale, KV_HEADS: tl.constexpr, GROUP: tl.constexpr,
+                       DIM: tl.constexpr, BLOCK_G: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_L: tl.constexpr,
+                       DOT: tl.constexpr):  # fmt: skip
+        # Program (row, head, split) attends positions split·BLOCK_L .. +BLOCK_L and stores its unnormalised partial;
+        # a split past the row's last position stores the neutral one (best -1e30, total 0) without reading the
+        # cache. Returns the row's end (its last position + 1, at most LENGTH).
         g = tl.arange(0, BLOCK_G)
         d = tl.arange(0, BLOCK_D)
         q_ok = (g < GROUP)[:, None] & (d < DIM)[None, :]
@@ -91,6 +86,19 @@ if triton is not None:
         tl.store(part_best + part + g, best, mask=g < GROUP)
         tl.store(part_total + part + g, total, mask=g < GROUP)
         tl.store(part_acc + (part + g[:, None]) * BLOCK_D + d[None, :], acc, mask=(g < GROUP)[:, None])
+        return end
+
+    @triton.jit
+    def _split_kernel(query, keys, values, mask, positions, part_acc, part_best, part_total, LENGTH, MASK_LENGTH,
+                      SPLITS, scale, KV_HEADS: tl.constexpr, GROUP: tl.constexpr, DIM: tl.constexpr,
+                      BLOCK_G: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_L: tl.constexpr,
+                      DOT: tl.constexpr, PDL: tl.constexpr):  # fmt: skip
+        # query [rows, KV_HEADS, GROUP, DIM]; keys / values [slots, KV_HEADS, LENGTH, DIM]; mask [slots, MASK_LENGTH]
+        # (True: attend); positions [rows]: the row's current position, its last open one.
+        start_after_previous(PDL)
+        _split_partial(query, keys, values, mask, positions, part_acc, part_best, part_total, tl.program_id(0),
+                       tl.program_id(1), tl.program_id(2), LENGTH, MASK_LENGTH, SPLITS, scale, KV_HEADS, GROUP, DIM,
+                       BLOCK_G, BLOCK_D, BLOCK_L, DOT)  # fmt: skip
 
     @triton.jit
     def _merge_chunk(part_best, first, chunk, count, h, CHUNK: tl.constexpr, GROUP: tl.constexpr,
