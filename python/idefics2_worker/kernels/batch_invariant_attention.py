@@ -27,12 +27,15 @@ from .triton_support import tl, triton
 
 BLOCK_POSITIONS = 64  # KV positions per step; fixed, so the order of the sums never depends on the cache's length
 MIN_DOT = 16  # Triton's smallest dot operand side
-# Splits merged at once: 16 covers 1,024 positions (the blog's prompt and its answer) in one pass, and a [16, group 4,
-# 128] float32 tile is 64 registers a thread at 4 warps. Fixed, like BLOCK_POSITIONS: the sums' tree never changes.
+# Splits merged at once: 16 cover 1,024 positions (the blog's prompt and its answer) in one pass; the [16, group 4,
+# 128] float32 tile is 128 values a thread at 2 warps (190 registers on sm_90, no spills). Fixed, like
+# BLOCK_POSITIONS: the sums' tree never changes. (8 a chunk, two passes at the blog's length: 0.43 ms against 0.24 in
+# H60's sequence below; 32: 0.30.)
 MERGE_CHUNK = 16
-# The merge's warps: its chunk's sum over splits crosses warps at 4, through shared memory. In a captured 32-layer
-# sequence at the blog's length (bench_decode_attention.py, H59) the attention took 0.256 ms a token at one row with 2
-# warps, 0.297 with 1, 0.391 with 4 and 0.440 merging one split after another (the split kernel alone: 0.176).
+# The merge's warps, as measured: in a captured 32-layer sequence at the blog's length (bench_decode_attention.py,
+# H59, H60) the attention took 0.24 to 0.26 ms a token at one row with 2 warps, 0.30 with 1, 0.39 to 0.40 with 4, 0.43
+# with 8, and 0.44 merging one split after another (the split kernel alone: 0.18). Why 4 and 8 cost more was not
+# measured; at 4 Triton's code uses five layouts of the merge's tensors, at 2 three (their TTGIR, sm_90).
 MERGE_WARPS = 2
 
 if triton is not None:
@@ -135,8 +138,8 @@ if triton is not None:
         # The row's partials weighted by exp(best - the row's largest best) and summed, CHUNK splits at a time, and
         # normalised once. The largest best is exact whatever the order; each chunk's sum is a tree of fixed shape
         # over CHUNK splits, the ones past the row's last position masked to 0, so the bits depend on the row's own
-        # positions only, never on the cache's length. (Merging one split after another was 14 dependent L2 round
-        # trips at the blog's length: 5.5 µs a layer on an H200, H56.)
+        # positions only, never on the cache's length. (Merging one split after another, H56's merge, took 0.26 ms
+        # a token at one row in H59's 32-layer sequence; this, at 2 warps, 0.06.)
         start_after_previous(PDL)
         row = tl.program_id(0)
         head = tl.program_id(1)
