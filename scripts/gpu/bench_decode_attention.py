@@ -115,16 +115,10 @@ def _folded_kernel(query, keys, values, mask, positions, part_acc, part_best, pa
             _sequential_merge(part_acc, part_best, part_total, positions, out, row, head, LENGTH, SPLITS, KV_HEADS,
                               GROUP, DIM, BLOCK_G, BLOCK_D, BLOCK_L, ".cg")  # fmt: skip
         else:
-            h = tl.arange(0, BLOCK_H)
-            d = tl.arange(0, BLOCK_D)
-            count = tl.cdiv(end, BLOCK_L)
             first = (row * KV_HEADS + head) * SPLITS
-            merged, merged_acc = attention._merge(part_acc, part_best, part_total, first, count,
-                                                  tl.cdiv(count, CHUNK), h, d, CHUNK, GROUP, DIM, BLOCK_G,
-                                                  BLOCK_D)  # fmt: skip
-            out_ok = (h < GROUP)[:, None] & (d < DIM)[None, :]
-            out_at = ((row * KV_HEADS + head) * GROUP + h[:, None]) * DIM + d[None, :]
-            tl.store(out + out_at, (merged_acc / merged[:, None]).to(out.dtype.element_ty), mask=out_ok)
+            count = tl.cdiv(end, BLOCK_L)
+            attention._merge_into(out, part_acc, part_best, part_total, row, head, first, count, tl.cdiv(count, CHUNK),
+                                  CHUNK, KV_HEADS, GROUP, DIM, BLOCK_G, BLOCK_D, BLOCK_H)  # fmt: skip
 
 
 class Layer:

@@ -131,6 +131,19 @@ if triton is not None:
         return total, acc
 
     @triton.jit
+    def _merge_into(out, part_acc, part_best, part_total, row, head, first, count, chunks, CHUNK: tl.constexpr,
+                    KV_HEADS: tl.constexpr, GROUP: tl.constexpr, DIM: tl.constexpr, BLOCK_G: tl.constexpr,
+                    BLOCK_D: tl.constexpr, BLOCK_H: tl.constexpr):  # fmt: skip
+        # The (row, head)'s partials merged over `chunks` chunks, normalised once, stored in out's dtype.
+        h = tl.arange(0, BLOCK_H)
+        d = tl.arange(0, BLOCK_D)
+        total, acc = _merge(part_acc, part_best, part_total, first, count, chunks, h, d, CHUNK, GROUP, DIM, BLOCK_G,
+                            BLOCK_D)  # fmt: skip
+        out_ok = (h < GROUP)[:, None] & (d < DIM)[None, :]
+        out_at = ((row * KV_HEADS + head) * GROUP + h[:, None]) * DIM + d[None, :]
+        tl.store(out + out_at, (acc / total[:, None]).to(out.dtype.element_ty), mask=out_ok)
+
+    @triton.jit
     def _combine_kernel(part_acc, part_best, part_total, positions, out, LENGTH, SPLITS, KV_HEADS: tl.constexpr,
                         GROUP: tl.constexpr, DIM: tl.constexpr, BLOCK_G: tl.constexpr, BLOCK_D: tl.constexpr,
                         BLOCK_L: tl.constexpr, BLOCK_H: tl.constexpr, CHUNK: tl.constexpr,
@@ -143,21 +156,16 @@ if triton is not None:
         start_after_previous(PDL)
         row = tl.program_id(0)
         head = tl.program_id(1)
-        h = tl.arange(0, BLOCK_H)
-        d = tl.arange(0, BLOCK_D)
         first = (row * KV_HEADS + head) * SPLITS
         count = tl.cdiv(tl.minimum(tl.load(positions + row) + 1, LENGTH), BLOCK_L)
         if STATIC_CHUNKS > 0:
             # Triton's CPU interpreter takes only constant loop bounds: there every chunk is read, the splits past the
             # row's last position masked.
-            total, acc = _merge(part_acc, part_best, part_total, first, count, STATIC_CHUNKS, h, d, CHUNK, GROUP, DIM,
-                                BLOCK_G, BLOCK_D)  # fmt: skip
+            _merge_into(out, part_acc, part_best, part_total, row, head, first, count, STATIC_CHUNKS, CHUNK, KV_HEADS,
+                        GROUP, DIM, BLOCK_G, BLOCK_D, BLOCK_H)  # fmt: skip
         else:
-            total, acc = _merge(part_acc, part_best, part_total, first, count, tl.cdiv(count, CHUNK), h, d, CHUNK,
-                                GROUP, DIM, BLOCK_G, BLOCK_D)  # fmt: skip
-        out_ok = (h < GROUP)[:, None] & (d < DIM)[None, :]
-        out_at = ((row * KV_HEADS + head) * GROUP + h[:, None]) * DIM + d[None, :]
-        tl.store(out + out_at, (acc / total[:, None]).to(out.dtype.element_ty), mask=out_ok)
+            _merge_into(out, part_acc, part_best, part_total, row, head, first, count, tl.cdiv(count, CHUNK), CHUNK,
+                        KV_HEADS, GROUP, DIM, BLOCK_G, BLOCK_D, BLOCK_H)  # fmt: skip
 
 
 def decode_attention(
