@@ -26,7 +26,7 @@ from typing import Any
 import torch
 from torch.nn.functional import scaled_dot_product_attention
 
-from ..kernels import batch_invariant_attention, step_kernels, triton_support
+from ..kernels import batch_invariant_attention, batch_invariant_matmul, step_kernels, triton_support
 from ..protocol.errors import WorkerError
 from .fused_projections import FusedProjection
 from .kv_slots import KVSlots
@@ -39,16 +39,18 @@ def _norms_in_order(text: Any) -> list[Any]:
     return [*norms, text.norm]
 
 
-def lm_head_logits(head: Any, rows: torch.Tensor, deterministic: bool) -> torch.Tensor:
-    """float32 logits [n, vocab] of the final norm's rows [n, D], contiguous. For a plain bf16 / fp16 head, a
-    vocabulary that is not a multiple of 8 (idefics2's 32,003) and rows in eights, x · Wᵀ leaves cuBLAS its unaligned
-    kernels (0.245 ms at 8 rows on an H200, four times the bytes' time: BENCHMARKS.md 2026-12-02 later); W · xᵀ
-    writes [vocab, n], whose rows are 16 bytes apart. Deterministic decoding keeps the head's own (batch-invariant)
-    forward."""
+def lm_head_logits(head: Any, rows: torch.Tensor) -> torch.Tensor:
+    """float32 logits [n, vocab] of the final norm's rows [n, D], contiguous. Where the worker's Triton kernels run, a
+    plain bf16 / fp16 head runs the batch-invariant matmul at its own tiling, deterministic or not: the captured 4-bit
+    step took 2.176 ms at one row where cuBLAS's gemv left it at 2.196 (H63, the default tiling), and the head's tiling
+    reads the weight at the card's copy bandwidth (H64). Elsewhere, and for other heads, the head's own forward
+    (batch-invariant when deterministic)."""
     plain = type(head) is torch.nn.Linear and head.bias is None and head.weight.dtype in (torch.bfloat16, torch.float16)
-    if plain and not deterministic and head.out_features % 8 and rows.shape[0] % 8 == 0:
-        return (head.weight @ rows.t()).t().to(torch.float32, memory_format=torch.contiguous_format)
-    return head(rows).float()
+    if plain and triton_support.available(rows.device):
+        return batch_invariant_matmul.linear(rows, head.weight, tiling=batch_invariant_matmul.HEAD_TILING).to(
+            torch.float32
+        )
+    return head(rows).float().contiguous()
 
 
 def _fusable(text: Any, norms: list[Any]) -> bool:
@@ -204,7 +206,7 @@ class DecodeStep:
                 out = mlp.down_proj(step_kernels.silu_mul(gate, up))
                 following = self._qkv[index + 1] if index + 1 < layers else None
                 residual, normed, quantized = self._add_norm(residual, out, norms[2 * index + 2], following)
-            return lm_head_logits(self.model.lm_head, normed[:, 0], self.deterministic)
+            return lm_head_logits(self.model.lm_head, normed[:, 0])
 
     @staticmethod
     def _add_norm(

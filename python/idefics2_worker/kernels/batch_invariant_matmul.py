@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import torch
 
-from . import triton_support
+from . import programmatic_launch, triton_support
 from .triton_support import tl, tl_dtype, triton
 
 
@@ -51,6 +51,13 @@ def tiling_for(n: int, k: int) -> Tiling:
     return Tiling(splits=splits)
 
 
+# The lm_head's (32,003 outputs of 4,096, in every decode step): 64 outputs a program and 3 stages read its weight at
+# the card's copy bandwidth, 61.5 us at 1 and at 8 rows on an H200, where the default tiling took 90 and 75 and cuBLAS
+# 93 and 243 (H64, scripts/gpu/tune_batch_invariant_matmul.py). Four stages leave room for one program a
+# multiprocessor.
+HEAD_TILING = Tiling(outputs=64, stages=3)
+
+
 # How a kernel's tl.dot runs (`dot`): natively (bf16 / fp16 operands on the tensor cores), in IEEE float32 (float32
 # operands, where TF32 would round them), or as a broadcast product and sum (Triton's CPU interpreter, whose dot
 # multiplies 16-bit operands as their raw bits and, through BLAS, may sum a row differently by its place in the tile).
@@ -64,6 +71,7 @@ def dot_mode(dtype: torch.dtype) -> int:
 
 
 if triton is not None:
+    from .triton_support import start_after_previous
 
     @triton.jit
     def dot(a, b, acc, MODE: tl.constexpr):
@@ -81,8 +89,10 @@ if triton is not None:
     @triton.jit(do_not_specialize=["M"])
     def _matmul_kernel(x, weight, bias, out, partial, M, N, K, PER_SPLIT: tl.constexpr, HAS_BIAS: tl.constexpr,
                        SPLIT: tl.constexpr, DOT: tl.constexpr, OUT_DTYPE: tl.constexpr,
-                       BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):  # fmt: skip
+                       BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+                       PDL: tl.constexpr):  # fmt: skip
         # Program (outputs tile, rows tile, split): x[rows, K-range] @ weight[outputs, K-range].T in float32.
+        start_after_previous(PDL)
         outputs = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
         rows = tl.program_id(1) * BLOCK_M + tl.arange(0, BLOCK_M)
         split = tl.program_id(2)
@@ -156,6 +166,7 @@ def linear(
         BLOCK_K=chosen.step,
         num_warps=chosen.warps,
         num_stages=chosen.stages,
+        **programmatic_launch.triton_options(x.device),
     )
     if splits > 1:
         block = 1024

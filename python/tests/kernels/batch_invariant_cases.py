@@ -47,6 +47,7 @@ def matmul_cases(device: str) -> dict[str, dict[str, object]]:
         (40, 256, None, False),  # the default tiling for a small weight
         (48, 200, Tiling(rows=16, outputs=16, step=32, splits=3), True),  # K not a multiple of the step, split
         (100, 96, Tiling(rows=16, outputs=32, step=64, splits=1), False),
+        (136, 300, batch_invariant_matmul.HEAD_TILING, False),  # the lm_head's: outputs past a tile, K past a step
     ]
     for dtype in (torch.bfloat16, torch.float32):
         for n, k, tiling, bias in cases:

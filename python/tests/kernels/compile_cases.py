@@ -148,8 +148,8 @@ def decode_shapes() -> None:
 
 
 def step_launches() -> None:
-    """The decode step's norm, rotary, SiLU and attention kernels at idefics2-8b's shapes."""
-    from idefics2_worker.kernels import batch_invariant_attention, step_kernels
+    """The decode step's norm, rotary, SiLU, attention and lm_head kernels at idefics2-8b's shapes."""
+    from idefics2_worker.kernels import batch_invariant_attention, batch_invariant_matmul, step_kernels
 
     bf16 = torch.bfloat16
     for rows in ROWS:
@@ -169,6 +169,8 @@ def step_launches() -> None:
         queries = torch.empty(rows, KV_HEADS, HEADS // KV_HEADS, HEAD_DIM, dtype=bf16)
         mask = torch.ones(rows, 1, 1, CACHE, dtype=torch.bool)
         batch_invariant_attention.decode_attention(queries, keys, values, mask, positions, HEAD_DIM**-0.5)
+        head = torch.empty(*LM_HEAD, dtype=bf16)
+        batch_invariant_matmul.linear(hidden[:, 0], head, tiling=batch_invariant_matmul.HEAD_TILING)
 
 
 def programmatic_step_launches() -> None:
