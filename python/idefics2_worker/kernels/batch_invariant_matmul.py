@@ -48,13 +48,15 @@ def tiling_for(n: int, k: int) -> Tiling:
     # Each split keeps at least four steps along K so the pipeline has something to overlap.
     while tiles * splits < TARGET_PROGRAMS and splits < MAX_SPLITS and k // (2 * splits) >= 4 * base.step:
         splits *= 2
-    return Tiling(splits=splits)
+    # Three stages where K is not split: those shapes, whose programs outnumber the SMs several times, took 15-22% less
+    # time than at four (gate/up 72.6 -> 56.8 us at one row, the lm_head 74.4 -> 63.1: H65,
+    # tune_batch_invariant_matmul.py); the split ones were within 3% either way. Stages do not order the sums.
+    return Tiling(splits=splits, stages=3 if splits == 1 else Tiling.stages)
 
 
 # The lm_head's (32,003 outputs of 4,096, in every decode step): 64 outputs a program and 3 stages read its weight at
-# the card's copy bandwidth, 61.5 us at 1 and at 8 rows on an H200, where the default tiling took 90 and 75 and cuBLAS
-# 93 and 243 (H64, scripts/gpu/tune_batch_invariant_matmul.py). Four stages leave room for one program a
-# multiprocessor.
+# the card's copy bandwidth, 61.5 us at 1 and at 8 rows on an H200, where 32 outputs and 4 stages took 90 and 75 and
+# cuBLAS 93 and 243 (H64, scripts/gpu/tune_batch_invariant_matmul.py).
 HEAD_TILING = Tiling(outputs=64, stages=3)
 
 
