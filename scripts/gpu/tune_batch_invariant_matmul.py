@@ -2,8 +2,9 @@
 """Times the batch-invariant matmul's tilings at idefics2-8b's decode shapes (GPU): every tiling of a grid, at 1 and
 8 rows, each from a CUDA graph of 20 calls, against torch's linear (cuBLAS) and the tiling the worker chooses
 (`batch_invariant_matmul.tiling_for`). The lm_head (32,003 by 4,096) runs this kernel in every decode step; the
-other shapes run it in deterministic decoding at bf16. Checks each result against torch's (largest difference in
-bf16 rounding steps). Prints the best tilings per shape and rows, and writes them as JSON with --out.
+other shapes run it in deterministic decoding at bf16. Checks each result against float64 (largest difference in
+bf16 rounding steps, tune_decode_kernels.steps). Prints the best tilings per shape and rows, and writes them as
+JSON with --out.
 
 Usage: python scripts/gpu/tune_batch_invariant_matmul.py [--shapes lm_head o] [--rows 1 8] [--out FILE.json]
 """
@@ -21,6 +22,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "python"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_linear_kernels import timed
+from tune_decode_kernels import steps
 
 from idefics2_worker.kernels import batch_invariant_matmul
 from idefics2_worker.kernels.batch_invariant_matmul import Tiling
@@ -38,12 +40,6 @@ GRID = [
     for outputs, step, warps, stages, splits in itertools.product((32, 64, 128), (64, 128, 256), (4, 8), (3, 5), (1, 2))
     if outputs * step <= 16384
 ]
-
-
-def steps_off(out: torch.Tensor, exact: torch.Tensor) -> float:
-    """The largest difference from `exact`, in bf16 rounding steps of its magnitude."""
-    ulp = exact.abs().clamp_min(1e-3) * 2.0**-8
-    return float(((out.float() - exact) / ulp).abs().max())
 
 
 def time_tilings(weight: torch.Tensor, rows: int, chosen: Tiling) -> tuple[float, list[dict]]:
@@ -65,7 +61,7 @@ def time_tilings(weight: torch.Tensor, rows: int, chosen: Tiling) -> tuple[float
         except Exception as error:  # a tiling past the card's shared memory: Triton's OutOfResources
             print(f"{tiling}: {type(error).__name__}", file=sys.stderr)
             continue
-        results.append({"tiling": tiling.__dict__, "us": round(us, 2), "steps_off": steps_off(out, exact)})
+        results.append({"tiling": tiling.__dict__, "us": round(us, 2), "steps_off": steps(out, exact)})
     cublas = timed(lambda: torch.nn.functional.linear(x, weight), graph=True)
     results.sort(key=lambda r: r["us"])
     return cublas, results
