@@ -12,8 +12,9 @@ table; packed together for the packed tensor-core kernel where it runs, `packed_
 without a bias (one outlier threshold: the input is quantised once, as the modules
 already shared it); groups that differ in dtype, device or input width keep their own modules. Each output is the
 same sum as before (4-bit: the same products in the kernel's order; int8: exact int32 sums, the outliers' float32
-term in the kernel's order; bf16: cuBLAS's kernel for the wider shape, which may order its sums differently), and
-deterministic decoding runs the batch-invariant matmul on the whole.
+term in the kernel's order; bf16: the batch-invariant matmul's order for the wider shape where the Triton kernels run,
+elsewhere cuBLAS's, either of which may order its sums differently), and deterministic decoding runs the
+batch-invariant matmul on the whole.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from .linears import (
     eight_bit_weight,
     four_bit_kernel_computes,
     four_bit_product,
+    runs_invariant_matmul,
 )
 
 Product = Callable[[torch.Tensor], torch.Tensor]
@@ -74,7 +76,7 @@ def _dense(modules: Sequence[Any], deterministic: bool) -> Product | None:
     joined = _joined([w.data for w in weights])
     for weight, view in zip(weights, _pointed_at(joined, [w.data for w in weights]), strict=True):
         weight.data = view
-    if deterministic:
+    if runs_invariant_matmul(joined, deterministic):
         return lambda x: batch_invariant_matmul.linear(x, joined, None)
     return lambda x: torch.nn.functional.linear(x, joined)
 

@@ -15,9 +15,12 @@ cores) where they compile, else `four_bit_gemv` (Triton): all compute bitsandbyt
 (the tensor-core kernel with the code values in the input's format), faster. Other compute dtypes, and nested
 (double-quantised) absmax, keep bitsandbytes' kernel.
 
+Where the Triton kernels run, the bf16 / fp16 plain linears run `batch_invariant_matmul` instead of cuBLAS, in every
+mode (`runs_invariant_matmul`).
+
 Deterministic (`deterministic=True`, with kernels): every linear's rows are computed independently of the other
-rows, so a request's tokens do not depend on what shares its batch. The bf16 / fp16 linears (and lm_head) run
-`batch_invariant_matmul` instead of cuBLAS; the int8 product runs `int8_gemv`'s row-invariant form (every kernel
+rows, so a request's tokens do not depend on what shares its batch. Every plain linear (and lm_head) runs
+`batch_invariant_matmul`; the int8 product runs `int8_gemv`'s row-invariant form (every kernel
 sums the outliers' term exactly from their int8 pieces and rounds it once, so a row's bits do not depend on which
 kernel its batch took); the 4-bit layers run the tensor-core kernel at every row count, which orders each row's sums
 by the layer's shape alone, and where it does not run, the CUDA-core kernel (alike) or `four_bit_gemv`'s
@@ -61,6 +64,16 @@ def four_bit_kernel_computes(module: Any) -> bool:
         and not getattr(state, "packing_format_for_cpu", False)
         and state.shape[1] % state.blocksize == 0
     )
+
+
+def runs_invariant_matmul(weight: torch.Tensor, deterministic: bool) -> bool:
+    """Whether the decode step computes a plain linear of `weight` with `batch_invariant_matmul` (else torch's linear,
+    cuBLAS): when deterministic, and in every mode for a bf16 / fp16 weight where the Triton kernels run. There every
+    kernel of the bf16 step launches programmatically, and the two modes add the same sums in the same order: the
+    captured bf16 step took 4.138 ms at one row against cuBLAS's 4.240, 4.657 against 4.693 at 8 rows (H68), and
+    deterministic decoding cost nothing (H70)."""
+    bf16_or_fp16 = weight.dtype in (torch.bfloat16, torch.float16)
+    return deterministic or (bf16_or_fp16 and triton_support.available(weight.device))
 
 
 def compile_four_bit_kernels_early(device: torch.device) -> None:
@@ -155,9 +168,11 @@ class DecodeLinears:
             dtype = next((p.dtype for p in text_parameters if p.is_floating_point()), None)
             if dtype is not None and four_bit_cuda.kernels(dtype, torch.device(model.device)) is not None:
                 self.pack_dtype = dtype if dtype in four_bit_cuda.MMA_DTYPES else None
-        # Deterministic only: the 4-bit layers four_bit_gemv does not compute, and the plain linears.
+        # Deterministic only: the 4-bit layers four_bit_gemv does not compute.
         self.four_bit_dequantized = [m for m in four_bits if self.deterministic and m not in self.four_bit]
-        self.dense = [m for m in modules if self.deterministic and type(m) is torch.nn.Linear]
+        self.dense = [
+            m for m in modules if type(m) is torch.nn.Linear and runs_invariant_matmul(m.weight, self.deterministic)
+        ]
         self._last: tuple[torch.Tensor, QuantizedInput] | None = None
 
     def pack_four_bit(self) -> None:

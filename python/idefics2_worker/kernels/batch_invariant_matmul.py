@@ -74,7 +74,7 @@ def dot_mode(dtype: torch.dtype) -> int:
 
 
 if triton is not None:
-    from .triton_support import start_after_previous
+    from .triton_support import let_next_start, start_after_previous
 
     @triton.jit
     def dot(a, b, acc, MODE: tl.constexpr):
@@ -111,6 +111,7 @@ if triton is not None:
             b = tl.load(weight + outputs[None, :] * K + col[:, None], mask=output_ok[None, :] & col_ok[:, None],
                         other=0.0)  # fmt: skip
             acc = dot(a, b, acc, DOT)
+        let_next_start(PDL)
         store_ok = row_ok[:, None] & output_ok[None, :]
         if SPLIT:
             tl.store(partial + (split * M + rows[:, None]) * N + outputs[None, :], acc, mask=store_ok)
@@ -121,8 +122,9 @@ if triton is not None:
 
     @triton.jit
     def _sum_splits_kernel(partial, bias, out, COUNT, N, SPLITS: tl.constexpr, HAS_BIAS: tl.constexpr,
-                           OUT_DTYPE: tl.constexpr, BLOCK: tl.constexpr):  # fmt: skip
+                           OUT_DTYPE: tl.constexpr, BLOCK: tl.constexpr, PDL: tl.constexpr):  # fmt: skip
         # The splits' partial sums added in split order (a fixed order), the bias, one rounding.
+        start_after_previous(PDL)
         index = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
         ok = index < COUNT
         total = tl.load(partial + index, mask=ok, other=0.0)
@@ -183,5 +185,6 @@ def linear(
             HAS_BIAS=bias is not None,
             OUT_DTYPE=tl_dtype(x.dtype),
             BLOCK=block,
+            **programmatic_launch.triton_options(x.device),
         )
     return out.reshape(*x.shape[:-1], n)

@@ -3,14 +3,21 @@
 A decode step at batch 1 is ~330 short kernels in a CUDA graph, each waiting for the one before it to finish, flush
 and hand over before its blocks are even placed. Launched with programmatic stream serialization (compute
 capability 9.0 and up), a kernel's blocks are placed as soon as the kernel before it lets them
-(`griddepcontrol.launch_dependents`, which the step's kernels run first thing), run what needs nothing from it (the
-4-bit kernel fills its code table), then wait for it to finish (`griddepcontrol.wait`) before reading its output.
-CUDA graphs keep these edges when they capture the launches.
+(`griddepcontrol.launch_dependents`), run what needs nothing from it (the 4-bit kernel fills its code table), then
+wait for it to finish (`griddepcontrol.wait`) before reading its output. CUDA graphs keep these edges when they
+capture the launches.
+
+The step's Triton kernels let the next one place its blocks once they have waited (`ORDER`, WAIT_FIRST), not before:
+a kernel that lets the next one in before its own wait lets a chain of waiting kernels in, each placed on the SMs
+while the running kernel still reads its weights. Waiting first, the captured step took 2.042 ms at one row against
+2.175 at 4-bit, and 4.161 against 5.527 at bf16 with the projections on the Triton matmul (H69,
+scripts/gpu/compare_step_linears.py); the 4-bit kernel still lets the next one in first, so that one kernel at most is
+placed ahead.
 
 Every kernel launched so must wait before it touches memory another kernel wrote or reads, and must not end before
 waiting: then a kernel that waited has every earlier kernel finished behind it, whichever of them were launched so.
-The step's Triton kernels (`step_kernels`, `batch_invariant_attention`) take `PDL` and Triton's `launch_pdl`; its
-NVRTC kernels launch through `launch`, torch's module loader having no launch attributes.
+The step's Triton kernels (`step_kernels`, `batch_invariant_attention`, `batch_invariant_matmul`) take `PDL` and
+Triton's `launch_pdl`; its NVRTC kernels launch through `launch`, torch's module loader having no launch attributes.
 """
 
 from __future__ import annotations
@@ -26,8 +33,10 @@ import torch
 
 from . import triton_support
 
-# Whether the step's kernels launch so where they can (a switch for measuring the difference).
+# Whether the step's kernels launch so where they can, and the order of their Triton kernels' grid dependency calls
+# (`triton_support.start_after_previous`): switches for measuring the difference.
 ENABLED = True
+ORDER = triton_support.WAIT_FIRST
 MIN_CAPABILITY = (9, 0)
 _PROGRAMMATIC_STREAM_SERIALIZATION = 6  # CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION
 _active = threading.local()  # depth of `decode_graph` on this thread
@@ -67,11 +76,11 @@ def enabled(device: torch.device) -> bool:
     return _capable(device.index if device.index is not None else torch.cuda.current_device())
 
 
-def triton_options(device: torch.device) -> dict[str, bool]:
-    """A step Triton kernel's launch options: its `PDL` (it calls `triton_support.start_after_previous(PDL)` first)
-    and, where `enabled`, Triton's `launch_pdl`."""
+def triton_options(device: torch.device) -> dict[str, bool | int]:
+    """A step Triton kernel's launch options: its `PDL` (`ORDER` where `enabled`, else False; it calls
+    `triton_support.start_after_previous(PDL)` first) and, where `enabled`, Triton's `launch_pdl`."""
     if enabled(device):
-        return {"PDL": True, "launch_pdl": True}
+        return {"PDL": ORDER, "launch_pdl": True}
     return {"PDL": False}
 
 

@@ -38,6 +38,12 @@ _TL_DTYPES = {torch.bfloat16: "bfloat16", torch.float16: "float16", torch.float3
 MIN_CAPABILITY = (8, 0)
 
 
+# The `PDL` a kernel launched programmatically takes (`start_after_previous`; 0 for a plain launch): the order of its
+# two grid dependency calls. The step's kernels wait first (programmatic_launch.ORDER); the others were measured
+# against it (H68, H69).
+TRIGGER_FIRST, WAIT_FIRST, TRIGGER_LATE = 1, 2, 3
+
+
 def available(device: torch.device) -> bool:
     """Whether the worker's Triton kernels run on this device."""
     if triton is None or device.type != "cuda":
@@ -63,8 +69,20 @@ if triton is not None:
 
     @triton.jit
     def start_after_previous(PDL: tl.constexpr):
-        # A kernel launched with programmatic stream serialization (programmatic_launch.py) lets the next kernel
-        # place its blocks, then waits for the previous one to finish: first thing, before any memory access.
-        if PDL:
+        # A kernel launched with programmatic stream serialization (programmatic_launch.py) waits for the previous one
+        # to finish first thing, before any memory access, and lets the next kernel place its blocks before
+        # (TRIGGER_FIRST) or after that wait (WAIT_FIRST), or where it calls `let_next_start` (TRIGGER_LATE).
+        if PDL == 1:
             gdc_launch_dependents()
             gdc_wait()
+        elif PDL == 2:
+            gdc_wait()
+            gdc_launch_dependents()
+        elif PDL == 3:
+            gdc_wait()
+
+    @triton.jit
+    def let_next_start(PDL: tl.constexpr):
+        # TRIGGER_LATE's trigger, after the kernel's main loop (a kernel ending without one triggers as it ends).
+        if PDL == 3:
+            gdc_launch_dependents()

@@ -16,7 +16,8 @@ import pytest
 import torch
 from quantized_layers import eight_bit_layer
 
-from idefics2_worker.decode.linears import DecodeLinears
+from idefics2_worker.decode.linears import DecodeLinears, runs_invariant_matmul
+from idefics2_worker.kernels import batch_invariant_matmul, triton_support
 
 
 def holder(layer: torch.nn.Module) -> SimpleNamespace:
@@ -218,3 +219,49 @@ def test_the_four_bit_kernel_takes_only_layers_whose_sums_it_computes(
     assert DecodeLinears(holder(layer), kernels=True).four_bit == ([layer] if taken else [])
     # Without kernels (CPU, no Triton) every 4-bit layer keeps bitsandbytes' forward.
     assert DecodeLinears(holder(layer), kernels=False).four_bit == []
+
+
+@pytest.mark.parametrize(
+    ("dtype", "kernels_run", "deterministic", "invariant"),
+    [
+        (torch.bfloat16, True, False, True),  # change 65: the default mode's bf16 projections where Triton runs
+        (torch.float16, True, False, True),
+        (torch.float32, True, False, False),  # cuBLAS's TF32-free float32 is what the module computes
+        (torch.bfloat16, False, False, False),  # no Triton (CPU): torch's linear
+        (torch.float32, False, True, True),  # deterministic: every plain linear (the tests' interpreter)
+    ],
+)
+def test_which_plain_linears_run_the_batch_invariant_matmul(
+    monkeypatch: pytest.MonkeyPatch, dtype: torch.dtype, kernels_run: bool, deterministic: bool, invariant: bool
+) -> None:
+    monkeypatch.setattr(triton_support, "available", lambda _device: kernels_run)
+    assert runs_invariant_matmul(torch.empty(4, 4, dtype=dtype), deterministic) is invariant
+
+
+def test_the_default_modes_bf16_linears_run_the_matmul_and_float32_ones_their_own_forward(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(triton_support, "available", lambda _device: True)
+    calls: list[tuple[int, int]] = []
+
+    def recorded(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+        calls.append(tuple(weight.shape))
+        return torch.nn.functional.linear(x, weight, bias)
+
+    monkeypatch.setattr(batch_invariant_matmul, "linear", recorded)
+    torch.manual_seed(0)
+    bf16 = torch.nn.Linear(16, 8, bias=False).to(torch.bfloat16)
+    wide = torch.nn.Linear(16, 12, bias=False)
+    model = SimpleNamespace(
+        model=SimpleNamespace(text_model=torch.nn.Sequential(bf16, wide)),
+        lm_head=torch.nn.Identity(),
+        device=torch.device("cpu"),
+    )
+    decode = DecodeLinears(model, kernels=False)
+    assert decode.dense == [bf16]
+    x = torch.randn(2, 16)
+    with torch.inference_mode(), decode.capturable():
+        ours = bf16(x.to(torch.bfloat16))
+        wide(x)
+    assert calls == [(8, 16)]
+    torch.testing.assert_close(ours, torch.nn.functional.linear(x.to(torch.bfloat16), bf16.weight))

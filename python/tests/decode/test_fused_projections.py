@@ -162,3 +162,25 @@ def test_eight_bit_projections_fuse_into_one_kernel_call_with_one_quantised_inpu
     assert result["one_storage"]
     assert result["scales_one_storage"]
     assert result["data_is_the_weight"]  # no second copy of the int8 weights is kept alive
+
+
+@pytest.mark.parametrize("invariant", [True, False])
+def test_a_dense_group_runs_the_batch_invariant_matmul_where_the_linears_do(
+    monkeypatch: pytest.MonkeyPatch, invariant: bool
+) -> None:
+    from idefics2_worker.decode import fused_projections
+    from idefics2_worker.kernels import batch_invariant_matmul
+
+    monkeypatch.setattr(fused_projections, "runs_invariant_matmul", lambda _weight, _deterministic: invariant)
+    calls: list[tuple[int, int]] = []
+
+    def recorded(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+        calls.append(tuple(weight.shape))
+        return torch.nn.functional.linear(x, weight, bias)
+
+    monkeypatch.setattr(batch_invariant_matmul, "linear", recorded)
+    fused = FusedProjection.of(linears(32, 8, 8), deterministic=False)
+    assert fused is not None
+    with torch.inference_mode():
+        fused(torch.randn(2, 1, 64))
+    assert calls == ([(48, 64)] if invariant else [])

@@ -148,7 +148,8 @@ def decode_shapes() -> None:
 
 
 def step_launches() -> None:
-    """The decode step's norm, rotary, SiLU, attention and lm_head kernels at idefics2-8b's shapes."""
+    """The decode step's norm, rotary, SiLU, attention kernels, its bf16 projections and lm_head at idefics2-8b's
+    shapes."""
     from idefics2_worker.kernels import batch_invariant_attention, batch_invariant_matmul, step_kernels
 
     bf16 = torch.bfloat16
@@ -171,6 +172,9 @@ def step_launches() -> None:
         batch_invariant_attention.decode_attention(queries, keys, values, mask, positions, HEAD_DIM**-0.5)
         head = torch.empty(*LM_HEAD, dtype=bf16)
         batch_invariant_matmul.linear(hidden[:, 0], head, tiling=batch_invariant_matmul.HEAD_TILING)
+        for outputs, inputs in LINEAR_SHAPES:  # split along K or not: the sum of the splits launches too
+            weight = torch.empty(outputs, inputs, dtype=bf16)
+            batch_invariant_matmul.linear(torch.empty(rows, inputs, dtype=bf16), weight)
 
 
 def programmatic_step_launches() -> None:
@@ -179,7 +183,7 @@ def programmatic_step_launches() -> None:
     from idefics2_worker.kernels import programmatic_launch
 
     triton_options = programmatic_launch.triton_options
-    programmatic_launch.triton_options = lambda device: {"PDL": True, "launch_pdl": True}
+    programmatic_launch.triton_options = lambda device: {"PDL": programmatic_launch.ORDER, "launch_pdl": True}
     try:
         step_launches()
     finally:

@@ -9,7 +9,7 @@ import ctypes
 import pytest
 import torch
 
-from idefics2_worker.kernels import programmatic_launch
+from idefics2_worker.kernels import programmatic_launch, triton_support
 from idefics2_worker.kernels.programmatic_launch import _argument, _Attribute, _Config
 
 
@@ -46,7 +46,8 @@ def test_only_inside_the_decode_graphs_and_nested(monkeypatch: pytest.MonkeyPatc
     with programmatic_launch.decode_graph():
         assert programmatic_launch.enabled(cuda)
         with programmatic_launch.decode_graph():
-            assert programmatic_launch.triton_options(cuda) == {"PDL": True, "launch_pdl": True}
+            options = programmatic_launch.triton_options(cuda)
+            assert options == {"PDL": triton_support.WAIT_FIRST, "launch_pdl": True}
         assert programmatic_launch.enabled(cuda)
         monkeypatch.setattr(programmatic_launch, "ENABLED", False)
         assert not programmatic_launch.enabled(cuda)
