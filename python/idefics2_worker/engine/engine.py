@@ -113,9 +113,6 @@ def choose_batch_decoder(
 ) -> BatchDecoder | None:
     """The fast decoder when asked for, or by default on a model that sits on one CUDA device (and, deterministic, where
     its batch-invariant kernels run)."""
-    from ..decode.batch_decoder import BatchDecoder, invariant_kernels_run
-    from ..decode.prefill import PrefillPlan
-
     devices = sorted({str(p.device) for p in loaded.model.parameters()})
     single = len(devices) == 1
     on_cuda = single and devices[0].startswith("cuda")
@@ -127,6 +124,10 @@ def choose_batch_decoder(
             f"decoder 'fast' needs the model on one device, but deviceMap spread it over {devices}",
             "Use decoder 'reference' (or 'auto') with a model split over devices, or a deviceMap of one device.",
         )
+    # Imported only where a fast decoder may be made: 0.08 s on this project's CPU machine, 0.14 s on an H200's (H68).
+    from ..decode.batch_decoder import BatchDecoder, invariant_kernels_run
+    from ..decode.prefill import PrefillPlan
+
     if params.deterministic and params.decoder == "auto" and not invariant_kernels_run(loaded.model):
         return None  # deterministic without the invariant kernels: generate(), one request at a time
     if on_progress is not None:  # a step of its own in the load's timeline (fused weights, KV slots, kernels)
