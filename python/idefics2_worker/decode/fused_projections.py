@@ -12,9 +12,9 @@ table; packed together for the packed tensor-core kernel where it runs, `packed_
 without a bias (one outlier threshold: the input is quantised once, as the modules
 already shared it); groups that differ in dtype, device or input width keep their own modules. Each output is the
 same sum as before (4-bit: the same products in the kernel's order; int8: exact int32 sums, the outliers' float32
-term in the kernel's order; bf16: the batch-invariant matmul's order for the wider shape where the Triton kernels run,
-elsewhere cuBLAS's, either of which may order its sums differently), and deterministic decoding runs the
-batch-invariant matmul on the whole.
+term in the kernel's order; bf16: the batch-invariant matmul's order for the wider shape where the step's kernels
+launch programmatically, elsewhere cuBLAS's, either of which may order its sums differently), and deterministic
+decoding runs the batch-invariant matmul on the whole.
 """
 
 from __future__ import annotations

@@ -15,8 +15,8 @@ cores) where they compile, else `four_bit_gemv` (Triton): all compute bitsandbyt
 (the tensor-core kernel with the code values in the input's format), faster. Other compute dtypes, and nested
 (double-quantised) absmax, keep bitsandbytes' kernel.
 
-Where the Triton kernels run, the bf16 / fp16 plain linears run `batch_invariant_matmul` instead of cuBLAS, in every
-mode (`runs_invariant_matmul`).
+Where the step's kernels launch programmatically (Hopper), the bf16 / fp16 plain linears run `batch_invariant_matmul`
+instead of cuBLAS, in every mode (`runs_invariant_matmul`).
 
 Deterministic (`deterministic=True`, with kernels): every linear's rows are computed independently of the other
 rows, so a request's tokens do not depend on what shares its batch. Every plain linear (and lm_head) runs
@@ -46,6 +46,7 @@ from ..kernels import (
     four_bit_gemv,
     int8_gemv,
     int8_quantize,
+    programmatic_launch,
     triton_support,
 )
 from ..request.quantized_layers import bitsandbytes_linears
@@ -68,12 +69,14 @@ def four_bit_kernel_computes(module: Any) -> bool:
 
 def runs_invariant_matmul(weight: torch.Tensor, deterministic: bool) -> bool:
     """Whether the decode step computes a plain linear of `weight` with `batch_invariant_matmul` (else torch's linear,
-    cuBLAS): when deterministic, and in every mode for a bf16 / fp16 weight where the Triton kernels run. There every
-    kernel of the bf16 step launches programmatically, and the two modes add the same sums in the same order: the
-    captured bf16 step took 4.138 ms at one row against cuBLAS's 4.240, 4.657 against 4.693 at 8 rows (H68), and
-    deterministic decoding cost nothing (H70)."""
+    cuBLAS): when deterministic, and in every mode for a bf16 / fp16 weight where the step's kernels launch
+    programmatically (compute capability 9.0+). There every kernel of the bf16 step launches so, and the two modes add
+    the same sums in the same order: the captured bf16 step took 4.138 ms at one row against cuBLAS's 4.240, 4.657
+    against 4.693 at 8 rows (H68), and deterministic decoding cost nothing (H70). Launched plainly, as before Hopper,
+    the matmul's step was 0.8% behind cuBLAS's at one row (4.316 against 4.283 ms, H67): cuBLAS there."""
     bf16_or_fp16 = weight.dtype in (torch.bfloat16, torch.float16)
-    return deterministic or (bf16_or_fp16 and triton_support.available(weight.device))
+    fast_here = triton_support.available(weight.device) and programmatic_launch.supported(weight.device)
+    return deterministic or (bf16_or_fp16 and fast_here)
 
 
 def compile_four_bit_kernels_early(device: torch.device) -> None:

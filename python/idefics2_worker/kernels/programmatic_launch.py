@@ -69,11 +69,17 @@ def decode_graph() -> Iterator[None]:
         _active.depth = depth
 
 
-def enabled(device: torch.device) -> bool:
-    """Whether kernels on `device` launch with programmatic stream serialization now (inside `decode_graph`)."""
-    if not ENABLED or not getattr(_active, "depth", 0) or device.type != "cuda" or torch.version.cuda is None:
+def supported(device: torch.device) -> bool:
+    """Whether kernels on `device` can launch with programmatic stream serialization (compute capability 9.0+, a CUDA
+    build of torch, a Triton with grid dependency control), as they do inside `decode_graph` where `ENABLED`."""
+    if device.type != "cuda" or torch.version.cuda is None:
         return False
     return _capable(device.index if device.index is not None else torch.cuda.current_device())
+
+
+def enabled(device: torch.device) -> bool:
+    """Whether kernels on `device` launch with programmatic stream serialization now (inside `decode_graph`)."""
+    return ENABLED and bool(getattr(_active, "depth", 0)) and supported(device)
 
 
 def triton_options(device: torch.device) -> dict[str, bool | int]:

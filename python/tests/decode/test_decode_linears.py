@@ -17,7 +17,7 @@ import torch
 from quantized_layers import eight_bit_layer
 
 from idefics2_worker.decode.linears import DecodeLinears, runs_invariant_matmul
-from idefics2_worker.kernels import batch_invariant_matmul, triton_support
+from idefics2_worker.kernels import batch_invariant_matmul, programmatic_launch, triton_support
 
 
 def holder(layer: torch.nn.Module) -> SimpleNamespace:
@@ -222,19 +222,26 @@ def test_the_four_bit_kernel_takes_only_layers_whose_sums_it_computes(
 
 
 @pytest.mark.parametrize(
-    ("dtype", "kernels_run", "deterministic", "invariant"),
+    ("dtype", "kernels_run", "programmatic", "deterministic", "invariant"),
     [
-        (torch.bfloat16, True, False, True),  # change 65: the default mode's bf16 projections where Triton runs
-        (torch.float16, True, False, True),
-        (torch.float32, True, False, False),  # cuBLAS's TF32-free float32 is what the module computes
-        (torch.bfloat16, False, False, False),  # no Triton (CPU): torch's linear
-        (torch.float32, False, True, True),  # deterministic: every plain linear (the tests' interpreter)
+        (torch.bfloat16, True, True, False, True),  # change 65: the default's bf16 projections where launched so
+        (torch.float16, True, True, False, True),
+        (torch.float32, True, True, False, False),  # cuBLAS's TF32-free float32 is what the module computes
+        (torch.bfloat16, True, False, False, False),  # before Hopper: plain launches, cuBLAS's step was ahead (H67)
+        (torch.bfloat16, False, False, False, False),  # no Triton (CPU): torch's linear
+        (torch.float32, False, False, True, True),  # deterministic: every plain linear (the tests' interpreter)
     ],
 )
-def test_which_plain_linears_run_the_batch_invariant_matmul(
-    monkeypatch: pytest.MonkeyPatch, dtype: torch.dtype, kernels_run: bool, deterministic: bool, invariant: bool
+def test_which_plain_linears_run_the_batch_invariant_matmul(  # noqa: PLR0917 - the case's columns
+    monkeypatch: pytest.MonkeyPatch,
+    dtype: torch.dtype,
+    kernels_run: bool,
+    programmatic: bool,
+    deterministic: bool,
+    invariant: bool,
 ) -> None:
     monkeypatch.setattr(triton_support, "available", lambda _device: kernels_run)
+    monkeypatch.setattr(programmatic_launch, "supported", lambda _device: programmatic)
     assert runs_invariant_matmul(torch.empty(4, 4, dtype=dtype), deterministic) is invariant
 
 
@@ -242,6 +249,7 @@ def test_the_default_modes_bf16_linears_run_the_matmul_and_float32_ones_their_ow
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setattr(triton_support, "available", lambda _device: True)
+    monkeypatch.setattr(programmatic_launch, "supported", lambda _device: True)
     calls: list[tuple[int, int]] = []
 
     def recorded(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:

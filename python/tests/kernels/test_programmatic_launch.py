@@ -14,6 +14,7 @@ from idefics2_worker.kernels.programmatic_launch import _argument, _Attribute, _
 
 
 def test_off_without_a_cuda_device() -> None:
+    assert not programmatic_launch.supported(torch.device("cpu"))
     assert not programmatic_launch.enabled(torch.device("cpu"))
     assert programmatic_launch.triton_options(torch.device("cpu")) == {"PDL": False}
 
