@@ -4,9 +4,9 @@ CUDA builds of torch bring Triton; CPU builds do not, and then every kernel's ca
 bitsandbytes ops instead. Tests run the kernels on CPU tensors under Triton's interpreter.
 """
 
-# `start_after_previous` is a @jit function: its tl.constexpr parameter and the grid dependency calls (None where
-# Triton lacks them, never reached there: PDL is then never true) are Triton's, not Python's, types.
-# pyright: reportInvalidTypeForm=false, reportOptionalCall=false
+# `start_after_previous` is a @jit function: its tl.constexpr parameter, the orders' constexprs and the grid dependency
+# calls (None where Triton lacks them, never reached there: PDL is then never true) are Triton's, not Python's, types.
+# pyright: reportInvalidTypeForm=false, reportOptionalCall=false, reportOptionalMemberAccess=false
 
 from __future__ import annotations
 
@@ -67,22 +67,25 @@ if triton is not None:
     except Exception:
         gdc_launch_dependents = gdc_wait = None
 
+    # The orders as a jit function reads module globals: constexpr.
+    _TRIGGER_FIRST, _WAIT_FIRST, _TRIGGER_LATE = (tl.constexpr(o) for o in (TRIGGER_FIRST, WAIT_FIRST, TRIGGER_LATE))
+
     @triton.jit
     def start_after_previous(PDL: tl.constexpr):
         # A kernel launched with programmatic stream serialization (programmatic_launch.py) waits for the previous one
         # to finish first thing, before any memory access, and lets the next kernel place its blocks before
         # (TRIGGER_FIRST) or after that wait (WAIT_FIRST), or where it calls `let_next_start` (TRIGGER_LATE).
-        if PDL == 1:
+        if PDL == _TRIGGER_FIRST:
             gdc_launch_dependents()
             gdc_wait()
-        elif PDL == 2:
+        elif PDL == _WAIT_FIRST:
             gdc_wait()
             gdc_launch_dependents()
-        elif PDL == 3:
+        elif PDL == _TRIGGER_LATE:
             gdc_wait()
 
     @triton.jit
     def let_next_start(PDL: tl.constexpr):
         # TRIGGER_LATE's trigger, after the kernel's main loop (a kernel ending without one triggers as it ends).
-        if PDL == 3:
+        if PDL == _TRIGGER_LATE:
             gdc_launch_dependents()
