@@ -17,6 +17,8 @@ own GPU time, and the kernels per step; eager steps launch plainly):
   first`: every kernel waits first; `triton, trigger late`: the matmul waits first and lets the next kernel place its
   blocks after its loop (`TRIGGER_LATE`); both; plain launches at H65's fastest tilings; `triton, the matmul waits
   first`: the matmul (and its sum of splits) `WAIT_FIRST`, the other kernels `TRIGGER_FIRST`;
+- `triton, int8 kernels plain` (8-bit): the int8 products and the o / down inputs' quantisation launched plainly, as
+  before change 66;
 - `deterministic`: the whole deterministic step (the same linears as `triton`; the rest as the default's).
 
 Prints one JSON line at the end (`--out` writes it too).
@@ -45,7 +47,7 @@ from profile_decode_step import eager_kernel_totals, load, prepare, replay_ms
 
 from idefics2_worker.decode import fused_projections, linears
 from idefics2_worker.decode.graphs import DecodeGraphs
-from idefics2_worker.kernels import batch_invariant_matmul, programmatic_launch
+from idefics2_worker.kernels import batch_invariant_matmul, int8_gemv, int8_quantize, programmatic_launch
 from idefics2_worker.kernels.batch_invariant_matmul import Tiling
 from idefics2_worker.kernels.triton_support import TRIGGER_LATE, WAIT_FIRST
 
@@ -97,6 +99,15 @@ def matmul_launches(order: int) -> Iterator[None]:
 
 
 @contextmanager
+def int8_plain() -> Iterator[None]:
+    """The 8-bit step's int8 products and its o / down inputs' quantisation launched plainly (before change 66); the
+    norm with the input's quantisation keeps the step's launches."""
+    plain = SimpleNamespace(triton_options=lambda _device: {"PDL": 0})
+    with patched(int8_gemv, "programmatic_launch", plain), patched(int8_quantize, "programmatic_launch", plain):
+        yield
+
+
+@contextmanager
 def every_kernel(order: int) -> Iterator[None]:
     with patched(programmatic_launch, "ORDER", order):
         yield
@@ -131,6 +142,7 @@ VARIANTS: dict[str, tuple[Callable[[], Any], bool]] = {
     ),
     "triton, plain, tilings of H65": (lambda: stacked(matmul_launches(0), tilings(h65)), False),
     "triton, the matmul waits first": (lambda: matmul_launches(WAIT_FIRST), False),
+    "triton, int8 kernels plain": (int8_plain, False),
     "deterministic": (nothing, True),
 }
 

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 
 import torch
 
-from . import triton_support
+from . import programmatic_launch, triton_support
 from .triton_support import MAX_ROWS, tl, tl_dtype, triton
 
 
@@ -103,6 +103,8 @@ def tiling_for(outputs: int, inputs: int, rows: int, pieces: bool = False) -> Ti
 
 
 if triton is not None:
+    from .triton_support import start_after_previous
+
     # A jit function reads module globals only as constexpr.
     _MM_DEQUANT = tl.constexpr(MM_DEQUANT_SCALE)
     _VECTORWISE_DEQUANT = tl.constexpr(VECTORWISE_DEQUANT_SCALE)
@@ -139,7 +141,7 @@ if triton is not None:
     def _eight_bit_kernel(quantized, outliers, columns, counts, pieces, piece_scales, weight, weight_bytes, row_absmax,
                           weight_absmax, out, N, K: tl.constexpr, ROWS: tl.constexpr, ROWS_P2: tl.constexpr,
                           OUT_DTYPE: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, DP4A: tl.constexpr,
-                          EXACT_OUTLIERS: tl.constexpr):  # fmt: skip
+                          EXACT_OUTLIERS: tl.constexpr, PDL: tl.constexpr):  # fmt: skip
         # Program: BLOCK_N outputs of every input row; each weight block is read once and used for all rows. The
         # int8 inputs and weights come as int32 words of four ([rows, K / 4], [N, K / 4]), one dp4a per word. Each
         # lane keeps its own sums until the end (one reduction per program, not one per step); several rows keep
@@ -149,6 +151,7 @@ if triton is not None:
         # row's bits are the one-row kernel's: the int32 sums are exact in any order, the outlier chain is per row.
         # EXACT_OUTLIERS: that term from the outliers' pieces, summed exactly in int64 and rounded once, as the MMA
         # kernels round it (`_split_slots`), so that a row's bits are also theirs.
+        start_after_previous(PDL)
         WORDS: tl.constexpr = K // 4
         BLOCK_W: tl.constexpr = BLOCK_K // 4
         outputs = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
@@ -220,9 +223,10 @@ if triton is not None:
 
     @triton.jit
     def _split_pieces_kernel(quantized, pieces, weight, partials, N, ROWS, K: tl.constexpr, SPLIT: tl.constexpr,
-                             BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):  # fmt: skip
+                             BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, PDL: tl.constexpr):  # fmt: skip
         # The pieces' MMA over one split of K (SPLIT columns, a multiple of BLOCK_K): [outputs, 32] int32 sums of
         # the rows' int8 inputs and outliers' pieces, stored for `_combine_splits_kernel`.
+        start_after_previous(PDL)
         outputs = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
         output_ok = outputs < N
         column = tl.arange(0, BLOCK_K)
@@ -242,8 +246,10 @@ if triton is not None:
 
     @triton.jit
     def _combine_splits_kernel(partials, piece_scales, row_absmax, weight_absmax, out, N, ROWS,
-                               SPLITS: tl.constexpr, BLOCK_N: tl.constexpr, OUT_DTYPE: tl.constexpr):  # fmt: skip
+                               SPLITS: tl.constexpr, BLOCK_N: tl.constexpr, OUT_DTYPE: tl.constexpr,
+                               PDL: tl.constexpr):  # fmt: skip
         # The splits' int32 sums added (exact, so the bits are the unsplit kernel's), then its epilogue.
+        start_after_previous(PDL)
         outputs = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
         output_ok = outputs < N
         at = outputs[:, None] * PIECE_COLUMNS_ + tl.arange(0, PIECE_COLUMNS_)[None, :]
@@ -257,7 +263,7 @@ if triton is not None:
     def _eight_bit_mma_kernel(quantized, outliers, pieces, piece_scales, weight, row_absmax,
                               weight_absmax, out, N, ROWS, K: tl.constexpr, OUT_DTYPE: tl.constexpr,
                               BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, ROWS_MMA: tl.constexpr,
-                              SIXTEEN_BIT_DOT: tl.constexpr, PIECES: tl.constexpr):  # fmt: skip
+                              SIXTEEN_BIT_DOT: tl.constexpr, PIECES: tl.constexpr, PDL: tl.constexpr):  # fmt: skip
         # Program: BLOCK_N outputs of up to ROWS_MMA rows: [BLOCK_N, BLOCK_K] int8 weights times the rows'
         # [BLOCK_K, ROWS_MMA] int8 inputs on the tensor cores, exact in int32, and the same weights times the
         # rows' outliers in another MMA. Every block takes both: nothing depends on the data, so Triton pipelines
@@ -265,6 +271,7 @@ if triton is not None:
         # model's outliers are scattered, and a branch stops the pipelining).
         # PIECES (up to 8 rows, ROWS_MMA 32): the MMA's columns 8-31 are the rows' outliers as int8 pieces
         # (int8_quantize), so one int8 MMA computes both terms exactly and no weight is converted.
+        start_after_previous(PDL)
         outputs = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
         output_ok = outputs < N
         column = tl.arange(0, BLOCK_K)
@@ -347,6 +354,7 @@ def eight_bit_gemv(
         scales = (row_absmax[first:], weight_absmax, out[first:], n)
         grid = (triton.cdiv(n, chosen.outputs),)
         shared = {"K": k, "OUT_DTYPE": tl_dtype(dtype), "BLOCK_N": chosen.outputs, "BLOCK_K": chosen.columns}
+        launch = programmatic_launch.triton_options(quantized.device)
         if in_pieces and chosen.splits > 1:
             split = triton.cdiv(triton.cdiv(k, chosen.splits), chosen.columns) * chosen.columns
             splits = triton.cdiv(k, split)
@@ -364,10 +372,11 @@ def eight_bit_gemv(
                 BLOCK_K=chosen.columns,
                 num_warps=chosen.warps,
                 num_stages=chosen.stages,
+                **launch,
             )
             _combine_splits_kernel[(triton.cdiv(n, COMBINE_OUTPUTS),)](
                 partials, piece_scales[first:], *scales, rows, SPLITS=splits, BLOCK_N=COMBINE_OUTPUTS,
-                OUT_DTYPE=shared["OUT_DTYPE"],
+                OUT_DTYPE=shared["OUT_DTYPE"], **launch,
             )  # fmt: skip
         elif chosen.mma:
             _eight_bit_mma_kernel[grid](
@@ -385,6 +394,7 @@ def eight_bit_gemv(
                 num_warps=chosen.warps,
                 num_stages=chosen.stages,
                 **shared,
+                **launch,
             )
         else:
             _eight_bit_kernel[grid](
@@ -404,5 +414,6 @@ def eight_bit_gemv(
                 num_warps=chosen.warps,
                 num_stages=chosen.stages,
                 **shared,
+                **launch,
             )
     return out

@@ -27,6 +27,7 @@ from typing import NamedTuple
 
 import torch
 
+from . import programmatic_launch
 from .triton_support import tl, triton
 
 # Columns per span of a row (see the kernel), and so the smallest row block it takes.
@@ -34,6 +35,7 @@ SPAN = 128
 
 
 if triton is not None:
+    from .triton_support import start_after_previous
 
     @triton.jit
     def _outlier_pieces(source, outlier, row, column, ok, K, pieces, piece_scales):
@@ -92,8 +94,9 @@ if triton is not None:
     @triton.jit
     def _quantize_kernel(x, quantized, stats, outliers, columns, counts, pieces, piece_scales, K, threshold,
                          HAS_THRESHOLD: tl.constexpr, BLOCK: tl.constexpr, SPAN: tl.constexpr, PIECES: tl.constexpr,
-                         LISTS: tl.constexpr):  # fmt: skip
+                         LISTS: tl.constexpr, PDL: tl.constexpr):  # fmt: skip
         # One program per row; the whole row is one block, so the absmax and the quantisation share one load.
+        start_after_previous(PDL)
         row = tl.program_id(0)
         column = tl.arange(0, BLOCK // SPAN)[:, None] * SPAN + tl.arange(0, SPAN)[None, :]
         ok = column < K
@@ -208,5 +211,6 @@ def quantize_rows(
         SPAN=SPAN,
         num_warps=warps or quantize_warps(k),
         **written,
+        **programmatic_launch.triton_options(rows.device),
     )
     return out

@@ -56,9 +56,11 @@ if triton is not None:
     def _add_rms_norm_quantize_kernel(residual, delta, weight, hidden_out, normed_out, quantized, stats, outliers,
                                       columns, counts, pieces, piece_scales, eps, threshold, D: tl.constexpr,
                                       BLOCK: tl.constexpr, HAS_DELTA: tl.constexpr, HAS_THRESHOLD: tl.constexpr,
-                                      SPAN: tl.constexpr, PIECES: tl.constexpr, LISTS: tl.constexpr):  # fmt: skip
+                                      SPAN: tl.constexpr, PIECES: tl.constexpr, LISTS: tl.constexpr,
+                                      PDL: tl.constexpr):  # fmt: skip
         # The add + norm, then LLM.int8()'s quantisation of the normed row (int8_quantize.quantize_row) from the
         # values just rounded to the output dtype, which `quantize_rows` would read back from memory.
+        start_after_previous(PDL)
         row = tl.program_id(0)
         normed, col, ok = _add_rms_norm_row(residual, delta, weight, hidden_out, row, eps, D, BLOCK, HAS_DELTA,
                                             normed_out.dtype.element_ty)  # fmt: skip
@@ -203,6 +205,7 @@ def add_rms_norm_quantized(
         SPAN=int8_quantize.SPAN,
         num_warps=warps or norm_quantize_warps(dim),
         **written,
+        **programmatic_launch.triton_options(residual.device),
     )
     return hidden, normed, quantized
 

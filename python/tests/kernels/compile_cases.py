@@ -158,6 +158,7 @@ def step_launches() -> None:
         step_kernels.add_rms_norm(hidden, torch.empty_like(hidden), torch.empty(HIDDEN, dtype=bf16), 1e-5)
         for delta in (None, torch.empty_like(hidden)):
             step_kernels.add_rms_norm_quantized(hidden, delta, torch.empty(HIDDEN, dtype=bf16), 1e-5, 6.0)
+        eight_bit_launches(rows)
         gate_up = torch.empty(rows, 1, 2 * INTERMEDIATE, dtype=bf16)
         step_kernels.silu_mul(*gate_up.split(INTERMEDIATE, dim=-1))
         qkv = torch.empty(rows, 1, (HEADS + 2 * KV_HEADS) * HEAD_DIM, dtype=bf16)
@@ -175,6 +176,21 @@ def step_launches() -> None:
         for outputs, inputs in LINEAR_SHAPES:  # split along K or not: the sum of the splits launches too
             weight = torch.empty(outputs, inputs, dtype=bf16)
             batch_invariant_matmul.linear(torch.empty(rows, inputs, dtype=bf16), weight)
+
+
+def eight_bit_launches(rows: int) -> None:
+    """The 8-bit step's products at idefics2-8b's shapes: the input's quantisation, the kernel its rows take and the
+    row-invariant form (pieces, whole and split)."""
+    from idefics2_worker.kernels import int8_gemv, int8_quantize
+
+    bf16 = torch.bfloat16
+    for outputs, inputs in LINEAR_SHAPES:
+        weight, scales = torch.empty(outputs, inputs, dtype=torch.int8), torch.empty(outputs)
+        x = torch.empty(rows, inputs, dtype=bf16)
+        q = int8_quantize.quantize_rows(x, 6.0, row_invariant=True, lists=True)
+        operands = (q.quantized, q.outliers, q.columns, q.counts, weight, q.stats, scales, bf16)
+        int8_gemv.eight_bit_gemv(*operands, pieces=(q.pieces, q.piece_scales))
+        int8_gemv.eight_bit_gemv(*operands, row_invariant=True, pieces=(q.pieces, q.piece_scales))
 
 
 def programmatic_step_launches() -> None:

@@ -4,11 +4,15 @@ scripts/gpu/profile_decode_step.py, check_deterministic.py)."""
 
 from __future__ import annotations
 
+import ast
 import ctypes
+import pkgutil
+from pathlib import Path
 
 import pytest
 import torch
 
+from idefics2_worker import kernels
 from idefics2_worker.kernels import programmatic_launch, triton_support
 from idefics2_worker.kernels.programmatic_launch import _argument, _Attribute, _Config
 
@@ -54,3 +58,46 @@ def test_only_inside_the_decode_graphs_and_nested(monkeypatch: pytest.MonkeyPatc
         assert not programmatic_launch.enabled(cuda)
     monkeypatch.setattr(programmatic_launch, "ENABLED", True)
     assert not programmatic_launch.enabled(cuda)
+
+
+def _programmatic_kernels() -> list[tuple[str, ast.FunctionDef]]:
+    """Every Triton kernel in the kernels package that takes `PDL`, by module and name, with its syntax tree (not
+    `triton_support`'s grid dependency calls themselves)."""
+    found = []
+    for module in pkgutil.iter_modules(kernels.__path__):
+        if module.name == "triton_support":
+            continue
+        source = Path(kernels.__path__[0], f"{module.name}.py").read_text()
+        for node in ast.walk(ast.parse(source)):
+            if isinstance(node, ast.FunctionDef) and any(arg.arg == "PDL" for arg in node.args.args):
+                found.append((f"{module.name}.{node.name}", node))
+    return found
+
+
+def _calls(node: ast.AST, name: str) -> bool:
+    return any(
+        isinstance(call, ast.Call) and isinstance(call.func, ast.Name) and call.func.id == name
+        for call in ast.walk(node)
+    )
+
+
+def test_every_kernel_taking_pdl_waits_before_anything_else() -> None:
+    # A kernel launched programmatically that reads before `griddepcontrol.wait` reads what the previous kernel may not
+    # have written yet (change 66's first form left the int8 MMA without it: H72's parity failed, H73's passed once it
+    # waited). Its first statement must be the wait (`start_after_previous(PDL)`), or a helper's call given `PDL`.
+    kernels_found = _programmatic_kernels()
+    assert len(kernels_found) >= 10
+    helpers = {name.split(".")[-1] for name, node in kernels_found if _starts_with_wait(node, set())}
+    late = [name for name, node in kernels_found if not _starts_with_wait(node, helpers)]
+    assert not late, f"kernels taking PDL whose first statement is not start_after_previous(PDL): {late}"
+
+
+def _starts_with_wait(node: ast.FunctionDef, helpers: set[str]) -> bool:
+    first = next(s for s in node.body if not (isinstance(s, ast.Expr) and isinstance(s.value, ast.Constant)))
+    if not (isinstance(first, ast.Expr) and isinstance(first.value, ast.Call)):
+        return False
+    call = first.value
+    if not isinstance(call.func, ast.Name):
+        return False
+    passes_pdl = any(isinstance(arg, ast.Name) and arg.id == "PDL" for arg in call.args)
+    return passes_pdl and (call.func.id == "start_after_previous" or call.func.id in helpers)
