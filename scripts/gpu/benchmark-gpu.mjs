@@ -117,6 +117,8 @@ for (const quantization of values.quantization.split(",")) {
         decisive_steps: parity.decisive_steps,
         noise_max_abs_logit_err: parity.noise_math_vs_reference.max_abs_logit_err,
         noise_max_rel_logit_err: parity.noise_math_vs_reference.max_rel_logit_err,
+        // Every judgement (8 rows, CPU-preprocessed inputs, the reference decoder, GEMM variants): which one failed.
+        parity_detail: parity,
       });
     }
     save();
