@@ -6,6 +6,8 @@ import { LoadOptions, type ImageLimits, type ResolvedLoadOptions } from "./optio
 import type { LoadParams, LoadResult, GenerateResult, InfoResult, ReleaseMemoryResult, TokenEventData } from "./protocol/messages.js";
 import type { ReplicaDevice } from "./protocol/option-ranges.js";
 import { ensurePythonEnvironment, type PythonEnvironment } from "./runtime/python-environment.js";
+import { idefics2Home } from "./runtime/idefics2-home.js";
+import { startBytecodeWarmup, workerBytecode } from "./runtime/worker-bytecode.js";
 import { workerCommand } from "./runtime/worker-command.js";
 import { checkSignal, MAX_TIMER_MS } from "./worker/check-call-options.js";
 import { checkRequestSize } from "./worker/check-request-size.js";
@@ -94,8 +96,9 @@ export class Idefics2 {
       resolved.devices === "all"
         ? await cudaDevices(environment, { signal, timeoutMs: Math.min(PROBE_TIMEOUT_MS, resolved.startupTimeoutMs) })
         : resolved.devices;
+    const bytecode = workerBytecode(environment.python, environment.versions, idefics2Home(resolved.home));
     const common: Omit<ReplicaSettings, "params"> = {
-      launch: workerCommand(environment),
+      launch: workerCommand(environment, process.env, bytecode),
       startupTimeoutMs: resolved.startupTimeoutMs,
       loadTimeoutMs: resolved.loadTimeoutMs,
       restartOnCrash: resolved.restartOnCrash,
@@ -105,6 +108,7 @@ export class Idefics2 {
     const params = loadParams(resolved);
     const replicas = (devices ?? [params.deviceMap]).map((deviceMap) => ({ ...common, params: { ...params, deviceMap } }));
     const pool = await ReplicaPool.start(replicas, { signal, onProgress: report });
+    if (bytecode && !bytecode.warm) startBytecodeWarmup(environment, bytecode);
     return new Idefics2(pool, environment, { imageLimits: resolved.images, maxQueue: resolved.maxQueue });
   }
 

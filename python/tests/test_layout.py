@@ -12,11 +12,13 @@ import pytest
 PACKAGE = Path(__file__).resolve().parents[1] / "idefics2_worker"
 
 # What each folder may import from the package (besides itself): server → protocol; engine → decode → kernels;
-# probe (standard library only, run before the worker) imports nothing of the package.
+# probe (standard library only, run before the worker) and bytecode (standard library only, also run after it)
+# import nothing of the package.
 ALLOWED = {
     "probe": set(),
+    "bytecode": set(),
     "protocol": set(),
-    "server": {"protocol"},
+    "server": {"protocol", "bytecode"},
     "request": {"protocol"},
     "kernels": set(),
     "decode": {"protocol", "request", "kernels"},

@@ -15,11 +15,12 @@ export interface PythonModuleCommand {
 /**
  * The launch spec of `python -m <module> [args]` for a module of the package's python/ folder (the worker, its
  * probes), run so that no module comes from the current folder (safeModuleArgs, in the python/ folder):
- * PYTHONPATH at that folder, no bytecode written, unbuffered UTF-8 stdio, and only the parent variables a Python
- * child needs (PATH, HOME, HF_*, CUDA_*, …). @internal
+ * PYTHONPATH at that folder, no bytecode written beside any source (with `bytecodeFolder`, all of it kept there
+ * instead), unbuffered UTF-8 stdio, and only the parent variables a Python child needs (PATH, HOME, HF_*, CUDA_*, …).
+ * @internal
  */
 export function pythonModuleCommand(
-  environment: { python: string; source?: string | undefined },
+  environment: { python: string; source?: string | undefined; bytecodeFolder?: string | undefined },
   module: string,
   args: string[] = [],
   parentEnv: NodeJS.ProcessEnv = process.env,
@@ -30,7 +31,10 @@ export function pythonModuleCommand(
   const inherited = environment.source !== undefined && environment.source !== "managed" ? absolutePathEntries(parentEnv.PYTHONPATH) : [];
   env.PYTHONPATH = [path.join(packageRoot(), "python"), ...inherited].join(path.delimiter);
   // Never write __pycache__ into the installed package: a read-only install would fail, and tslab's type checker,
-  // which watches the package folder, breaks on files appearing there mid-session.
-  env.PYTHONDONTWRITEBYTECODE = "1";
+  // which watches the package folder, breaks on files appearing there mid-session. An interpreter whose torch and
+  // transformers have no bytecode compiles them on every start (most of a 19 s load on the H200 machine, H72): then
+  // all bytecode goes to a folder of the SDK's own, which Python reads back on the next start.
+  if (environment.bytecodeFolder) env.PYTHONPYCACHEPREFIX = environment.bytecodeFolder;
+  else env.PYTHONDONTWRITEBYTECODE = "1";
   return { file: environment.python, args: safeModuleArgs(module, args), env, cwd: safeWorkingFolder() };
 }

@@ -29,6 +29,13 @@ export const PythonVersions = z.object({
   pillow: z.string().nullable(),
   safetensors: z.string().nullable(),
   damaged: z.array(DamagedPackage).optional(),
+  /**
+   * Whether torch and transformers were compiled to bytecode beside their sources, as pip leaves them. `false` where
+   * they were installed without it (PYTHONDONTWRITEBYTECODE set, a read-only install): then every start would compile
+   * them anew, and the worker keeps their bytecode under `<home>/bytecode` instead. Left out by interpreters too old
+   * to be checked.
+   */
+  compiled: z.boolean().optional(),
 });
 export type PythonVersions = z.infer<typeof PythonVersions>;
 

@@ -78,3 +78,18 @@ test("an interpreter the user brings keeps their PYTHONPATH after the worker's; 
   );
   expect(workerCommand({ python: "/envs/x/bin/python", source: "managed" }, parent).env.PYTHONPATH).toBe(own);
 });
+
+test("with a bytecode folder not yet warm the worker lists its sources and writes no bytecode; once warm it reads and writes there", () => {
+  const parent = { PATH: "/usr/bin", PYTHONDONTWRITEBYTECODE: "1", PYTHONPYCACHEPREFIX: "/elsewhere" };
+  const bytecode = { folder: "/h/bytecode", marker: "/h/bytecode/warm-1.json", sources: "/h/bytecode/sources-1.json", warm: false };
+  const listing = workerCommand({ python: "/usr/bin/python3" }, parent, bytecode).env;
+  expect(listing.IDEFICS2_BYTECODE_SOURCES).toBe("/h/bytecode/sources-1.json");
+  expect(listing.PYTHONDONTWRITEBYTECODE).toBe("1");
+  expect(listing.PYTHONPYCACHEPREFIX).toBeUndefined();
+  const reading = workerCommand({ python: "/usr/bin/python3" }, parent, { ...bytecode, warm: true }).env;
+  expect(reading.PYTHONPYCACHEPREFIX).toBe("/h/bytecode");
+  expect(reading.PYTHONDONTWRITEBYTECODE).toBeUndefined();
+  expect(reading.IDEFICS2_BYTECODE_SOURCES).toBeUndefined();
+  const plain = workerCommand({ python: "/usr/bin/python3" }, parent).env;
+  expect([plain.PYTHONDONTWRITEBYTECODE, plain.PYTHONPYCACHEPREFIX, plain.IDEFICS2_BYTECODE_SOURCES]).toEqual(["1", undefined, undefined]);
+});

@@ -30,6 +30,8 @@ IMPORT_NAMES = {
 _REQUIREMENT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 # From here on the packages' modules, requirements and files are checked, not only their versions.
 OLDEST_CHECKED_PYTHON = (3, 10)
+# The packages whose imports take the worker's start (seconds each): whether they were compiled to bytecode.
+COMPILED_CHECKED = ("torch", "transformers")
 
 
 def _metadata():
@@ -155,9 +157,32 @@ def _requirement_damage(check_files):
     return damaged
 
 
+def compiled(modules=COMPILED_CHECKED):
+    """Whether each of `modules` (top-level packages) has its `__init__` compiled to bytecode beside its source, as
+    pip leaves it. An interpreter where it is not (installed without compiling, in a read-only folder, where
+    PYTHONDONTWRITEBYTECODE is set) compiles those packages anew on every start: the SDK then keeps their bytecode
+    in its own folder (src/runtime/python-module-command.ts). Missing modules count as compiled: nothing to save."""
+    try:
+        from importlib.util import cache_from_source, find_spec
+    except ImportError:  # before Python 3.4
+        return True
+    for name in modules:
+        try:
+            spec = find_spec(name)
+        except Exception:  # a broken finder or package: the version check names it
+            continue
+        origin = spec.origin if spec is not None else None
+        if not origin or not origin.endswith(".py"):
+            continue
+        if not os.path.exists(cache_from_source(origin)):
+            return False
+    return True
+
+
 def probe_versions(check_files=False):
-    """What the SDK's PythonVersions schema holds: {"python": "3.11.7", "torch": "2.13.0" or None, ...}, and
-    `damaged` when something installed is not usable (a damaged worker package's version is then None)."""
+    """What the SDK's PythonVersions schema holds: {"python": "3.11.7", "torch": "2.13.0" or None, ...},
+    `damaged` when something installed is not usable (a damaged worker package's version is then None), and
+    `compiled` (`compiled()`)."""
     found = installed_versions(WORKER_PACKAGES)
     found["python"] = python_version()
     # importlib.metadata finds every distribution by its normalized name from 3.10, the oldest Python the worker runs
@@ -174,6 +199,7 @@ def probe_versions(check_files=False):
     damaged.extend(_requirement_damage(check_files))
     if damaged:
         found["damaged"] = damaged
+    found["compiled"] = compiled()
     return found
 
 

@@ -18,6 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..bytecode.sources import record_sources
 from ..protocol.errors import Stage, WorkerError
 from ..protocol.params import parse_generate, parse_load
 from .engine_interface import Admission, EngineLike
@@ -313,8 +314,19 @@ class ModelThread:
         if job.method == "info":
             return self._info(engine.describe()) if self._info else {}
         if job.method == "load":
-            return engine.load(parse_load(job.params), job.cancel, self.replies.progress(job.id))
+            loaded = engine.load(parse_load(job.params), job.cancel, self.replies.progress(job.id))
+            _record_sources()
+            return loaded
         if job.method == "releaseMemory":
             return engine.release_memory()
         params = parse_generate(job.params, len(job.payload))
         return engine.generate(params, job.payload, self.replies.token(job.id), job.cancel).to_wire()
+
+
+def _record_sources() -> None:
+    """The sources imported by a load, for the SDK's bytecode folder where it asked for them (bytecode/): a failure
+    costs later starts only time, so it is reported on stderr and the load stands."""
+    try:
+        record_sources()
+    except OSError as error:
+        print(f"idefics2 worker: could not list the imported sources for the bytecode folder: {error}", file=sys.stderr)

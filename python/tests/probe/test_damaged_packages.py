@@ -3,6 +3,7 @@ installed, and (with --files) every file its RECORD lists exists. Metadata alone
 
 from __future__ import annotations
 
+import compileall
 import json
 import shutil
 import subprocess
@@ -79,7 +80,17 @@ def probe(site: Path, *args: str) -> dict[str, Any]:
 def test_complete_packages_are_reported_with_their_versions_and_nothing_damaged(site: Path) -> None:
     for args in ((), ("--files",)):
         report = probe(site, *args)
-        assert report == {**VERSIONS, "python": report["python"]}
+        assert report == {**VERSIONS, "python": report["python"], "compiled": False}
+
+
+def test_packages_count_as_compiled_once_torch_and_transformers_have_their_bytecode(site: Path) -> None:
+    # The fake site's sources were never compiled, as in an interpreter whose packages were installed with
+    # PYTHONDONTWRITEBYTECODE set: the SDK then keeps the worker's bytecode in its own folder.
+    assert probe(site)["compiled"] is False
+    compileall.compile_dir(str(site / "torch"), quiet=1)
+    assert probe(site)["compiled"] is False
+    compileall.compile_dir(str(site / "transformers"), quiet=1)
+    assert probe(site)["compiled"] is True
 
 
 @pytest.mark.parametrize("name", WORKER_PACKAGES)
