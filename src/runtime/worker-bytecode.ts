@@ -35,9 +35,9 @@ export function workerBytecode(python: string, versions: Pick<PythonVersions, "c
 }
 
 /**
- * Compiles the sources a worker listed into the bytecode folder, in a child at low priority (19 on Unix) that nothing waits
- * for (`python -m idefics2_worker.bytecode.warm`, its output discarded; it does not keep Node alive). A failure leaves
- * no marker, and the next load lists and tries again. @internal
+ * Compiles the sources a worker listed into the bytecode folder, in a child at low priority (19 on Unix) that nothing
+ * waits for (`python -m idefics2_worker.bytecode.warm`, its output discarded; it does not keep Node alive). A failure
+ * leaves no marker, and the next load lists and tries again. @internal
  */
 export function startBytecodeWarmup(environment: { python: string; source?: string }, bytecode: WorkerBytecode): void {
   const command = pythonModuleCommand({ ...environment, bytecodeFolder: bytecode.folder }, "idefics2_worker.bytecode.warm", [

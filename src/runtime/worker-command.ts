@@ -21,6 +21,7 @@ export function workerCommand(
     [],
     parentEnv,
   );
+  // The variable python/idefics2_worker/bytecode/sources.py reads (SOURCES_VARIABLE).
   if (bytecode && !bytecode.warm) command.env.IDEFICS2_BYTECODE_SOURCES = bytecode.sources;
   return command;
 }

@@ -161,7 +161,7 @@ def compiled(modules=COMPILED_CHECKED):
     """Whether each of `modules` (top-level packages) has its `__init__` compiled to bytecode beside its source, as
     pip leaves it. An interpreter where it is not (installed without compiling, in a read-only folder, where
     PYTHONDONTWRITEBYTECODE is set) compiles those packages anew on every start: the SDK then keeps their bytecode
-    in its own folder (src/runtime/python-module-command.ts). Missing modules count as compiled: nothing to save."""
+    in its own folder (src/runtime/worker-bytecode.ts). Missing modules count as compiled: nothing to save."""
     try:
         from importlib.util import cache_from_source, find_spec
     except ImportError:  # before Python 3.4
