@@ -19,6 +19,8 @@ own GPU time, and the kernels per step; eager steps launch plainly):
   first`: the matmul (and its sum of splits) `WAIT_FIRST`, the other kernels `TRIGGER_FIRST`;
 - `triton, int8 kernels plain` (8-bit): the int8 products and the o / down inputs' quantisation launched plainly, as
   before change 66;
+- `triton, weights after the wait`: the linears' kernels read their first block of weights after the wait, as
+  before change 68 (`programmatic_launch.WEIGHTS_FIRST`);
 - `deterministic`: the whole deterministic step (the same linears as `triton`; the rest as the default's).
 
 Prints one JSON line at the end (`--out` writes it too).
@@ -108,6 +110,12 @@ def int8_plain() -> Iterator[None]:
 
 
 @contextmanager
+def weights_after_the_wait() -> Iterator[None]:
+    with patched(programmatic_launch, "WEIGHTS_FIRST", False):
+        yield
+
+
+@contextmanager
 def every_kernel(order: int) -> Iterator[None]:
     with patched(programmatic_launch, "ORDER", order):
         yield
@@ -143,6 +151,7 @@ VARIANTS: dict[str, tuple[Callable[[], Any], bool]] = {
     "triton, plain, tilings of H65": (lambda: stacked(matmul_launches(0), tilings(h65)), False),
     "triton, the matmul waits first": (lambda: matmul_launches(WAIT_FIRST), False),
     "triton, int8 kernels plain": (int8_plain, False),
+    "triton, weights after the wait": (weights_after_the_wait, False),
     "deterministic": (nothing, True),
 }
 

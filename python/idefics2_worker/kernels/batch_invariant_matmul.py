@@ -93,18 +93,28 @@ if triton is not None:
     def _matmul_kernel(x, weight, bias, out, partial, M, N, K, PER_SPLIT: tl.constexpr, HAS_BIAS: tl.constexpr,
                        SPLIT: tl.constexpr, DOT: tl.constexpr, OUT_DTYPE: tl.constexpr,
                        BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
-                       PDL: tl.constexpr):  # fmt: skip
+                       WEIGHTS_FIRST: tl.constexpr, PDL: tl.constexpr):  # fmt: skip
         # Program (outputs tile, rows tile, split): x[rows, K-range] @ weight[outputs, K-range].T in float32.
-        start_after_previous(PDL)
+        # WEIGHTS_FIRST: the first block of weights, which nothing writes during the step, is read before the wait
+        # (programmatic_launch.WEIGHTS_FIRST); the blocks are added in the same order either way.
         outputs = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
+        output_ok = outputs < N
+        column = tl.arange(0, BLOCK_K)
+        first = tl.program_id(2) * PER_SPLIT
+        first_ok = output_ok[None, :] & (first + column < K)[:, None]
+        b = tl.zeros([BLOCK_K, BLOCK_N], dtype=weight.dtype.element_ty)
+        if WEIGHTS_FIRST:
+            b = tl.load(weight + outputs[None, :] * K + (first + column)[:, None], mask=first_ok, other=0.0)
+        start_after_previous(PDL)
+        if not WEIGHTS_FIRST:
+            b = tl.load(weight + outputs[None, :] * K + (first + column)[:, None], mask=first_ok, other=0.0)
         rows = tl.program_id(1) * BLOCK_M + tl.arange(0, BLOCK_M)
         split = tl.program_id(2)
-        output_ok = outputs < N
         row_ok = rows < M
-        column = tl.arange(0, BLOCK_K)
-        acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
-        first = split * PER_SPLIT
-        for start in range(0, PER_SPLIT, BLOCK_K):
+        col = first + column
+        a = tl.load(x + rows[:, None] * K + col[None, :], mask=row_ok[:, None] & (col < K)[None, :], other=0.0)
+        acc = dot(a, b, tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32), DOT)
+        for start in range(BLOCK_K, PER_SPLIT, BLOCK_K):
             col = first + start + column
             col_ok = col < K
             a = tl.load(x + rows[:, None] * K + col[None, :], mask=row_ok[:, None] & col_ok[None, :], other=0.0)
@@ -169,6 +179,7 @@ def linear(
         BLOCK_M=chosen.rows,
         BLOCK_N=chosen.outputs,
         BLOCK_K=chosen.step,
+        WEIGHTS_FIRST=programmatic_launch.WEIGHTS_FIRST,
         num_warps=chosen.warps,
         num_stages=chosen.stages,
         **programmatic_launch.triton_options(x.device),

@@ -138,10 +138,26 @@ if triton is not None:
         return acc
 
     @triton.jit
+    def _add_words(quantized, w, at, row, lanes, WORDS: tl.constexpr, ROWS: tl.constexpr, ROWS_P2: tl.constexpr,
+                   BLOCK_N: tl.constexpr, BLOCK_W: tl.constexpr, DP4A: tl.constexpr):  # fmt: skip
+        # One block of words into the lanes' sums: the rows' words `at` times the weights' block `w`.
+        at_ok = at < WORDS
+        if ROWS == 1:
+            a = tl.load(quantized + at, mask=at_ok, other=0)
+            lanes = _dot4(w, tl.broadcast_to(a[None, :], [BLOCK_N, BLOCK_W]), lanes, DP4A)
+        else:
+            a_ok = (row[:, None] < ROWS) & at_ok[None, :]
+            a = tl.load(quantized + row[:, None] * WORDS + at[None, :], mask=a_ok, other=0)
+            every_row = tl.broadcast_to(w[None, :, :], [ROWS_P2, BLOCK_N, BLOCK_W])
+            lanes = _dot4(every_row, tl.broadcast_to(a[:, None, :], [ROWS_P2, BLOCK_N, BLOCK_W]), lanes, DP4A)
+        return lanes
+
+    @triton.jit
     def _eight_bit_kernel(quantized, outliers, columns, counts, pieces, piece_scales, weight, weight_bytes, row_absmax,
                           weight_absmax, out, N, K: tl.constexpr, ROWS: tl.constexpr, ROWS_P2: tl.constexpr,
                           OUT_DTYPE: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, DP4A: tl.constexpr,
-                          EXACT_OUTLIERS: tl.constexpr, PDL: tl.constexpr):  # fmt: skip
+                          EXACT_OUTLIERS: tl.constexpr, WEIGHTS_FIRST: tl.constexpr,
+                          PDL: tl.constexpr):  # fmt: skip
         # Program: BLOCK_N outputs of every input row; each weight block is read once and used for all rows. The
         # int8 inputs and weights come as int32 words of four ([rows, K / 4], [N, K / 4]), one dp4a per word. Each
         # lane keeps its own sums until the end (one reduction per program, not one per step); several rows keep
@@ -151,31 +167,32 @@ if triton is not None:
         # row's bits are the one-row kernel's: the int32 sums are exact in any order, the outlier chain is per row.
         # EXACT_OUTLIERS: that term from the outliers' pieces, summed exactly in int64 and rounded once, as the MMA
         # kernels round it (`_split_slots`), so that a row's bits are also theirs.
-        start_after_previous(PDL)
+        # WEIGHTS_FIRST: the first block of weights, which nothing writes during the step, is read before the wait
+        # (programmatic_launch.WEIGHTS_FIRST).
         WORDS: tl.constexpr = K // 4
         BLOCK_W: tl.constexpr = BLOCK_K // 4
         outputs = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
         output_ok = outputs < N
         word = tl.arange(0, BLOCK_W)
+        first_ok = output_ok[:, None] & (word < WORDS)[None, :]
+        block = tl.zeros([BLOCK_N, BLOCK_W], dtype=tl.int32)
+        if WEIGHTS_FIRST:
+            block = tl.load(weight + outputs[:, None] * WORDS + word[None, :], mask=first_ok, other=0)
+        start_after_previous(PDL)
+        if not WEIGHTS_FIRST:
+            block = tl.load(weight + outputs[:, None] * WORDS + word[None, :], mask=first_ok, other=0)
         row = tl.arange(0, ROWS_P2)
         extra = tl.zeros([BLOCK_N, ROWS_P2], dtype=tl.float32)
         if ROWS == 1:
             lanes = tl.zeros([BLOCK_N, BLOCK_W], dtype=tl.int32)
         else:
             lanes = tl.zeros([ROWS_P2, BLOCK_N, BLOCK_W], dtype=tl.int32)
-        for start in range(0, WORDS, BLOCK_W):
+        lanes = _add_words(quantized, block, word, row, lanes, WORDS, ROWS, ROWS_P2, BLOCK_N, BLOCK_W, DP4A)
+        for start in range(BLOCK_W, WORDS, BLOCK_W):
             at = start + word
-            at_ok = at < WORDS
-            w_ok = output_ok[:, None] & at_ok[None, :]
-            w = tl.load(weight + outputs[:, None] * WORDS + at[None, :], mask=w_ok, other=0)
-            if ROWS == 1:
-                a = tl.load(quantized + at, mask=at_ok, other=0)
-                lanes = _dot4(w, tl.broadcast_to(a[None, :], [BLOCK_N, BLOCK_W]), lanes, DP4A)
-            else:
-                a_ok = (row[:, None] < ROWS) & at_ok[None, :]
-                a = tl.load(quantized + row[:, None] * WORDS + at[None, :], mask=a_ok, other=0)
-                every_row = tl.broadcast_to(w[None, :, :], [ROWS_P2, BLOCK_N, BLOCK_W])
-                lanes = _dot4(every_row, tl.broadcast_to(a[:, None, :], [ROWS_P2, BLOCK_N, BLOCK_W]), lanes, DP4A)
+            w_ok = output_ok[:, None] & (at < WORDS)[None, :]
+            block = tl.load(weight + outputs[:, None] * WORDS + at[None, :], mask=w_ok, other=0)
+            lanes = _add_words(quantized, block, at, row, lanes, WORDS, ROWS, ROWS_P2, BLOCK_N, BLOCK_W, DP4A)
         exact = tl.sum(lanes, axis=1)[:, None] if ROWS == 1 else tl.trans(tl.sum(lanes, axis=2))
         for r in tl.static_range(ROWS):
             more = tl.zeros([BLOCK_N], dtype=tl.float32)
@@ -223,17 +240,27 @@ if triton is not None:
 
     @triton.jit
     def _split_pieces_kernel(quantized, pieces, weight, partials, N, ROWS, K: tl.constexpr, SPLIT: tl.constexpr,
-                             BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, PDL: tl.constexpr):  # fmt: skip
+                             BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, WEIGHTS_FIRST: tl.constexpr,
+                             PDL: tl.constexpr):  # fmt: skip
         # The pieces' MMA over one split of K (SPLIT columns, a multiple of BLOCK_K): [outputs, 32] int32 sums of
         # the rows' int8 inputs and outliers' pieces, stored for `_combine_splits_kernel`.
-        start_after_previous(PDL)
         outputs = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
         output_ok = outputs < N
         column = tl.arange(0, BLOCK_K)
+        begin = tl.program_id(1) * SPLIT
+        first_ok = output_ok[:, None] & (begin + column < K)[None, :]
+        w = tl.zeros([BLOCK_N, BLOCK_K], dtype=tl.int8)
+        if WEIGHTS_FIRST:  # as in `_eight_bit_kernel`
+            w = tl.load(weight + outputs[:, None] * K + (begin + column)[None, :], mask=first_ok, other=0)
+        start_after_previous(PDL)
+        if not WEIGHTS_FIRST:
+            w = tl.load(weight + outputs[:, None] * K + (begin + column)[None, :], mask=first_ok, other=0)
         row = tl.arange(0, PIECE_COLUMNS_)
         exact = tl.zeros([BLOCK_N, PIECE_COLUMNS_], dtype=tl.int32)
-        begin = tl.program_id(1) * SPLIT
-        for offset in range(0, SPLIT, BLOCK_K):
+        col = begin + column
+        exact = tl.dot(w, tl.trans(_rows_and_pieces(quantized, pieces, row, col, col < K, ROWS, K)), exact,
+                       out_dtype=tl.int32)  # fmt: skip
+        for offset in range(BLOCK_K, SPLIT, BLOCK_K):
             col = begin + offset + column
             col_ok = col < K
             w = tl.load(
@@ -260,10 +287,33 @@ if triton is not None:
         _scaled(main, outlier_sums, row_absmax, weight_absmax, out, outputs, output_ok, rows8, ROWS, N, OUT_DTYPE)
 
     @triton.jit
+    def _mma_block(quantized, outliers, pieces, w, row, col, exact, extra, ROWS, K: tl.constexpr,
+                   OUT_DTYPE: tl.constexpr, SIXTEEN_BIT_DOT: tl.constexpr, PIECES: tl.constexpr):  # fmt: skip
+        # One block of columns `col` into `_eight_bit_mma_kernel`'s sums, from its weights `w`.
+        col_ok = col < K
+        if PIECES:
+            exact = tl.dot(w, tl.trans(_rows_and_pieces(quantized, pieces, row, col, col_ok, ROWS, K)), exact,
+                           out_dtype=tl.int32)  # fmt: skip
+        else:
+            at = row[:, None] * K + col[None, :]
+            rows_ok = (row < ROWS)[:, None] & col_ok[None, :]
+            a = tl.load(quantized + at, mask=rows_ok, other=0)
+            exact = tl.dot(w, tl.trans(a), exact, out_dtype=tl.int32)
+            o = tl.trans(tl.load(outliers + at, mask=rows_ok, other=0.0))
+            if SIXTEEN_BIT_DOT:
+                # The outliers are the layer's bf16 / fp16 inputs and |w| ≤ 127: both exact in that dtype, so each
+                # product is exact in the MMA's float32 accumulator.
+                extra = tl.dot(w.to(OUT_DTYPE), o.to(OUT_DTYPE), extra)
+            else:
+                extra = tl.dot(w.to(tl.float32), o.to(tl.float32), extra, input_precision="ieee")
+        return exact, extra
+
+    @triton.jit
     def _eight_bit_mma_kernel(quantized, outliers, pieces, piece_scales, weight, row_absmax,
                               weight_absmax, out, N, ROWS, K: tl.constexpr, OUT_DTYPE: tl.constexpr,
                               BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, ROWS_MMA: tl.constexpr,
-                              SIXTEEN_BIT_DOT: tl.constexpr, PIECES: tl.constexpr, PDL: tl.constexpr):  # fmt: skip
+                              SIXTEEN_BIT_DOT: tl.constexpr, PIECES: tl.constexpr, WEIGHTS_FIRST: tl.constexpr,
+                              PDL: tl.constexpr):  # fmt: skip
         # Program: BLOCK_N outputs of up to ROWS_MMA rows: [BLOCK_N, BLOCK_K] int8 weights times the rows'
         # [BLOCK_K, ROWS_MMA] int8 inputs on the tensor cores, exact in int32, and the same weights times the
         # rows' outliers in another MMA. Every block takes both: nothing depends on the data, so Triton pipelines
@@ -271,34 +321,28 @@ if triton is not None:
         # model's outliers are scattered, and a branch stops the pipelining).
         # PIECES (up to 8 rows, ROWS_MMA 32): the MMA's columns 8-31 are the rows' outliers as int8 pieces
         # (int8_quantize), so one int8 MMA computes both terms exactly and no weight is converted.
-        start_after_previous(PDL)
+        # WEIGHTS_FIRST: as in `_eight_bit_kernel`.
         outputs = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
         output_ok = outputs < N
         column = tl.arange(0, BLOCK_K)
+        first_ok = output_ok[:, None] & (column < K)[None, :]
+        w = tl.zeros([BLOCK_N, BLOCK_K], dtype=tl.int8)
+        if WEIGHTS_FIRST:  # as in `_eight_bit_kernel`
+            w = tl.load(weight + outputs[:, None] * K + column[None, :], mask=first_ok, other=0)
+        start_after_previous(PDL)
+        if not WEIGHTS_FIRST:
+            w = tl.load(weight + outputs[:, None] * K + column[None, :], mask=first_ok, other=0)
         row = tl.arange(0, ROWS_MMA)
-        row_ok = row < ROWS
         exact = tl.zeros([BLOCK_N, ROWS_MMA], dtype=tl.int32)
         extra = tl.zeros([BLOCK_N, ROWS_MMA], dtype=tl.float32)
-        for start in range(0, K, BLOCK_K):
+        exact, extra = _mma_block(quantized, outliers, pieces, w, row, column, exact, extra, ROWS, K, OUT_DTYPE,
+                                  SIXTEEN_BIT_DOT, PIECES)  # fmt: skip
+        for start in range(BLOCK_K, K, BLOCK_K):
             col = start + column
-            col_ok = col < K
-            w_ok = output_ok[:, None] & col_ok[None, :]
+            w_ok = output_ok[:, None] & (col < K)[None, :]
             w = tl.load(weight + outputs[:, None] * K + col[None, :], mask=w_ok, other=0)
-            if PIECES:
-                exact = tl.dot(w, tl.trans(_rows_and_pieces(quantized, pieces, row, col, col_ok, ROWS, K)), exact,
-                               out_dtype=tl.int32)  # fmt: skip
-            else:
-                at = row[:, None] * K + col[None, :]
-                rows_ok = row_ok[:, None] & col_ok[None, :]
-                a = tl.load(quantized + at, mask=rows_ok, other=0)
-                exact = tl.dot(w, tl.trans(a), exact, out_dtype=tl.int32)
-                o = tl.trans(tl.load(outliers + at, mask=rows_ok, other=0.0))
-                if SIXTEEN_BIT_DOT:
-                    # The outliers are the layer's bf16 / fp16 inputs and |w| ≤ 127: both exact in that dtype, so
-                    # each product is exact in the MMA's float32 accumulator.
-                    extra = tl.dot(w.to(OUT_DTYPE), o.to(OUT_DTYPE), extra)
-                else:
-                    extra = tl.dot(w.to(tl.float32), o.to(tl.float32), extra, input_precision="ieee")
+            exact, extra = _mma_block(quantized, outliers, pieces, w, row, col, exact, extra, ROWS, K, OUT_DTYPE,
+                                      SIXTEEN_BIT_DOT, PIECES)  # fmt: skip
         if PIECES:
             main, outlier_sums, rows8 = _split_slots(exact, piece_scales, ROWS, BLOCK_N)
             _scaled(main, outlier_sums, row_absmax, weight_absmax, out, outputs, output_ok, rows8, ROWS, N, OUT_DTYPE)
@@ -370,6 +414,7 @@ def eight_bit_gemv(
                 SPLIT=split,
                 BLOCK_N=chosen.outputs,
                 BLOCK_K=chosen.columns,
+                WEIGHTS_FIRST=programmatic_launch.WEIGHTS_FIRST,
                 num_warps=chosen.warps,
                 num_stages=chosen.stages,
                 **launch,
@@ -391,6 +436,7 @@ def eight_bit_gemv(
                 # Triton's CPU interpreter multiplies 16-bit dot operands as their raw bits.
                 SIXTEEN_BIT_DOT=dtype != torch.float32 and not triton_support.INTERPRETED,
                 PIECES=in_pieces,
+                WEIGHTS_FIRST=programmatic_launch.WEIGHTS_FIRST,
                 num_warps=chosen.warps,
                 num_stages=chosen.stages,
                 **shared,
@@ -411,6 +457,7 @@ def eight_bit_gemv(
                 ROWS_P2=triton.next_power_of_2(rows),
                 DP4A=not triton_support.INTERPRETED,
                 EXACT_OUTLIERS=row_invariant,
+                WEIGHTS_FIRST=programmatic_launch.WEIGHTS_FIRST,
                 num_warps=chosen.warps,
                 num_stages=chosen.stages,
                 **shared,

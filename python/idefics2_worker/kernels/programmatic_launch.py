@@ -16,6 +16,9 @@ placed ahead.
 
 Every kernel launched so must wait before it touches memory another kernel wrote or reads, and must not end before
 waiting: then a kernel that waited has every earlier kernel finished behind it, whichever of them were launched so.
+The one exception is the weights, which nothing writes while the step runs: the linears' kernels (`int8_gemv`,
+`batch_invariant_matmul`) start reading their first block of them before they wait (`WEIGHTS_FIRST`), so that the
+block arrives while the kernel before them finishes rather than after.
 The step's Triton kernels (`step_kernels`, `batch_invariant_attention`, `batch_invariant_matmul`, and at 8-bit
 `int8_quantize` and `int8_gemv`: the captured 8-bit step 3.18 → 2.93 ms at one row, H73) take `PDL` and Triton's
 `launch_pdl`; its NVRTC kernels launch through `launch`, torch's module loader having no launch attributes.
@@ -38,6 +41,9 @@ from . import triton_support
 # (`triton_support.start_after_previous`): switches for measuring the difference.
 ENABLED = True
 ORDER = triton_support.WAIT_FIRST
+# Whether the linears' kernels read their first block of weights before the wait (the module docstring): the kernels'
+# `WEIGHTS_FIRST`, the same bits either way.
+WEIGHTS_FIRST = True
 MIN_CAPABILITY = (9, 0)
 _PROGRAMMATIC_STREAM_SERIALIZATION = 6  # CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION
 _active = threading.local()  # depth of `decode_graph` on this thread
