@@ -18,7 +18,8 @@ Every kernel launched so must wait before it touches memory another kernel wrote
 waiting: then a kernel that waited has every earlier kernel finished behind it, whichever of them were launched so.
 The one exception is the weights, which nothing writes while the step runs: the linears' kernels (`int8_gemv`,
 `batch_invariant_matmul`) start reading their first block of them before they wait (`WEIGHTS_FIRST`), so that the
-block arrives while the kernel before them finishes rather than after.
+block arrives while the kernel before them finishes rather than after (H76: the captured step 2.925 → 2.796 ms at
+8-bit, 4.236 → 4.171 at bf16, one row).
 The step's Triton kernels (`step_kernels`, `batch_invariant_attention`, `batch_invariant_matmul`, and at 8-bit
 `int8_quantize` and `int8_gemv`: the captured 8-bit step 3.18 → 2.93 ms at one row, H73) take `PDL` and Triton's
 `launch_pdl`; its NVRTC kernels launch through `launch`, torch's module loader having no launch attributes.
