@@ -100,7 +100,8 @@ if triton is not None:
         outputs = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
         output_ok = outputs < N
         column = tl.arange(0, BLOCK_K)
-        first = tl.program_id(2) * PER_SPLIT
+        split = tl.program_id(2)
+        first = split * PER_SPLIT
         first_ok = output_ok[None, :] & (first + column < K)[:, None]
         b = tl.zeros([BLOCK_K, BLOCK_N], dtype=weight.dtype.element_ty)
         if WEIGHTS_FIRST:
@@ -109,7 +110,6 @@ if triton is not None:
         if not WEIGHTS_FIRST:
             b = tl.load(weight + outputs[None, :] * K + (first + column)[:, None], mask=first_ok, other=0.0)
         rows = tl.program_id(1) * BLOCK_M + tl.arange(0, BLOCK_M)
-        split = tl.program_id(2)
         row_ok = rows < M
         col = first + column
         a = tl.load(x + rows[:, None] * K + col[None, :], mask=row_ok[:, None] & (col < K)[None, :], other=0.0)
