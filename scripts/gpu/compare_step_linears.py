@@ -21,6 +21,8 @@ own GPU time, and the kernels per step; eager steps launch plainly):
   before change 66;
 - `triton, weights after the wait`: the linears' kernels read their first block of weights after the wait, as
   before change 68 (`programmatic_launch.WEIGHTS_FIRST`);
+- `triton, split sums in their own kernel` (bf16): o's and down's split products summed by `_sum_splits_kernel`
+  before the add + norm, as before change 70 (`DecodeLinears.split_product`);
 - `deterministic`: the whole deterministic step (the same linears as `triton`; the rest as the default's).
 
 Prints one JSON line at the end (`--out` writes it too).
@@ -116,6 +118,12 @@ def weights_after_the_wait() -> Iterator[None]:
 
 
 @contextmanager
+def split_sums_apart() -> Iterator[None]:
+    with patched(linears.DecodeLinears, "split_product", lambda _self, module, x: module(x)):
+        yield
+
+
+@contextmanager
 def every_kernel(order: int) -> Iterator[None]:
     with patched(programmatic_launch, "ORDER", order):
         yield
@@ -152,6 +160,7 @@ VARIANTS: dict[str, tuple[Callable[[], Any], bool]] = {
     "triton, the matmul waits first": (lambda: matmul_launches(WAIT_FIRST), False),
     "triton, int8 kernels plain": (int8_plain, False),
     "triton, weights after the wait": (weights_after_the_wait, False),
+    "triton, split sums in their own kernel": (split_sums_apart, False),
     "deterministic": (nothing, True),
 }
 

@@ -177,6 +177,7 @@ class DecodeLinears:
             m for m in modules if type(m) is torch.nn.Linear and runs_invariant_matmul(m.weight, self.deterministic)
         ]
         self._last: tuple[torch.Tensor, QuantizedInput] | None = None
+        self._dense_ids = {id(module) for module in self.dense}
 
     def pack_four_bit(self) -> None:
         """Packs the 4-bit layers not yet packed (a fused group packs its own, `FusedProjection.of`) for the packed
@@ -239,6 +240,14 @@ class DecodeLinears:
                 deterministic=self.deterministic,
             )
         return out.reshape(*x.shape[:-1], out.shape[-1])
+
+    def split_product(self, module: Any, x: torch.Tensor) -> torch.Tensor | batch_invariant_matmul.SplitSums:
+        """module(x) inside `capturable`; for a plain linear on the batch-invariant matmul whose K is split, the partial
+        sums not yet added (`batch_invariant_matmul.split_linear`), which the step's add + norm adds itself
+        (`step_kernels.add_rms_norm`: the same bits, one launch fewer)."""
+        if id(module) not in self._dense_ids:
+            return module(x)
+        return batch_invariant_matmul.split_linear(x, module.weight, module.bias)
 
     @staticmethod
     def _dense(module: Any, x: torch.Tensor) -> torch.Tensor:

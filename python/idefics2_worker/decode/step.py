@@ -162,6 +162,12 @@ class DecodeStep:
         self, cache: KVSlots, attn: Any, index: int, query: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor
     ) -> torch.Tensor:
         """Attention over each row's cache slot and the output projection; query holds [rows, heads, (1,) dim]."""
+        return attn.o_proj(self._attended(cache, index, query, mask, positions))
+
+    def _attended(
+        self, cache: KVSlots, index: int, query: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor
+    ) -> torch.Tensor:
+        """Attention over each row's cache slot, before the output projection: [rows, 1, heads · dim]."""
         size, dim = query.shape[0], self.head_dim
         # Query head h uses KV head h // groups (transformers' repeat_kv), so the heads of one KV head
         # are a contiguous group: attend them as a group of queries at the same position.
@@ -173,7 +179,7 @@ class DecodeStep:
         else:
             keys, values = cache.keys[index][:size], cache.values[index][:size]
             out = scaled_dot_product_attention(grouped, keys, values, attn_mask=mask, scale=self.scaling)
-        return attn.o_proj(out.reshape(size, 1, self.heads * dim))
+        return out.reshape(size, 1, self.heads * dim)
 
     def _fused_step(self, cache: KVSlots, tokens: torch.Tensor, positions: torch.Tensor, size: int) -> torch.Tensor:
         # The same computation as the module step; each residual add is fused with the norm that follows it.
@@ -194,7 +200,8 @@ class DecodeStep:
                 query = step_kernels.rotary_into_cache(
                     query, key, value, cos, sin, cache.keys[index], cache.values[index], positions
                 )
-                out = self._attend(cache, attn, index, query, mask, positions)
+                # Where o's and down's K is split, their partial sums are added by the add + norm after them.
+                out = self.linears.split_product(attn.o_proj, self._attended(cache, index, query, mask, positions))
                 gate_up = self._gate_up[index]
                 residual, normed, quantized = self._add_norm(residual, out, norms[2 * index + 1], gate_up)
                 mlp = layer.mlp
@@ -202,20 +209,25 @@ class DecodeStep:
                     gate, up = gate_up(normed, quantized)
                 else:
                     gate, up = mlp.gate_proj(normed), mlp.up_proj(normed)
-                out = mlp.down_proj(step_kernels.silu_mul(gate, up))
+                out = self.linears.split_product(mlp.down_proj, step_kernels.silu_mul(gate, up))
                 following = self._qkv[index + 1] if index + 1 < layers else None
                 residual, normed, quantized = self._add_norm(residual, out, norms[2 * index + 2], following)
             return lm_head_logits(self.model.lm_head, normed[:, 0])
 
     @staticmethod
     def _add_norm(
-        residual: torch.Tensor, delta: torch.Tensor | None, norm: Any, reader: FusedProjection | None
+        residual: torch.Tensor,
+        delta: torch.Tensor | batch_invariant_matmul.SplitSums | None,
+        norm: Any,
+        reader: FusedProjection | None,
     ) -> tuple[torch.Tensor, torch.Tensor, QuantizedInput | None]:
         """residual (+ delta) and its norm; when the projection that reads the norm is an int8 group, the norm's
         quantised form too, made in the same launch (one kernel fewer per group: 64 of an 8-bit step's ~460)."""
         eps = norm.variance_epsilon
         if reader is None or reader.eight_bit is None:
             return (*step_kernels.add_rms_norm(residual, delta, norm.weight, eps), None)
+        if isinstance(delta, batch_invariant_matmul.SplitSums):
+            delta = batch_invariant_matmul.summed(delta)
         group = reader.eight_bit
         hidden, normed, rows = step_kernels.add_rms_norm_quantized(
             residual, delta, norm.weight, eps, group.threshold, group.row_invariant

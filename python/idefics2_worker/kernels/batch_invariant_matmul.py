@@ -15,6 +15,7 @@ vLLM's / SGLang's batch-invariant modes). The result is rounded to the input's d
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 
@@ -145,11 +146,30 @@ if triton is not None:
         tl.store(out + index, total.to(OUT_DTYPE), mask=ok)
 
 
+class SplitSums(NamedTuple):
+    """A split product not yet summed (`split_linear`): its float32 partial sums [splits, rows, N], to be added in split
+    order with the bias and rounded once to `dtype`, by `summed` or by a kernel that reads them itself
+    (`step_kernels.add_rms_norm`)."""
+
+    partial: torch.Tensor
+    bias: torch.Tensor | None
+    dtype: torch.dtype
+    shape: tuple[int, ...]  # the product's
+
+
 def linear(
     x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None, tiling: Tiling | None = None
 ) -> torch.Tensor:
     """`torch.nn.functional.linear(x, weight, bias)` for x [..., K] and weight [N, K] of one float dtype, each row's
     result independent of the other rows; out in x's dtype."""
+    product = split_linear(x, weight, bias, tiling)
+    return product if isinstance(product, torch.Tensor) else summed(product)
+
+
+def split_linear(
+    x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None, tiling: Tiling | None = None
+) -> torch.Tensor | SplitSums:
+    """`linear`, where K is split left as its partial sums (`SplitSums`) for the caller's kernel to add."""
     if x.dtype != weight.dtype:
         raise TypeError(f"batch-invariant linear needs x and weight of one dtype, got {x.dtype} and {weight.dtype}")
     n, k = weight.shape
@@ -157,23 +177,23 @@ def linear(
     weight = weight.contiguous()
     m = rows.shape[0]
     chosen = tiling or tiling_for(n, k)
-    out = torch.empty(m, n, dtype=x.dtype, device=x.device)
     per_split = triton.cdiv(triton.cdiv(k, chosen.splits), chosen.step) * chosen.step
     splits = triton.cdiv(k, per_split)
-    partial = torch.empty(splits, m, n, dtype=torch.float32, device=x.device) if splits > 1 else out
+    out = torch.empty(m, n, dtype=x.dtype, device=x.device) if splits == 1 else None
+    partial = torch.empty(splits, m, n, dtype=torch.float32, device=x.device) if out is None else out
     grid = (triton.cdiv(n, chosen.outputs), triton.cdiv(m, chosen.rows), splits)
     _matmul_kernel[grid](
         rows,
         weight,
         bias if bias is not None else weight,
-        out,
+        partial if out is None else out,
         partial,
         m,
         n,
         k,
         per_split,
         HAS_BIAS=bias is not None,
-        SPLIT=splits > 1,
+        SPLIT=out is None,
         DOT=dot_mode(x.dtype),
         OUT_DTYPE=tl_dtype(x.dtype),
         BLOCK_M=chosen.rows,
@@ -184,18 +204,26 @@ def linear(
         num_stages=chosen.stages,
         **programmatic_launch.triton_options(x.device),
     )
-    if splits > 1:
-        block = 1024
-        _sum_splits_kernel[(triton.cdiv(m * n, block),)](
-            partial,
-            bias if bias is not None else weight,
-            out,
-            m * n,
-            n,
-            SPLITS=splits,
-            HAS_BIAS=bias is not None,
-            OUT_DTYPE=tl_dtype(x.dtype),
-            BLOCK=block,
-            **programmatic_launch.triton_options(x.device),
-        )
+    if out is None:
+        return SplitSums(partial, bias, x.dtype, (*x.shape[:-1], n))
     return out.reshape(*x.shape[:-1], n)
+
+
+def summed(sums: SplitSums) -> torch.Tensor:
+    """The split product's partial sums added in split order, with the bias, rounded once (`_sum_splits_kernel`)."""
+    splits, m, n = sums.partial.shape
+    out = torch.empty(m, n, dtype=sums.dtype, device=sums.partial.device)
+    block = 1024
+    _sum_splits_kernel[(triton.cdiv(m * n, block),)](
+        sums.partial,
+        sums.bias if sums.bias is not None else sums.partial,
+        out,
+        m * n,
+        n,
+        SPLITS=splits,
+        HAS_BIAS=sums.bias is not None,
+        OUT_DTYPE=tl_dtype(sums.dtype),
+        BLOCK=block,
+        **programmatic_launch.triton_options(out.device),
+    )
+    return out.reshape(sums.shape)

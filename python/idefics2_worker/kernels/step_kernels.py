@@ -18,6 +18,7 @@ from typing import Any
 import torch
 
 from . import int8_quantize, programmatic_launch
+from .batch_invariant_matmul import SplitSums
 from .triton_support import tl, triton
 
 if triton is not None:
@@ -25,15 +26,32 @@ if triton is not None:
     from .triton_support import start_after_previous
 
     @triton.jit
-    def _add_rms_norm_row(residual, delta, weight, hidden_out, row, eps, D: tl.constexpr, BLOCK: tl.constexpr,
-                          HAS_DELTA: tl.constexpr, OUT_DTYPE: tl.constexpr):  # fmt: skip
-        # MistralRMSNorm: w * (h32 * rsqrt(mean(h32²) + eps)).to(h.dtype), after h = residual + delta in h.dtype.
-        # Returns the row's normed values in OUT_DTYPE (zero past D), its columns and their mask.
+    def _delta_row(delta, delta_bias, row, col, ok, ROWS, D: tl.constexpr, SPLITS: tl.constexpr,
+                   HAS_BIAS: tl.constexpr, DTYPE: tl.constexpr):  # fmt: skip
+        # The row of delta at `col`: a tensor's (SPLITS 0), or a split product's float32 partial sums [SPLITS, ROWS, D]
+        # (batch_invariant_matmul.SplitSums) added as `_sum_splits_kernel` adds them, in split order with the bias,
+        # rounded once to DTYPE, here instead of through memory in a launch of their own.
+        values = tl.load(delta + row * D + col, mask=ok, other=0.0)
+        if SPLITS > 0:
+            for split in tl.static_range(1, SPLITS):
+                values += tl.load(delta + (split * ROWS + row) * D + col, mask=ok, other=0.0)
+            if HAS_BIAS:
+                values += tl.load(delta_bias + col, mask=ok, other=0.0).to(tl.float32)
+            values = values.to(DTYPE)
+        return values
+
+    @triton.jit
+    def _add_rms_norm_row(residual, delta, delta_bias, weight, hidden_out, row, eps, ROWS, D: tl.constexpr,
+                          BLOCK: tl.constexpr, HAS_DELTA: tl.constexpr, DELTA_SPLITS: tl.constexpr,
+                          DELTA_BIAS: tl.constexpr, OUT_DTYPE: tl.constexpr):  # fmt: skip
+        # MistralRMSNorm: w * (h32 * rsqrt(mean(h32²) + eps)).to(h.dtype), after h = residual + delta in h.dtype
+        # (`_delta_row`). Returns the row's normed values in OUT_DTYPE (zero past D), its columns and their mask.
         col = tl.arange(0, BLOCK)
         ok = col < D
         hidden = tl.load(residual + row * D + col, mask=ok, other=0.0)
         if HAS_DELTA:
-            added = hidden.to(tl.float32) + tl.load(delta + row * D + col, mask=ok, other=0.0).to(tl.float32)
+            values = _delta_row(delta, delta_bias, row, col, ok, ROWS, D, DELTA_SPLITS, DELTA_BIAS, hidden.dtype)
+            added = hidden.to(tl.float32) + values.to(tl.float32)
             hidden = added.to(hidden.dtype)
             tl.store(hidden_out + row * D + col, hidden, mask=ok)
         wide = hidden.to(tl.float32)
@@ -44,11 +62,13 @@ if triton is not None:
         return normed.to(OUT_DTYPE), col, ok
 
     @triton.jit
-    def _add_rms_norm_kernel(residual, delta, weight, hidden_out, normed_out, eps, D: tl.constexpr,
-                             BLOCK: tl.constexpr, HAS_DELTA: tl.constexpr, PDL: tl.constexpr):  # fmt: skip
+    def _add_rms_norm_kernel(residual, delta, delta_bias, weight, hidden_out, normed_out, eps, ROWS, D: tl.constexpr,
+                             BLOCK: tl.constexpr, HAS_DELTA: tl.constexpr, DELTA_SPLITS: tl.constexpr,
+                             DELTA_BIAS: tl.constexpr, PDL: tl.constexpr):  # fmt: skip
         start_after_previous(PDL)
         row = tl.program_id(0)
-        normed, col, ok = _add_rms_norm_row(residual, delta, weight, hidden_out, row, eps, D, BLOCK, HAS_DELTA,
+        normed, col, ok = _add_rms_norm_row(residual, delta, delta_bias, weight, hidden_out, row, eps, ROWS, D, BLOCK,
+                                            HAS_DELTA, DELTA_SPLITS, DELTA_BIAS,
                                             normed_out.dtype.element_ty)  # fmt: skip
         tl.store(normed_out + row * D + col, normed, mask=ok)
 
@@ -62,8 +82,8 @@ if triton is not None:
         # values just rounded to the output dtype, which `quantize_rows` would read back from memory.
         start_after_previous(PDL)
         row = tl.program_id(0)
-        normed, col, ok = _add_rms_norm_row(residual, delta, weight, hidden_out, row, eps, D, BLOCK, HAS_DELTA,
-                                            normed_out.dtype.element_ty)  # fmt: skip
+        normed, col, ok = _add_rms_norm_row(residual, delta, delta, weight, hidden_out, row, eps, 1, D, BLOCK,
+                                            HAS_DELTA, 0, False, normed_out.dtype.element_ty)  # fmt: skip
         tl.store(normed_out + row * D + col, normed, mask=ok)
         column = tl.arange(0, BLOCK // SPAN)[:, None] * SPAN + tl.arange(0, SPAN)[None, :]
         quantize_row(tl.reshape(normed, [BLOCK // SPAN, SPAN]), row, column, column < D, D, quantized, stats,
@@ -141,7 +161,7 @@ def computes_norm(norm: Any) -> bool:
 
 
 def _norm_outputs(
-    residual: torch.Tensor, delta: torch.Tensor | None, weight: torch.Tensor
+    residual: torch.Tensor, delta: torch.Tensor | SplitSums | None, weight: torch.Tensor
 ) -> tuple[int, int, torch.Tensor, torch.Tensor]:
     """The norm kernels' width, rows and outputs: the sum (the residual itself without a delta) and the normed rows."""
     dim = residual.shape[-1]
@@ -153,20 +173,27 @@ def _norm_outputs(
 
 
 def add_rms_norm(
-    residual: torch.Tensor, delta: torch.Tensor | None, weight: torch.Tensor, eps: float
+    residual: torch.Tensor, delta: torch.Tensor | SplitSums | None, weight: torch.Tensor, eps: float
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(residual + delta, rms_norm(residual + delta)); without delta, (residual, rms_norm(residual))."""
+    """(residual + delta, rms_norm(residual + delta)); without delta, (residual, rms_norm(residual)). delta may be a
+    split product's partial sums (`batch_invariant_matmul.split_linear`), added here with the same bits as
+    `batch_invariant_matmul.summed` and one launch fewer."""
     dim, rows, hidden, normed = _norm_outputs(residual, delta, weight)
+    sums = delta if isinstance(delta, SplitSums) else None
     _add_rms_norm_kernel[(rows,)](
         residual,
-        delta if delta is not None else residual,
+        sums.partial if sums is not None else delta if delta is not None else residual,
+        sums.bias if sums is not None and sums.bias is not None else residual,
         weight,
         hidden,
         normed,
         eps,
+        rows,
         D=dim,
         BLOCK=triton.next_power_of_2(dim),
         HAS_DELTA=delta is not None,
+        DELTA_SPLITS=sums.partial.shape[0] if sums is not None else 0,
+        DELTA_BIAS=sums is not None and sums.bias is not None,
         num_warps=8 if dim >= 2048 else 4,
         **programmatic_launch.triton_options(residual.device),
     )

@@ -171,6 +171,10 @@ def step_launches() -> None:
         queries = torch.empty(rows, KV_HEADS, HEADS // KV_HEADS, HEAD_DIM, dtype=bf16)
         mask = torch.ones(rows, 1, 1, CACHE, dtype=torch.bool)
         batch_invariant_attention.decode_attention(queries, keys, values, mask, positions, HEAD_DIM**-0.5)
+        # o's product left split, its sums added by the add + norm after it.
+        o_weight = torch.empty(HIDDEN, HEADS * HEAD_DIM, dtype=bf16)
+        sums = batch_invariant_matmul.split_linear(torch.empty(rows, 1, HEADS * HEAD_DIM, dtype=bf16), o_weight)
+        step_kernels.add_rms_norm(hidden, sums, torch.empty(HIDDEN, dtype=bf16), 1e-5)
         head = torch.empty(*LM_HEAD, dtype=bf16)
         batch_invariant_matmul.linear(hidden[:, 0], head, tiling=batch_invariant_matmul.HEAD_TILING)
         for outputs, inputs in LINEAR_SHAPES:  # split along K or not: the sum of the splits launches too

@@ -302,6 +302,38 @@ def norm_quantize_cases(device: str) -> dict[str, float]:
     return results
 
 
+def split_sums_norm_cases(device: str) -> dict[str, float]:
+    """The add + norm after a split product (o, down) adding the product's partial sums itself
+    (`batch_invariant_matmul.split_linear`), against the product summed by its own kernel then the add + norm: the same
+    bits (0 steps), with and without the bias, at one and three rows."""
+    from idefics2_worker.kernels import batch_invariant_matmul
+
+    results = {}
+    for dtype, rows, with_bias in (
+        (torch.bfloat16, 1, False),
+        (torch.bfloat16, 3, True),
+        (torch.float32, 3, False),
+        (torch.float32, 1, True),
+    ):
+        width, inputs = 64, 2048
+        x = torch.randn(rows, 1, inputs).to(dtype).to(device)
+        weight = (torch.randn(width, inputs) * 0.05).to(dtype).to(device)
+        bias = torch.randn(width).to(dtype).to(device) if with_bias else None
+        residual = torch.randn(rows, 1, width).to(dtype).to(device)
+        norm_weight = (torch.rand(width) + 0.5).to(dtype).to(device)
+        sums = batch_invariant_matmul.split_linear(x, weight, bias)
+        split = isinstance(sums, batch_invariant_matmul.SplitSums) and sums.partial.shape[0] > 1
+        hidden, normed = step_kernels.add_rms_norm(
+            residual, batch_invariant_matmul.linear(x, weight, bias), norm_weight, 1e-5
+        )
+        ours_hidden, ours_normed = step_kernels.add_rms_norm(residual, sums, norm_weight, 1e-5)
+        same = split and torch.equal(ours_hidden, hidden) and torch.equal(ours_normed, normed)
+        kind = f"{str(dtype).removeprefix('torch.')} {rows} rows{' bias' if with_bias else ''}"
+        name = f"add + rms norm of split sums {kind}"
+        results[f"{name}, same bits"] = 0.0 if same else float("inf")
+    return results
+
+
 def split_pieces_cases(device: str) -> dict[str, float]:
     """The pieces' MMA with K split, whose last split to finish adds the others' int32 sums, against the unsplit
     kernel, bit for bit: many launches in a row (each leaves its arrival counts zero for the next) and, on CUDA, the
@@ -392,6 +424,7 @@ def main() -> None:
         **four_bit_dequantize_cases(args.device),
         **saturating_cast_cases(args.device),
         **norm_quantize_cases(args.device),
+        **split_sums_norm_cases(args.device),
         **split_pieces_cases(args.device),
         **prefill_norm_cases(args.device),
     }
