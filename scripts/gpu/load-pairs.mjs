@@ -5,9 +5,10 @@
 // start, its loadS for processor + model with CUDA's setup) and the SDK (`Idefics2.load` to ready, a fresh worker,
 // with the steps it reports), the order swapped every other pair. Prints one JSON line per pair and a summary line
 // per quantization (medians, the mean SDK − reference difference, and how many pairs the SDK was ready first).
-// Needs `npm run build` first.
+// With --cold, every SDK load gets a new empty home: a machine's first load (no probe cache, no bytecode folder for an
+// interpreter without bytecode). Needs `npm run build` first.
 //
-// node scripts/gpu/load-pairs.mjs --model /tmp/i8b --python "$(command -v python3)" [--pairs 3] 4bit [8bit bf16]
+// node scripts/gpu/load-pairs.mjs --model /tmp/i8b --python "$(command -v python3)" [--pairs 3] [--cold] 4bit [8bit bf16]
 import { mkdtempSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -17,7 +18,12 @@ import { blogLoadOptions, blogMessages, blogPictures, round, runReference } from
 
 const { values, positionals } = parseArgs({
   allowPositionals: true,
-  options: { model: { type: "string" }, python: { type: "string" }, pairs: { type: "string", default: "3" } },
+  options: {
+    model: { type: "string" },
+    python: { type: "string" },
+    pairs: { type: "string", default: "3" },
+    cold: { type: "boolean", default: false },
+  },
 });
 if (!values.model || !values.python) throw new Error("--model (a checkpoint folder) and --python are required");
 const folder = mkdtempSync(join(tmpdir(), "load-pairs-"));
@@ -41,6 +47,7 @@ async function sdk(quantization) {
   const steps = [];
   const model = await Idefics2.load({
     ...blogLoadOptions(values.model, values.python, quantization),
+    ...(values.cold ? { home: mkdtempSync(join(tmpdir(), "load-pairs-home-")) } : {}),
     onProgress: (event) => {
       if (event.type === "stage") steps.push([event.message, round(event.elapsedMs / 1000, 2)]);
     },
