@@ -338,19 +338,21 @@ class BatchDecoder:
                 outcomes[index] = error
             return
         joined: list[tuple[_Sequence, int]] = []
+        live = []
         for index, row, sequence in rows:
             if sequence.cancel.is_set():
                 outcomes[index] = aborted()
+            else:
+                live.append((index, row, sequence))
+        # Chosen before the sequences join, so a failing choice leaves nothing running for its request.
+        for (index, row, sequence), first in zip(live, _first_tokens(logits, live), strict=True):
+            if isinstance(first, Exception):
+                outcomes[index] = first
                 continue
-            try:
-                # Chosen before the sequence joins, so a failing choice leaves nothing running for this request.
-                token = choose_token(logits[row : row + 1], sequence.processors, sequence.history, sequence.generator)
-            except Exception as error:
-                outcomes[index] = error
-                continue
+            token, on_device = first
             self.graphs.store_prefill(len(self.running), cache, sequence.prepared.prompt_tokens, row)
             if sequence.history is not None:
-                sequence.history.append(token)
+                sequence.history.append(on_device)
             sequence.first_step_at = time.perf_counter()
             self.running.append(sequence)
             joined.append((sequence, token))
@@ -473,3 +475,35 @@ class BatchDecoder:
             self.running[slot] = self.running[last]
         self.running.pop()
         sequence.on_done(result, error)
+
+
+def _first_tokens(
+    logits: torch.Tensor, rows: list[tuple[int, int, _Sequence]]
+) -> list[tuple[int, torch.Tensor | int] | Exception]:
+    """Each row's first token from the prefill's logits, as an int and as a tensor on the logits' device: all
+    chosen together and read back once (a read per row waited for each row's choice in turn: 8 of a text group's
+    synchronisations on an H200 machine, H84). Where that fails, each row is chosen alone, from the same generator
+    states, so one request's failing choice fails only that request."""
+    if not rows:
+        return []
+    choices = [(s.processors, s.history, s.generator) for _, _, s in rows]
+    states = [(g, g.get_state()) for _, _, g in choices if g is not None]
+    prefill_rows = [row for _, row, _ in rows]
+    try:
+        if prefill_rows == list(range(len(rows))):
+            together = logits[: len(rows)]
+        else:
+            together = torch.cat([logits[row : row + 1] for row in prefill_rows])
+        chosen = chosen_tokens(together, choices)
+        return [(token, chosen[i]) for i, token in enumerate(chosen.tolist())]
+    except Exception:
+        for generator, state in states:
+            generator.set_state(state)
+    firsts: list[tuple[int, torch.Tensor | int] | Exception] = []
+    for (_, row, _), choice in zip(rows, choices, strict=True):
+        try:
+            token = choose_token(logits[row : row + 1], *choice)
+            firsts.append((token, token))
+        except Exception as error:
+            firsts.append(error)
+    return firsts

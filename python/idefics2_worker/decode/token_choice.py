@@ -10,6 +10,9 @@ fails those tests rather than changing answers silently.
 from __future__ import annotations
 
 import copy
+import functools
+import math
+import weakref
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -20,6 +23,8 @@ from ..protocol.params import GenerateParams
 
 # Distinct sets of generation arguments kept by `PreparedGenerationConfigs` (sampling settings vary per request).
 KEPT_CONFIGS = 64
+# The special tokens `_prepare_special_tokens` sets on a GenerationConfig, as tensors.
+SPECIAL_TOKEN_TENSORS = ("_bos_token_tensor", "_eos_token_tensor", "_pad_token_tensor", "_decoder_start_token_tensor")
 
 
 class PreparedGenerationConfigs:
@@ -31,26 +36,38 @@ class PreparedGenerationConfigs:
     by field (~4.6 ms of the ~4.7 a preparation takes on this project's 2-core CI machine). The model thread does it
     per request, so eight requests admitted together paid it eight times over: kept, eight text requests' admission
     on an H200 machine took 59 ms instead of 93 (H30). The result depends only on the arguments and the model's
-    (unchanging) configs."""
+    (unchanging) configs.
+
+    Asked with a device, the kept config also has transformers' special-token tensors on it
+    (`_prepare_special_tokens`, as generate() sets them): made once, not per request. Made per request, each made
+    three host-to-device copies and two reads back (`.any()`), 40 synchronisations for eight text requests admitted
+    together on an H200 machine, each leaving the GPU idle while the host went on (H84)."""
 
     def __init__(self, model: Any, limit: int = KEPT_CONFIGS) -> None:
         self.model = model
         self.limit = limit
         self._kept: OrderedDict[str, tuple[Any, dict[str, Any]]] = OrderedDict()
 
-    def prepare(self, kwargs: Mapping[str, Any]) -> tuple[Any, dict[str, Any]]:
-        """What `model._prepare_generation_config(None, **kwargs)` returns: the GenerationConfig and model kwargs."""
-        key = repr(sorted(kwargs.items()))  # repr tells 1, 1.0 and True apart
+    def prepare(self, kwargs: Mapping[str, Any], device: torch.device | None = None) -> tuple[Any, dict[str, Any]]:
+        """What `model._prepare_generation_config(None, **kwargs)` returns: the GenerationConfig and model kwargs; with
+        `device`, the config's special tokens prepared there as generate() prepares them."""
+        key = repr((sorted(kwargs.items()), str(device)))  # repr tells 1, 1.0 and True apart
         kept = self._kept.get(key)
         if kept is None:
             kept = self.model._prepare_generation_config(None, **kwargs)
+            if device is not None:
+                self.model._prepare_special_tokens(kept[0], True, device=device, batch_size=1)
             self._kept[key] = kept
             if len(self._kept) > self.limit:
                 self._kept.popitem(last=False)
         else:
             self._kept.move_to_end(key)
         config, model_kwargs = kept
-        return copy.deepcopy(config), copy.deepcopy(model_kwargs)
+        # The special tokens' tensors are shared, not copied: nothing writes them, and requests that share them let
+        # `chosen_tokens` hold EOS back for all their rows at once.
+        shared = [getattr(config, name, None) for name in SPECIAL_TOKEN_TENSORS]
+        memo: dict[int, Any] = {id(tensor): tensor for tensor in shared if isinstance(tensor, torch.Tensor)}
+        return copy.deepcopy(config, memo), copy.deepcopy(model_kwargs)
 
 
 def generation_config_and_processors(
@@ -68,8 +85,7 @@ def generation_config_and_processors(
     model = configs.model
     kwargs = dict(params.generate_kwargs)
     kwargs["eos_token_id"] = list(eos_ids)
-    config, model_kwargs = configs.prepare(kwargs)
-    model._prepare_special_tokens(config, True, device=input_ids.device, batch_size=1)
+    config, model_kwargs = configs.prepare(kwargs, input_ids.device)
     processors = model._get_logits_processor(
         generation_config=config,
         input_ids_seq_length=int(input_ids.shape[-1]),
@@ -132,7 +148,65 @@ def chosen_tokens(
     ~1.7 ms of host time per batch-8 step when every row had a processor, e.g. minNewTokens)."""
     if all(not processors and generator is None for processors, _, generator in rows):
         return logits[: len(rows)].argmax(dim=-1)  # plain greedy: one argmax over the rows
-    return torch.cat([_choice(logits[i : i + 1], *row) for i, row in enumerate(rows)])
+    held = _held_eos(rows)
+    if held is None:
+        return torch.cat([_choice(logits[i : i + 1], *row) for i, row in enumerate(rows)])
+    # Greedy rows whose processors only hold EOS back until a length (minNewTokens, min_length): the same scores as
+    # those processors give, in one or a few launches for all rows instead of ~5 per row and step (H84).
+    scores = logits[: len(rows)]
+    if any(held):
+        scores = scores.clone()
+        kinds = {id(processor.eos_token_id) for processors in held for processor in processors}
+        if all(held) and len(kinds) == 1:
+            scores.masked_fill_(_eos_mask(held[0][0], scores), -math.inf)
+        else:
+            for row, processors in enumerate(held):
+                for processor in processors:
+                    scores[row].masked_fill_(_eos_mask(processor, scores), -math.inf)
+    return scores.argmax(dim=-1)
+
+
+@functools.cache
+def _length_gated_kinds() -> tuple[type, type]:
+    from transformers.generation.logits_process import MinLengthLogitsProcessor, MinNewTokensLengthLogitsProcessor
+
+    return MinLengthLogitsProcessor, MinNewTokensLengthLogitsProcessor
+
+
+def _held_eos(rows: Sequence[tuple[Any, TokenHistory | None, torch.Generator | None]]) -> list[list[Any]] | None:
+    """Per greedy row, its processors that hold EOS back at the row's length now; None where a row samples or has a
+    processor other than transformers' MinLength and MinNewTokensLength ones, which read the ids' length only."""
+    min_length, min_new_tokens = _length_gated_kinds()
+    held: list[list[Any]] = []
+    for processors, history, generator in rows:
+        if generator is not None:
+            return None
+        row: list[Any] = []
+        if processors and history is not None:  # as `_choice`: processors apply where there is a history
+            for processor in processors:
+                if type(processor) is min_length:
+                    holding = history.length < processor.min_length
+                elif type(processor) is min_new_tokens:
+                    holding = history.length - processor.prompt_length_to_skip < processor.min_new_tokens
+                else:
+                    return None
+                if holding:
+                    row.append(processor)
+        held.append(row)
+    return held
+
+
+# Each processor's EOS mask over the vocabulary (its `torch.isin(arange(vocab), eos)`), made once per request.
+_EOS_MASKS: weakref.WeakKeyDictionary[Any, torch.Tensor] = weakref.WeakKeyDictionary()
+
+
+def _eos_mask(processor: Any, scores: torch.Tensor) -> torch.Tensor:
+    mask = _EOS_MASKS.get(processor)
+    if mask is None or mask.shape[-1] != scores.shape[-1] or mask.device != scores.device:
+        vocabulary = torch.arange(scores.shape[-1], device=scores.device)
+        mask = torch.isin(vocabulary, processor.eos_token_id)
+        _EOS_MASKS[processor] = mask
+    return mask
 
 
 def _choice(
