@@ -146,13 +146,12 @@ def chosen_tokens(
     history, generator): a [rows] long tensor on the logits' device, queued and not read back, so the next step can be
     fed from it and the host reads all rows at once (a read per row waited for each row's kernels in turn: on an H200,
     ~1.7 ms of host time per batch-8 step when every row had a processor, e.g. minNewTokens)."""
-    if all(not processors and generator is None for processors, _, generator in rows):
-        return logits[: len(rows)].argmax(dim=-1)  # plain greedy: one argmax over the rows
     held = _held_eos(rows)
     if held is None:
         return torch.cat([_choice(logits[i : i + 1], *row) for i, row in enumerate(rows)])
-    # Greedy rows whose processors only hold EOS back until a length (minNewTokens, min_length): the same scores as
-    # those processors give, in one or a few launches for all rows instead of ~5 per row and step (H84).
+    # Greedy rows, without processors or with ones that only hold EOS back until a length (minNewTokens, min_length):
+    # the same scores as those processors give, in one or a few launches for all rows instead of ~5 per row and step
+    # (H84), then one argmax over the rows.
     scores = logits[: len(rows)]
     if any(held):
         scores = scores.clone()
