@@ -5,10 +5,10 @@ from __future__ import annotations
 import torch
 
 
-def eight_bit_layer(inputs: int, outputs: int, threshold: float = 6.0) -> torch.nn.Module:
+def eight_bit_layer(inputs: int, outputs: int, threshold: float = 6.0, seed: int = 0) -> torch.nn.Module:
     import bitsandbytes as bnb
 
-    torch.manual_seed(0)
+    torch.manual_seed(seed)
     layer = bnb.nn.Linear8bitLt(inputs, outputs, bias=False, has_fp16_weights=False, threshold=threshold)
     weight = torch.randn(outputs, inputs) * 0.05
     layer.weight = bnb.nn.Int8Params(weight, requires_grad=False, has_fp16_weights=False)

@@ -17,13 +17,15 @@ then:
   own preprocess and prefill times; a messages file without pictures (and no --image) times text requests;
 - with --tower-ab, times the vision tower through transformers' masks (get_image_features) against the mask-free
   path (decode/vision_tower.py), alternating in one process, and checks that the first-token logits are equal;
-  with --graph-ab, the same for that tower run eagerly against replayed from CUDA graphs (decode/vision_graphs.py).
+  with --graph-ab, the same for that tower run eagerly against replayed from CUDA graphs (decode/vision_graphs.py);
+  with --projections-ab, the prefill (or with --admission, the admission's timings alone) with each layer's q/k/v and
+  gate/up as one product against each projection alone (decode/prefill_projections.py).
 An idle GPU under a busy host means the host is the bound there: fewer launches or a CUDA graph would help. An
 idle GPU after a sync means the sync cost the gap.
 
 Usage: python scripts/gpu/prefill_timeline.py --model DIR --messages FILE.json --image A --image B
            [--quantization bf16|8bit|4bit ...] [--requests 1] [--runs 5] [--freeze-gc] [--no-trace]
-           [--tower-ab] [--graph-ab] [--gemm-ab] [--admission] [--out result.json]
+           [--tower-ab] [--graph-ab] [--gemm-ab] [--projections-ab] [--admission] [--out result.json]
 """
 
 from __future__ import annotations
@@ -292,19 +294,22 @@ def alternated(run: Any, runs: int, variants: dict[str, Any]) -> dict[str, Any]:
             set_up()
             torch.cuda.synchronize()
             started = time.perf_counter()
-            logits[name] = run()[1]
+            out = run()
             torch.cuda.synchronize()
             if repeat:
                 times[name].append((time.perf_counter() - started) * 1000)
-    first, *others = logits.values()
-    return {
-        name: {
-            "median_ms": round(statistics.median(t), 2),
-            "range_ms": [round(min(t), 2), round(max(t), 2)],
-            "logits_max_abs_diff_vs_first": float((logits[name] - first).abs().max()),
-        }
+            if isinstance(out, tuple):  # a prefill's (cache, logits); an admission gives its timings alone
+                logits[name] = out[1]
+    timing = {
+        name: {"median_ms": round(statistics.median(t), 2), "range_ms": [round(min(t), 2), round(max(t), 2)]}
         for name, t in times.items()
-    } | {
+    }
+    if not logits:
+        return timing
+    first, *others = logits.values()
+    for name, each in logits.items():
+        timing[name]["logits_max_abs_diff_vs_first"] = float((each - first).abs().max())
+    return timing | {
         "logits_equal": all(torch.equal(first, other) for other in others),
         "max_abs_diff": max((float((first - other).abs().max()) for other in others), default=0.0),
     }
@@ -372,6 +377,24 @@ def gemm_ab(run: Any, runs: int, plan: Any, model: Any) -> dict[str, Any]:
         choose(linears)()
 
 
+def projections_ab(run: Any, runs: int, plan: Any) -> dict[str, Any]:
+    """Each layer's q/k/v and gate/up as one product (the worker's plan), then each projection alone."""
+    projections = plan.projections
+    if projections is None or not projections.groups():
+        return {"skipped": "this plan joins no projections"}
+    try:
+        return alternated(
+            run,
+            runs,
+            {
+                "grouped projections": lambda: setattr(plan, "projections", projections),
+                "each projection alone": lambda: setattr(plan, "projections", None),
+            },
+        ) | {"groups": len(projections.groups())}
+    finally:
+        plan.projections = projections
+
+
 def admission(engine: Any, messages: list[dict[str, Any]], images: list[Any], requests: int = 1) -> Any:
     """The worker's whole path for `requests` one-token requests sent together, in this process: the fast decoder
     admits them in one `admit_many` (preprocessing, prefill, token choice set up, first token) and finishes them;
@@ -430,6 +453,8 @@ def timeline_one(args: Any, quantization: str, messages: list[dict[str, Any]], i
         result["graph_ab"] = graph_ab(run, args.runs, plan)
     if args.gemm_ab:
         result["gemm_ab"] = gemm_ab(run, args.runs, plan, model)
+    if args.projections_ab:
+        result["projections_ab"] = projections_ab(run, args.runs, plan)
     if args.no_trace:
         engine.unload()
         return result
@@ -463,6 +488,7 @@ def main() -> None:
     parser.add_argument("--tower-ab", action="store_true", help="the vision tower with and without transformers' masks")
     parser.add_argument("--graph-ab", action="store_true", help="the mask-free vision tower eager and from graphs")
     parser.add_argument("--gemm-ab", action="store_true", help="the float32-compute layers' GEMM dtypes (4-bit)")
+    parser.add_argument("--projections-ab", action="store_true", help="q/k/v and gate/up grouped, then alone")
     parser.add_argument(
         "--admission",
         action="store_true",

@@ -39,6 +39,30 @@ from .linears import (
 )
 
 Product = Callable[[torch.Tensor], torch.Tensor]
+_JOINED = "_joined_weights"  # the module __dict__ key of its group's `JoinedWeights`
+
+
+@dataclass(frozen=True)
+class JoinedWeights:
+    """A fused group's weights as they now lie, back to back along the outputs: the dense weight, or LLM.int8()'s
+    int8 rows (CB) and their scales (SCB). Module i's outputs are columns `sizes[i]` of a product with them, in the
+    modules' order. Other forwards of the same modules read it (`joined_of`): the prefill's (`prefill_projections`)."""
+
+    modules: tuple[Any, ...]
+    weight: torch.Tensor
+    scales: torch.Tensor | None
+    sizes: tuple[int, ...]
+
+
+def joined_of(module: Any) -> JoinedWeights | None:
+    """The group `FusedProjection.of` joined `module`'s weights into, or None."""
+    return module.__dict__.get(_JOINED)
+
+
+def _mark(modules: Sequence[Any], weight: torch.Tensor, scales: torch.Tensor | None = None) -> None:
+    joined = JoinedWeights(tuple(modules), weight, scales, tuple(int(module.out_features) for module in modules))
+    for module in modules:
+        module.__dict__[_JOINED] = joined
 
 
 def _adjacent_view(parts: Sequence[torch.Tensor]) -> torch.Tensor | None:
@@ -76,6 +100,7 @@ def _dense(modules: Sequence[Any], deterministic: bool) -> Product | None:
     joined = _joined([w.data for w in weights])
     for weight, view in zip(weights, _pointed_at(joined, [w.data for w in weights]), strict=True):
         weight.data = view
+    _mark(modules, joined)
     if runs_invariant_matmul(joined, deterministic):
         return lambda x: batch_invariant_matmul.linear(x, joined, None)
     return lambda x: torch.nn.functional.linear(x, joined)
@@ -167,6 +192,7 @@ def _eight_bit(modules: Sequence[Any], deterministic: bool) -> tuple[Product, Ei
             if getattr(holder, "CB", None) is not None:
                 holder.CB = view
                 holder.SCB = row_scales
+    _mark(modules, quantized, scales)
     (threshold,) = thresholds
 
     def of_quantized(rows_int8: QuantizedInput, x: torch.Tensor) -> torch.Tensor:

@@ -15,10 +15,10 @@ to its length and its last real position's logits are its own prompt's. The batc
 its memory stays bounded.
 
 On CUDA a prefill may also use cuDNN's attention (ruled out for decode, where it re-plans every step, but one
-call per prompt here), compute the quantized linears on the tensor cores (`TensorCoreLinears`) and the text model's
-norms as one kernel each (`FusedNorms`). The unpadded vision tower runs without transformers' masks
-(`vision_tower`: no host syncs) and, on CUDA, from a graph per input shape (`vision_graphs`), so the host queues the
-text model while the GPU runs the tower.
+call per prompt here), compute the quantized linears on the tensor cores (`TensorCoreLinears`), the text model's
+norms as one kernel each (`FusedNorms`) and each layer's q/k/v and gate/up as one product (`GroupedProjections`).
+The unpadded vision tower runs without transformers' masks (`vision_tower`: no host syncs) and, on CUDA, from a
+graph per input shape (`vision_graphs`), so the host queues the text model while the GPU runs the tower.
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ from transformers import DynamicCache
 
 from .prefill_linears import TensorCoreLinears
 from .prefill_norms import FusedNorms
+from .prefill_projections import GroupedProjections
 from .vision_graphs import VisionGraphs
 from .vision_tower import runs_without_masks, vision_headroom, whole_patch_features
 
@@ -58,6 +59,8 @@ class PrefillPlan:
     linears: TensorCoreLinears | None = None
     # The text model's RMSNorms as one kernel each.
     norms: FusedNorms | None = None
+    # Each layer's q/k/v and gate/up as one product, where the fast step joined their weights.
+    projections: GroupedProjections | None = None
     cudnn_attention: bool = False
     # The pictures are preprocessed on the model's device (request.prompt.prepare_prompt's `on_device`).
     preprocess_on_device: bool = False
@@ -77,6 +80,7 @@ class PrefillPlan:
             # FLOPs), fp16 (TF32's mantissa) for the others: all-bf16 failed the parity check on an H200.
             linears=TensorCoreLinears(model, WORKER_FLOAT32_GEMMS, exact_sums=True),
             norms=FusedNorms(model),
+            projections=GroupedProjections(model),
             cudnn_attention=True,
             preprocess_on_device=True,
             unpadded_vision=True,
@@ -93,9 +97,10 @@ class PrefillPlan:
 
     @contextmanager
     def module_context(self) -> Iterator[None]:
-        """The plan's linears and norms in place of the modules' own forwards."""
+        """The plan's linears, norms and grouped projections in place of the modules' own forwards (the groups'
+        last: below MIN_ROWS rows they hand over to the linears')."""
         with ExitStack() as stack:
-            for replaced in (self.linears, self.norms):
+            for replaced in (self.linears, self.norms, self.projections):
                 if replaced is not None:
                     stack.enter_context(replaced.active())
             yield

@@ -17,7 +17,7 @@ products are a TF32 GEMM's, at twice its tensor-core rate and half the dequantis
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
@@ -55,10 +55,17 @@ def dequantized_weight(module: Any, dtype: torch.dtype) -> torch.Tensor:
                 state = copy.copy(state)
                 state.dtype = dtype
             return dequantize_4bit(weight.data, state)
-    # LLM.int8(): row-wise absmax scaling, CB / 127 * SCB.
     quantized, scales = eight_bit_weight(module)
+    return dequantized_int8(quantized, scales, dtype, lambda: _row_scales(module, scales))
+
+
+def dequantized_int8(
+    quantized: torch.Tensor, scales: torch.Tensor, dtype: torch.dtype, row_scales: Callable[[], torch.Tensor]
+) -> torch.Tensor:
+    """LLM.int8()'s weight, CB / 127 * SCB row by row, as a dense tensor of `dtype`; `row_scales` gives the rows'
+    multipliers kept for these scales (`int8_dequantize.row_scales_of`), asked for only where the kernel runs."""
     if triton_support.available(quantized.device):
-        return int8_dequantize(quantized, scales, dtype, _row_scales(module, scales))
+        return int8_dequantize(quantized, scales, dtype, row_scales())
     # One pass (int8 read, `dtype` written; the product in float32): three passes through a float32 copy moved
     # ~140 GB for idefics2-8b's int8 layers, ~35 ms of an 8-bit prefill on an H200.
     weight = torch.empty(quantized.shape, dtype=dtype, device=quantized.device)
@@ -212,12 +219,14 @@ class TensorCoreLinears:
                 return own(x, *args, **kwargs)
             dtype = gemm_dtype(module, x.dtype, float32_gemm)
             weight = dequantized_weight(module, dtype)
-            return _product(inputs.of(x, dtype), weight, module.bias, x.dtype)
+            return tensor_core_product(inputs.of(x, dtype), weight, module.bias, x.dtype)
 
         return forward
 
 
-def _product(cast: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor:
+def tensor_core_product(
+    cast: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, dtype: torch.dtype
+) -> torch.Tensor:
     """cast @ weight.T (+ bias) in the weight's dtype (fp16: `float16_linear`), returned in `dtype`."""
     if weight.dtype == torch.float16 and dtype != torch.float16:
         return float16_linear(cast, weight, bias, dtype)
