@@ -27,6 +27,7 @@ import torch
 
 from ..kernels import batch_invariant_matmul, four_bit_cuda
 from ..kernels.four_bit_packing import TILE_OUTPUTS
+from ..kernels.int8_dequantize import row_scales_of
 from ..request.quantized_layers import bitsandbytes_linears
 from . import packed_four_bit
 from .linears import (
@@ -52,6 +53,8 @@ class JoinedWeights:
     weight: torch.Tensor
     scales: torch.Tensor | None
     sizes: tuple[int, ...]
+    # int8: each row's multiplier (`int8_dequantize.row_scales_of`), made once with the group.
+    row_scales: torch.Tensor | None = None
 
 
 def joined_of(module: Any) -> JoinedWeights | None:
@@ -60,7 +63,9 @@ def joined_of(module: Any) -> JoinedWeights | None:
 
 
 def _mark(modules: Sequence[Any], weight: torch.Tensor, scales: torch.Tensor | None = None) -> None:
-    joined = JoinedWeights(tuple(modules), weight, scales, tuple(int(module.out_features) for module in modules))
+    sizes = tuple(int(module.out_features) for module in modules)
+    row_scales = None if scales is None else row_scales_of(scales)
+    joined = JoinedWeights(tuple(modules), weight, scales, sizes, row_scales)
     for module in modules:
         module.__dict__[_JOINED] = joined
 

@@ -7,6 +7,12 @@ from contextlib import contextmanager
 from typing import Any
 
 
+def current_forward(module: Any) -> Any:
+    """The forward `module` runs now: one an instance was given (an outer replacement), else its class's."""
+    forward = module.__dict__.get("forward")
+    return forward if forward is not None else type(module).forward.__get__(module)
+
+
 @contextmanager
 def replaced_forwards(replacements: Sequence[tuple[Any, Any]]) -> Iterator[None]:
     """Inside, each (module, forward) pair's module runs that forward; after, its own again (or the one an instance

@@ -28,7 +28,7 @@ from ..kernels.int8_dequantize import int8_dequantize, row_scales_of
 from ..request.quantized_layers import bitsandbytes_linears
 from . import packed_four_bit
 from .linears import eight_bit_weight
-from .module_forwards import replaced_forwards
+from .module_forwards import current_forward, replaced_forwards
 
 # Below this many rows a GEMM on dequantised weights reads more than the layer's own kernel: decode stays as it is.
 MIN_ROWS = 16
@@ -186,7 +186,7 @@ class TensorCoreLinears:
             yield
             return
         replacements = [
-            (module, self._forward_of(module, module.__dict__.get("forward"), self._float32_gemm[id(module)]))
+            (module, self._forward_of(module, current_forward(module), self._float32_gemm[id(module)]))
             for module in self.modules
         ]
         matmul = torch.backends.cuda.matmul
@@ -210,8 +210,7 @@ class TensorCoreLinears:
             ) = saved_flags
             self._inputs.clear()
 
-    def _forward_of(self, module: Any, previous: Any, float32_gemm: torch.dtype) -> Any:
-        own = previous if previous is not None else type(module).forward.__get__(module)
+    def _forward_of(self, module: Any, own: Any, float32_gemm: torch.dtype) -> Any:
         inputs = self._inputs
 
         def forward(x: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:

@@ -28,9 +28,8 @@ from typing import Any
 
 import torch
 
-from ..kernels.int8_dequantize import row_scales_of
 from .fused_projections import JoinedWeights, joined_of
-from .module_forwards import replaced_forwards
+from .module_forwards import current_forward, replaced_forwards
 from .prefill_linears import MIN_ROWS, dequantized_int8, gemm_dtype, tensor_core_product
 
 # The most rows a grouped product takes (the module docstring): 8 short prompts are ~160, the blog's one ~1,000.
@@ -58,7 +57,6 @@ class GroupedProjections:
             attention, mlp = getattr(layer, "self_attn", None), getattr(layer, "mlp", None)
             self._candidates += [getattr(attention, "q_proj", None), getattr(mlp, "gate_proj", None)]
         self._held: dict[int, _Outputs] = {}
-        self._row_scales: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
 
     def groups(self) -> list[JoinedWeights]:
         """The groups joined now: the step joins them when it is built, which may follow this object's making."""
@@ -68,10 +66,7 @@ class GroupedProjections:
     @contextmanager
     def active(self) -> Iterator[None]:
         replacements = [
-            (
-                module,
-                self._forward_of(joined, index, module.__dict__.get("forward") or type(module).forward.__get__(module)),
-            )
+            (module, self._forward_of(joined, index, current_forward(module)))
             for joined in self.groups()
             for index, module in enumerate(joined.modules)
         ]
@@ -103,17 +98,9 @@ class GroupedProjections:
 
     def product(self, joined: JoinedWeights, x: torch.Tensor) -> torch.Tensor:
         """x @ the group's joined weight.T: each module's outputs side by side, in `joined.sizes`."""
-        if joined.scales is None:
+        scales, row_scales = joined.scales, joined.row_scales
+        if scales is None or row_scales is None:  # a dense group
             return torch.nn.functional.linear(x, joined.weight)
         dtype = gemm_dtype(joined.modules[0], x.dtype)
-        weight = dequantized_int8(joined.weight, joined.scales, dtype, lambda: self._row_scales_of(joined))
+        weight = dequantized_int8(joined.weight, scales, dtype, lambda: row_scales)
         return tensor_core_product(x.to(dtype), weight, None, x.dtype)
-
-    def _row_scales_of(self, joined: JoinedWeights) -> torch.Tensor:
-        """The joined int8 rows' multipliers, made once for their scales."""
-        assert joined.scales is not None
-        kept = self._row_scales.get(id(joined))
-        if kept is None or kept[0] is not joined.scales:
-            kept = (joined.scales, row_scales_of(joined.scales))
-            self._row_scales[id(joined)] = kept
-        return kept[1]
