@@ -337,7 +337,6 @@ class BatchDecoder:
             for index, _, _ in rows:
                 outcomes[index] = error
             return
-        joined: list[tuple[_Sequence, int]] = []
         live = []
         for index, row, sequence in rows:
             if sequence.cancel.is_set():
@@ -345,19 +344,24 @@ class BatchDecoder:
             else:
                 live.append((index, row, sequence))
         # Chosen before the sequences join, so a failing choice leaves nothing running for its request.
+        chosen: list[tuple[int, int, _Sequence, int, torch.Tensor | int]] = []
         for (index, row, sequence), first in zip(live, _first_tokens(logits, live), strict=True):
             if isinstance(first, Exception):
                 outcomes[index] = first
-                continue
-            token, on_device = first
-            self.graphs.store_prefill(len(self.running), cache, sequence.prepared.prompt_tokens, row)
+            else:
+                chosen.append((index, row, sequence, *first))
+        # Their rows of the prefill's cache go into the next slots together: a few kernels, not a copy per layer.
+        lengths = [sequence.prepared.prompt_tokens for _, _, sequence, _, _ in chosen]
+        self.graphs.store_prefills(len(self.running), cache, [row for _, row, _, _, _ in chosen], lengths)
+        del cache
+        joined: list[tuple[_Sequence, int]] = []
+        for index, _, sequence, token, on_device in chosen:
             if sequence.history is not None:
                 sequence.history.append(on_device)
             sequence.first_step_at = time.perf_counter()
             self.running.append(sequence)
             joined.append((sequence, token))
             outcomes[index] = True
-        del cache
         self._advance(joined)
 
     def _pad_id(self) -> int:

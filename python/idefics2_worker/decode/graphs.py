@@ -76,6 +76,9 @@ class DecodeGraphs:
     def store_prefill(self, slot: int, cache: Any, length: int, row: int = 0) -> None:
         self.cache.store_prefill(slot, cache, length, row)
 
+    def store_prefills(self, first_slot: int, cache: Any, rows: list[int], lengths: list[int]) -> None:
+        self.cache.store_prefills(first_slot, cache, rows, lengths)
+
     def move(self, source: int, target: int) -> None:
         self.cache.move(source, target)
 

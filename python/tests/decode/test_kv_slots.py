@@ -1,12 +1,14 @@
 """The fast decoder's KV slots: growth keeps what is stored, moves carry a slot's cache and mask, release frees,
-and a batched prefill's rows each fill their own slot."""
+and a batched prefill's rows each fill their own slot, a group of them in one call."""
 
 from __future__ import annotations
 
 from types import SimpleNamespace
 
+import pytest
 import torch
 
+from idefics2_worker.decode import kv_slots
 from idefics2_worker.decode.kv_slots import CACHE_GRANULE, KVSlots, bucket
 
 
@@ -77,3 +79,50 @@ def test_each_row_of_a_batched_prefill_fills_its_own_slot_up_to_its_own_length()
     assert not cache.mask[1, 0, 0, 6:].any()
     assert cache.mask[2, 0, 0, :9].all()
     assert not cache.mask[3].any()
+
+
+def test_a_groups_rows_go_into_consecutive_slots_in_one_call_each_up_to_its_own_length() -> None:
+    cache = slots()
+    cache.ensure(8, 16)
+    cache.store_prefill(0, prefill_cache(12, seed=5), 12)
+    old = cache.keys[0][3].clone()  # a slot the group does not reach keeps what it held
+    batched = prefill_cache(9, seed=6, rows=4)  # lengths 9, 4, 6, 2: rows 1 and 3 are left out (e.g. cancelled)
+    cache.store_prefills(1, batched, [0, 2], [9, 6])
+    for index in range(2):
+        layer = batched.layers[index]
+        for slot, (row, length) in zip((1, 2), ((0, 9), (2, 6)), strict=True):
+            for stored, prefilled in ((cache.keys, layer.keys), (cache.values, layer.values)):
+                assert torch.equal(stored[index][slot, :, :length], prefilled[row, :, :length])
+                assert not stored[index][slot, :, length:].any()
+    assert torch.equal(cache.keys[0][3], old)
+    assert [int(cache.mask[slot].sum()) for slot in range(4)] == [12, 9, 6, 0]
+    assert cache.mask[2, 0, 0, :6].all()
+
+
+def test_a_large_group_is_gathered_in_passes_with_the_same_result(monkeypatch: pytest.MonkeyPatch) -> None:
+    whole, passes = slots(), slots()
+    batched = prefill_cache(9, seed=7, rows=3)
+    for cache in (whole, passes):
+        cache.ensure(4, 16)
+    whole.store_prefills(1, batched, [0, 1, 2], [9, 3, 7])
+    monkeypatch.setattr(kv_slots, "GATHER_BYTES", 1)  # one layer a pass
+    passes.store_prefills(1, batched, [0, 1, 2], [9, 3, 7])
+    for index in range(2):
+        assert torch.equal(whole.keys[index], passes.keys[index])
+        assert torch.equal(whole.values[index], passes.values[index])
+    assert torch.equal(whole.mask, passes.mask)
+
+
+def test_each_layers_slots_are_a_contiguous_view_of_one_tensor_kept_across_growth() -> None:
+    cache = slots()
+    cache.ensure(2, 16)
+    stored = prefill_cache(5, seed=8)
+    cache.store_prefill(1, stored, 5)
+    cache.ensure(4, CACHE_GRANULE + 1)
+    keys = cache.keys
+    assert all(key.is_contiguous() and key.shape == (4, 2, 2 * CACHE_GRANULE, 4) for key in keys)
+    assert keys[1].data_ptr() - keys[0].data_ptr() == keys[0].numel() * keys[0].element_size()
+    assert torch.equal(cache.values[1][1, :, :5], stored.layers[1].values[0])
+    cache.keys[1][0, 0, 0, 0] = 7.0  # a layer's view writes into the one tensor, where moves read it
+    cache.move(0, 3)
+    assert cache.keys[1][3, 0, 0, 0] == 7.0
