@@ -16,7 +16,8 @@ its memory stays bounded.
 
 On CUDA a prefill may also use cuDNN's attention (ruled out for decode, where it re-plans every step, but one
 call per prompt here), compute the quantized linears on the tensor cores (`TensorCoreLinears`), the text model's
-norms as one kernel each (`FusedNorms`) and each layer's q/k/v and gate/up as one product (`GroupedProjections`).
+norms as one kernel each (`FusedNorms`), each layer's q/k/v and gate/up as one product (`GroupedProjections`) and its
+rotary embedding as one kernel (`FusedRotary`).
 The unpadded vision tower runs without transformers' masks (`vision_tower`: no host syncs) and, on CUDA, from a
 graph per input shape (`vision_graphs`), so the host queues the text model while the GPU runs the tower.
 """
@@ -35,6 +36,7 @@ from transformers import DynamicCache
 from .prefill_linears import TensorCoreLinears
 from .prefill_norms import FusedNorms
 from .prefill_projections import GroupedProjections
+from .prefill_rotary import FusedRotary
 from .vision_graphs import VisionGraphs
 from .vision_tower import runs_without_masks, vision_headroom, whole_patch_features
 
@@ -61,6 +63,8 @@ class PrefillPlan:
     norms: FusedNorms | None = None
     # Each layer's q/k/v and gate/up as one product, where the fast step joined their weights.
     projections: GroupedProjections | None = None
+    # The text model's rotary embedding as one kernel per layer.
+    rotary: FusedRotary | None = None
     cudnn_attention: bool = False
     # The pictures are preprocessed on the model's device (request.prompt.prepare_prompt's `on_device`).
     preprocess_on_device: bool = False
@@ -81,6 +85,7 @@ class PrefillPlan:
             linears=TensorCoreLinears(model, WORKER_FLOAT32_GEMMS, exact_sums=True),
             norms=FusedNorms(model),
             projections=GroupedProjections(model),
+            rotary=FusedRotary(model),
             cudnn_attention=True,
             preprocess_on_device=True,
             unpadded_vision=True,
@@ -98,9 +103,9 @@ class PrefillPlan:
     @contextmanager
     def module_context(self) -> Iterator[None]:
         """The plan's linears, norms and grouped projections in place of the modules' own forwards (the groups'
-        last: below MIN_ROWS rows they hand over to the linears')."""
+        last: below MIN_ROWS rows they hand over to the linears'), and its rotary embedding."""
         with ExitStack() as stack:
-            for replaced in (self.linears, self.norms, self.projections):
+            for replaced in (self.linears, self.norms, self.projections, self.rotary):
                 if replaced is not None:
                     stack.enter_context(replaced.active())
             yield

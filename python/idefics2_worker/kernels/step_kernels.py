@@ -1,5 +1,6 @@
 """Triton kernels for the decode step's work between the projections: residual add + RMSNorm, rotary embedding
-+ KV-cache write, and SiLU * up.
++ KV-cache write, and SiLU * up; the prefill takes the norm and the rotary embedding (one launch for a layer's
+queries and keys) too.
 
 Run module by module, a decode step of idefics2-8b launches ~1,600 kernels, ~1,200 of them small elementwise
 ones (casts, pow, mean, rsqrt, neg, cat, index_put...): 3.3 of the 9.1 ms of a bf16 step on an H100
@@ -17,7 +18,7 @@ from typing import Any
 
 import torch
 
-from . import int8_quantize, programmatic_launch
+from . import int8_quantize, programmatic_launch, triton_support
 from .batch_invariant_matmul import SplitSums
 from .triton_support import tl, triton
 
@@ -91,7 +92,22 @@ if triton is not None:
                      PIECES, LISTS)  # fmt: skip
 
     @triton.jit
-    def _rotate(source, cos, sin, HALF: tl.constexpr, BLOCK: tl.constexpr):
+    def _rounded(x, y, OP: tl.constexpr, EXACT: tl.constexpr):
+        # x * y or x + y in float32, rounded once. With EXACT (on a GPU), through PTX's .rn instructions: the compiler
+        # neither fuses them with another operation nor narrows them to bfloat16 arithmetic. Written plainly, it
+        # turned `bf16(a·cos) + bf16(−b·sin)`, rounded again, into one bf16 fma of a·cos and the other term: a
+        # rounding fewer than the module code's, a bf16 step off torch in some elements (kernel_cases.py, H90).
+        if EXACT:
+            return tl.inline_asm_elementwise(
+                OP + ".rn.f32 $0, $1, $2;", "=f,f,f", [x, y], dtype=tl.float32, is_pure=True, pack=1
+            )
+        elif OP == "mul":
+            return x * y
+        else:
+            return x + y
+
+    @triton.jit
+    def _rotate(source, cos, sin, HALF: tl.constexpr, BLOCK: tl.constexpr, EXACT: tl.constexpr):
         # transformers' apply_rotary_pos_emb: x * cos + rotate_half(x) * sin, each product and the sum rounded.
         index = tl.arange(0, BLOCK)
         ok = index < HALF
@@ -104,14 +120,18 @@ if triton is not None:
         sin_second = tl.load(sin + HALF + index, mask=ok, other=0.0).to(tl.float32)
         a = first.to(tl.float32)
         b = second.to(tl.float32)
-        out_first = (a * cos_first).to(dtype).to(tl.float32) + (-b * sin_first).to(dtype).to(tl.float32)
-        out_second = (b * cos_second).to(dtype).to(tl.float32) + (a * sin_second).to(dtype).to(tl.float32)
+        a_cos = _rounded(a, cos_first, "mul", EXACT).to(dtype).to(tl.float32)
+        b_sin = _rounded(-b, sin_first, "mul", EXACT).to(dtype).to(tl.float32)
+        b_cos = _rounded(b, cos_second, "mul", EXACT).to(dtype).to(tl.float32)
+        a_sin = _rounded(a, sin_second, "mul", EXACT).to(dtype).to(tl.float32)
+        out_first = _rounded(a_cos, b_sin, "add", EXACT)
+        out_second = _rounded(b_cos, a_sin, "add", EXACT)
         return out_first.to(dtype), out_second.to(dtype), index, ok
 
     @triton.jit
     def _rotary_cache_kernel(query, key, value, cos, sin, query_out, keys, values, positions, LENGTH, Q_ROW,
                              K_ROW, V_ROW, HEADS: tl.constexpr, KV_HEADS: tl.constexpr, DIM: tl.constexpr,
-                             BLOCK: tl.constexpr, PDL: tl.constexpr):  # fmt: skip
+                             BLOCK: tl.constexpr, EXACT: tl.constexpr, PDL: tl.constexpr):  # fmt: skip
         # Program (row, head): heads 0..HEADS-1 rotate a query head into query_out; the next KV_HEADS rotate a
         # key head and write it, with its value head, at the row's position in the row's cache slot. Q_ROW, K_ROW
         # and V_ROW step from row to row of the inputs (views into one q/k/v product's output are not contiguous).
@@ -122,13 +142,13 @@ if triton is not None:
         row_cos = cos + row * DIM
         row_sin = sin + row * DIM
         if head < HEADS:
-            first, second, index, ok = _rotate(query + row * Q_ROW + head * DIM, row_cos, row_sin, HALF, BLOCK)
+            first, second, index, ok = _rotate(query + row * Q_ROW + head * DIM, row_cos, row_sin, HALF, BLOCK, EXACT)
             target = query_out + (row * HEADS + head) * DIM
             tl.store(target + index, first, mask=ok)
             tl.store(target + HALF + index, second, mask=ok)
         else:
             kv_head = head - HEADS
-            first, second, index, ok = _rotate(key + row * K_ROW + kv_head * DIM, row_cos, row_sin, HALF, BLOCK)
+            first, second, index, ok = _rotate(key + row * K_ROW + kv_head * DIM, row_cos, row_sin, HALF, BLOCK, EXACT)
             position = tl.load(positions + row)
             slot = ((row * KV_HEADS + kv_head) * LENGTH + position) * DIM
             tl.store(keys + slot + index, first.to(keys.dtype.element_ty), mask=ok)
@@ -137,6 +157,31 @@ if triton is not None:
             whole_ok = whole < DIM
             v = tl.load(value + row * V_ROW + kv_head * DIM + whole, mask=whole_ok, other=0.0)
             tl.store(values + slot + whole, v.to(values.dtype.element_ty), mask=whole_ok)
+
+    @triton.jit
+    def _prefill_rotary_kernel(query, key, cos, sin, query_out, key_out, LENGTH, Q_BATCH, Q_ROW, K_BATCH, K_ROW,
+                               COS_BATCH, HEADS: tl.constexpr, KV_HEADS: tl.constexpr, DIM: tl.constexpr,
+                               BLOCK: tl.constexpr, EXACT: tl.constexpr):  # fmt: skip
+        # Program (token, head): token = batch * LENGTH + position; heads 0..HEADS-1 rotate a query head, the next
+        # KV_HEADS a key head. Inputs: heads DIM apart, rows Q_ROW / K_ROW apart (column slices of one q/k/v
+        # product); outputs laid out as torch lays out the module code's results ([batch, position, head, dim]).
+        token = tl.program_id(0)
+        head = tl.program_id(1)
+        batch = token // LENGTH
+        position = token % LENGTH
+        HALF: tl.constexpr = DIM // 2
+        row_cos = cos + batch * COS_BATCH + position * DIM
+        row_sin = sin + batch * COS_BATCH + position * DIM
+        if head < HEADS:
+            source = query + batch * Q_BATCH + position * Q_ROW + head * DIM
+            target = query_out + (token * HEADS + head) * DIM
+        else:
+            kv_head = head - HEADS
+            source = key + batch * K_BATCH + position * K_ROW + kv_head * DIM
+            target = key_out + (token * KV_HEADS + kv_head) * DIM
+        first, second, index, ok = _rotate(source, row_cos, row_sin, HALF, BLOCK, EXACT)
+        tl.store(target + index, first, mask=ok)
+        tl.store(target + HALF + index, second, mask=ok)
 
     @triton.jit
     def _silu_mul_kernel(gate, up, out, N, GATE_ROW, UP_ROW, BLOCK: tl.constexpr, PDL: tl.constexpr):
@@ -286,10 +331,58 @@ def rotary_into_cache(
         KV_HEADS=kv_heads,
         DIM=dim,
         BLOCK=triton.next_power_of_2(dim // 2),
+        EXACT=not triton_support.INTERPRETED,
         num_warps=1,
         **programmatic_launch.triton_options(query.device),
     )
     return query_out
+
+
+def prefill_rotary_applies(query: torch.Tensor, key: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> bool:
+    """Whether `prefill_rotary` computes apply_rotary_pos_emb(query, key, cos, sin) for these inputs: query and key
+    [batch, heads, positions, dim] with each head's dims contiguous and heads side by side (the projections' output
+    viewed as heads and transposed), cos and sin [batch or 1, positions, dim] contiguous, one dtype for all."""
+    if query.dim() != 4 or key.dim() != 4 or cos.dim() != 3 or cos.shape != sin.shape:
+        return False
+    batch, _, length, dim = query.shape
+    if key.shape[0] != batch or key.shape[2:] != (length, dim) or cos.shape[1:] != (length, dim) or dim % 2:
+        return False
+    if cos.shape[0] not in {1, batch} or len({query.dtype, key.dtype, cos.dtype, sin.dtype}) != 1:
+        return False
+    heads_side_by_side = all(t.stride(-1) == 1 and t.stride(1) == dim for t in (query, key))
+    return heads_side_by_side and all(t.is_contiguous() for t in (cos, sin))
+
+
+def prefill_rotary(
+    query: torch.Tensor, key: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """transformers' apply_rotary_pos_emb(query, key, cos, sin) in one launch (`prefill_rotary_applies` inputs): the
+    same roundings, and outputs in the layout torch gives the module code's results for such inputs."""
+    batch, heads, length, dim = query.shape
+    kv_heads = key.shape[1]
+    query_out = torch.empty(batch, length, heads, dim, dtype=query.dtype, device=query.device)
+    key_out = torch.empty(batch, length, kv_heads, dim, dtype=key.dtype, device=key.device)
+    _prefill_rotary_kernel[(batch * length, heads + kv_heads)](
+        query,
+        key,
+        cos,
+        sin,
+        query_out,
+        key_out,
+        length,
+        query.stride(0),
+        query.stride(2),
+        key.stride(0),
+        key.stride(2),
+        cos.stride(0) if cos.shape[0] > 1 else 0,
+        HEADS=heads,
+        KV_HEADS=kv_heads,
+        DIM=dim,
+        BLOCK=triton.next_power_of_2(dim // 2),
+        EXACT=not triton_support.INTERPRETED,
+        num_warps=1,
+    )
+    return query_out.transpose(1, 2), key_out.transpose(1, 2)
 
 
 def silu_mul(gate: torch.Tensor, up: torch.Tensor) -> torch.Tensor:

@@ -182,6 +182,20 @@ def step_launches() -> None:
             batch_invariant_matmul.linear(torch.empty(rows, inputs, dtype=bf16), weight)
 
 
+def prefill_launches() -> None:
+    """The prefill's rotary embedding at idefics2-8b's shapes: a batch of prompts' column slices of one q/k/v
+    product, cos and sin shared by the batch."""
+    from idefics2_worker.kernels import step_kernels
+
+    for batch, length in ((1, 859), (8, 20)):
+        qkv = torch.empty(batch, length, (HEADS + 2 * KV_HEADS) * HEAD_DIM, dtype=torch.bfloat16)
+        query = qkv[..., : HEADS * HEAD_DIM].view(batch, length, HEADS, HEAD_DIM).transpose(1, 2)
+        key = qkv[..., HEADS * HEAD_DIM : (HEADS + KV_HEADS) * HEAD_DIM]
+        key = key.view(batch, length, KV_HEADS, HEAD_DIM).transpose(1, 2)
+        cos = torch.empty(1, length, HEAD_DIM, dtype=torch.bfloat16)
+        step_kernels.prefill_rotary(query, key, cos, cos)
+
+
 def eight_bit_launches(rows: int) -> None:
     """The 8-bit step's products at idefics2-8b's shapes: the input's quantisation, the kernel its rows take and the
     row-invariant form (pieces, whole and split)."""
@@ -235,6 +249,7 @@ def main() -> None:
             batch_invariant_cases.four_bit_cases("cpu"),
         ],
         "decode shapes": decode_shapes,
+        "prefill shapes": prefill_launches,
     }
     if args.capability >= 90:
         groups["decode step, programmatic launch"] = programmatic_step_launches

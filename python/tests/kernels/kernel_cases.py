@@ -410,6 +410,51 @@ def prefill_norm_cases(device: str) -> dict[str, float]:
     return results
 
 
+def prefill_rotary_cases(device: str) -> dict[str, float]:
+    """The tiny model's rotary embedding inside `FusedRotary.active()` (one kernel for a layer's queries and keys)
+    against transformers' own, on a batched prefill's column slices of one q/k/v product, with cos and sin per row or
+    shared by the batch; its results laid out as torch lays out the module code's; inputs it does not take left to
+    the module's function."""
+    from transformers import AutoModelForImageTextToText
+    from transformers.models.mistral import modeling_mistral
+
+    from idefics2_worker.decode.prefill_rotary import FusedRotary
+
+    own = modeling_mistral.apply_rotary_pos_emb
+    results = {}
+    for dtype in (torch.float32, torch.bfloat16):
+        model = AutoModelForImageTextToText.from_pretrained(str(TINY_MODEL), dtype=dtype).to(device).eval()
+        config = model.config.text_config
+        heads, kv_heads = config.num_attention_heads, config.num_key_value_heads
+        dim = config.hidden_size // heads
+        batch, length = 3, 37
+        product = torch.randn(batch, length, (heads + 2 * kv_heads) * dim, dtype=dtype, device=device)
+        query = product[..., : heads * dim].view(batch, length, heads, dim).transpose(1, 2)
+        key = product[..., heads * dim : (heads + kv_heads) * dim].view(batch, length, kv_heads, dim).transpose(1, 2)
+        rotary = model.model.text_model.rotary_emb
+        shared = rotary(product, torch.arange(length, device=device)[None])
+        per_row = rotary(product, torch.randint(0, 500, (batch, length), device=device))
+        fused = FusedRotary(model, any_device=True)
+        name = str(dtype).removeprefix("torch.")
+        with torch.inference_mode(), fused.active():
+            taken = modeling_mistral.apply_rotary_pos_emb is not own
+            for label, (cos, sin) in (("shared", shared), ("per row", per_row)):
+                ours = modeling_mistral.apply_rotary_pos_emb(query, key, cos, sin)
+                theirs = own(query, key, cos, sin)
+                results[f"prefill rotary, cos {label} {name}"] = max(
+                    steps(a, b, floor=1.0) for a, b in zip(ours, theirs, strict=True)
+                )
+                laid_out = all(a.stride() == b.stride() for a, b in zip(ours, theirs, strict=True))
+                results[f"prefill rotary, cos {label}, torch's layout, same bits {name}"] = 0.0 if laid_out else 1.0
+            whole = query.contiguous()  # heads not side by side: the module's own function
+            left = modeling_mistral.apply_rotary_pos_emb(whole, key, *shared)
+            same = all(torch.equal(a, b) for a, b in zip(left, own(whole, key, *shared), strict=True))
+            results[f"prefill rotary, other inputs to the module, same bits {name}"] = 0.0 if same and taken else 1.0
+        back = modeling_mistral.apply_rotary_pos_emb is own
+        results[f"prefill rotary given back, same bits {name}"] = 0.0 if back else 1.0
+    return results
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--device", default="cpu")
@@ -427,6 +472,7 @@ def main() -> None:
         **split_sums_norm_cases(args.device),
         **split_pieces_cases(args.device),
         **prefill_norm_cases(args.device),
+        **prefill_rotary_cases(args.device),
     }
     print(json.dumps(cases))
 
