@@ -19,13 +19,17 @@ then:
   path (decode/vision_tower.py), alternating in one process, and checks that the first-token logits are equal;
   with --graph-ab, the same for that tower run eagerly against replayed from CUDA graphs (decode/vision_graphs.py);
   with --projections-ab, the prefill (or with --admission, the admission's timings alone) with each layer's q/k/v and
-  gate/up as one product against each projection alone (decode/prefill_projections.py).
+  gate/up as one product against each projection alone (decode/prefill_projections.py); with --rotary-ab, the rotary
+  embedding as one kernel per layer against transformers' (decode/prefill_rotary.py); with --store-ab (and
+  --admission), the KV slots' stores and moves for all layers at once against a copy per layer and row
+  (decode/kv_slots.py).
 An idle GPU under a busy host means the host is the bound there: fewer launches or a CUDA graph would help. An
 idle GPU after a sync means the sync cost the gap.
 
 Usage: python scripts/gpu/prefill_timeline.py --model DIR --messages FILE.json --image A --image B
            [--quantization bf16|8bit|4bit ...] [--requests 1] [--runs 5] [--freeze-gc] [--no-trace]
-           [--tower-ab] [--graph-ab] [--gemm-ab] [--projections-ab] [--admission] [--out result.json]
+           [--tower-ab] [--graph-ab] [--gemm-ab] [--projections-ab] [--rotary-ab] [--store-ab] [--admission]
+           [--out result.json]
 """
 
 from __future__ import annotations
@@ -55,6 +59,7 @@ from demo_inputs import as_payload
 from idefics2_worker.decode import prefill as prefill_module
 from idefics2_worker.decode import prefill_linears
 from idefics2_worker.decode.batch_decoder import Admission
+from idefics2_worker.decode.kv_slots import KVSlots
 from idefics2_worker.decode.prefill import prefill, prefill_many
 from idefics2_worker.protocol.params import parse_generate
 from profile_prefill import gemm_variants
@@ -395,6 +400,65 @@ def projections_ab(run: Any, runs: int, plan: Any) -> dict[str, Any]:
         plan.projections = projections
 
 
+def rotary_ab(run: Any, runs: int, plan: Any) -> dict[str, Any]:
+    """The rotary embedding as one kernel per layer (the worker's plan), then transformers' own function."""
+    rotary = plan.rotary
+    if rotary is None or rotary.module is None:
+        return {"skipped": "this plan has no fused rotary embedding"}
+    try:
+        return alternated(
+            run,
+            runs,
+            {
+                "fused rotary": lambda: setattr(plan, "rotary", rotary),
+                "transformers' rotary": lambda: setattr(plan, "rotary", None),
+            },
+        )
+    finally:
+        plan.rotary = rotary
+
+
+def _store_per_layer(self: KVSlots, first_slot: int, cache: Any, rows: Any, lengths: Any) -> None:
+    for offset, (row, length) in enumerate(zip(rows, lengths, strict=True)):
+        slot = first_slot + offset
+        for index, layer in enumerate(cache.layers):
+            self.keys[index][slot, :, :length].copy_(layer.keys[row, :, :length])
+            self.values[index][slot, :, :length].copy_(layer.values[row, :, :length])
+        self.mask[slot].zero_()
+        self.mask[slot, :, :, :length] = True
+
+
+def _move_per_layer(self: KVSlots, source: int, target: int) -> None:
+    for key, value in zip(self.keys, self.values, strict=True):
+        key[target].copy_(key[source])
+        value[target].copy_(value[source])
+    self.mask[target].copy_(self.mask[source])
+
+
+def store_ab(run: Any, runs: int) -> dict[str, Any]:
+    """A group's rows stored in their slots, and slots moved, with a few kernels for all layers (the worker's), then
+    with a copy per layer and row as before (the same values)."""
+    group_store, group_move = KVSlots.store_prefills, KVSlots.move
+
+    def choose(store: Any, move: Any) -> Any:
+        def set_up() -> None:
+            KVSlots.store_prefills, KVSlots.move = store, move
+
+        return set_up
+
+    try:
+        return alternated(
+            run,
+            runs,
+            {
+                "all layers at once": choose(group_store, group_move),
+                "a copy per layer and row": choose(_store_per_layer, _move_per_layer),
+            },
+        )
+    finally:
+        choose(group_store, group_move)()
+
+
 def admission(engine: Any, messages: list[dict[str, Any]], images: list[Any], requests: int = 1) -> Any:
     """The worker's whole path for `requests` one-token requests sent together, in this process: the fast decoder
     admits them in one `admit_many` (preprocessing, prefill, token choice set up, first token) and finishes them;
@@ -455,6 +519,10 @@ def timeline_one(args: Any, quantization: str, messages: list[dict[str, Any]], i
         result["gemm_ab"] = gemm_ab(run, args.runs, plan, model)
     if args.projections_ab:
         result["projections_ab"] = projections_ab(run, args.runs, plan)
+    if args.rotary_ab:
+        result["rotary_ab"] = rotary_ab(run, args.runs, plan)
+    if args.store_ab:
+        result["store_ab"] = store_ab(run, args.runs)
     if args.no_trace:
         engine.unload()
         return result
@@ -489,6 +557,12 @@ def main() -> None:
     parser.add_argument("--graph-ab", action="store_true", help="the mask-free vision tower eager and from graphs")
     parser.add_argument("--gemm-ab", action="store_true", help="the float32-compute layers' GEMM dtypes (4-bit)")
     parser.add_argument("--projections-ab", action="store_true", help="q/k/v and gate/up grouped, then alone")
+    parser.add_argument("--rotary-ab", action="store_true", help="the rotary embedding fused, then transformers'")
+    parser.add_argument(
+        "--store-ab",
+        action="store_true",
+        help="with --admission: the slots' stores and moves for all layers at once, then per layer",
+    )
     parser.add_argument(
         "--admission",
         action="store_true",
