@@ -382,40 +382,31 @@ def gemm_ab(run: Any, runs: int, plan: Any, model: Any) -> dict[str, Any]:
         choose(linears)()
 
 
+def plan_part_ab(run: Any, runs: int, plan: Any, part: str, names: tuple[str, str]) -> dict[str, Any]:
+    """The prefill with the plan's `part` as it is (the worker's plan, named names[0]), then without it (names[1])."""
+    kept = getattr(plan, part)
+    try:
+        return alternated(
+            run, runs, {names[0]: lambda: setattr(plan, part, kept), names[1]: lambda: setattr(plan, part, None)}
+        )
+    finally:
+        setattr(plan, part, kept)
+
+
 def projections_ab(run: Any, runs: int, plan: Any) -> dict[str, Any]:
     """Each layer's q/k/v and gate/up as one product (the worker's plan), then each projection alone."""
     projections = plan.projections
     if projections is None or not projections.groups():
         return {"skipped": "this plan joins no projections"}
-    try:
-        return alternated(
-            run,
-            runs,
-            {
-                "grouped projections": lambda: setattr(plan, "projections", projections),
-                "each projection alone": lambda: setattr(plan, "projections", None),
-            },
-        ) | {"groups": len(projections.groups())}
-    finally:
-        plan.projections = projections
+    names = ("grouped projections", "each projection alone")
+    return plan_part_ab(run, runs, plan, "projections", names) | {"groups": len(projections.groups())}
 
 
 def rotary_ab(run: Any, runs: int, plan: Any) -> dict[str, Any]:
     """The rotary embedding as one kernel per layer (the worker's plan), then transformers' own function."""
-    rotary = plan.rotary
-    if rotary is None or rotary.module is None:
+    if plan.rotary is None or plan.rotary.module is None:
         return {"skipped": "this plan has no fused rotary embedding"}
-    try:
-        return alternated(
-            run,
-            runs,
-            {
-                "fused rotary": lambda: setattr(plan, "rotary", rotary),
-                "transformers' rotary": lambda: setattr(plan, "rotary", None),
-            },
-        )
-    finally:
-        plan.rotary = rotary
+    return plan_part_ab(run, runs, plan, "rotary", ("fused rotary", "transformers' rotary"))
 
 
 def _store_per_layer(self: KVSlots, first_slot: int, cache: Any, rows: Any, lengths: Any) -> None:

@@ -95,16 +95,17 @@ if triton is not None:
     def _rounded(x, y, OP: tl.constexpr, EXACT: tl.constexpr):
         # x * y or x + y in float32, rounded once. With EXACT (on a GPU), through PTX's .rn instructions: the compiler
         # neither fuses them with another operation nor narrows them to bfloat16 arithmetic. Written plainly, it
-        # turned `bf16(a·cos) + bf16(−b·sin)`, rounded again, into one bf16 fma of a·cos and the other term: a
+        # turned `bf16(a·cos) + bf16(-b·sin)`, rounded again, into one bf16 fma of a·cos and the other term: a
         # rounding fewer than the module code's, a bf16 step off torch in some elements (kernel_cases.py, H90).
         if EXACT:
-            return tl.inline_asm_elementwise(
+            result = tl.inline_asm_elementwise(
                 OP + ".rn.f32 $0, $1, $2;", "=f,f,f", [x, y], dtype=tl.float32, is_pure=True, pack=1
             )
         elif OP == "mul":
-            return x * y
+            result = x * y
         else:
-            return x + y
+            result = x + y
+        return result
 
     @triton.jit
     def _rotate(source, cos, sin, HALF: tl.constexpr, BLOCK: tl.constexpr, EXACT: tl.constexpr):
@@ -327,15 +328,23 @@ def rotary_into_cache(
         query.stride(0),
         key.stride(0),
         value.stride(0),
-        HEADS=heads,
-        KV_HEADS=kv_heads,
-        DIM=dim,
-        BLOCK=triton.next_power_of_2(dim // 2),
-        EXACT=not triton_support.INTERPRETED,
-        num_warps=1,
+        **_rotary_options(heads, kv_heads, dim),
         **programmatic_launch.triton_options(query.device),
     )
     return query_out
+
+
+def _rotary_options(heads: int, kv_heads: int, dim: int) -> dict[str, Any]:
+    """The rotary kernels' shared launch options: a program per (row, head), its half-heads in one block, rounded as
+    the module code rounds (`_rounded`) where the kernels run compiled."""
+    return {
+        "HEADS": heads,
+        "KV_HEADS": kv_heads,
+        "DIM": dim,
+        "BLOCK": triton.next_power_of_2(dim // 2),
+        "EXACT": not triton_support.INTERPRETED,
+        "num_warps": 1,
+    }
 
 
 def prefill_rotary_applies(query: torch.Tensor, key: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> bool:
@@ -375,12 +384,7 @@ def prefill_rotary(
         key.stride(0),
         key.stride(2),
         cos.stride(0) if cos.shape[0] > 1 else 0,
-        HEADS=heads,
-        KV_HEADS=kv_heads,
-        DIM=dim,
-        BLOCK=triton.next_power_of_2(dim // 2),
-        EXACT=not triton_support.INTERPRETED,
-        num_warps=1,
+        **_rotary_options(heads, kv_heads, dim),
     )
     return query_out.transpose(1, 2), key_out.transpose(1, 2)
 
