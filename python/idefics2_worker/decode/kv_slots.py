@@ -99,10 +99,11 @@ class KVSlots:
         targets = slice(first_slot, first_slot + count)
         picked = slice(rows[0], rows[0] + count) if _consecutive(rows) else None
         index = None if picked is not None else torch.tensor(list(rows), device=self.device)
-        valid = None
+        valid = padding = None
         if min(lengths) < longest:
             ends = torch.tensor(list(lengths), device=self.device)
             valid = torch.arange(longest, device=self.device) < ends[:, None]  # [count, longest]
+            padding = ~valid[None, :, None, :, None]  # as the gathered [layers, count, kv_heads, longest, dim]
         layers = list(cache.layers)
         for stored, name in zip(self._stored, ("keys", "values"), strict=True):
             sources = [getattr(layer, name) for layer in layers]
@@ -113,8 +114,8 @@ class KVSlots:
                 gathered = torch.stack([source[picked or slice(None), :, :longest] for source in chunk])
                 if index is not None:
                     gathered = gathered.index_select(1, index)
-                if valid is not None:
-                    gathered.masked_fill_(~valid[None, :, None, :, None], 0)
+                if padding is not None:
+                    gathered.masked_fill_(padding, 0)
                 stored[first : first + len(chunk), targets, :, :longest].copy_(gathered)
         self.mask[targets] = False
         if valid is None:
